@@ -1,0 +1,160 @@
+//! The one place that knows HTTP error meaning: every stable error code, its status and its
+//! default message, and the cloro error envelope
+//! `{"success": false, "error": {"code", "message", "details"?, "timestamp"}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::domain::types::FieldError;
+use crate::time_fmt::{format_ms, now_ms};
+
+/// Stable error codes: (code, status, default message). One line per code.
+pub const ERROR_CODES: &[(&str, u16, &str)] = &[
+    ("VALIDATION_ERROR", 400, "Request validation failed"),
+    ("MISSING_API_KEY", 401, "Missing or invalid API key"),
+    ("INVALID_API_KEY_FORMAT", 401, "Invalid API key format"),
+    (
+        "INVALID_OR_EXPIRED_API_KEY",
+        401,
+        "Invalid or expired API key",
+    ),
+    ("INSUFFICIENT_CREDITS", 403, "Insufficient credits"),
+    ("RESOURCE_NOT_FOUND", 404, "Resource not found"),
+    ("RESOURCE_ALREADY_EXISTS", 409, "Task already exists"),
+    ("PAYLOAD_TOO_LARGE", 413, "Request body is too large"),
+    ("RATE_LIMIT_EXCEEDED", 429, "API key rate limit exceeded"),
+    ("QUEUE_LIMIT_EXCEEDED", 429, "Queue limit exceeded"),
+    ("INTERNAL_SERVER_ERROR", 500, "Internal server error"),
+    (
+        "SERVICE_UNAVAILABLE",
+        503,
+        "Service temporarily unavailable",
+    ),
+];
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    /// Seconds, sent as `Retry-After` (503 only).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// The error with `code`'s status and default message.
+    pub fn new(code: &'static str) -> ApiError {
+        let (status, message) = ERROR_CODES
+            .iter()
+            .find(|(c, _, _)| *c == code)
+            .map(|(_, s, m)| (*s, *m))
+            .unwrap_or((500, "Internal server error"));
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.to_owned(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn message(mut self, m: impl Into<String>) -> ApiError {
+        self.message = m.into();
+        self
+    }
+
+    pub fn details(mut self, d: Value) -> ApiError {
+        self.details = Some(d);
+        self
+    }
+
+    /// 400 listing every invalid field.
+    pub fn validation(errors: &[FieldError]) -> ApiError {
+        ApiError::new("VALIDATION_ERROR").details(field_errors(errors))
+    }
+
+    pub fn not_found(id: &str, message: &str) -> ApiError {
+        ApiError::new("RESOURCE_NOT_FOUND")
+            .message(message)
+            .details(json!({ "id": id }))
+    }
+
+    pub fn unavailable() -> ApiError {
+        let mut e = ApiError::new("SERVICE_UNAVAILABLE");
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// The `error` object of the envelope (also used per item in batch results).
+    pub fn body(&self) -> Value {
+        let mut error = json!({
+            "code": self.code,
+            "message": self.message,
+        });
+        if let Some(d) = &self.details {
+            error["details"] = d.clone();
+        }
+        error["timestamp"] = Value::String(format_ms(now_ms()));
+        error
+    }
+}
+
+pub fn field_errors(errors: &[FieldError]) -> Value {
+    Value::Array(
+        errors
+            .iter()
+            .map(|e| json!({ "field": e.field, "message": e.message }))
+            .collect(),
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "success": false, "error": self.body() });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        match e {
+            crate::store::Error::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "Store unavailable");
+                ApiError::unavailable()
+            }
+            other => {
+                tracing::error!(error = %other, "Store error");
+                ApiError::new("INTERNAL_SERVER_ERROR")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_valid_status_and_a_message() {
+        for (code, status, message) in ERROR_CODES {
+            let e = ApiError::new(code);
+            assert_eq!(e.status.as_u16(), *status);
+            assert_eq!(e.message, *message);
+        }
+    }
+
+    #[test]
+    fn details_are_omitted_when_absent() {
+        let b = ApiError::new("MISSING_API_KEY").body();
+        assert!(b.get("details").is_none());
+        assert!(b["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}

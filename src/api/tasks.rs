@@ -1,0 +1,172 @@
+//! `POST /v1/async/task`, `POST /v1/async/task/batch`, `GET /v1/async/task/{taskId}`.
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::{ApiError, field_errors};
+use super::{Auth, JsonBody, SharedState, ok};
+use crate::domain::request::{TaskRequest, parse_task_request};
+use crate::store::{ItemError, NewTask, SubmitError, TaskRecord};
+use crate::time_fmt::format_ms;
+
+/// Most tasks in one batch.
+pub const MAX_BATCH: usize = 500;
+
+fn new_task(r: TaskRequest) -> NewTask {
+    NewTask {
+        task_type: r.task_type,
+        payload: r.payload,
+        priority: r.priority,
+        idempotency_key: r.idempotency_key,
+        webhook_url: r.webhook_url,
+        credits_to_charge: i64::from(r.credits_to_charge),
+    }
+}
+
+/// The task summary (public fields plus `startedAt`, `completedAt`, `attempts`).
+pub fn summary(t: &TaskRecord) -> Value {
+    json!({
+        "id": t.id.to_string(),
+        "taskType": t.task_type.as_str(),
+        "status": t.status.as_str(),
+        "priority": t.priority,
+        "createdAt": format_ms(t.created_ms),
+        "latencyMs": t.latency_ms(),
+        "idempotencyKey": t.idempotency_key,
+        "startedAt": t.started_ms.map(format_ms),
+        "completedAt": t.finished_ms.filter(|_| t.status.is_terminal()).map(format_ms),
+        "attempts": t.attempts,
+    })
+}
+
+pub fn credits(t: &TaskRecord) -> Value {
+    json!({
+        "creditsToCharge": t.credits_to_charge,
+        "creditsCharged": if t.status.is_terminal() { t.credits_charged.or(Some(0)) } else { None },
+    })
+}
+
+fn item_error(e: &ItemError) -> ApiError {
+    match e {
+        ItemError::DuplicateKey(k) => ApiError::new("RESOURCE_ALREADY_EXISTS")
+            .details(json!({ "field": "idempotencyKey", "value": k })),
+        ItemError::InsufficientCredits => ApiError::new("INSUFFICIENT_CREDITS"),
+    }
+}
+
+fn queue_limit(limit: i64) -> ApiError {
+    ApiError::new("QUEUE_LIMIT_EXCEEDED")
+        .message(format!(
+            "Queue limit exceeded. Maximum {limit} queued tasks allowed per organization"
+        ))
+        .details(json!({ "limit": limit }))
+}
+
+pub async fn create(
+    State(s): State<SharedState>,
+    Auth(caller): Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let req = parse_task_request(&body).map_err(|e| ApiError::validation(&e))?;
+    let result = s.store.submit(caller.org, vec![new_task(req)]).await?;
+    let mut items = result.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
+    match items.pop() {
+        Some(Ok(t)) => Ok(ok(
+            json!({ "success": true, "task": summary(&t), "credits": credits(&t) }),
+        )),
+        Some(Err(e)) => Err(item_error(&e)),
+        None => Err(ApiError::new("INTERNAL_SERVER_ERROR")),
+    }
+}
+
+pub async fn create_batch(
+    State(s): State<SharedState>,
+    Auth(caller): Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let bad = |msg: &str| {
+        ApiError::new("VALIDATION_ERROR").details(json!([{ "field": "body", "message": msg }]))
+    };
+    let Value::Array(items) = body else {
+        return Err(bad("Request body must be a JSON array of 1 to 500 tasks"));
+    };
+    if items.is_empty() {
+        return Err(bad("Batch must contain at least 1 task"));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(bad(&format!(
+            "Batch must contain at most {MAX_BATCH} tasks (got {})",
+            items.len()
+        )));
+    }
+    if let Some(i) = items.iter().position(|v| !v.is_object()) {
+        return Err(ApiError::new("VALIDATION_ERROR")
+            .details(json!([{ "field": format!("[{i}]"), "message": "Each batch item must be a JSON object" }])));
+    }
+    let total = items.len();
+    let mut results: Vec<Option<Value>> = vec![None; total];
+    let mut valid = Vec::with_capacity(total);
+    let mut valid_index = Vec::with_capacity(total);
+    for (i, v) in items.iter().enumerate() {
+        match parse_task_request(v) {
+            Ok(r) => {
+                valid.push(new_task(r));
+                valid_index.push(i);
+            }
+            Err(errors) => {
+                let e = ApiError::new("VALIDATION_ERROR")
+                    .message(format!("Invalid task at index {i}"))
+                    .details(json!({ "errors": field_errors(&errors) }));
+                results[i] = Some(json!({ "success": false, "index": i, "error": e.body() }));
+            }
+        }
+    }
+    if !valid.is_empty() {
+        let outcome = s.store.submit(caller.org, valid).await?;
+        let done = outcome.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
+        for (r, i) in done.into_iter().zip(valid_index) {
+            results[i] = Some(match r {
+                Ok(t) => {
+                    json!({ "success": true, "index": i, "task": summary(&t), "credits": credits(&t) })
+                }
+                Err(e) => json!({ "success": false, "index": i, "error": item_error(&e).body() }),
+            });
+        }
+    }
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| r.unwrap_or(Value::Null))
+        .collect();
+    let succeeded = results.iter().filter(|r| r["success"] == true).count();
+    Ok(ok(json!({
+        "success": true,
+        "summary": { "total": total, "succeeded": succeeded, "failed": total - succeeded },
+        "results": results,
+    })))
+}
+
+pub async fn get(
+    State(s): State<SharedState>,
+    Auth(caller): Auth,
+    Path(task_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(&task_id, "Task not found");
+    let id = Uuid::parse_str(&task_id).map_err(|_| not_found())?;
+    let t = s
+        .store
+        .get_task(caller.org, id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mut body = json!({ "task": summary(&t), "credits": credits(&t) });
+    if t.status.is_terminal() {
+        if let Some(url) = &t.webhook_url {
+            body["webhook"] = json!({ "url": url, "delivered": false, "deliveredAt": null });
+        }
+        if let Some(r) = &t.response {
+            body["response"] = r.clone();
+        }
+    }
+    Ok(ok(body))
+}

@@ -1,0 +1,140 @@
+//! Wiring and lifecycle: the store, the dispatcher, the purger and the HTTP server run as
+//! sibling tasks under one cancellation token. Shutdown stops accepting connections, lets
+//! in-flight requests and running tasks finish (their outcomes are recorded), then closes the
+//! store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::auth::Authenticator;
+use crate::engines::{Engine, SimulatedEngine};
+use crate::queue::{self, QueueConfig};
+use crate::store::Store;
+use crate::store::sqlite::{self, CreatedOrg, OrgSpec, SqliteStore};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub db_path: PathBuf,
+    pub queue: QueueConfig,
+    pub engine: SimulatedEngine,
+    pub max_body_bytes: usize,
+    pub default_plan: String,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub store: Arc<SqliteStore>,
+    /// The `default` organization, when this start created it.
+    pub created_default: Option<CreatedOrg>,
+    /// Pauses and resumes claiming on this node.
+    pub gate: Arc<queue::Gate>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Opens the store, creates the `default` organization on an empty database, binds the
+/// listener and starts every component.
+pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+    let path = opts.db_path.clone();
+    let plan = opts.default_plan.clone();
+    let (store, created_default) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let created = {
+            let conn =
+                sqlite::open_admin(&path).with_context(|| format!("opening {}", path.display()))?;
+            if sqlite::count_orgs(&conn)? == 0 {
+                let spec = OrgSpec {
+                    name: "default".into(),
+                    plan,
+                    concurrency: None,
+                    credits: None,
+                    queue_limit: None,
+                };
+                Some(sqlite::create_org(&conn, &spec)?)
+            } else {
+                None
+            }
+        };
+        let store =
+            SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Ok((Arc::new(store), created))
+    })
+    .await??;
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let engine: Arc<dyn Engine> = Arc::new(opts.engine.clone());
+
+    let gate = Arc::new(queue::Gate::default());
+    tracker.spawn(queue::run_dispatcher(
+        dyn_store.clone(),
+        engine,
+        opts.queue.clone(),
+        gate.clone(),
+        cancel.clone(),
+    ));
+    tracker.spawn(queue::run_purger(
+        dyn_store.clone(),
+        opts.queue.clone(),
+        cancel.clone(),
+    ));
+
+    let state = Arc::new(AppState {
+        store: dyn_store,
+        auth: Authenticator::default(),
+        max_body_bytes: opts.max_body_bytes,
+    });
+    let app = api::router(state);
+    let http_cancel = cancel.clone();
+    tracker.spawn(async move {
+        let server =
+            axum::serve(listener, app).with_graceful_shutdown(http_cancel.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+    tracker.close();
+    tracing::info!(%addr, "cloro is listening");
+    Ok(Server {
+        addr,
+        store,
+        created_default,
+        gate,
+        cancel,
+        tracker,
+    })
+}
+
+impl Server {
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for every component to stop (after [`shutdown`](Self::shutdown)), then closes the
+    /// store. Gives up waiting after `grace`.
+    pub async fn stopped(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("Shutdown grace period ended with work still running");
+        }
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}

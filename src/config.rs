@@ -1,0 +1,262 @@
+//! The command line (SPEC §6). Every serve option is also read from the environment
+//! (`CLORO_*`, and `DATABASE_URL`), and from `--config FILE` (lines `name = value`, using the
+//! long option names; command-line flags win over the file, the file over the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::engines::LatencyRange;
+
+/// The default embedded database.
+pub const DEFAULT_DB: &str = "./cloro-data/cloro.db";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloro",
+    version,
+    about = "A durable, fair, priority-ordered task queue speaking the cloro API"
+)]
+#[command(args_override_self = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and the workers.
+    Serve(ServeArgs),
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Measure enqueue, drain, latency, status cost and memory through the HTTP API.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// `sqlite://PATH`, `sqlite:///abs/path.db`, a plain file path, or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CLORO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// A file of `name = value` lines with the options below.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Simulated engine latency in ms: `N` or `MIN..MAX`.
+    #[arg(long, env = "CLORO_SIM_LATENCY_MS", default_value = "0")]
+    pub sim_latency_ms: LatencyRange,
+    /// Share of simulated attempts that fail (retryable), 0 to 1.
+    #[arg(long, env = "CLORO_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub sim_failure_rate: f64,
+    /// Tasks this node runs at once, over all organizations.
+    #[arg(long, env = "CLORO_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub workers: u32,
+    /// Backoff before the second attempt; doubles for each further attempt.
+    #[arg(long, env = "CLORO_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub retry_base_ms: u64,
+    /// Base interval between webhook delivery attempts (webhooks arrive in a later release).
+    #[arg(long, env = "CLORO_WEBHOOK_RETRY_BASE_MS", default_value_t = 120_000)]
+    pub webhook_retry_base_ms: u64,
+    /// Let webhooks reach loopback and private addresses (refused by default).
+    #[arg(long, env = "CLORO_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    /// How long finished tasks are kept, in seconds.
+    #[arg(long, env = "CLORO_RETENTION_SECS", default_value_t = 86_400)]
+    pub retention_secs: u64,
+    /// Largest request body in bytes.
+    #[arg(long, env = "CLORO_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Plan of the `default` organization made on an empty database.
+    #[arg(long, env = "CLORO_DEFAULT_PLAN", default_value = "free")]
+    pub default_plan: String,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization and its first API key; prints {"orgId", "apiKey", "keyId"}.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
+        #[arg(long, default_value = "free")]
+        plan: String,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        concurrency: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        credits: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        queue_limit: Option<i64>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key; prints {"keyId", "orgId", "apiKey"}.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke an API key; prints {"keyId", "revoked": true}.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// Parses `--database` / `DATABASE_URL` (absent: the embedded default).
+pub fn parse_database(url: Option<&str>) -> Result<Database, String> {
+    let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(Database::Sqlite(PathBuf::from(DEFAULT_DB)));
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Database::Postgres(url.to_owned()));
+    }
+    let path = match url.strip_prefix("sqlite://") {
+        Some(rest) => rest,
+        None if url.contains("://") => {
+            return Err(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH, a file path or postgres://..."
+            ));
+        }
+        None => url.strip_prefix("sqlite:").unwrap_or(url),
+    };
+    if path.is_empty() {
+        return Err("the database path is empty".into());
+    }
+    Ok(Database::Sqlite(PathBuf::from(path)))
+}
+
+/// Expands `serve --config FILE` into flags placed before the command line's own, so that
+/// explicit flags win.
+pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
+    let Some(pos) = args
+        .iter()
+        .position(|a| a == "--config" || a.starts_with("--config="))
+    else {
+        return Ok(args);
+    };
+    let file = match args[pos].strip_prefix("--config=") {
+        Some(f) => f.to_owned(),
+        None => args.get(pos + 1).cloned().ok_or("--config needs a FILE")?,
+    };
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read config file {file}: {e}"))?;
+    let mut flags = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{file}:{}: expected `name = value`", n + 1))?;
+        let k = k.trim().replace('_', "-");
+        let v = v.trim().trim_matches('"');
+        if v == "true" {
+            flags.push(format!("--{k}"));
+        } else if v != "false" {
+            flags.push(format!("--{k}={v}"));
+        }
+    }
+    let Some(serve) = args.iter().position(|a| a == "serve") else {
+        return Ok(args);
+    };
+    let mut out = args[..=serve].to_vec();
+    out.extend(flags);
+    out.extend(args[serve + 1..].iter().cloned());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_are_parsed() {
+        assert_eq!(
+            parse_database(None),
+            Ok(Database::Sqlite(PathBuf::from(DEFAULT_DB)))
+        );
+        assert_eq!(
+            parse_database(Some("sqlite:///abs/x.db")),
+            Ok(Database::Sqlite(PathBuf::from("/abs/x.db")))
+        );
+        assert_eq!(
+            parse_database(Some("sqlite://rel/x.db")),
+            Ok(Database::Sqlite(PathBuf::from("rel/x.db")))
+        );
+        assert_eq!(
+            parse_database(Some("data.db")),
+            Ok(Database::Sqlite(PathBuf::from("data.db")))
+        );
+        assert!(matches!(
+            parse_database(Some("postgres://u@h/db")),
+            Ok(Database::Postgres(_))
+        ));
+        assert!(parse_database(Some("mysql://x")).is_err());
+    }
+
+    #[test]
+    fn the_cli_parses_the_contract() {
+        let cli = Cli::try_parse_from([
+            "cloro",
+            "serve",
+            "--sim-latency-ms",
+            "1..5",
+            "--sim-failure-rate",
+            "0.5",
+            "--workers",
+            "8",
+        ])
+        .expect("parses");
+        let Command::Serve(s) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(s.workers, 8);
+        assert_eq!(
+            s.sim_latency_ms,
+            LatencyRange {
+                min_ms: 1,
+                max_ms: 5
+            }
+        );
+        assert!(Cli::try_parse_from(["cloro", "serve", "--sim-failure-rate", "2"]).is_err());
+        assert!(
+            Cli::try_parse_from(["cloro", "org", "create", "--name", "a", "--plan", "lite"])
+                .is_ok()
+        );
+        assert!(Cli::try_parse_from(["cloro", "key", "revoke", "key_x"]).is_ok());
+    }
+}

@@ -1,0 +1,101 @@
+//! The `cloro` binary: parses the command line, sets up logging, runs a command.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cloro::app::{self, ServeOptions};
+use cloro::config::{self, Cli, Command, Database, ServeArgs};
+use cloro::engines::SimulatedEngine;
+use cloro::queue::QueueConfig;
+
+fn main() -> anyhow::Result<()> {
+    let args =
+        config::expand_config_file(std::env::args().collect()).map_err(anyhow::Error::msg)?;
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("CLORO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Org(cmd) => cloro::cli::org(cmd),
+        Command::Key(cmd) => cloro::cli::key(cmd),
+        Command::Bench(args) => cloro::bench::run(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let db_path =
+        match config::parse_database(args.db.database.as_deref()).map_err(anyhow::Error::msg)? {
+            Database::Sqlite(p) => p,
+            Database::Postgres(_) => bail!(
+                "PostgreSQL (cluster mode) is not available in this build yet; use a SQLite path"
+            ),
+        };
+    let opts = ServeOptions {
+        listen: args.listen,
+        db_path,
+        queue: QueueConfig {
+            workers: args.workers as usize,
+            retry_base_ms: args.retry_base_ms,
+            retention_ms: (args.retention_secs as i64).saturating_mul(1000),
+            ..QueueConfig::default()
+        },
+        engine: SimulatedEngine {
+            latency: args.sim_latency_ms,
+            failure_rate: args.sim_failure_rate,
+        },
+        max_body_bytes: args.max_body_bytes,
+        default_plan: args.default_plan,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = app::start(opts).await?;
+        if let Some(created) = &server.created_default {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "message": "Created organization 'default'. Its API key is shown only this once.",
+                    "orgId": created.org.public_id,
+                    "keyId": created.key_id,
+                    "apiKey": created.api_key.expose(),
+                })
+            );
+        }
+        println!("cloro listening on http://{}", server.addr);
+        shutdown_signal().await;
+        tracing::info!("Shutting down");
+        server.shutdown();
+        server.stopped(Duration::from_secs(30)).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

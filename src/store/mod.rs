@@ -1,0 +1,221 @@
+//! The durable store and the contract every backend honours.
+//!
+//! A [`Store`] keeps organizations, API keys and tasks, and it is the scheduler's source of
+//! truth: [`Store::claim`] is the only way a task becomes PROCESSING, and it enforces, at every
+//! instant, these rules:
+//!
+//! * **Order.** Within an organization, the highest priority first, then the oldest (FIFO by
+//!   sequence, which is creation order), always.
+//! * **Caps.** An organization never has more PROCESSING tasks than its concurrency limit; a
+//!   claim that would exceed it skips that organization.
+//! * **Fairness.** Organizations with runnable work are served round-robin, one task per turn,
+//!   so one organization's backlog delays another's next task by at most one engine call.
+//! * **Credits at pickup.** A task whose cost no longer fits the organization's live balance
+//!   (minus what running tasks have reserved) is not run: it is FAILED with
+//!   `INSUFFICIENT_CREDITS`, `latencyMs: null`, `creditsCharged: 0`.
+//! * **No leaked slot.** [`Store::finish`] is the only way out of PROCESSING and always frees
+//!   the slot (after the outcome is durable); a retry puts the task back to QUEUED with a
+//!   `run_after` time and no slot; recovery at start-up turns PROCESSING tasks back to QUEUED.
+//! * **Durability.** Every mutating call returns only after its transaction committed. A
+//!   completion and its credit charge commit in the same transaction.
+//!
+//! Submission rules (all per organization): the queue limit counts QUEUED tasks including those
+//! waiting for a retry, and a batch that would overflow it is refused whole; credits are
+//! checked cumulatively within a batch against the live balance; an idempotency key may be
+//! used by one task while that task's record exists.
+
+pub mod ready;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::task::TaskStatus;
+use crate::domain::types::TaskType;
+
+/// Internal organization key (small integer; the public id is a UUID string).
+pub type OrgKey = i64;
+
+/// Store errors, classified by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
+                Error::Unavailable(e.to_string())
+            }
+            rusqlite::Error::QueryReturnedNoRows => Error::NotFound,
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An organization as the scheduler and the API see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub key: OrgKey,
+    pub public_id: String,
+    pub name: String,
+    pub plan: String,
+    pub concurrency: u32,
+    pub credits: i64,
+    pub per_cycle: Option<i64>,
+    pub cycle_resets_ms: Option<i64>,
+    pub queue_limit: i64,
+}
+
+/// What an API key resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub org: OrgKey,
+    pub digest: Vec<u8>,
+    pub revoked: bool,
+}
+
+/// A validated task to insert.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task_type: TaskType,
+    pub payload: Value,
+    pub priority: u8,
+    pub idempotency_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub credits_to_charge: i64,
+}
+
+/// Why one item of a submission was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemError {
+    DuplicateKey(String),
+    InsufficientCredits,
+}
+
+/// Why a whole submission was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    QueueLimit(i64),
+}
+
+/// A task's public record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub id: Uuid,
+    pub task_type: TaskType,
+    pub status: TaskStatus,
+    pub priority: u8,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub credits_to_charge: i64,
+    pub credits_charged: Option<i64>,
+    /// The result (COMPLETED) or `{"error": ...}` (FAILED).
+    pub response: Option<Value>,
+}
+
+impl TaskRecord {
+    /// `latencyMs`: first pickup to final outcome; null until terminal or if never started.
+    pub fn latency_ms(&self) -> Option<i64> {
+        match (self.status.is_terminal(), self.started_ms, self.finished_ms) {
+            (true, Some(s), Some(f)) => Some((f - s).max(0)),
+            _ => None,
+        }
+    }
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedTask {
+    pub seq: i64,
+    pub id: Uuid,
+    pub org: OrgKey,
+    pub task_type: TaskType,
+    pub payload: Value,
+    /// 1-based number of this attempt.
+    pub attempt: u32,
+    pub credits_to_charge: i64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed {
+        result: Value,
+        credits: i64,
+    },
+    /// Back to QUEUED, runnable again at `run_after_ms`; holds no slot meanwhile.
+    Retry {
+        run_after_ms: i64,
+    },
+    Failed {
+        error: Value,
+    },
+}
+
+/// `GET /v1/async/status` numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub queued: u64,
+    pub processing: u64,
+    /// `(priority, queued count)`, priority descending, only non-zero levels.
+    pub by_priority: Vec<(u8, u64)>,
+    pub concurrency_used: u64,
+    pub concurrency_max: u64,
+}
+
+/// The store contract (see the module docs).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Resolves an API key digest (not cached here).
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>>;
+    /// Loads an organization, making it known to the scheduler.
+    async fn org(&self, org: OrgKey) -> Result<Org>;
+    /// Inserts tasks atomically as one submission. Items are answered in input order.
+    async fn submit(
+        &self,
+        org: OrgKey,
+        tasks: Vec<NewTask>,
+    ) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>>;
+    async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>>;
+    async fn status(&self, org: OrgKey) -> Result<QueueStatus>;
+    /// Deletes every QUEUED task (waiting for a retry included) of the organization.
+    async fn clear_queue(&self, org: OrgKey) -> Result<u64>;
+    /// Claims up to `max` tasks fairly (see the module docs).
+    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>>;
+    /// Records how attempts ended and frees their slots.
+    async fn finish(&self, outcomes: Vec<(ClaimedTask, Outcome)>) -> Result<()>;
+    /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.
+    async fn purge(&self, cutoff_ms: i64) -> Result<u64>;
+    /// Earliest time a task waiting for a retry becomes runnable.
+    fn next_retry_ms(&self) -> Option<i64>;
+    /// Notified whenever new work may be claimable (submission, freed slot, retry due).
+    fn work_notify(&self) -> &tokio::sync::Notify;
+    /// `(queued, processing)` over every organization.
+    fn totals(&self) -> (u64, u64);
+    /// Changes after every committed state change.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Answers while the store can serve requests.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,536 @@
+//! The in-memory ready index of the embedded store.
+//!
+//! The embedded (SQLite) store is owned by one process, so it can keep the scheduling state in
+//! memory and write only state changes to disk: claiming never rescans the table. This module
+//! is pure (no I/O, no clock) so its invariants are property-tested directly:
+//!
+//! * per organization, picks come out by priority (10 first), then by sequence (FIFO);
+//! * an organization's `processing` never exceeds its concurrency limit;
+//! * organizations with runnable work are served least-recently-served first, one task per
+//!   turn: a round-robin in which an organization that just got work goes ahead of those
+//!   that were served meanwhile, so a single new task waits for at most one free slot;
+//! * every pick is matched by exactly one `finish` (or `requeue`), which frees the slot.
+//!
+//! Memory: one 16-byte heap entry per queued task (sequence and cost), so a million queued tasks
+//! cost about 16 MB here.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use super::OrgKey;
+
+/// Limits and balance of an organization, as loaded from the store.
+#[derive(Debug, Clone, Copy)]
+pub struct OrgLimits {
+    pub concurrency: u32,
+    pub queue_limit: i64,
+    pub credits: i64,
+}
+
+#[derive(Debug, Default)]
+struct OrgState {
+    /// Ready heaps, index `priority - 1`, min-heap on `(seq, cost)`.
+    ready: [BinaryHeap<Reverse<(i64, i64)>>; 10],
+    ready_count: u64,
+    /// Tasks waiting for a retry: seq → (priority, cost).
+    delayed: HashMap<i64, (u8, i64)>,
+    /// Queued tasks per priority (ready and delayed), index `priority - 1`.
+    per_prio: [u64; 10],
+    /// Submitted but not yet committed; counts toward the queue limit.
+    pending: u64,
+    processing: u32,
+    concurrency: u32,
+    queue_limit: i64,
+    /// Committed balance.
+    credits: i64,
+    /// Credits reserved by running tasks.
+    reserved: i64,
+    /// Turn at which it was last served; its key in the ring while it is runnable.
+    served_at: u64,
+    in_ring: bool,
+}
+
+impl OrgState {
+    fn queued(&self) -> u64 {
+        self.ready_count + self.delayed.len() as u64
+    }
+    fn runnable(&self) -> bool {
+        self.ready_count > 0 && self.processing < self.concurrency
+    }
+}
+
+/// What a claim decided for one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub org: OrgKey,
+    pub seq: i64,
+    pub priority: u8,
+    pub cost: i64,
+    /// `false`: the cost did not fit the live balance; the task must be FAILED with
+    /// `INSUFFICIENT_CREDITS` (it holds no slot).
+    pub run: bool,
+}
+
+/// Per-organization numbers for the status endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgCounts {
+    pub queued: u64,
+    pub processing: u64,
+    pub by_priority: Vec<(u8, u64)>,
+    pub concurrency: u32,
+    pub credits: i64,
+}
+
+/// The ready index (see the module docs).
+#[derive(Debug, Default)]
+pub struct ReadySet {
+    orgs: HashMap<OrgKey, OrgState>,
+    /// Runnable organizations by `(served_at, org)`: the first was served longest ago.
+    ring: BTreeSet<(u64, OrgKey)>,
+    turn: u64,
+    /// Retry timers: (due, org, seq). Entries of cleared tasks are skipped lazily.
+    timers: BinaryHeap<Reverse<(i64, OrgKey, i64)>>,
+    total_queued: u64,
+    total_processing: u64,
+}
+
+fn idx(priority: u8) -> usize {
+    usize::from(priority.clamp(1, 10) - 1)
+}
+
+impl ReadySet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn knows(&self, org: OrgKey) -> bool {
+        self.orgs.contains_key(&org)
+    }
+
+    /// Makes an organization known, or refreshes its limits (balance included).
+    pub fn set_org(&mut self, org: OrgKey, limits: OrgLimits) {
+        let st = self.orgs.entry(org).or_default();
+        st.concurrency = limits.concurrency;
+        st.queue_limit = limits.queue_limit;
+        st.credits = limits.credits;
+        self.mark(org);
+    }
+
+    fn mark(&mut self, org: OrgKey) {
+        if let Some(st) = self.orgs.get_mut(&org)
+            && !st.in_ring
+            && st.runnable()
+        {
+            st.in_ring = true;
+            self.ring.insert((st.served_at, org));
+        }
+    }
+
+    /// Reserves room for `n` tasks under the queue limit; `Err(limit)` if they do not fit.
+    pub fn reserve_submission(&mut self, org: OrgKey, n: u64) -> Result<(), i64> {
+        let st = self.orgs.entry(org).or_default();
+        if (st.queued() + st.pending + n) as i64 > st.queue_limit {
+            return Err(st.queue_limit);
+        }
+        st.pending += n;
+        Ok(())
+    }
+
+    /// Releases a reservation made by [`reserve_submission`](Self::reserve_submission).
+    pub fn release_submission(&mut self, org: OrgKey, n: u64) {
+        if let Some(st) = self.orgs.get_mut(&org) {
+            st.pending = st.pending.saturating_sub(n);
+        }
+    }
+
+    /// The committed balance, for the submission-time credit check.
+    pub fn credits(&self, org: OrgKey) -> i64 {
+        self.orgs.get(&org).map_or(0, |s| s.credits)
+    }
+
+    /// Adds a committed QUEUED task (a new one, or one restored at start-up).
+    pub fn push(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64) {
+        let st = self.orgs.entry(org).or_default();
+        st.ready[idx(priority)].push(Reverse((seq, cost)));
+        st.ready_count += 1;
+        st.per_prio[idx(priority)] += 1;
+        self.total_queued += 1;
+        self.mark(org);
+    }
+
+    /// Adds a QUEUED task waiting for a retry until `due`.
+    pub fn push_delayed(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64, due: i64) {
+        let st = self.orgs.entry(org).or_default();
+        st.delayed.insert(seq, (priority, cost));
+        st.per_prio[idx(priority)] += 1;
+        self.total_queued += 1;
+        self.timers.push(Reverse((due, org, seq)));
+    }
+
+    /// Counts a task recovered as PROCESSING (used only by tests and recovery bookkeeping).
+    pub fn earliest_timer(&self) -> Option<i64> {
+        self.timers.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// Moves retries whose time has come to the ready heaps.
+    pub fn promote_due(&mut self, now: i64) {
+        while let Some(Reverse((due, org, seq))) = self.timers.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(st) = self.orgs.get_mut(&org) else {
+                continue;
+            };
+            if let Some((priority, cost)) = st.delayed.remove(&seq) {
+                st.ready[idx(priority)].push(Reverse((seq, cost)));
+                st.ready_count += 1;
+                self.mark(org);
+            }
+        }
+    }
+
+    /// Picks up to `max` tasks to run, fairly (see the module docs). Tasks whose cost does not
+    /// fit the balance are returned with `run: false` and do not count toward `max`.
+    pub fn claim(&mut self, max: usize) -> Vec<Pick> {
+        let mut picks = Vec::new();
+        let mut started = 0;
+        while started < max {
+            let Some((_, org)) = self.ring.pop_first() else {
+                break;
+            };
+            let Some(st) = self.orgs.get_mut(&org) else {
+                continue;
+            };
+            st.in_ring = false;
+            self.turn += 1;
+            st.served_at = self.turn;
+            if !st.runnable() {
+                continue;
+            }
+            let Some(p) = (0..10).rev().find(|&p| !st.ready[p].is_empty()) else {
+                continue;
+            };
+            let Some(Reverse((seq, cost))) = st.ready[p].pop() else {
+                continue;
+            };
+            st.ready_count -= 1;
+            st.per_prio[p] -= 1;
+            self.total_queued -= 1;
+            let run = st.credits - st.reserved >= cost;
+            if run {
+                st.processing += 1;
+                st.reserved += cost;
+                self.total_processing += 1;
+                started += 1;
+            }
+            picks.push(Pick {
+                org,
+                seq,
+                priority: p as u8 + 1,
+                cost,
+                run,
+            });
+            self.mark(org);
+        }
+        picks
+    }
+
+    /// Ends a running pick: frees its slot and reservation, charges `charged`.
+    pub fn finish(&mut self, org: OrgKey, cost: i64, charged: i64) {
+        if let Some(st) = self.orgs.get_mut(&org) {
+            st.processing = st.processing.saturating_sub(1);
+            st.reserved -= cost;
+            st.credits -= charged;
+            self.total_processing = self.total_processing.saturating_sub(1);
+        }
+        self.mark(org);
+    }
+
+    /// Takes every QUEUED task of `org` (ready and delayed) out of the index; returns their
+    /// `(seq, priority, cost)` so a failed delete can put them back.
+    pub fn take_queued(&mut self, org: OrgKey) -> Vec<(i64, u8, i64)> {
+        let Some(st) = self.orgs.get_mut(&org) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(st.queued() as usize);
+        for (p, heap) in st.ready.iter_mut().enumerate() {
+            out.extend(
+                heap.drain()
+                    .map(|Reverse((seq, cost))| (seq, p as u8 + 1, cost)),
+            );
+        }
+        out.extend(st.delayed.drain().map(|(seq, (p, cost))| (seq, p, cost)));
+        st.ready_count = 0;
+        st.per_prio = [0; 10];
+        self.total_queued -= out.len() as u64;
+        out
+    }
+
+    pub fn counts(&self, org: OrgKey) -> OrgCounts {
+        let Some(st) = self.orgs.get(&org) else {
+            return OrgCounts {
+                queued: 0,
+                processing: 0,
+                by_priority: Vec::new(),
+                concurrency: 0,
+                credits: 0,
+            };
+        };
+        let by_priority = (0..10)
+            .rev()
+            .filter(|&p| st.per_prio[p] > 0)
+            .map(|p| (p as u8 + 1, st.per_prio[p]))
+            .collect();
+        OrgCounts {
+            queued: st.queued(),
+            processing: u64::from(st.processing),
+            by_priority,
+            concurrency: st.concurrency,
+            credits: st.credits,
+        }
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        (self.total_queued, self.total_processing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn limits(concurrency: u32) -> OrgLimits {
+        OrgLimits {
+            concurrency,
+            queue_limit: 1_000_000,
+            credits: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn higher_priority_runs_first_then_fifo() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(10));
+        r.push(1, 1, 1, 1);
+        r.push(1, 2, 5, 1);
+        r.push(1, 3, 10, 1);
+        r.push(1, 4, 5, 1);
+        let seqs: Vec<i64> = r.claim(10).iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![3, 2, 4, 1]);
+    }
+
+    #[test]
+    fn the_concurrency_cap_holds_and_a_finish_frees_the_slot() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(2));
+        for s in 0..5 {
+            r.push(1, s, 1, 1);
+        }
+        assert_eq!(r.claim(10).len(), 2);
+        assert!(r.claim(10).is_empty());
+        r.finish(1, 1, 1);
+        assert_eq!(r.claim(10).len(), 1);
+        assert_eq!(r.counts(1).processing, 2);
+    }
+
+    #[test]
+    fn a_single_task_of_a_second_org_goes_next() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(100));
+        r.set_org(2, limits(100));
+        for s in 0..1000 {
+            r.push(1, s, 10, 1);
+        }
+        assert_eq!(r.claim(1)[0].org, 1);
+        r.push(2, 5000, 1, 1);
+        assert_eq!(r.claim(1)[0].org, 2);
+    }
+
+    #[test]
+    fn a_task_that_no_longer_fits_the_balance_is_rejected_without_a_slot() {
+        let mut r = ReadySet::new();
+        r.set_org(
+            1,
+            OrgLimits {
+                concurrency: 5,
+                queue_limit: 100,
+                credits: 7,
+            },
+        );
+        r.push(1, 1, 1, 5);
+        r.push(1, 2, 1, 5);
+        let picks = r.claim(5);
+        assert_eq!(
+            picks.iter().map(|p| p.run).collect::<Vec<_>>(),
+            vec![true, false]
+        );
+        assert_eq!(r.counts(1).processing, 1);
+    }
+
+    #[test]
+    fn the_queue_limit_counts_delayed_and_pending_tasks() {
+        let mut r = ReadySet::new();
+        r.set_org(
+            1,
+            OrgLimits {
+                concurrency: 1,
+                queue_limit: 3,
+                credits: 100,
+            },
+        );
+        r.push(1, 1, 1, 1);
+        r.push_delayed(1, 2, 1, 1, 100);
+        r.reserve_submission(1, 1).expect("fits");
+        assert_eq!(r.reserve_submission(1, 1), Err(3));
+        r.release_submission(1, 1);
+        assert!(r.reserve_submission(1, 1).is_ok());
+    }
+
+    #[test]
+    fn a_retry_becomes_runnable_only_when_due_and_clear_takes_it() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(1));
+        r.push_delayed(1, 7, 3, 1, 100);
+        assert!(r.claim(1).is_empty());
+        r.promote_due(99);
+        assert!(r.claim(1).is_empty());
+        r.promote_due(100);
+        assert_eq!(r.claim(1)[0].seq, 7);
+        r.finish(1, 1, 0);
+        r.push_delayed(1, 8, 3, 1, 200);
+        assert_eq!(r.take_queued(1).len(), 1);
+        r.promote_due(300);
+        assert!(r.claim(1).is_empty());
+        assert_eq!(r.totals(), (0, 0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push { org: i64, priority: u8 },
+        Claim(usize),
+        FinishOne(usize),
+        RetryOne(usize),
+        Promote,
+        Clear(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4i64, 1..=10u8).prop_map(|(org, priority)| Op::Push { org, priority }),
+            3 => (0..6usize).prop_map(Op::Claim),
+            3 => any::<usize>().prop_map(Op::FinishOne),
+            1 => any::<usize>().prop_map(Op::RetryOne),
+            1 => Just(Op::Promote),
+            1 => (0..4i64).prop_map(Op::Clear),
+        ]
+    }
+
+    proptest! {
+        /// Random workloads: picks respect order and caps, round-robin holds, and when
+        /// everything has finished no slot is left taken.
+        #[test]
+        fn scheduling_invariants_hold(ops in proptest::collection::vec(op(), 1..300), caps in proptest::collection::vec(1..4u32, 4)) {
+            let mut r = ReadySet::new();
+            for (org, cap) in caps.iter().enumerate() {
+                r.set_org(org as i64, limits(*cap));
+            }
+            // Model: queued (seq, priority) per org, running picks.
+            let mut queued: HashMap<i64, Vec<(i64, u8)>> = HashMap::new();
+            let mut delayed: Vec<(i64, i64, u8)> = Vec::new();
+            let mut running: Vec<Pick> = Vec::new();
+            let mut seq = 0i64;
+            let mut now = 0i64;
+            for op in ops {
+                match op {
+                    Op::Push { org, priority } => {
+                        seq += 1;
+                        r.push(org, seq, priority, 1);
+                        queued.entry(org).or_default().push((seq, priority));
+                    }
+                    Op::Claim(n) => {
+                        let picks = r.claim(n);
+                        prop_assert!(picks.len() <= n);
+                        let orgs_with_work: Vec<i64> = (0..4).filter(|o| {
+                            let q = queued.get(o).map_or(0, |v| v.len());
+                            let p = running.iter().filter(|x| x.org == *o).count() as u32;
+                            q > 0 && p < caps[*o as usize]
+                        }).collect();
+                        // Round-robin: no org gets a second pick in one claim while another
+                        // org that could run got none.
+                        let mut per_org: HashMap<i64, usize> = HashMap::new();
+                        for p in &picks { *per_org.entry(p.org).or_default() += 1; }
+                        if per_org.values().any(|&c| c > 1) {
+                            for o in &orgs_with_work {
+                                let served = per_org.get(o).copied().unwrap_or(0) > 0;
+                                prop_assert!(served, "org {} had runnable work but got nothing while another got two", o);
+                            }
+                        }
+                        for p in picks {
+                            prop_assert!(p.run);
+                            let q = queued.get_mut(&p.org).expect("org has queue");
+                            // The pick is the best queued task of its org.
+                            let best = q.iter().copied().max_by_key(|&(s, pr)| (pr, Reverse(s))).expect("non-empty");
+                            prop_assert_eq!((p.seq, p.priority), best);
+                            q.retain(|&(s, _)| s != p.seq);
+                            running.push(p);
+                            let n_run = running.iter().filter(|x| x.org == p.org).count() as u32;
+                            prop_assert!(n_run <= caps[p.org as usize]);
+                        }
+                    }
+                    Op::FinishOne(i) => {
+                        if !running.is_empty() {
+                            let p = running.remove(i % running.len());
+                            r.finish(p.org, p.cost, 0);
+                        }
+                    }
+                    Op::RetryOne(i) => {
+                        if !running.is_empty() {
+                            let p = running.remove(i % running.len());
+                            r.finish(p.org, p.cost, 0);
+                            r.push_delayed(p.org, p.seq, p.priority, p.cost, now + 5);
+                            delayed.push((p.org, p.seq, p.priority));
+                        }
+                    }
+                    Op::Promote => {
+                        now += 10;
+                        r.promote_due(now);
+                        for (org, s, pr) in delayed.drain(..) {
+                            queued.entry(org).or_default().push((s, pr));
+                        }
+                    }
+                    Op::Clear(org) => {
+                        let taken = r.take_queued(org);
+                        let expect = queued.remove(&org).map_or(0, |v| v.len())
+                            + delayed.iter().filter(|d| d.0 == org).count();
+                        delayed.retain(|d| d.0 != org);
+                        prop_assert_eq!(taken.len(), expect);
+                    }
+                }
+                for org in 0..4i64 {
+                    let c = r.counts(org);
+                    let p = running.iter().filter(|x| x.org == org).count() as u64;
+                    prop_assert_eq!(c.processing, p);
+                    prop_assert!(c.processing <= u64::from(caps[org as usize]));
+                    let q = queued.get(&org).map_or(0, |v| v.len()) + delayed.iter().filter(|d| d.0 == org).count();
+                    prop_assert_eq!(c.queued, q as u64);
+                    prop_assert_eq!(c.by_priority.iter().map(|x| x.1).sum::<u64>(), q as u64);
+                }
+            }
+            // Drain everything: no slot is leaked.
+            for p in running.drain(..) {
+                r.finish(p.org, p.cost, 0);
+            }
+            now += 1_000;
+            r.promote_due(now);
+            loop {
+                let picks = r.claim(100);
+                if picks.is_empty() { break; }
+                for p in picks { r.finish(p.org, p.cost, 0); }
+            }
+            prop_assert_eq!(r.totals(), (0, 0));
+            for org in 0..4 { prop_assert_eq!(r.counts(org).processing, 0); }
+        }
+    }
+}

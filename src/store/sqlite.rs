@@ -1,0 +1,1276 @@
+//! The embedded store: one SQLite file, one writer thread, an in-memory ready index.
+//!
+//! * **Writer.** Every mutation is a command sent to one dedicated thread that owns the write
+//!   connection. It takes every command waiting, applies them in ONE transaction
+//!   (`BEGIN IMMEDIATE` … `COMMIT`, WAL, `synchronous=FULL`) and only then answers them and
+//!   updates the in-memory index: group commit, so many small requests share one fsync and a
+//!   reply always means "durable".
+//! * **Readers.** Point reads (a task, an API key, an organization) use a small pool of
+//!   read-only connections on the blocking thread pool; WAL lets them run beside the writer.
+//! * **Ready index.** [`ReadySet`] holds what the scheduler needs (queued sequence numbers by
+//!   organization and priority, running counts, balances), so a claim never scans the table and
+//!   the status endpoint costs the same at any queue depth. It is rebuilt from the table at
+//!   start-up; PROCESSING rows found then (a crash) go back to QUEUED and run again.
+//!
+//! Only one server process may own a database (an exclusive lock file enforces it); the CLI
+//! may add organizations and keys at any time, and the server reads them on first use.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+use super::ready::{OrgLimits, Pick, ReadySet};
+use super::{
+    ClaimedTask, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, Outcome, QueueStatus, Result,
+    Store, SubmitError, TaskRecord,
+};
+use crate::domain::apikey::ApiKey;
+use crate::domain::plan;
+use crate::domain::task::{TaskStatus, seq_of, task_id};
+use crate::domain::types::TaskType;
+use crate::time_fmt::now_ms;
+
+const SCHEMA_V1: &str = include_str!("../../migrations/sqlite/0001_init.sql");
+/// Most commands folded into one transaction.
+const MAX_GROUP: usize = 512;
+const READERS: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens a connection with the store's settings.
+fn open(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    Ok(conn)
+}
+
+/// Opens the database for administration (the CLI), creating and migrating it if needed.
+pub fn open_admin(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut conn = open(path, false)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.pragma_update(None, "user_version", 1)?;
+    }
+    let has_mask: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'id_mask'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if has_mask.is_none() {
+        let mask: u64 = rand::random::<u64>() >> 2;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('id_mask', ?1)",
+            [mask.to_string()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// What `org create` made.
+#[derive(Debug, Clone)]
+pub struct CreatedOrg {
+    pub org: Org,
+    pub key_id: String,
+    pub api_key: ApiKey,
+}
+
+/// Settings of a new organization.
+#[derive(Debug, Clone)]
+pub struct OrgSpec {
+    pub name: String,
+    pub plan: String,
+    pub concurrency: Option<u32>,
+    pub credits: Option<i64>,
+    pub queue_limit: Option<i64>,
+}
+
+/// Creates an organization and its first API key.
+pub fn create_org(conn: &Connection, spec: &OrgSpec) -> Result<CreatedOrg> {
+    let p = plan::plan(&spec.plan).ok_or_else(|| {
+        let names: Vec<&str> = plan::PLANS.iter().map(|p| p.name).collect();
+        Error::Conflict(format!(
+            "unknown plan {:?}; plans: {}",
+            spec.plan,
+            names.join(", ")
+        ))
+    })?;
+    let now = now_ms();
+    let paid = p.name != "free";
+    let org = Org {
+        key: 0,
+        public_id: Uuid::new_v4().to_string(),
+        name: spec.name.clone(),
+        plan: p.name.to_owned(),
+        concurrency: spec.concurrency.unwrap_or(p.concurrency),
+        credits: spec.credits.unwrap_or(p.credits),
+        per_cycle: paid.then_some(p.credits),
+        cycle_resets_ms: paid.then_some(now + 30 * 24 * 3600 * 1000),
+        queue_limit: spec.queue_limit.unwrap_or(plan::DEFAULT_QUEUE_LIMIT),
+    };
+    conn.execute(
+        "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            org.public_id,
+            org.name,
+            org.plan,
+            org.concurrency,
+            org.credits,
+            org.per_cycle,
+            org.cycle_resets_ms,
+            org.queue_limit,
+            now
+        ],
+    )?;
+    let key = conn.last_insert_rowid();
+    let (key_id, api_key) = insert_key(conn, key)?;
+    Ok(CreatedOrg {
+        org: Org { key, ..org },
+        key_id,
+        api_key,
+    })
+}
+
+fn insert_key(conn: &Connection, org: OrgKey) -> Result<(String, ApiKey)> {
+    let api_key = ApiKey::generate();
+    let key_id = format!("key_{}", Uuid::new_v4().simple());
+    conn.execute(
+        "INSERT INTO api_keys(key_id, org, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+        params![key_id, org, api_key.digest().to_vec(), now_ms()],
+    )?;
+    Ok((key_id, api_key))
+}
+
+/// Creates another API key for the organization with public id `org_id`.
+pub fn create_key(conn: &Connection, org_id: &str) -> Result<(String, ApiKey)> {
+    let org: OrgKey = conn
+        .query_row("SELECT id FROM orgs WHERE public_id = ?1", [org_id], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or(Error::NotFound)?;
+    insert_key(conn, org)
+}
+
+/// Revokes a key; `NotFound` if there is no such key.
+pub fn revoke_key(conn: &Connection, key_id: &str) -> Result<()> {
+    let n = conn.execute(
+        "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE key_id = ?1",
+        params![key_id, now_ms()],
+    )?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+/// Number of organizations (the server creates `default` when there are none).
+pub fn count_orgs(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get(0))?)
+}
+
+fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
+    conn.query_row(
+        "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
+         FROM orgs WHERE id = ?1",
+        [key],
+        |r| {
+            Ok(Org {
+                key: r.get(0)?,
+                public_id: r.get(1)?,
+                name: r.get(2)?,
+                plan: r.get(3)?,
+                concurrency: r.get(4)?,
+                credits: r.get(5)?,
+                per_cycle: r.get(6)?,
+                cycle_resets_ms: r.get(7)?,
+                queue_limit: r.get(8)?,
+            })
+        },
+    )
+    .map_err(Error::from)
+}
+
+// ----------------------------------------------------------------------------------------------
+// The writer thread.
+
+struct InsertItem {
+    index: usize,
+    task: NewTask,
+    payload: String,
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+/// A queued task as the ready index knows it: `(seq, priority, cost)`.
+type Queued = (i64, u8, i64);
+/// Queued tasks taken out of an organization's index, to put back if the delete fails.
+type Taken = Option<(OrgKey, Vec<Queued>)>;
+
+/// In-memory effect of one finished attempt.
+struct FinishEffect {
+    org: OrgKey,
+    /// Credits reserved at pickup, released now.
+    cost: i64,
+    charged: i64,
+    /// `(seq, priority, due)` when the task waits for a retry.
+    retry: Option<(i64, u8, i64)>,
+}
+
+enum Cmd {
+    Submit {
+        org: OrgKey,
+        items: Vec<InsertItem>,
+        reserved: u64,
+        reply: Reply<Vec<(usize, std::result::Result<TaskRecord, ItemError>)>>,
+    },
+    Claim {
+        picks: Vec<Pick>,
+        reply: Reply<Vec<RawClaim>>,
+    },
+    Finish {
+        outcomes: Vec<(ClaimedTask, FinishRow)>,
+        reply: Reply<()>,
+    },
+    Delete {
+        org: OrgKey,
+        taken: Vec<Queued>,
+        reply: Reply<u64>,
+    },
+    Purge {
+        cutoff: i64,
+        reply: Reply<u64>,
+    },
+}
+
+struct RawClaim {
+    pick: Pick,
+    id: Vec<u8>,
+    task_type: i64,
+    payload: String,
+    attempts: i64,
+}
+
+enum FinishRow {
+    Completed { response: String, credits: i64 },
+    Retry { run_after_ms: i64 },
+    Failed { response: String },
+}
+
+/// What to do once a group committed (or failed to).
+enum After {
+    Submit {
+        org: OrgKey,
+        reserved: u64,
+        pushed: Vec<Queued>,
+        reply: Reply<Vec<(usize, std::result::Result<TaskRecord, ItemError>)>>,
+        results: Vec<(usize, std::result::Result<TaskRecord, ItemError>)>,
+    },
+    Claim {
+        picks: Vec<Pick>,
+        reply: Reply<Vec<RawClaim>>,
+        claims: Vec<RawClaim>,
+    },
+    Finish {
+        effects: Vec<FinishEffect>,
+        reply: Reply<()>,
+    },
+    Count {
+        reply: Reply<u64>,
+        n: u64,
+        restore: Taken,
+    },
+    Failed {
+        reply: FailedReply,
+        error: String,
+    },
+}
+
+enum FailedReply {
+    Submit(
+        Reply<Vec<(usize, std::result::Result<TaskRecord, ItemError>)>>,
+        OrgKey,
+        u64,
+    ),
+    Claim(Reply<Vec<RawClaim>>, Vec<Pick>),
+    Finish(Reply<()>),
+    Count(Reply<u64>, Taken),
+}
+
+struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    next_seq: i64,
+}
+
+struct Shared {
+    ready: Mutex<ReadySet>,
+    notify: Notify,
+    /// Bumped after every commit, for whoever waits on queue changes (tests, drain).
+    changed: tokio::sync::watch::Sender<u64>,
+    mask: u64,
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.apply_group(group);
+        }
+    }
+
+    fn apply_group(&mut self, mut group: Vec<Cmd>) {
+        let now = now_ms();
+        let seq_before = self.next_seq;
+        let mut afters = Vec::with_capacity(group.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = match self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+            {
+                Ok(tx) => tx,
+                Err(e) => {
+                    afters.extend(group.drain(..).map(unapplied));
+                    return Err(e);
+                }
+            };
+            let mut cmds = group.drain(..);
+            for cmd in cmds.by_ref() {
+                let applied =
+                    Self::apply(&tx, &self.shared, &mut self.next_seq, now, cmd, &mut afters);
+                if let Err(e) = applied {
+                    // The whole group fails: every command not applied yet is answered too.
+                    afters.extend(cmds.map(unapplied));
+                    return Err(e);
+                }
+            }
+            drop(cmds);
+            tx.commit()
+        })();
+        let mut ready = lock(&self.shared.ready);
+        match outcome {
+            Ok(()) => {
+                for a in afters {
+                    Self::after_commit(&mut ready, a);
+                }
+                drop(ready);
+                self.shared.notify.notify_one();
+                self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+            }
+            Err(e) => {
+                self.next_seq = seq_before;
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "Store transaction failed");
+                for a in afters {
+                    Self::after_failure(&mut ready, a, &msg);
+                }
+            }
+        }
+    }
+
+    /// Applies one command inside the open transaction. On a statement error the command is
+    /// pushed as `After::Failed` and the error ends the group.
+    fn apply(
+        tx: &rusqlite::Transaction<'_>,
+        shared: &Shared,
+        next_seq: &mut i64,
+        now: i64,
+        cmd: Cmd,
+        afters: &mut Vec<After>,
+    ) -> rusqlite::Result<()> {
+        match cmd {
+            Cmd::Submit {
+                org,
+                items,
+                reserved,
+                reply,
+            } => {
+                let r = (|| -> rusqlite::Result<_> {
+                    let mut stmt = tx.prepare_cached(
+                        "INSERT INTO tasks(seq, id, org, task_type, priority, status, credits_to_charge,
+                                           idem_key, webhook_url, payload, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10)",
+                    )?;
+                    let mut results = Vec::with_capacity(items.len());
+                    let mut pushed = Vec::with_capacity(items.len());
+                    for it in items {
+                        let seq = *next_seq;
+                        let id = task_id(now, seq, shared.mask, rand::random::<u16>());
+                        let t = &it.task;
+                        let res = stmt.execute(params![
+                            seq,
+                            &id.as_bytes()[..],
+                            org,
+                            t.task_type.code(),
+                            t.priority,
+                            t.credits_to_charge,
+                            t.idempotency_key,
+                            t.webhook_url,
+                            it.payload,
+                            now
+                        ]);
+                        match res {
+                            Ok(_) => {
+                                *next_seq += 1;
+                                pushed.push((seq, t.priority, t.credits_to_charge));
+                                results.push((
+                                    it.index,
+                                    Ok(TaskRecord {
+                                        id,
+                                        task_type: t.task_type,
+                                        status: TaskStatus::Queued,
+                                        priority: t.priority,
+                                        created_ms: now,
+                                        started_ms: None,
+                                        finished_ms: None,
+                                        attempts: 0,
+                                        idempotency_key: t.idempotency_key.clone(),
+                                        webhook_url: t.webhook_url.clone(),
+                                        credits_to_charge: t.credits_to_charge,
+                                        credits_charged: None,
+                                        response: None,
+                                    }),
+                                ));
+                            }
+                            Err(e) if is_unique_violation(&e) => {
+                                let key = t.idempotency_key.clone().unwrap_or_default();
+                                results.push((it.index, Err(ItemError::DuplicateKey(key))));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok((results, pushed))
+                })();
+                match r {
+                    Ok((results, pushed)) => {
+                        afters.push(After::Submit {
+                            org,
+                            reserved,
+                            pushed,
+                            reply,
+                            results,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Submit(reply, org, reserved),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
+            Cmd::Claim { picks, reply } => {
+                let r = (|| -> rusqlite::Result<_> {
+                    let mut run = tx.prepare_cached(
+                        "UPDATE tasks SET status = 1, attempts = attempts + 1,
+                                started_ms = COALESCE(started_ms, ?2), run_after_ms = NULL
+                         WHERE seq = ?1 AND status = 0
+                         RETURNING id, task_type, payload, attempts",
+                    )?;
+                    let mut reject = tx.prepare_cached(
+                        "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, response = ?3,
+                                run_after_ms = NULL
+                         WHERE seq = ?1 AND status = 0",
+                    )?;
+                    let insufficient = serde_json::json!({"error": {
+                        "code": "INSUFFICIENT_CREDITS",
+                        "message": "Insufficient credits"
+                    }})
+                    .to_string();
+                    let mut claims = Vec::with_capacity(picks.len());
+                    for p in &picks {
+                        if p.run {
+                            let row = run
+                                .query_row(params![p.seq, now], |r| {
+                                    Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                                })
+                                .optional()?;
+                            if let Some((id, task_type, payload, attempts)) = row {
+                                claims.push(RawClaim {
+                                    pick: *p,
+                                    id,
+                                    task_type,
+                                    payload,
+                                    attempts,
+                                });
+                            }
+                        } else {
+                            reject.execute(params![p.seq, now, insufficient])?;
+                        }
+                    }
+                    Ok(claims)
+                })();
+                match r {
+                    Ok(claims) => {
+                        afters.push(After::Claim {
+                            picks,
+                            reply,
+                            claims,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Claim(reply, picks),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
+            Cmd::Finish { outcomes, reply } => {
+                let r = (|| -> rusqlite::Result<_> {
+                    let mut done = tx.prepare_cached(
+                        "UPDATE tasks SET status = ?2, response = ?3, credits_charged = ?4, finished_ms = ?5
+                         WHERE seq = ?1",
+                    )?;
+                    let mut retry = tx.prepare_cached(
+                        "UPDATE tasks SET status = 0, run_after_ms = ?2 WHERE seq = ?1",
+                    )?;
+                    let mut charges: HashMap<OrgKey, i64> = HashMap::new();
+                    let mut effects = Vec::with_capacity(outcomes.len());
+                    for (t, row) in &outcomes {
+                        match row {
+                            FinishRow::Completed { response, credits } => {
+                                done.execute(params![t.seq, 2, response, credits, now])?;
+                                *charges.entry(t.org).or_default() += credits;
+                                effects.push(FinishEffect {
+                                    org: t.org,
+                                    cost: t.credits_to_charge,
+                                    charged: *credits,
+                                    retry: None,
+                                });
+                            }
+                            FinishRow::Failed { response } => {
+                                done.execute(params![t.seq, 3, response, 0, now])?;
+                                effects.push(FinishEffect {
+                                    org: t.org,
+                                    cost: t.credits_to_charge,
+                                    charged: 0,
+                                    retry: None,
+                                });
+                            }
+                            FinishRow::Retry { run_after_ms } => {
+                                retry.execute(params![t.seq, run_after_ms])?;
+                                let prio = priority_of(tx, t.seq)?;
+                                effects.push(FinishEffect {
+                                    org: t.org,
+                                    cost: t.credits_to_charge,
+                                    charged: 0,
+                                    retry: Some((t.seq, prio, *run_after_ms)),
+                                });
+                            }
+                        }
+                    }
+                    let mut charge =
+                        tx.prepare_cached("UPDATE orgs SET credits = credits - ?2 WHERE id = ?1")?;
+                    for (org, amount) in charges {
+                        if amount != 0 {
+                            charge.execute(params![org, amount])?;
+                        }
+                    }
+                    Ok(effects)
+                })();
+                match r {
+                    Ok(effects) => {
+                        afters.push(After::Finish { effects, reply });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Finish(reply),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
+            Cmd::Delete { org, taken, reply } => {
+                let r = (|| -> rusqlite::Result<u64> {
+                    let mut del =
+                        tx.prepare_cached("DELETE FROM tasks WHERE seq = ?1 AND status = 0")?;
+                    let mut n = 0;
+                    for (seq, _, _) in &taken {
+                        n += del.execute([seq])? as u64;
+                    }
+                    Ok(n)
+                })();
+                match r {
+                    Ok(n) => {
+                        afters.push(After::Count {
+                            reply,
+                            n,
+                            restore: None,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Count(reply, Some((org, taken))),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
+            Cmd::Purge { cutoff, reply } => {
+                let r = tx.execute(
+                    "DELETE FROM tasks WHERE seq IN (
+                        SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ?1 LIMIT 20000)",
+                    [cutoff],
+                );
+                match r {
+                    Ok(n) => {
+                        afters.push(After::Count {
+                            reply,
+                            n: n as u64,
+                            restore: None,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Count(reply, None),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_commit(ready: &mut ReadySet, a: After) {
+        match a {
+            After::Submit {
+                org,
+                reserved,
+                pushed,
+                reply,
+                results,
+            } => {
+                ready.release_submission(org, reserved);
+                for (seq, prio, cost) in pushed {
+                    ready.push(org, seq, prio, cost);
+                }
+                let _ = reply.send(Ok(results));
+            }
+            After::Claim {
+                picks,
+                reply,
+                claims,
+            } => {
+                // A running pick whose row was not QUEUED any more frees its slot again.
+                for p in picks.iter().filter(|p| p.run) {
+                    if !claims.iter().any(|c| c.pick.seq == p.seq) {
+                        ready.finish(p.org, p.cost, 0);
+                    }
+                }
+                let _ = reply.send(Ok(claims));
+            }
+            After::Finish { effects, reply } => {
+                for FinishEffect {
+                    org,
+                    cost,
+                    charged,
+                    retry,
+                } in effects
+                {
+                    ready.finish(org, cost, charged);
+                    if let Some((seq, prio, due)) = retry {
+                        ready.push_delayed(org, seq, prio, cost, due);
+                    }
+                }
+                let _ = reply.send(Ok(()));
+            }
+            After::Count { reply, n, .. } => {
+                let _ = reply.send(Ok(n));
+            }
+            After::Failed { reply, error } => {
+                Self::after_failure(ready, After::Failed { reply, error }, "")
+            }
+        }
+    }
+
+    fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
+        let err = || Error::Unavailable(msg.to_owned());
+        match a {
+            After::Submit {
+                org,
+                reserved,
+                reply,
+                ..
+            } => {
+                ready.release_submission(org, reserved);
+                let _ = reply.send(Err(err()));
+            }
+            After::Claim { picks, reply, .. } => {
+                restore_picks(ready, &picks);
+                let _ = reply.send(Err(err()));
+            }
+            After::Finish { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
+            After::Count { reply, restore, .. } => {
+                restore_taken(ready, restore);
+                let _ = reply.send(Err(err()));
+            }
+            After::Failed { reply, error } => {
+                let e = Error::Unavailable(if msg.is_empty() {
+                    error
+                } else {
+                    msg.to_owned()
+                });
+                match reply {
+                    FailedReply::Submit(r, org, reserved) => {
+                        ready.release_submission(org, reserved);
+                        let _ = r.send(Err(e));
+                    }
+                    FailedReply::Claim(r, picks) => {
+                        restore_picks(ready, &picks);
+                        let _ = r.send(Err(e));
+                    }
+                    FailedReply::Finish(r) => {
+                        let _ = r.send(Err(e));
+                    }
+                    FailedReply::Count(r, restore) => {
+                        restore_taken(ready, restore);
+                        let _ = r.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A command that was never applied, answered as failed when its group fails.
+fn unapplied(cmd: Cmd) -> After {
+    let error = "transaction aborted".to_owned();
+    let reply = match cmd {
+        Cmd::Submit {
+            org,
+            reserved,
+            reply,
+            ..
+        } => FailedReply::Submit(reply, org, reserved),
+        Cmd::Claim { picks, reply } => FailedReply::Claim(reply, picks),
+        Cmd::Finish { reply, .. } => FailedReply::Finish(reply),
+        Cmd::Delete { org, taken, reply } => FailedReply::Count(reply, Some((org, taken))),
+        Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
+    };
+    After::Failed { reply, error }
+}
+
+fn priority_of(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<u8> {
+    tx.prepare_cached("SELECT priority FROM tasks WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))
+}
+
+fn restore_picks(ready: &mut ReadySet, picks: &[Pick]) {
+    for p in picks {
+        if p.run {
+            ready.finish(p.org, p.cost, 0);
+        }
+        ready.push(p.org, p.seq, p.priority, p.cost);
+    }
+}
+
+fn restore_taken(ready: &mut ReadySet, restore: Taken) {
+    if let Some((org, taken)) = restore {
+        for (seq, prio, cost) in taken {
+            ready.push(org, seq, prio, cost);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The store.
+
+/// The embedded SQLite store (see the module docs).
+pub struct SqliteStore {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+    orgs: Mutex<HashMap<OrgKey, Org>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    _lock: Option<std::fs::File>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`, recovers unfinished tasks and
+    /// starts the writer thread.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let mut conn = open_admin(path)?;
+        let lock = take_lock(path)?;
+        let mask: u64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'id_mask'", [], |r| {
+                r.get::<_, String>(0)
+            })?
+            .parse()
+            .map_err(|_| Error::Other("corrupt id mask".into()))?;
+        let mut ready = ReadySet::new();
+        let now = now_ms();
+        let next_seq;
+        {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Tasks that were running when the last process died run again.
+            tx.execute("UPDATE tasks SET status = 0 WHERE status = 1", [])?;
+            next_seq = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks", [], |r| {
+                r.get(0)
+            })?;
+            {
+                let mut stmt =
+                    tx.prepare("SELECT id, concurrency, queue_limit, credits FROM orgs")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (org, concurrency, queue_limit, credits) = row?;
+                    ready.set_org(
+                        org,
+                        OrgLimits {
+                            concurrency,
+                            queue_limit,
+                            credits,
+                        },
+                    );
+                }
+                let mut stmt = tx.prepare(
+                    "SELECT seq, org, priority, credits_to_charge, run_after_ms FROM tasks WHERE status = 0",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, u8>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (seq, org, prio, cost, run_after) = row?;
+                    match run_after {
+                        Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, due),
+                        _ => ready.push(org, seq, prio, cost),
+                    }
+                }
+            }
+            tx.commit()?;
+        }
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open(path, true)?);
+        }
+        let shared = Arc::new(Shared {
+            ready: Mutex::new(ready),
+            notify: Notify::new(),
+            changed: tokio::sync::watch::Sender::new(0),
+            mask,
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+            next_seq,
+        };
+        let handle = std::thread::Builder::new()
+            .name("cloro-sqlite-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Other(format!("cannot start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            readers: Arc::new(Mutex::new(readers)),
+            path: path.to_owned(),
+            orgs: Mutex::new(HashMap::new()),
+            writer: Mutex::new(Some(handle)),
+            _lock: Some(lock),
+        })
+    }
+
+    /// Stops the writer after the commands already sent (used on shutdown and by tests).
+    pub fn close(&self) {
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = lock(&self.tx);
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| Error::Unavailable("store is shut down".into()))?;
+            tx.send(make(reply))
+                .map_err(|_| Error::Unavailable("store writer stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| Error::Unavailable("store writer stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&readers).pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open(&path, true)?,
+            };
+            let out = f(&conn);
+            let mut pool = lock(&readers);
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::Other(format!("reader task failed: {e}")))?
+    }
+
+    fn ensure_loaded(&self, org: &Org) {
+        let mut ready = lock(&self.shared.ready);
+        if !ready.knows(org.key) {
+            ready.set_org(
+                org.key,
+                OrgLimits {
+                    concurrency: org.concurrency,
+                    queue_limit: org.queue_limit,
+                    credits: org.credits,
+                },
+            );
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Only one server may own a database: an exclusive lock on `<db>.lock`.
+fn take_lock(path: &Path) -> Result<std::fs::File> {
+    let lock_path = path.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+    file.try_lock().map_err(|_| {
+        Error::Conflict(format!(
+            "another cloro server is using {} (lock file {})",
+            path.display(),
+            lock_path.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, OrgKey, TaskRecord)> {
+    let id: Vec<u8> = r.get(0)?;
+    let org: OrgKey = r.get(1)?;
+    let task_type: i64 = r.get(2)?;
+    let response: Option<String> = r.get(11)?;
+    let uuid = Uuid::from_slice(&id).unwrap_or_default();
+    Ok((
+        id,
+        org,
+        TaskRecord {
+            id: uuid,
+            task_type: TaskType::from_code(task_type).unwrap_or(TaskType::Chatgpt),
+            status: TaskStatus::from_code(r.get(3)?),
+            priority: r.get(4)?,
+            created_ms: r.get(5)?,
+            started_ms: r.get(6)?,
+            finished_ms: r.get(7)?,
+            attempts: r.get(8)?,
+            idempotency_key: r.get(9)?,
+            webhook_url: r.get(10)?,
+            credits_to_charge: r.get(12)?,
+            credits_charged: r.get(13)?,
+            response: response.and_then(|s| serde_json::from_str(&s).ok()),
+        },
+    ))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT key_id, org, hash, revoked_ms FROM api_keys WHERE hash = ?1",
+                [&digest[..]],
+                |r| {
+                    Ok(KeyRecord {
+                        key_id: r.get(0)?,
+                        org: r.get(1)?,
+                        digest: r.get(2)?,
+                        revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(Error::from)
+        })
+        .await
+    }
+
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        let cached = lock(&self.orgs).get(&key).cloned();
+        let mut org = match cached {
+            Some(o) => o,
+            None => {
+                let o = self.read(move |c| read_org(c, key)).await?;
+                self.ensure_loaded(&o);
+                lock(&self.orgs).insert(key, o.clone());
+                o
+            }
+        };
+        org.credits = lock(&self.shared.ready).credits(key);
+        Ok(org)
+    }
+
+    async fn submit(
+        &self,
+        org: OrgKey,
+        tasks: Vec<NewTask>,
+    ) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>>
+    {
+        let o = self.org(org).await?;
+        let n = tasks.len();
+        let mut out: Vec<Option<std::result::Result<TaskRecord, ItemError>>> = vec![None; n];
+        let mut items = Vec::with_capacity(n);
+        let reserved;
+        {
+            let mut ready = lock(&self.shared.ready);
+            let balance = ready.credits(o.key);
+            let mut committed = 0i64;
+            let mut keys = std::collections::HashSet::new();
+            for (index, task) in tasks.into_iter().enumerate() {
+                if let Some(k) = &task.idempotency_key
+                    && !keys.insert(k.clone())
+                {
+                    out[index] = Some(Err(ItemError::DuplicateKey(k.clone())));
+                    continue;
+                }
+                if committed + task.credits_to_charge > balance {
+                    out[index] = Some(Err(ItemError::InsufficientCredits));
+                    continue;
+                }
+                committed += task.credits_to_charge;
+                let payload = task.payload.to_string();
+                items.push(InsertItem {
+                    index,
+                    task,
+                    payload,
+                });
+            }
+            reserved = items.len() as u64;
+            if let Err(limit) = ready.reserve_submission(o.key, reserved) {
+                return Ok(Err(SubmitError::QueueLimit(limit)));
+            }
+        }
+        if !items.is_empty() {
+            let results = self
+                .send(|reply| Cmd::Submit {
+                    org: o.key,
+                    items,
+                    reserved,
+                    reply,
+                })
+                .await?;
+            for (index, r) in results {
+                out[index] = Some(r);
+            }
+        }
+        Ok(Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ItemError::InsufficientCredits)))
+            .collect()))
+    }
+
+    async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
+        let seq = seq_of(&id, self.shared.mask);
+        self.read(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
+                            idem_key, webhook_url, response, credits_to_charge, credits_charged
+                     FROM tasks WHERE seq = ?1",
+                )?
+                .query_row([seq], decode_record)
+                .optional()?;
+            Ok(row.and_then(|(stored, owner, rec)| {
+                (owner == org && crate::domain::apikey::constant_time_eq(&stored, id.as_bytes())).then_some(rec)
+            }))
+        })
+        .await
+    }
+
+    async fn status(&self, org: OrgKey) -> Result<QueueStatus> {
+        let c = lock(&self.shared.ready).counts(org);
+        Ok(QueueStatus {
+            queued: c.queued,
+            processing: c.processing,
+            by_priority: c.by_priority,
+            concurrency_used: c.processing,
+            concurrency_max: u64::from(c.concurrency),
+        })
+    }
+
+    async fn clear_queue(&self, org: OrgKey) -> Result<u64> {
+        let taken = lock(&self.shared.ready).take_queued(org);
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        self.send(|reply| Cmd::Delete { org, taken, reply }).await
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
+        let picks = {
+            let mut ready = lock(&self.shared.ready);
+            ready.promote_due(now_ms());
+            ready.claim(max)
+        };
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = self.send(|reply| Cmd::Claim { picks, reply }).await?;
+        Ok(raw
+            .into_iter()
+            .map(|c| ClaimedTask {
+                seq: c.pick.seq,
+                id: Uuid::from_slice(&c.id).unwrap_or_default(),
+                org: c.pick.org,
+                task_type: TaskType::from_code(c.task_type).unwrap_or(TaskType::Chatgpt),
+                payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
+                attempt: c.attempts.max(1) as u32,
+                credits_to_charge: c.pick.cost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, outcomes: Vec<(ClaimedTask, Outcome)>) -> Result<()> {
+        let rows = outcomes
+            .into_iter()
+            .map(|(t, o)| {
+                let row = match o {
+                    Outcome::Completed { result, credits } => FinishRow::Completed {
+                        response: result.to_string(),
+                        credits,
+                    },
+                    Outcome::Retry { run_after_ms } => FinishRow::Retry { run_after_ms },
+                    Outcome::Failed { error } => FinishRow::Failed {
+                        response: error.to_string(),
+                    },
+                };
+                (t, row)
+            })
+            .collect();
+        self.send(|reply| Cmd::Finish {
+            outcomes: rows,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge(&self, cutoff_ms: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .send(|reply| Cmd::Purge {
+                    cutoff: cutoff_ms,
+                    reply,
+                })
+                .await?;
+            total += n;
+            if n < 20_000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn next_retry_ms(&self) -> Option<i64> {
+        lock(&self.shared.ready).earliest_timer()
+    }
+
+    fn work_notify(&self) -> &Notify {
+        &self.shared.notify
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        lock(&self.shared.ready).totals()
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if lock(&self.tx).is_none() {
+            return Err(Error::Unavailable("store is shut down".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Error::from))
+            .await
+    }
+}

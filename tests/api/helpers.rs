@@ -1,0 +1,252 @@
+#![allow(dead_code)]
+//! `spawn_app`: a real server on 127.0.0.1:<random port> over a fresh SQLite file, and typed
+//! helpers that return `(StatusCode, serde_json::Value)`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloro::app::{self, ServeOptions, Server};
+use cloro::engines::{LatencyRange, SimulatedEngine};
+use cloro::queue::{self, QueueConfig};
+use cloro::store::Store;
+use cloro::store::sqlite::{self, OrgSpec};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub struct TestApp {
+    pub base: String,
+    pub key: String,
+    pub org_id: String,
+    pub server: Option<Server>,
+    pub client: reqwest::Client,
+    pub _dir: tempfile::TempDir,
+    pub db_path: std::path::PathBuf,
+}
+
+pub struct Builder {
+    plan: String,
+    concurrency: Option<u32>,
+    credits: Option<i64>,
+    queue_limit: Option<i64>,
+    latency_ms: u64,
+    failure_rate: f64,
+    workers: usize,
+    retry_base_ms: u64,
+    max_body_bytes: usize,
+    paused: bool,
+}
+
+impl TestApp {
+    pub fn builder() -> Builder {
+        Builder {
+            plan: "business".into(),
+            concurrency: None,
+            credits: None,
+            queue_limit: None,
+            latency_ms: 0,
+            failure_rate: 0.0,
+            workers: 64,
+            retry_base_ms: 1,
+            max_body_bytes: 10 * 1024 * 1024,
+            paused: false,
+        }
+    }
+
+    pub async fn spawn() -> TestApp {
+        TestApp::builder().spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        let s: Arc<dyn Store> = self.server.as_ref().expect("running").store.clone();
+        s
+    }
+
+    /// Creates another organization on the running server's database (like `cloro org create`).
+    pub fn create_org(
+        &self,
+        plan: &str,
+        credits: Option<i64>,
+        concurrency: Option<u32>,
+        queue_limit: Option<i64>,
+    ) -> (String, String) {
+        let conn = sqlite::open_admin(&self.db_path).expect("admin connection");
+        let spec = OrgSpec {
+            name: "other".into(),
+            plan: plan.into(),
+            concurrency,
+            credits,
+            queue_limit,
+        };
+        let c = sqlite::create_org(&conn, &spec).expect("org created");
+        (c.org.public_id, c.api_key.expose().to_owned())
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(self.url(path)).bearer_auth(key).json(body))
+            .await
+    }
+
+    pub async fn get_as(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(self.url(path)).bearer_auth(key))
+            .await
+    }
+
+    pub async fn create_task(&self, body: &Value) -> (StatusCode, Value) {
+        self.post_json("/v1/async/task", &self.key, body).await
+    }
+
+    pub async fn batch(&self, body: &Value) -> (StatusCode, Value) {
+        self.post_json("/v1/async/task/batch", &self.key, body)
+            .await
+    }
+
+    pub async fn get_task(&self, id: &str) -> (StatusCode, Value) {
+        self.get_as(&format!("/v1/async/task/{id}"), &self.key)
+            .await
+    }
+
+    pub async fn status(&self) -> Value {
+        let (s, b) = self.get_as("/v1/async/status", &self.key).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    pub async fn credits(&self) -> i64 {
+        let (s, b) = self.get_as("/v1/credits", &self.key).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["remaining"].as_i64().expect("remaining")
+    }
+
+    /// Waits until nothing is queued or running (driven by the store's change signal).
+    pub async fn drain(&self) {
+        let store = self.store();
+        tokio::time::timeout(Duration::from_secs(30), queue::wait_idle(&*store))
+            .await
+            .expect("queue drained within 30 s");
+    }
+
+    pub fn resume(&self) {
+        self.server.as_ref().expect("running").gate.resume();
+    }
+
+    pub fn pause(&self) {
+        self.server.as_ref().expect("running").gate.pause();
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+            s.stopped(Duration::from_secs(10)).await;
+        }
+    }
+}
+
+impl Builder {
+    pub fn plan(mut self, p: &str) -> Self {
+        self.plan = p.into();
+        self
+    }
+    pub fn concurrency(mut self, c: u32) -> Self {
+        self.concurrency = Some(c);
+        self
+    }
+    pub fn credits(mut self, c: i64) -> Self {
+        self.credits = Some(c);
+        self
+    }
+    pub fn queue_limit(mut self, q: i64) -> Self {
+        self.queue_limit = Some(q);
+        self
+    }
+    pub fn latency_ms(mut self, l: u64) -> Self {
+        self.latency_ms = l;
+        self
+    }
+    pub fn failure_rate(mut self, f: f64) -> Self {
+        self.failure_rate = f;
+        self
+    }
+    pub fn workers(mut self, w: usize) -> Self {
+        self.workers = w;
+        self
+    }
+    /// Starts with the dispatcher paused: submitted tasks stay QUEUED until `resume()`.
+    pub fn paused(mut self) -> Self {
+        self.paused = true;
+        self
+    }
+    pub fn max_body_bytes(mut self, b: usize) -> Self {
+        self.max_body_bytes = b;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db_path = dir.path().join("cloro.db");
+        // The test's organization exists before the server starts, so `default` is not made.
+        let conn = sqlite::open_admin(&db_path).expect("admin connection");
+        let spec = OrgSpec {
+            name: "test".into(),
+            plan: self.plan.clone(),
+            concurrency: self.concurrency,
+            credits: self.credits,
+            queue_limit: self.queue_limit,
+        };
+        let created = sqlite::create_org(&conn, &spec).expect("org created");
+        drop(conn);
+        let opts = ServeOptions {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            db_path: db_path.clone(),
+            queue: QueueConfig {
+                workers: self.workers,
+                retry_base_ms: self.retry_base_ms,
+                ..QueueConfig::default()
+            },
+            engine: SimulatedEngine {
+                latency: LatencyRange {
+                    min_ms: self.latency_ms,
+                    max_ms: self.latency_ms,
+                },
+                failure_rate: self.failure_rate,
+            },
+            max_body_bytes: self.max_body_bytes,
+            default_plan: "free".into(),
+        };
+        let server = app::start(opts).await.expect("server starts");
+        if self.paused {
+            server.gate.pause();
+        }
+        assert!(server.created_default.is_none());
+        TestApp {
+            base: format!("http://{}", server.addr),
+            key: created.api_key.expose().to_owned(),
+            org_id: created.org.public_id,
+            server: Some(server),
+            client: reqwest::Client::new(),
+            _dir: dir,
+            db_path,
+        }
+    }
+}
+
+/// A valid ChatGPT task.
+pub fn chatgpt(prompt: &str) -> Value {
+    json!({ "taskType": "CHATGPT", "payload": { "prompt": prompt, "country": "US" } })
+}
+
+pub fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
+}
