@@ -14,18 +14,19 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::engines::{Engine, SimulatedEngine};
+use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
 use crate::store::Store;
 use crate::store::sqlite::{self, CreatedOrg, OrgSpec, SqliteStore};
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
     pub db_path: PathBuf,
     pub queue: QueueConfig,
-    pub engine: SimulatedEngine,
+    /// The engine that runs every task type (the simulated one unless a caller brings its own).
+    pub engine: Arc<dyn Engine>,
     pub max_body_bytes: usize,
     pub default_plan: String,
 }
@@ -77,7 +78,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let dyn_store: Arc<dyn Store> = store.clone();
-    let engine: Arc<dyn Engine> = Arc::new(opts.engine.clone());
+    let engine = opts.engine.clone();
 
     let gate = Arc::new(queue::Gate::default());
     tracker.spawn(queue::run_dispatcher(

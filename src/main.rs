@@ -46,10 +46,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retention_ms: (args.retention_secs as i64).saturating_mul(1000),
             ..QueueConfig::default()
         },
-        engine: SimulatedEngine {
+        engine: std::sync::Arc::new(SimulatedEngine {
             latency: args.sim_latency_ms,
             failure_rate: args.sim_failure_rate,
-        },
+        }),
         max_body_bytes: args.max_body_bytes,
         default_plan: args.default_plan,
     };

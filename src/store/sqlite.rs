@@ -563,45 +563,48 @@ impl Writer {
             }
             Cmd::Finish { outcomes, reply } => {
                 let r = (|| -> rusqlite::Result<_> {
+                    // Only the attempt that holds the claim may end it: a second finish of
+                    // the same attempt changes nothing and charges nothing.
                     let mut done = tx.prepare_cached(
-                        "UPDATE tasks SET status = ?2, response = ?3, credits_charged = ?4, finished_ms = ?5
-                         WHERE seq = ?1",
+                        "UPDATE tasks SET status = ?3, response = ?4, credits_charged = ?5, finished_ms = ?6
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2",
                     )?;
                     let mut retry = tx.prepare_cached(
-                        "UPDATE tasks SET status = 0, run_after_ms = ?2 WHERE seq = ?1",
+                        "UPDATE tasks SET status = 0, run_after_ms = ?3
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
+                         RETURNING priority",
                     )?;
                     let mut charges: HashMap<OrgKey, i64> = HashMap::new();
                     let mut effects = Vec::with_capacity(outcomes.len());
                     for (t, row) in &outcomes {
+                        let (seq, attempt) = (t.seq, t.attempt);
+                        let effect = |charged, retry| FinishEffect {
+                            org: t.org,
+                            cost: t.credits_to_charge,
+                            charged,
+                            retry,
+                        };
                         match row {
                             FinishRow::Completed { response, credits } => {
-                                done.execute(params![t.seq, 2, response, credits, now])?;
-                                *charges.entry(t.org).or_default() += credits;
-                                effects.push(FinishEffect {
-                                    org: t.org,
-                                    cost: t.credits_to_charge,
-                                    charged: *credits,
-                                    retry: None,
-                                });
+                                if done.execute(params![seq, attempt, 2, response, credits, now])?
+                                    == 1
+                                {
+                                    *charges.entry(t.org).or_default() += credits;
+                                    effects.push(effect(*credits, None));
+                                }
                             }
                             FinishRow::Failed { response } => {
-                                done.execute(params![t.seq, 3, response, 0, now])?;
-                                effects.push(FinishEffect {
-                                    org: t.org,
-                                    cost: t.credits_to_charge,
-                                    charged: 0,
-                                    retry: None,
-                                });
+                                if done.execute(params![seq, attempt, 3, response, 0, now])? == 1 {
+                                    effects.push(effect(0, None));
+                                }
                             }
                             FinishRow::Retry { run_after_ms } => {
-                                retry.execute(params![t.seq, run_after_ms])?;
-                                let prio = priority_of(tx, t.seq)?;
-                                effects.push(FinishEffect {
-                                    org: t.org,
-                                    cost: t.credits_to_charge,
-                                    charged: 0,
-                                    retry: Some((t.seq, prio, *run_after_ms)),
-                                });
+                                let prio: Option<u8> = retry
+                                    .query_row(params![seq, attempt, run_after_ms], |r| r.get(0))
+                                    .optional()?;
+                                if let Some(prio) = prio {
+                                    effects.push(effect(0, Some((seq, prio, *run_after_ms))));
+                                }
                             }
                         }
                     }
@@ -802,11 +805,6 @@ fn unapplied(cmd: Cmd) -> After {
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
     };
     After::Failed { reply, error }
-}
-
-fn priority_of(tx: &rusqlite::Transaction<'_>, seq: i64) -> rusqlite::Result<u8> {
-    tx.prepare_cached("SELECT priority FROM tasks WHERE seq = ?1")?
-        .query_row([seq], |r| r.get(0))
 }
 
 fn restore_picks(ready: &mut ReadySet, picks: &[Pick]) {

@@ -214,13 +214,13 @@ impl Builder {
                 retry_base_ms: self.retry_base_ms,
                 ..QueueConfig::default()
             },
-            engine: SimulatedEngine {
+            engine: Arc::new(SimulatedEngine {
                 latency: LatencyRange {
                     min_ms: self.latency_ms,
                     max_ms: self.latency_ms,
                 },
                 failure_rate: self.failure_rate,
-            },
+            }),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
         };

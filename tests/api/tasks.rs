@@ -194,39 +194,32 @@ async fn a_reused_idempotency_key_is_409_with_details() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_duplicate_submissions_make_exactly_one_task() {
     let app = TestApp::builder().paused().spawn().await;
     let body = with(chatgpt("race"), "idempotencyKey", json!("same"));
-    let futures: Vec<_> = (0..20).map(|_| app.create_task(&body)).collect();
-    let results = futures_join_all(futures).await;
-    let ok = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
-    let conflicts = results
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let req = app
+            .client
+            .post(app.url("/v1/async/task"))
+            .bearer_auth(&app.key)
+            .json(&body);
+        handles.push(tokio::spawn(async move {
+            req.send().await.expect("sent").status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.expect("request task"));
+    }
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflicts = statuses
         .iter()
-        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .filter(|s| **s == StatusCode::CONFLICT)
         .count();
     assert_eq!((ok, conflicts), (1, 19));
     assert_eq!(app.status().await["queuedTasks"], 1);
-}
-
-async fn futures_join_all<F: std::future::Future>(fs: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in fs {
-        set.push(f);
-    }
-    let mut out = Vec::new();
-    // Drive them concurrently.
-    let joined = async {
-        let mut handles = Vec::new();
-        for f in set {
-            handles.push(Box::pin(f));
-        }
-        for h in handles.iter_mut() {
-            out.push(h.await);
-        }
-    };
-    joined.await;
-    out
 }
 
 #[tokio::test]

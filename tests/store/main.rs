@@ -1,0 +1,451 @@
+//! The store conformance suite: every case runs against each backend through the `Store`
+//! trait. `store_tests!` expands a case into `sqlite_<name>` (and, with cluster mode,
+//! `postgres_<name>`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use cloro::domain::types::TaskType;
+use cloro::store::sqlite::{self, OrgSpec, SqliteStore};
+use cloro::store::{ClaimedTask, ItemError, NewTask, OrgKey, Outcome, Store, SubmitError};
+use cloro::time_fmt::now_ms;
+use serde_json::json;
+
+/// A fresh store with organizations made from `(concurrency, credits, queue_limit)`.
+struct Fixture {
+    store: Arc<SqliteStore>,
+    orgs: Vec<OrgKey>,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn sqlite_fixture(orgs: &[(u32, i64, i64)]) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cloro.db");
+    let conn = sqlite::open_admin(&path).expect("admin");
+    let keys = orgs
+        .iter()
+        .enumerate()
+        .map(|(i, &(concurrency, credits, queue_limit))| {
+            let spec = OrgSpec {
+                name: format!("org{i}"),
+                plan: "business".into(),
+                concurrency: Some(concurrency),
+                credits: Some(credits),
+                queue_limit: Some(queue_limit),
+            };
+            sqlite::create_org(&conn, &spec).expect("org").org.key
+        })
+        .collect();
+    drop(conn);
+    let store = Arc::new(SqliteStore::open(&path).expect("store opens"));
+    Fixture {
+        store,
+        orgs: keys,
+        path,
+        _dir: dir,
+    }
+}
+
+fn task(priority: u8, key: Option<&str>) -> NewTask {
+    NewTask {
+        task_type: TaskType::Chatgpt,
+        payload: json!({ "prompt": format!("p{priority}"), "country": "US" }),
+        priority,
+        idempotency_key: key.map(str::to_owned),
+        webhook_url: None,
+        credits_to_charge: 5,
+    }
+}
+
+async fn submit(store: &dyn Store, org: OrgKey, tasks: Vec<NewTask>) -> Vec<uuid::Uuid> {
+    let out = store
+        .submit(org, tasks)
+        .await
+        .expect("store ok")
+        .expect("under the queue limit");
+    out.into_iter().map(|r| r.expect("accepted").id).collect()
+}
+
+fn completed() -> Outcome {
+    Outcome::Completed {
+        result: json!({ "text": "ok" }),
+        credits: 5,
+    }
+}
+
+async fn finish(store: &dyn Store, t: &ClaimedTask, o: Outcome) {
+    store.finish(vec![(t.clone(), o)]).await.expect("finish");
+}
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::sqlite_fixture).await;
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    priority_first_then_fifo,
+    caps_hold_and_finishing_frees_the_slot,
+    no_task_is_claimed_twice_by_concurrent_claimers,
+    a_new_organization_waits_for_at_most_one_slot,
+    retries_hold_no_slot_and_come_back_when_due,
+    a_second_finish_of_the_same_attempt_changes_nothing,
+    the_queue_limit_refuses_whole_submissions,
+    idempotency_keys_are_unique_per_organization,
+    clearing_takes_queued_and_retrying_tasks_only,
+    purge_deletes_old_terminal_tasks_and_frees_their_keys,
+    completion_charges_once_and_failure_is_free,
+    credits_are_rechecked_at_pickup,
+    running_tasks_run_again_after_a_crash,
+);
+
+type Make = fn(&[(u32, i64, i64)]) -> Fixture;
+
+async fn priority_first_then_fifo(make: Make) {
+    let f = make(&[(1, 1_000_000, 1000)]);
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(
+        s,
+        org,
+        [1, 5, 10, 5, 1, 10]
+            .into_iter()
+            .map(|p| task(p, None))
+            .collect(),
+    )
+    .await;
+    let mut order = Vec::new();
+    loop {
+        let claimed = s.claim(10).await.expect("claim");
+        assert!(claimed.len() <= 1, "concurrency 1");
+        let Some(t) = claimed.into_iter().next() else {
+            break;
+        };
+        order.push(t.id);
+        finish(s, &t, completed()).await;
+    }
+    assert_eq!(order, vec![ids[2], ids[5], ids[1], ids[3], ids[0], ids[4]]);
+}
+
+async fn caps_hold_and_finishing_frees_the_slot(make: Make) {
+    let f = make(&[(3, 1_000_000, 1000)]);
+    let s = &*f.store;
+    submit(s, f.orgs[0], (0..10).map(|_| task(1, None)).collect()).await;
+    let first = s.claim(100).await.expect("claim");
+    assert_eq!(first.len(), 3);
+    assert!(s.claim(100).await.expect("claim").is_empty());
+    assert_eq!(s.status(f.orgs[0]).await.expect("status").processing, 3);
+    finish(s, &first[0], completed()).await;
+    assert_eq!(s.claim(100).await.expect("claim").len(), 1);
+    let st = s.status(f.orgs[0]).await.expect("status");
+    assert_eq!((st.queued, st.processing, st.concurrency_used), (6, 3, 3));
+}
+
+async fn no_task_is_claimed_twice_by_concurrent_claimers(make: Make) {
+    let f = make(&[(50, 1_000_000, 10_000), (50, 1_000_000, 10_000)]);
+    for &org in &f.orgs {
+        submit(
+            &*f.store,
+            org,
+            (0..500).map(|i| task((i % 10) as u8 + 1, None)).collect(),
+        )
+        .await;
+    }
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let store = f.store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let batch = store.claim(7).await.expect("claim");
+                if batch.is_empty() && store.totals().0 == 0 {
+                    return seen;
+                }
+                for t in batch {
+                    let (_, processing) = store.totals();
+                    assert!(
+                        processing <= 100,
+                        "node-wide processing {processing} above the caps"
+                    );
+                    seen.push(t.id);
+                    store.finish(vec![(t, completed())]).await.expect("finish");
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("claimer"));
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 1000);
+    assert_eq!(unique.len(), 1000);
+    assert_eq!(f.store.totals(), (0, 0));
+}
+
+async fn a_new_organization_waits_for_at_most_one_slot(make: Make) {
+    let f = make(&[(100, 1_000_000, 100_000), (100, 1_000_000, 100_000)]);
+    let s = &*f.store;
+    submit(s, f.orgs[0], (0..2000).map(|_| task(10, None)).collect()).await;
+    // The node runs 4 at a time and is busy with org 0.
+    let mut running = s.claim(4).await.expect("claim");
+    assert!(running.iter().all(|t| t.org == f.orgs[0]));
+    let late = submit(s, f.orgs[1], vec![task(1, None)]).await[0];
+    // The next free slot goes to the new organization.
+    let done = running.remove(0);
+    finish(s, &done, completed()).await;
+    let next = s.claim(1).await.expect("claim");
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].id, late);
+}
+
+async fn retries_hold_no_slot_and_come_back_when_due(make: Make) {
+    let f = make(&[(1, 1_000_000, 1000)]);
+    let s = &*f.store;
+    let ids = submit(s, f.orgs[0], vec![task(1, None), task(1, None)]).await;
+    let t = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!((t.id, t.attempt), (ids[0], 1));
+    // Retry far in the future: the slot is free and the other task runs meanwhile.
+    finish(
+        s,
+        &t,
+        Outcome::Retry {
+            run_after_ms: now_ms() + 3_600_000,
+        },
+    )
+    .await;
+    let st = s.status(f.orgs[0]).await.expect("status");
+    assert_eq!((st.queued, st.processing), (2, 0));
+    let other = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(other.id, ids[1]);
+    finish(s, &other, completed()).await;
+    assert!(
+        s.claim(1).await.expect("claim").is_empty(),
+        "the retry is not due yet"
+    );
+    assert!(s.next_retry_ms().is_some_and(|due| due > now_ms()));
+    // A retry that is due runs again with the next attempt number.
+    let ids2 = submit(s, f.orgs[0], vec![task(1, None)]).await;
+    let t2 = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(t2.id, ids2[0]);
+    finish(
+        s,
+        &t2,
+        Outcome::Retry {
+            run_after_ms: now_ms() - 1,
+        },
+    )
+    .await;
+    let again = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!((again.id, again.attempt), (ids2[0], 2));
+}
+
+async fn a_second_finish_of_the_same_attempt_changes_nothing(make: Make) {
+    let f = make(&[(2, 100, 1000)]);
+    let s = &*f.store;
+    let id = submit(s, f.orgs[0], vec![task(1, None)]).await[0];
+    let t = s.claim(1).await.expect("claim").remove(0);
+    finish(s, &t, completed()).await;
+    finish(s, &t, completed()).await;
+    finish(s, &t, Outcome::Failed { error: json!({}) }).await;
+    let rec = s
+        .get_task(f.orgs[0], id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(rec.credits_charged, Some(5));
+    assert_eq!(s.org(f.orgs[0]).await.expect("org").credits, 95);
+    assert_eq!(s.status(f.orgs[0]).await.expect("status").processing, 0);
+}
+
+async fn the_queue_limit_refuses_whole_submissions(make: Make) {
+    let f = make(&[(1, 1_000_000, 5)]);
+    let s = &*f.store;
+    submit(s, f.orgs[0], (0..3).map(|_| task(1, None)).collect()).await;
+    let r = s
+        .submit(f.orgs[0], (0..3).map(|_| task(1, None)).collect())
+        .await
+        .expect("store ok");
+    assert_eq!(r.err(), Some(SubmitError::QueueLimit(5)));
+    assert_eq!(s.status(f.orgs[0]).await.expect("status").queued, 3);
+    submit(s, f.orgs[0], (0..2).map(|_| task(1, None)).collect()).await;
+    // Running tasks do not count toward the limit.
+    let _running = s.claim(1).await.expect("claim");
+    submit(s, f.orgs[0], vec![task(1, None)]).await;
+}
+
+async fn idempotency_keys_are_unique_per_organization(make: Make) {
+    let f = make(&[(1, 1_000_000, 100), (1, 1_000_000, 100)]);
+    let s = &*f.store;
+    submit(s, f.orgs[0], vec![task(1, Some("k"))]).await;
+    let r = s
+        .submit(
+            f.orgs[0],
+            vec![task(1, Some("k")), task(1, Some("j")), task(1, Some("j"))],
+        )
+        .await;
+    let items = r.expect("ok").expect("under limit");
+    assert_eq!(
+        items[0].as_ref().err(),
+        Some(&ItemError::DuplicateKey("k".into()))
+    );
+    assert!(items[1].is_ok());
+    assert_eq!(
+        items[2].as_ref().err(),
+        Some(&ItemError::DuplicateKey("j".into()))
+    );
+    submit(s, f.orgs[1], vec![task(1, Some("k"))]).await;
+    // Concurrent duplicates: exactly one wins.
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let store = f.store.clone();
+        let org = f.orgs[1];
+        handles.push(tokio::spawn(async move {
+            store
+                .submit(org, vec![task(1, Some("race"))])
+                .await
+                .expect("ok")
+                .expect("limit")[0]
+                .is_ok()
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        wins += usize::from(h.await.expect("task"));
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn clearing_takes_queued_and_retrying_tasks_only(make: Make) {
+    let f = make(&[(1, 1_000_000, 100), (1, 1_000_000, 100)]);
+    let s = &*f.store;
+    let (a, b) = (f.orgs[0], f.orgs[1]);
+    let ids = submit(s, a, (0..4).map(|_| task(1, None)).collect()).await;
+    let first = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(first.id, ids[0]);
+    finish(
+        s,
+        &first,
+        Outcome::Retry {
+            run_after_ms: now_ms() + 3_600_000,
+        },
+    )
+    .await;
+    let running = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(running.id, ids[1]);
+    submit(s, b, vec![task(1, None)]).await;
+
+    assert_eq!(s.clear_queue(a).await.expect("clear"), 3);
+    let st = s.status(a).await.expect("status");
+    assert_eq!((st.queued, st.processing), (0, 1));
+    for gone in [ids[0], ids[2], ids[3]] {
+        assert!(s.get_task(a, gone).await.expect("get").is_none());
+    }
+    assert_eq!(s.status(b).await.expect("status").queued, 1);
+    // The retry timer of a cleared task does not bring it back.
+    assert!(s.claim(10).await.expect("claim").iter().all(|t| t.org == b));
+    finish(s, &running, completed()).await;
+    let done = s.get_task(a, ids[1]).await.expect("get").expect("kept");
+    assert_eq!(done.status, cloro::domain::task::TaskStatus::Completed);
+    assert_eq!(s.clear_queue(a).await.expect("clear"), 0);
+}
+
+async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(make: Make) {
+    let f = make(&[(5, 1_000_000, 100)]);
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![task(1, Some("a")), task(1, Some("b"))]).await;
+    let t = s.claim(1).await.expect("claim").remove(0);
+    finish(s, &t, completed()).await;
+    assert_eq!(
+        s.purge(now_ms() - 60_000).await.expect("purge"),
+        0,
+        "too recent"
+    );
+    assert_eq!(s.purge(now_ms() + 1).await.expect("purge"), 1);
+    assert!(s.get_task(org, ids[0]).await.expect("get").is_none());
+    assert!(
+        s.get_task(org, ids[1]).await.expect("get").is_some(),
+        "queued tasks are never purged"
+    );
+    submit(s, org, vec![task(1, Some("a"))]).await;
+}
+
+async fn completion_charges_once_and_failure_is_free(make: Make) {
+    let f = make(&[(5, 100, 100)]);
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![task(1, None), task(1, None)]).await;
+    let claimed = s.claim(2).await.expect("claim");
+    for t in &claimed {
+        let o = if t.id == ids[0] {
+            completed()
+        } else {
+            Outcome::Failed {
+                error: json!({"error": {}}),
+            }
+        };
+        finish(s, t, o).await;
+    }
+    assert_eq!(s.org(org).await.expect("org").credits, 95);
+    let a = s.get_task(org, ids[0]).await.expect("get").expect("a");
+    let b = s.get_task(org, ids[1]).await.expect("get").expect("b");
+    assert_eq!((a.credits_charged, b.credits_charged), (Some(5), Some(0)));
+    // The charge is durable: a reopened store sees the same balance.
+    drop(claimed);
+    let path = f.path.clone();
+    f.store.close();
+    drop(f.store);
+    let reopened = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(reopened.org(org).await.expect("org").credits, 95);
+}
+
+async fn credits_are_rechecked_at_pickup(make: Make) {
+    let f = make(&[(5, 8, 100)]);
+    let s = &*f.store;
+    let org = f.orgs[0];
+    // Two separate submissions each fit the balance (there is no reservation at submission).
+    let mut ids = submit(s, org, vec![task(1, None)]).await;
+    ids.extend(submit(s, org, vec![task(1, None)]).await);
+    let claimed = s.claim(5).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, ids[0]);
+    let b = s.get_task(org, ids[1]).await.expect("get").expect("b");
+    assert_eq!(b.status, cloro::domain::task::TaskStatus::Failed);
+    assert_eq!(b.started_ms, None);
+    assert_eq!(b.latency_ms(), None);
+    assert_eq!(b.credits_charged, Some(0));
+    assert_eq!(
+        b.response.as_ref().map(|r| r["error"]["code"].clone()),
+        Some(json!("INSUFFICIENT_CREDITS"))
+    );
+}
+
+async fn running_tasks_run_again_after_a_crash(make: Make) {
+    let f = make(&[(5, 1_000_000, 100)]);
+    let org = f.orgs[0];
+    let ids = submit(&*f.store, org, vec![task(3, None), task(1, None)]).await;
+    let claimed = f.store.claim(1).await.expect("claim");
+    assert_eq!(claimed[0].id, ids[0]);
+    // The process dies: nothing is finished.
+    let path = f.path.clone();
+    f.store.close();
+    drop(f.store);
+    let s = SqliteStore::open(&path).expect("reopen");
+    let st = s.status(org).await.expect("status");
+    assert_eq!((st.queued, st.processing), (2, 0));
+    let again = s.claim(5).await.expect("claim");
+    assert_eq!(
+        again.iter().map(|t| (t.id, t.attempt)).collect::<Vec<_>>(),
+        vec![(ids[0], 2), (ids[1], 1)]
+    );
+}
