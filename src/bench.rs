@@ -1,14 +1,1155 @@
-//! `cloro bench`: measures the queue through its HTTP API (see docs/PERFORMANCE.md).
+//! `cloro bench`: a repeatable benchmark of the queue measured THROUGH ITS HTTP API.
+//!
+//! Every scenario starts its own in-process server (`app::start`) on `127.0.0.1:<random port>`
+//! over a fresh SQLite file in a new directory under the system temporary directory (removed
+//! afterwards). The organizations are created before the server starts (plan `enterprise-5k`,
+//! 10^12 credits, a queue limit above what the scenario enqueues, a concurrency chosen per
+//! scenario), and every request is real HTTP/1.1 over loopback with `reqwest`, so the numbers
+//! include JSON parsing, validation, authentication, the durable commit (WAL,
+//! `synchronous=FULL`) and the response. The client runs in the same process and on the same
+//! Tokio runtime as the server, so it competes with the server for the same CPU cores.
+//!
+//! Scenarios (`--scenario NAME`, default all, in this order):
+//!
+//! 1. **`enqueue`**: the dispatcher is paused right after start, so nothing is claimed. `--tasks`
+//!    (default 200 000) small CHATGPT tasks (`{"prompt":"bench prompt <i>","country":"US"}`,
+//!    priority `(i % 10) + 1`) are sent as `POST /v1/async/task/batch` requests of `--batch`
+//!    (default 500) tasks by `--clients` (default 4) concurrent clients, each with its own
+//!    connection. Reported: tasks/s = tasks / wall time (first request to last response), and
+//!    the p50/p99/max latency of one batch request (request sent to whole body received). Every
+//!    response must be a 200 whose `summary.succeeded` equals the batch size; any other answer
+//!    counts as a failure and fails the bench.
+//! 2. **`drain`**: a fresh server with the dispatcher running, the simulated engine at 0 ms
+//!    latency, `--workers` (default 256) workers and `--orgs` (default 4) organizations of
+//!    concurrency 1000. Each organization submits its share of `--tasks` in batches from its own
+//!    client, all at once. Measured from the first request until every task has finished
+//!    (`queue::wait_idle` on the server's store after the last submission was answered), then
+//!    checked over HTTP: `GET /v1/async/status` shows 0 queued and 0 processing for every
+//!    organization, and `GET /v1/credits` shows that exactly the credits of every accepted task
+//!    were charged (a charge happens only on COMPLETED). Reported: (enqueue + drain) tasks/s,
+//!    and when the last submission was answered.
+//! 3. **`latency`**: "from the 200 of a submission to PROCESSING, with a free slot". The engine is
+//!    a wrapper that records `Instant::now()` per task id when it is called (a claimed task is
+//!    already durably PROCESSING by then), then runs the simulated engine at 0 ms. `--samples`
+//!    (default 2000) single-task `POST /v1/async/task` requests are sent one at a time; for each
+//!    the instant its 200 arrived (response head received) and its task id are recorded. After
+//!    draining, latency = engine start − 200 received, clamped at 0; the number of negative
+//!    values (the task was already running before the client read its 200) is reported too.
+//!    Reported: p50/p90/p99/max, plus the p50/p99 of the submission round trip itself.
+//! 4. **`status`**: the dispatcher is paused; `--queued` (default 1 000 000) tasks across the 10
+//!    priorities are enqueued into one organization in batches by `--clients` clients; then
+//!    `--status-samples` (default 5000) sequential `GET /v1/async/status` requests are timed
+//!    on that organization, and as many on a second organization of the same server whose queue
+//!    is empty (each answer is checked: `queuedTasks` must be the expected count). Reported:
+//!    p50/p99/max for both, to show that the cost does not grow with queue depth; then the
+//!    resident memory with the whole queue in place: `VmRSS` and `VmHWM` from
+//!    `/proc/self/status`, which cover the WHOLE bench process (server, client, and whatever
+//!    earlier scenarios left in the allocator; `VmHWM` is the peak since the process started),
+//!    with `VmRSS` before this scenario's server started for reference.
+//!
+//! Each scenario prints one human line on stdout; with `--json` it prints one JSON object per
+//! scenario on stdout instead (the human lines then go to stderr). Progress goes to stderr.
+//! Percentiles are nearest-rank over the sorted samples. Numbers from a debug build are
+//! meaningless: use `cargo run --release -- bench`.
 
-use clap::Args;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use async_trait::async_trait;
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use crate::app::{self, ServeOptions, Server};
+use crate::engines::{
+    Engine, EngineError, EngineOutput, EngineTask, LatencyRange, SimulatedEngine,
+};
+use crate::queue::{self, QueueConfig};
+use crate::store::sqlite::{self, OrgSpec};
+
+/// Credits given to every benchmark organization.
+const CREDITS: i64 = 1_000_000_000_000;
+/// The concurrency of organizations that must never be the limit.
+const WIDE_CONCURRENCY: u32 = 1000;
+/// The largest batch the API accepts.
+const MAX_BATCH: usize = 500;
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    All,
+    Enqueue,
+    Drain,
+    Latency,
+    Status,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Tasks to enqueue.
-    #[arg(long, default_value_t = 100_000)]
+    /// Scenario to run (all: enqueue, drain, latency, status, in this order).
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Tasks to enqueue (`enqueue`), and to enqueue and run (`drain`).
+    #[arg(long, default_value_t = 200_000)]
     pub tasks: usize,
+    /// Tasks per batch request (1 to 500).
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Concurrent HTTP clients submitting batches (`enqueue`, `status`).
+    #[arg(long, default_value_t = 4)]
+    pub clients: usize,
+    /// Server workers (`drain`, `latency`).
+    #[arg(long, default_value_t = 256)]
+    pub workers: usize,
+    /// Organizations submitting concurrently (`drain`).
+    #[arg(long, default_value_t = 4)]
+    pub orgs: usize,
+    /// Sequential single-task submissions timed (`latency`).
+    #[arg(long, default_value_t = 2000)]
+    pub samples: usize,
+    /// Tasks kept queued while status is timed and memory is read (`status`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub queued: usize,
+    /// Sequential status requests timed per organization (`status`).
+    #[arg(long, default_value_t = 5000)]
+    pub status_samples: usize,
+    /// Print one JSON object per scenario on stdout (human lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench: not implemented yet")
+/// Runs the benchmark (builds its own multi-thread Tokio runtime).
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    ensure!(
+        (1..=MAX_BATCH).contains(&args.batch),
+        "--batch must be between 1 and {MAX_BATCH}"
+    );
+    ensure!(args.tasks > 0, "--tasks must be at least 1");
+    ensure!(args.clients > 0, "--clients must be at least 1");
+    ensure!(args.workers > 0, "--workers must be at least 1");
+    ensure!(args.orgs > 0, "--orgs must be at least 1");
+    ensure!(args.samples > 0, "--samples must be at least 1");
+    ensure!(args.queued > 0, "--queued must be at least 1");
+    ensure!(
+        args.status_samples > 0,
+        "--status-samples must be at least 1"
+    );
+
+    let machine = machine_info();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "WARNING: ==========================================================================\n\
+             WARNING: this is a DEBUG build: its numbers are MEANINGLESS.\n\
+             WARNING: run `cargo run --release -- bench` instead.\n\
+             WARNING: =========================================================================="
+        );
+    }
+    let machine_line = format!(
+        "machine: {} CPUs, {}; build profile: {}",
+        machine["cpus"],
+        machine["cpuModel"].as_str().unwrap_or("?"),
+        machine["profile"].as_str().unwrap_or("?")
+    );
+    if args.json {
+        eprintln!("{machine_line}");
+    } else {
+        println!("{machine_line}");
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    rt.block_on(async {
+        let out = Output {
+            json: args.json,
+            machine,
+        };
+        let all = args.scenario == Scenario::All;
+        if all || args.scenario == Scenario::Enqueue {
+            bench_enqueue(&args, &out)
+                .await
+                .context("scenario enqueue")?;
+        }
+        if all || args.scenario == Scenario::Drain {
+            bench_drain(&args, &out).await.context("scenario drain")?;
+        }
+        if all || args.scenario == Scenario::Latency {
+            bench_latency(&args, &out)
+                .await
+                .context("scenario latency")?;
+        }
+        if all || args.scenario == Scenario::Status {
+            bench_status(&args, &out).await.context("scenario status")?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+// ----------------------------------------------------------------------------------------------
+// Scenarios.
+
+async fn bench_enqueue(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let n = args.tasks;
+    let orgs = [OrgPlan::new("bench-enqueue", WIDE_CONCURRENCY, n)];
+    let bench = BenchServer::start(&orgs, args.workers, simulated(), true).await?;
+    eprintln!(
+        "[bench] enqueue: {n} tasks, batches of {}, {} clients",
+        args.batch, args.clients
+    );
+    let started = Instant::now();
+    let result = submit_batches(
+        &bench.base,
+        &bench.orgs[0].key,
+        0,
+        n,
+        args.batch,
+        args.clients,
+        "enqueue",
+    )
+    .await;
+    let wall = started.elapsed();
+    bench.stop().await;
+    let sub = result?;
+    let mut lat = sub.latencies.clone();
+    lat.sort_unstable();
+    let rate = n as f64 / wall.as_secs_f64();
+    let human = format!(
+        "enqueue: {n} tasks in {} batches of {} by {} clients, dispatcher paused: {:.2} s, {:.0} tasks/s; \
+         batch request latency p50 {}, p99 {}, max {}; failures {}",
+        sub.latencies.len(),
+        args.batch,
+        args.clients,
+        wall.as_secs_f64(),
+        rate,
+        fmt_dur(pct(&lat, 50.0)),
+        fmt_dur(pct(&lat, 99.0)),
+        fmt_dur(pct(&lat, 100.0)),
+        sub.failures,
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "enqueue",
+            "tasks": n,
+            "batch": args.batch,
+            "clients": args.clients,
+            "wallSeconds": round(wall.as_secs_f64(), 3),
+            "tasksPerSecond": rate.round(),
+            "batchLatencyMs": {
+                "p50": ms(pct(&lat, 50.0)),
+                "p99": ms(pct(&lat, 99.0)),
+                "max": ms(pct(&lat, 100.0)),
+            },
+            "failures": sub.failures,
+        }),
+    );
+    sub.check()
+}
+
+async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let n = args.tasks;
+    let norgs = args.orgs.min(n);
+    // Org o gets tasks [o·n/norgs, (o+1)·n/norgs).
+    let bounds: Vec<(usize, usize)> = (0..norgs)
+        .map(|o| (o * n / norgs, (o + 1) * n / norgs))
+        .collect();
+    let plans: Vec<OrgPlan> = bounds
+        .iter()
+        .enumerate()
+        .map(|(o, (a, b))| OrgPlan::new(&format!("bench-drain-{o}"), WIDE_CONCURRENCY, b - a))
+        .collect();
+    let bench = BenchServer::start(&plans, args.workers, simulated(), false).await?;
+    let store = bench.store()?;
+    eprintln!(
+        "[bench] drain: {n} tasks over {norgs} organizations (one client each, batches of {}), \
+         {} workers, engine latency 0 ms",
+        args.batch, args.workers
+    );
+    let progress_store = store.clone();
+    let progress = progress("drain", move || {
+        let (q, p) = crate::store::Store::totals(&*progress_store);
+        format!("{q} queued, {p} processing")
+    });
+
+    let started = Instant::now();
+    let mut submitters = tokio::task::JoinSet::new();
+    for (o, (a, b)) in bounds.iter().copied().enumerate() {
+        let base = bench.base.clone();
+        let key = bench.orgs[o].key.clone();
+        let batch = args.batch;
+        submitters.spawn(async move {
+            let label = format!("drain org {o}");
+            let r = submit_batches(&base, &key, a, b, batch, 1, &label).await;
+            (o, r)
+        });
+    }
+    let mut subs: Vec<Option<Submitted>> = (0..norgs).map(|_| None).collect();
+    let mut first_error = None;
+    while let Some(joined) = submitters.join_next().await {
+        match joined {
+            Ok((o, Ok(sub))) => subs[o] = Some(sub),
+            Ok((_, Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("a submitter panicked: {e}"));
+            }
+        }
+    }
+    let submitted_after = started.elapsed();
+    if let Some(e) = first_error {
+        bench.stop().await;
+        return Err(e);
+    }
+    queue::wait_idle(&*store).await;
+    let wall = started.elapsed();
+    drop(progress);
+
+    // Verify over HTTP: nothing left, and every accepted task charged (charges happen only on
+    // COMPLETED).
+    let client = http_client()?;
+    let mut failures = 0usize;
+    let mut accepted = 0usize;
+    let mut verify_errors = Vec::new();
+    for (o, sub) in subs.iter().enumerate() {
+        let Some(sub) = sub else { continue };
+        failures += sub.failures;
+        accepted += sub.accepted;
+        let key = &bench.orgs[o].key;
+        let st: StatusReply = get_json(&client, &bench.base, "/v1/async/status", key).await?;
+        if st.queued_tasks != 0 || st.processing_tasks != 0 {
+            verify_errors.push(format!(
+                "org {o}: {} queued, {} processing after the drain",
+                st.queued_tasks, st.processing_tasks
+            ));
+        }
+        let cr: CreditsReply = get_json(&client, &bench.base, "/v1/credits", key).await?;
+        if CREDITS - cr.remaining != sub.credits {
+            verify_errors.push(format!(
+                "org {o}: {} credits charged, expected {} (not every task COMPLETED)",
+                CREDITS - cr.remaining,
+                sub.credits
+            ));
+        }
+    }
+    bench.stop().await;
+
+    let rate = n as f64 / wall.as_secs_f64();
+    let human = format!(
+        "drain: {n} tasks from {norgs} organizations, {} workers, engine 0 ms: all COMPLETED in {:.2} s \
+         (last submission answered at {:.2} s), {:.0} tasks/s enqueue+drain; failures {}",
+        args.workers,
+        wall.as_secs_f64(),
+        submitted_after.as_secs_f64(),
+        rate,
+        failures,
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "drain",
+            "tasks": n,
+            "orgs": norgs,
+            "workers": args.workers,
+            "batch": args.batch,
+            "wallSeconds": round(wall.as_secs_f64(), 3),
+            "submittedSeconds": round(submitted_after.as_secs_f64(), 3),
+            "tasksPerSecond": rate.round(),
+            "accepted": accepted,
+            "failures": failures,
+            "verifyErrors": verify_errors,
+        }),
+    );
+    ensure!(
+        failures == 0,
+        "{failures} batch requests failed (first: {})",
+        subs.iter()
+            .flatten()
+            .find_map(|s| s.first_error.clone())
+            .unwrap_or_default()
+    );
+    ensure!(verify_errors.is_empty(), "{}", verify_errors.join("; "));
+    Ok(())
+}
+
+async fn bench_latency(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let m = args.samples;
+    let recorder = Arc::new(RecordingEngine {
+        started: Mutex::new(HashMap::with_capacity(m)),
+        inner: SimulatedEngine {
+            latency: LatencyRange {
+                min_ms: 0,
+                max_ms: 0,
+            },
+            failure_rate: 0.0,
+        },
+    });
+    let orgs = [OrgPlan::new("bench-latency", WIDE_CONCURRENCY, m)];
+    let bench = BenchServer::start(&orgs, args.workers, recorder.clone(), false).await?;
+    let store = bench.store()?;
+    eprintln!(
+        "[bench] latency: {m} sequential single-task submissions, {} workers",
+        args.workers
+    );
+    let client = http_client()?;
+    let url = format!("{}/v1/async/task", bench.base);
+    let key = bench.orgs[0].key.clone();
+    let mut received: Vec<(Uuid, Instant)> = Vec::with_capacity(m);
+    let mut round_trips: Vec<Duration> = Vec::with_capacity(m);
+    let result: anyhow::Result<()> = async {
+        for i in 0..m {
+            let body = task_json(i);
+            let sent = Instant::now();
+            let resp = client
+                .post(&url)
+                .bearer_auth(&key)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+                .send()
+                .await
+                .context("POST /v1/async/task")?;
+            let arrived = Instant::now();
+            let status = resp.status();
+            let bytes = resp.bytes().await.context("reading a submission answer")?;
+            round_trips.push(sent.elapsed());
+            if status != reqwest::StatusCode::OK {
+                bail!("submission {i} answered {status}: {}", snippet(&bytes));
+            }
+            let reply: TaskReply =
+                serde_json::from_slice(&bytes).context("parsing a submission answer")?;
+            received.push((reply.task.id, arrived));
+        }
+        queue::wait_idle(&*store).await;
+        Ok(())
+    }
+    .await;
+    bench.stop().await;
+    result?;
+
+    let started = recorder
+        .started
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the recording engine's lock is poisoned"))?;
+    let mut lat = Vec::with_capacity(m);
+    let mut negative = 0usize;
+    for (id, arrived) in &received {
+        let at = started
+            .get(id)
+            .with_context(|| format!("task {id} never reached the engine"))?;
+        if at < arrived {
+            negative += 1;
+        }
+        lat.push(at.saturating_duration_since(*arrived));
+    }
+    drop(started);
+    lat.sort_unstable();
+    round_trips.sort_unstable();
+    let human = format!(
+        "latency (200 received -> PROCESSING, free slot): {m} samples: p50 {}, p90 {}, p99 {}, max {}; \
+         {negative} of {m} started before the client read the 200 (counted as 0); \
+         submission round trip p50 {}, p99 {}",
+        fmt_dur(pct(&lat, 50.0)),
+        fmt_dur(pct(&lat, 90.0)),
+        fmt_dur(pct(&lat, 99.0)),
+        fmt_dur(pct(&lat, 100.0)),
+        fmt_dur(pct(&round_trips, 50.0)),
+        fmt_dur(pct(&round_trips, 99.0)),
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "latency",
+            "samples": m,
+            "workers": args.workers,
+            "latencyUs": {
+                "p50": us(pct(&lat, 50.0)),
+                "p90": us(pct(&lat, 90.0)),
+                "p99": us(pct(&lat, 99.0)),
+                "max": us(pct(&lat, 100.0)),
+            },
+            "startedBeforeResponseRead": negative,
+            "submitRoundTripUs": {
+                "p50": us(pct(&round_trips, 50.0)),
+                "p99": us(pct(&round_trips, 99.0)),
+                "max": us(pct(&round_trips, 100.0)),
+            },
+        }),
+    );
+    Ok(())
+}
+
+async fn bench_status(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let q = args.queued;
+    let k = args.status_samples;
+    let rss_before = read_memory()?;
+    let orgs = [
+        OrgPlan::new("bench-status-deep", WIDE_CONCURRENCY, q),
+        OrgPlan::new("bench-status-empty", WIDE_CONCURRENCY, 0),
+    ];
+    let bench = BenchServer::start(&orgs, args.workers, simulated(), true).await?;
+    eprintln!(
+        "[bench] status: enqueueing {q} tasks (batches of {}, {} clients), then {k} status requests per organization",
+        args.batch, args.clients
+    );
+    let result: anyhow::Result<_> = async {
+        let enqueue_started = Instant::now();
+        let sub = submit_batches(
+            &bench.base,
+            &bench.orgs[0].key,
+            0,
+            q,
+            args.batch,
+            args.clients,
+            "status enqueue",
+        )
+        .await?;
+        let enqueue_wall = enqueue_started.elapsed();
+        sub.check()?;
+        let client = http_client()?;
+        eprintln!("[bench] status: timing {k} requests on the deep queue");
+        let deep = time_status(&client, &bench.base, &bench.orgs[0].key, k, q as u64).await?;
+        eprintln!("[bench] status: timing {k} requests on the empty queue");
+        let empty = time_status(&client, &bench.base, &bench.orgs[1].key, k, 0).await?;
+        let mem = read_memory()?;
+        Ok((enqueue_wall, deep, empty, mem))
+    }
+    .await;
+    bench.stop().await;
+    let (enqueue_wall, mut deep, mut empty, mem) = result?;
+    deep.sort_unstable();
+    empty.sort_unstable();
+    let human = format!(
+        "status: {k} sequential GET /v1/async/status with {q} queued: p50 {}, p99 {}, max {}; \
+         empty queue on the same server: p50 {}, p99 {}, max {}; \
+         memory with {q} queued (WHOLE bench process, client included): VmRSS {} MiB, VmHWM {} MiB \
+         (VmRSS {} MiB before this scenario); enqueue took {:.2} s ({:.0} tasks/s)",
+        fmt_dur(pct(&deep, 50.0)),
+        fmt_dur(pct(&deep, 99.0)),
+        fmt_dur(pct(&deep, 100.0)),
+        fmt_dur(pct(&empty, 50.0)),
+        fmt_dur(pct(&empty, 99.0)),
+        fmt_dur(pct(&empty, 100.0)),
+        mem.rss_kib / 1024,
+        mem.hwm_kib / 1024,
+        rss_before.rss_kib / 1024,
+        enqueue_wall.as_secs_f64(),
+        q as f64 / enqueue_wall.as_secs_f64(),
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "status",
+            "queued": q,
+            "samples": k,
+            "deepQueueUs": {
+                "p50": us(pct(&deep, 50.0)),
+                "p99": us(pct(&deep, 99.0)),
+                "max": us(pct(&deep, 100.0)),
+            },
+            "emptyQueueUs": {
+                "p50": us(pct(&empty, 50.0)),
+                "p99": us(pct(&empty, 99.0)),
+                "max": us(pct(&empty, 100.0)),
+            },
+            "memory": {
+                "scope": "whole bench process (server and client); VmHWM is the peak since start",
+                "vmRssKiB": mem.rss_kib,
+                "vmHwmKiB": mem.hwm_kib,
+                "vmRssBeforeKiB": rss_before.rss_kib,
+            },
+            "enqueueSeconds": round(enqueue_wall.as_secs_f64(), 3),
+            "enqueueTasksPerSecond": (q as f64 / enqueue_wall.as_secs_f64()).round(),
+        }),
+    );
+    Ok(())
+}
+
+/// Times `k` sequential status requests, checking each answer's `queuedTasks`.
+async fn time_status(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    k: usize,
+    expect_queued: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let url = format!("{base}/v1/async/status");
+    let mut out = Vec::with_capacity(k);
+    for _ in 0..k {
+        let t0 = Instant::now();
+        let resp = client
+            .get(&url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .context("GET /v1/async/status")?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("reading a status answer")?;
+        out.push(t0.elapsed());
+        ensure!(
+            status == reqwest::StatusCode::OK,
+            "status answered {status}: {}",
+            snippet(&bytes)
+        );
+        let st: StatusReply = serde_json::from_slice(&bytes).context("parsing a status answer")?;
+        ensure!(
+            st.queued_tasks == expect_queued,
+            "status shows {} queued, expected {expect_queued}",
+            st.queued_tasks
+        );
+    }
+    Ok(out)
+}
+
+// ----------------------------------------------------------------------------------------------
+// The server under test.
+
+/// An organization to create before the server starts.
+struct OrgPlan {
+    name: String,
+    concurrency: u32,
+    queue_limit: i64,
+}
+
+impl OrgPlan {
+    /// `tasks`: the most this organization will ever have queued.
+    fn new(name: &str, concurrency: u32, tasks: usize) -> OrgPlan {
+        OrgPlan {
+            name: name.to_owned(),
+            concurrency,
+            queue_limit: (tasks as i64).saturating_add(1000),
+        }
+    }
+}
+
+struct BenchOrg {
+    key: String,
+}
+
+/// A server over a fresh database in its own scratch directory.
+struct BenchServer {
+    server: Option<Server>,
+    base: String,
+    orgs: Vec<BenchOrg>,
+    _scratch: Scratch,
+}
+
+impl BenchServer {
+    async fn start(
+        plans: &[OrgPlan],
+        workers: usize,
+        engine: Arc<dyn Engine>,
+        paused: bool,
+    ) -> anyhow::Result<BenchServer> {
+        let scratch = Scratch::new()?;
+        let db_path = scratch.dir.join("bench.db");
+        let specs: Vec<OrgSpec> = plans
+            .iter()
+            .map(|p| OrgSpec {
+                name: p.name.clone(),
+                plan: "enterprise-5k".into(),
+                concurrency: Some(p.concurrency),
+                credits: Some(CREDITS),
+                queue_limit: Some(p.queue_limit),
+            })
+            .collect();
+        let path = db_path.clone();
+        let orgs = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BenchOrg>> {
+            let conn =
+                sqlite::open_admin(&path).with_context(|| format!("opening {}", path.display()))?;
+            specs
+                .iter()
+                .map(|spec| {
+                    let created = sqlite::create_org(&conn, spec)
+                        .with_context(|| format!("creating organization {}", spec.name))?;
+                    Ok(BenchOrg {
+                        key: created.api_key.expose().to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .await
+        .context("organization setup task")??;
+        let server = app::start(ServeOptions {
+            listen: ([127, 0, 0, 1], 0).into(),
+            db_path,
+            queue: QueueConfig {
+                workers,
+                ..QueueConfig::default()
+            },
+            engine,
+            max_body_bytes: 10 * 1024 * 1024,
+            default_plan: "free".into(),
+        })
+        .await
+        .context("starting the server")?;
+        if paused {
+            server.gate.pause();
+        }
+        Ok(BenchServer {
+            base: format!("http://{}", server.addr),
+            server: Some(server),
+            orgs,
+            _scratch: scratch,
+        })
+    }
+
+    fn store(&self) -> anyhow::Result<Arc<sqlite::SqliteStore>> {
+        self.server
+            .as_ref()
+            .map(|s| s.store.clone())
+            .context("the server is stopped")
+    }
+
+    /// Shuts the server down gracefully; the scratch directory goes when `self` is dropped.
+    async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+            server.stopped(Duration::from_secs(60)).await;
+        }
+    }
+}
+
+/// A unique directory under the system temporary directory, removed on drop.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> anyhow::Result<Scratch> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cloro-bench-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch { dir })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("[bench] cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// The simulated engine at 0 ms latency and no failures.
+fn simulated() -> Arc<dyn Engine> {
+    Arc::new(SimulatedEngine {
+        latency: LatencyRange {
+            min_ms: 0,
+            max_ms: 0,
+        },
+        failure_rate: 0.0,
+    })
+}
+
+/// Records when each task first reached the engine, then runs the simulated engine.
+struct RecordingEngine {
+    started: Mutex<HashMap<Uuid, Instant>>,
+    inner: SimulatedEngine,
+}
+
+#[async_trait]
+impl Engine for RecordingEngine {
+    async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        let now = Instant::now();
+        if let Ok(mut started) = self.started.lock() {
+            started.entry(task.id).or_insert(now);
+        }
+        self.inner.execute(task).await
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The client side.
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// One task of the benchmark, `i` its global index.
+fn task_json(i: usize) -> String {
+    let mut s = String::with_capacity(112);
+    push_task(&mut s, i);
+    s
+}
+
+fn push_task(s: &mut String, i: usize) {
+    let _ = write!(
+        s,
+        r#"{{"taskType":"CHATGPT","payload":{{"prompt":"bench prompt {i}","country":"US"}},"priority":{}}}"#,
+        i % 10 + 1
+    );
+}
+
+/// What a run of batch submissions saw.
+struct Submitted {
+    /// One per batch request, in completion order.
+    latencies: Vec<Duration>,
+    /// Batch requests that were not a 200 with every item accepted.
+    failures: usize,
+    first_error: Option<String>,
+    /// Tasks accepted.
+    accepted: usize,
+    /// Sum of `creditsToCharge` over the accepted tasks.
+    credits: i64,
+}
+
+impl Submitted {
+    fn check(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.failures == 0,
+            "{} batch requests failed (first: {})",
+            self.failures,
+            self.first_error.as_deref().unwrap_or("?")
+        );
+        Ok(())
+    }
+}
+
+/// Submits tasks `first..end` (global indices) in batches of `batch`, from `clients` concurrent
+/// clients (each with its own connection) taking the next batch as they go.
+async fn submit_batches(
+    base: &str,
+    key: &str,
+    first: usize,
+    end: usize,
+    batch: usize,
+    clients: usize,
+    label: &str,
+) -> anyhow::Result<Submitted> {
+    let total = end.saturating_sub(first);
+    let batches = total.div_ceil(batch);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let url = Arc::new(format!("{base}/v1/async/task/batch"));
+    let key = Arc::new(key.to_owned());
+    let progress_done = done.clone();
+    let _progress = progress(label, move || {
+        format!(
+            "{}/{total} tasks submitted",
+            progress_done.load(Ordering::Relaxed)
+        )
+    });
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..clients.min(batches.max(1)) {
+        let (next, done, url, key) = (next.clone(), done.clone(), url.clone(), key.clone());
+        let client = http_client()?;
+        set.spawn(async move {
+            let mut sub = Submitted {
+                latencies: Vec::new(),
+                failures: 0,
+                first_error: None,
+                accepted: 0,
+                credits: 0,
+            };
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= batches {
+                    break;
+                }
+                let lo = first + b * batch;
+                let hi = (lo + batch).min(end);
+                let mut body = String::with_capacity((hi - lo) * 112 + 2);
+                body.push('[');
+                for i in lo..hi {
+                    if i > lo {
+                        body.push(',');
+                    }
+                    push_task(&mut body, i);
+                }
+                body.push(']');
+                let t0 = Instant::now();
+                let answer = async {
+                    let resp = client
+                        .post(url.as_str())
+                        .bearer_auth(key.as_str())
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    let status = resp.status();
+                    let bytes = resp.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, bytes))
+                }
+                .await;
+                sub.latencies.push(t0.elapsed());
+                let verdict = match answer {
+                    Err(e) => Err(format!("request error: {e}")),
+                    Ok((status, bytes)) if status != reqwest::StatusCode::OK => {
+                        Err(format!("HTTP {status}: {}", snippet(&bytes)))
+                    }
+                    Ok((_, bytes)) => match serde_json::from_slice::<BatchReply>(&bytes) {
+                        Err(e) => Err(format!("unparsable answer: {e}")),
+                        Ok(r) if r.summary.succeeded != hi - lo => Err(format!(
+                            "{} of {} tasks accepted: {}",
+                            r.summary.succeeded,
+                            hi - lo,
+                            snippet(&bytes)
+                        )),
+                        Ok(r) => Ok(r),
+                    },
+                };
+                match verdict {
+                    Ok(r) => {
+                        sub.accepted += r.summary.succeeded;
+                        sub.credits += r
+                            .results
+                            .iter()
+                            .filter_map(|item| item.credits.as_ref())
+                            .map(|c| c.credits_to_charge)
+                            .sum::<i64>();
+                    }
+                    Err(e) => {
+                        sub.failures += 1;
+                        sub.first_error.get_or_insert(e);
+                    }
+                }
+                done.fetch_add(hi - lo, Ordering::Relaxed);
+            }
+            sub
+        });
+    }
+    let mut all = Submitted {
+        latencies: Vec::with_capacity(batches),
+        failures: 0,
+        first_error: None,
+        accepted: 0,
+        credits: 0,
+    };
+    while let Some(joined) = set.join_next().await {
+        let sub = joined.context("a client task panicked")?;
+        all.latencies.extend(sub.latencies);
+        all.failures += sub.failures;
+        all.accepted += sub.accepted;
+        all.credits += sub.credits;
+        if all.first_error.is_none() {
+            all.first_error = sub.first_error;
+        }
+    }
+    Ok(all)
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    key: &str,
+) -> anyhow::Result<T> {
+    let resp = client
+        .get(format!("{base}{path}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .with_context(|| format!("GET {path}"))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.with_context(|| format!("GET {path}"))?;
+    ensure!(
+        status == reqwest::StatusCode::OK,
+        "GET {path} answered {status}: {}",
+        snippet(&bytes)
+    );
+    serde_json::from_slice(&bytes).with_context(|| format!("parsing the answer of GET {path}"))
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    s.chars().take(300).collect()
+}
+
+#[derive(Deserialize)]
+struct BatchReply {
+    summary: BatchSummary,
+    results: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchSummary {
+    succeeded: usize,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    #[serde(default)]
+    credits: Option<ItemCredits>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemCredits {
+    credits_to_charge: i64,
+}
+
+#[derive(Deserialize)]
+struct TaskReply {
+    task: TaskId,
+}
+
+#[derive(Deserialize)]
+struct TaskId {
+    id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusReply {
+    queued_tasks: u64,
+    processing_tasks: u64,
+}
+
+#[derive(Deserialize)]
+struct CreditsReply {
+    remaining: i64,
+}
+
+// ----------------------------------------------------------------------------------------------
+// Reporting.
+
+struct Output {
+    json: bool,
+    machine: Value,
+}
+
+impl Output {
+    /// The human line on stdout, or with `--json` the object on stdout and the line on stderr.
+    fn emit(&self, human: &str, mut object: Value) {
+        if self.json {
+            eprintln!("{human}");
+            object["machine"] = self.machine.clone();
+            println!("{object}");
+        } else {
+            println!("{human}");
+        }
+    }
+}
+
+fn machine_info() -> Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let profile = if cfg!(debug_assertions) {
+        "debug (numbers are meaningless)"
+    } else {
+        "release"
+    };
+    json!({ "cpus": cpus, "cpuModel": model, "profile": profile })
+}
+
+/// Prints `label: <what>` on stderr every 2 s until the guard is dropped.
+fn progress(label: &str, what: impl Fn() -> String + Send + 'static) -> DropGuard {
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    let label = label.to_owned();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                    eprintln!("[bench] {label}: {}", what());
+                }
+            }
+        }
+    });
+    token.drop_guard()
+}
+
+/// Nearest-rank percentile of sorted samples (`p` = 100 is the maximum).
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Milliseconds, to the microsecond (for JSON).
+fn ms(d: Duration) -> f64 {
+    round(d.as_secs_f64() * 1e3, 3)
+}
+
+/// Microseconds, to a tenth (for JSON).
+fn us(d: Duration) -> f64 {
+    round(d.as_secs_f64() * 1e6, 1)
+}
+
+fn round(x: f64, decimals: i32) -> f64 {
+    let f = 10f64.powi(decimals);
+    (x * f).round() / f
+}
+
+fn fmt_dur(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.0} µs", us(d))
+    } else {
+        format!("{:.2} ms", ms(d))
+    }
+}
+
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// `VmRSS` and `VmHWM` of this process (Linux).
+fn read_memory() -> anyhow::Result<Memory> {
+    let s = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/self/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(pct(&v, 50.0), Duration::from_millis(50));
+        assert_eq!(pct(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(pct(&v, 100.0), Duration::from_millis(100));
+        assert_eq!(pct(&v[..1], 50.0), Duration::from_millis(1));
+        assert_eq!(pct(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn tasks_are_valid_json() {
+        let v: Value = serde_json::from_str(&task_json(19)).expect("json");
+        assert_eq!(v["priority"], 10);
+        assert_eq!(v["payload"]["prompt"], "bench prompt 19");
+    }
 }
