@@ -42,7 +42,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     idem_key          TEXT,
     webhook_url       TEXT,
     payload           TEXT NOT NULL,
-    response          TEXT,
+    -- Where the response of a finished task is in the result log (segment, offset, length).
+    res_seg           INTEGER,
+    res_off           INTEGER,
+    res_len           INTEGER,
     created_ms        INTEGER NOT NULL,
     started_ms        INTEGER,
     finished_ms       INTEGER,

@@ -135,8 +135,10 @@ pub async fn run_dispatcher(
                         let (store, engine, cfg) = (store.clone(), engine.clone(), cfg.clone());
                         tracker.spawn(async move {
                             let outcome = execute(&*engine, &task, &cfg).await;
-                            drop(permit);
                             finish_durably(&*store, task, outcome).await;
+                            // The worker slot is free only once the outcome is recorded, so
+                            // this node never has more than `workers` tasks PROCESSING.
+                            drop(permit);
                             store.work_notify().notify_one();
                         });
                     }
@@ -214,7 +216,7 @@ pub async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig)
 async fn finish_durably(store: &dyn Store, task: ClaimedTask, outcome: Outcome) {
     let mut wait = Duration::from_millis(20);
     loop {
-        match store.finish(vec![(task.clone(), outcome.clone())]).await {
+        match store.finish(&[(&task, &outcome)]).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(task_id = %task.id, %error, "Cannot record a task outcome; retrying");

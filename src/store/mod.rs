@@ -25,6 +25,7 @@
 //! used by one task while that task's record exists.
 
 pub mod ready;
+pub mod result_log;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -205,7 +206,7 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `max` tasks fairly (see the module docs).
     async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>>;
     /// Records how attempts ended and frees their slots.
-    async fn finish(&self, outcomes: Vec<(ClaimedTask, Outcome)>) -> Result<()>;
+    async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
     /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.
     async fn purge(&self, cutoff_ms: i64) -> Result<u64>;
     /// Earliest time a task waiting for a retry becomes runnable.

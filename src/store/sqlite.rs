@@ -28,6 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use super::ready::{OrgLimits, Pick, ReadySet};
+use super::result_log::{self, Location, ResultLog};
 use super::{
     ClaimedTask, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, Outcome, QueueStatus, Result,
     Store, SubmitError, TaskRecord,
@@ -260,7 +261,7 @@ enum Cmd {
         reply: Reply<Vec<RawClaim>>,
     },
     Finish {
-        outcomes: Vec<(ClaimedTask, FinishRow)>,
+        outcomes: Vec<(Attempt, FinishRow)>,
         reply: Reply<()>,
     },
     Delete {
@@ -272,6 +273,14 @@ enum Cmd {
         cutoff: i64,
         reply: Reply<u64>,
     },
+}
+
+/// The attempt a finish ends: the claim it holds and the credits it reserved.
+struct Attempt {
+    seq: i64,
+    org: OrgKey,
+    attempt: u32,
+    cost: i64,
 }
 
 struct RawClaim {
@@ -332,6 +341,7 @@ struct Writer {
     conn: Connection,
     shared: Arc<Shared>,
     next_seq: i64,
+    log: ResultLog,
 }
 
 struct Shared {
@@ -342,12 +352,17 @@ struct Shared {
     mask: u64,
 }
 
+fn io_err(e: std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let (mut groups, mut cmds, mut busy) = (0u64, 0u64, Duration::ZERO);
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -356,8 +371,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            groups += 1;
+            cmds += group.len() as u64;
+            let started = std::time::Instant::now();
             self.apply_group(group);
+            busy += started.elapsed();
         }
+        tracing::debug!(
+            groups,
+            cmds,
+            busy_ms = busy.as_millis() as u64,
+            "Store writer stopped"
+        );
     }
 
     fn apply_group(&mut self, mut group: Vec<Cmd>) {
@@ -377,8 +402,15 @@ impl Writer {
             };
             let mut cmds = group.drain(..);
             for cmd in cmds.by_ref() {
-                let applied =
-                    Self::apply(&tx, &self.shared, &mut self.next_seq, now, cmd, &mut afters);
+                let applied = Self::apply(
+                    &tx,
+                    &self.shared,
+                    &mut self.log,
+                    &mut self.next_seq,
+                    now,
+                    cmd,
+                    &mut afters,
+                );
                 if let Err(e) = applied {
                     // The whole group fails: every command not applied yet is answered too.
                     afters.extend(cmds.map(unapplied));
@@ -386,6 +418,8 @@ impl Writer {
                 }
             }
             drop(cmds);
+            // Responses are durable before the rows that point at them.
+            self.log.flush().map_err(io_err)?;
             tx.commit()
         })();
         let mut ready = lock(&self.shared.ready);
@@ -399,6 +433,7 @@ impl Writer {
                 self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
             }
             Err(e) => {
+                self.log.discard();
                 self.next_seq = seq_before;
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "Store transaction failed");
@@ -411,9 +446,11 @@ impl Writer {
 
     /// Applies one command inside the open transaction. On a statement error the command is
     /// pushed as `After::Failed` and the error ends the group.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         tx: &rusqlite::Transaction<'_>,
         shared: &Shared,
+        log: &mut ResultLog,
         next_seq: &mut i64,
         now: i64,
         cmd: Cmd,
@@ -511,8 +548,8 @@ impl Writer {
                          RETURNING id, task_type, payload, attempts",
                     )?;
                     let mut reject = tx.prepare_cached(
-                        "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, response = ?3,
-                                run_after_ms = NULL
+                        "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, run_after_ms = NULL,
+                                res_seg = ?3, res_off = ?4, res_len = ?5
                          WHERE seq = ?1 AND status = 0",
                     )?;
                     let insufficient = serde_json::json!({"error": {
@@ -538,7 +575,17 @@ impl Writer {
                                 });
                             }
                         } else {
-                            reject.execute(params![p.seq, now, insufficient])?;
+                            let at = log.stage(now, insufficient.as_bytes()).map_err(io_err)?;
+                            if reject.execute(params![
+                                p.seq,
+                                now,
+                                at.segment,
+                                at.offset as i64,
+                                at.len
+                            ])? == 0
+                            {
+                                log.unstage(at);
+                            }
                         }
                     }
                     Ok(claims)
@@ -566,7 +613,8 @@ impl Writer {
                     // Only the attempt that holds the claim may end it: a second finish of
                     // the same attempt changes nothing and charges nothing.
                     let mut done = tx.prepare_cached(
-                        "UPDATE tasks SET status = ?3, response = ?4, credits_charged = ?5, finished_ms = ?6
+                        "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
+                                res_seg = ?6, res_off = ?7, res_len = ?8
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2",
                     )?;
                     let mut retry = tx.prepare_cached(
@@ -577,35 +625,45 @@ impl Writer {
                     let mut charges: HashMap<OrgKey, i64> = HashMap::new();
                     let mut effects = Vec::with_capacity(outcomes.len());
                     for (t, row) in &outcomes {
-                        let (seq, attempt) = (t.seq, t.attempt);
                         let effect = |charged, retry| FinishEffect {
                             org: t.org,
-                            cost: t.credits_to_charge,
+                            cost: t.cost,
                             charged,
                             retry,
                         };
-                        match row {
-                            FinishRow::Completed { response, credits } => {
-                                if done.execute(params![seq, attempt, 2, response, credits, now])?
-                                    == 1
-                                {
-                                    *charges.entry(t.org).or_default() += credits;
-                                    effects.push(effect(*credits, None));
-                                }
-                            }
-                            FinishRow::Failed { response } => {
-                                if done.execute(params![seq, attempt, 3, response, 0, now])? == 1 {
-                                    effects.push(effect(0, None));
-                                }
-                            }
+                        let (status, response, charged) = match row {
+                            FinishRow::Completed { response, credits } => (2, response, *credits),
+                            FinishRow::Failed { response } => (3, response, 0),
                             FinishRow::Retry { run_after_ms } => {
                                 let prio: Option<u8> = retry
-                                    .query_row(params![seq, attempt, run_after_ms], |r| r.get(0))
+                                    .query_row(params![t.seq, t.attempt, run_after_ms], |r| {
+                                        r.get(0)
+                                    })
                                     .optional()?;
                                 if let Some(prio) = prio {
-                                    effects.push(effect(0, Some((seq, prio, *run_after_ms))));
+                                    effects.push(effect(0, Some((t.seq, prio, *run_after_ms))));
                                 }
+                                continue;
                             }
+                        };
+                        let at = log.stage(now, response.as_bytes()).map_err(io_err)?;
+                        let params = params![
+                            t.seq,
+                            t.attempt,
+                            status,
+                            charged,
+                            now,
+                            at.segment,
+                            at.offset as i64,
+                            at.len
+                        ];
+                        if done.execute(params)? == 1 {
+                            if charged != 0 {
+                                *charges.entry(t.org).or_default() += charged;
+                            }
+                            effects.push(effect(charged, None));
+                        } else {
+                            log.unstage(at);
                         }
                     }
                     let mut charge =
@@ -833,6 +891,8 @@ pub struct SqliteStore {
     tx: Mutex<Option<mpsc::Sender<Cmd>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
+    /// The result log's directory (responses of finished tasks).
+    log_dir: PathBuf,
     orgs: Mutex<HashMap<OrgKey, Org>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: Option<std::fs::File>,
@@ -915,10 +975,18 @@ impl SqliteStore {
             mask,
         });
         let (tx, rx) = mpsc::channel();
+        let log_dir = result_log::dir_for(path);
+        let log = ResultLog::open(&log_dir).map_err(|e| {
+            Error::Unavailable(format!(
+                "cannot open the result log {}: {e}",
+                log_dir.display()
+            ))
+        })?;
         let writer = Writer {
             conn,
             shared: shared.clone(),
             next_seq,
+            log,
         };
         let handle = std::thread::Builder::new()
             .name("cloro-sqlite-writer".into())
@@ -929,6 +997,7 @@ impl SqliteStore {
             tx: Mutex::new(Some(tx)),
             readers: Arc::new(Mutex::new(readers)),
             path: path.to_owned(),
+            log_dir,
             orgs: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(handle)),
             _lock: Some(lock),
@@ -1024,11 +1093,25 @@ fn take_lock(path: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, OrgKey, TaskRecord)> {
+/// A task row: its stored id, its organization, the record, and where its response is.
+type TaskRow = (Vec<u8>, OrgKey, TaskRecord, Option<Location>);
+
+fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
     let id: Vec<u8> = r.get(0)?;
     let org: OrgKey = r.get(1)?;
     let task_type: i64 = r.get(2)?;
-    let response: Option<String> = r.get(11)?;
+    let at = match (
+        r.get::<_, Option<i64>>(11)?,
+        r.get::<_, Option<i64>>(14)?,
+        r.get::<_, Option<u32>>(15)?,
+    ) {
+        (Some(segment), Some(offset), Some(len)) => Some(Location {
+            segment,
+            offset: offset as u64,
+            len,
+        }),
+        _ => None,
+    };
     let uuid = Uuid::from_slice(&id).unwrap_or_default();
     Ok((
         id,
@@ -1046,8 +1129,9 @@ fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, OrgKey, Ta
             webhook_url: r.get(10)?,
             credits_to_charge: r.get(12)?,
             credits_charged: r.get(13)?,
-            response: response.and_then(|s| serde_json::from_str(&s).ok()),
+            response: None,
         },
+        at,
     ))
 }
 
@@ -1149,18 +1233,29 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
         let seq = seq_of(&id, self.shared.mask);
+        let log_dir = self.log_dir.clone();
         self.read(move |c| {
             let row = c
                 .prepare_cached(
                     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
-                            idem_key, webhook_url, response, credits_to_charge, credits_charged
+                            idem_key, webhook_url, res_seg, credits_to_charge, credits_charged, res_off, res_len
                      FROM tasks WHERE seq = ?1",
                 )?
                 .query_row([seq], decode_record)
                 .optional()?;
-            Ok(row.and_then(|(stored, owner, rec)| {
-                (owner == org && crate::domain::apikey::constant_time_eq(&stored, id.as_bytes())).then_some(rec)
-            }))
+            let Some((stored, owner, mut rec, at)) = row else { return Ok(None) };
+            if owner != org || !crate::domain::apikey::constant_time_eq(&stored, id.as_bytes()) {
+                return Ok(None);
+            }
+            if let Some(at) = at {
+                let bytes = result_log::read(&log_dir, at)
+                    .map_err(|e| Error::Other(format!("cannot read the response of task {id}: {e}")))?;
+                rec.response = Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::Other(format!("corrupt response of task {id}: {e}")))?,
+                );
+            }
+            Ok(Some(rec))
         })
         .await
     }
@@ -1208,21 +1303,29 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn finish(&self, outcomes: Vec<(ClaimedTask, Outcome)>) -> Result<()> {
+    async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {
         let rows = outcomes
-            .into_iter()
+            .iter()
             .map(|(t, o)| {
                 let row = match o {
                     Outcome::Completed { result, credits } => FinishRow::Completed {
                         response: result.to_string(),
-                        credits,
+                        credits: *credits,
                     },
-                    Outcome::Retry { run_after_ms } => FinishRow::Retry { run_after_ms },
+                    Outcome::Retry { run_after_ms } => FinishRow::Retry {
+                        run_after_ms: *run_after_ms,
+                    },
                     Outcome::Failed { error } => FinishRow::Failed {
                         response: error.to_string(),
                     },
                 };
-                (t, row)
+                let key = Attempt {
+                    seq: t.seq,
+                    org: t.org,
+                    attempt: t.attempt,
+                    cost: t.credits_to_charge,
+                };
+                (key, row)
             })
             .collect();
         self.send(|reply| Cmd::Finish {
@@ -1243,9 +1346,20 @@ impl Store for SqliteStore {
                 .await?;
             total += n;
             if n < 20_000 {
-                return Ok(total);
+                break;
             }
         }
+        // Every task that finished before the cutoff is gone: so are whole segments before it.
+        let dir = self.log_dir.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || result_log::remove_before(&dir, cutoff_ms))
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?
+                .map_err(|e| Error::Other(format!("cannot remove old result segments: {e}")))?;
+        if removed > 0 {
+            tracing::info!(segments = removed, "Removed expired result segments");
+        }
+        Ok(total)
     }
 
     fn next_retry_ms(&self) -> Option<i64> {

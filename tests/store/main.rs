@@ -75,7 +75,7 @@ fn completed() -> Outcome {
 }
 
 async fn finish(store: &dyn Store, t: &ClaimedTask, o: Outcome) {
-    store.finish(vec![(t.clone(), o)]).await.expect("finish");
+    store.finish(&[(t, &o)]).await.expect("finish");
 }
 
 macro_rules! store_tests {
@@ -176,7 +176,7 @@ async fn no_task_is_claimed_twice_by_concurrent_claimers(make: Make) {
                         "node-wide processing {processing} above the caps"
                     );
                     seen.push(t.id);
-                    store.finish(vec![(t, completed())]).await.expect("finish");
+                    store.finish(&[(&t, &completed())]).await.expect("finish");
                 }
                 tokio::task::yield_now().await;
             }
@@ -378,6 +378,16 @@ async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(make: Make) {
         "queued tasks are never purged"
     );
     submit(s, org, vec![task(1, Some("a"))]).await;
+    // Responses of purged tasks go with their whole hour's segment of the result log.
+    let segments = || {
+        std::fs::read_dir(cloro::store::result_log::dir_for(&f.path))
+            .expect("result log dir")
+            .count()
+    };
+    assert_eq!(segments(), 1);
+    s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS).await.expect("purge");
+    assert_eq!(segments(), 0);
+    assert!(s.get_task(org, ids[1]).await.expect("get").is_some());
 }
 
 async fn completion_charges_once_and_failure_is_free(make: Make) {
