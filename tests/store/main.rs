@@ -385,7 +385,9 @@ async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(make: Make) {
             .count()
     };
     assert_eq!(segments(), 1);
-    s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS).await.expect("purge");
+    s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS)
+        .await
+        .expect("purge");
     assert_eq!(segments(), 0);
     assert!(s.get_task(org, ids[1]).await.expect("get").is_some());
 }
