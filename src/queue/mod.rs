@@ -227,7 +227,8 @@ async fn finish_durably(store: &dyn Store, task: ClaimedTask, outcome: Outcome) 
     }
 }
 
-/// Deletes expired terminal tasks every `purge_interval` until `cancel` fires.
+/// Every `purge_interval` until `cancel` fires: deletes expired terminal tasks and starts new
+/// billing cycles that are due.
 pub async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: CancellationToken) {
     loop {
         tokio::select! {
@@ -238,6 +239,11 @@ pub async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: Cancell
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "Purged expired tasks"),
             Err(error) => tracing::warn!(%error, "Purge failed"),
+        }
+        match store.renew_cycles(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(organizations = n, "Started new billing cycles"),
+            Err(error) => tracing::warn!(%error, "Billing cycle renewal failed"),
         }
     }
 }

@@ -209,6 +209,9 @@ pub trait Store: Send + Sync + 'static {
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
     /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.
     async fn purge(&self, cutoff_ms: i64) -> Result<u64>;
+    /// Starts a new billing cycle for every paid organization whose cycle ended by `now_ms`:
+    /// the balance becomes the plan's credits again (no rollover). Returns how many.
+    async fn renew_cycles(&self, now_ms: i64) -> Result<u64>;
     /// Earliest time a task waiting for a retry becomes runnable.
     fn next_retry_ms(&self) -> Option<i64>;
     /// Notified whenever new work may be claimable (submission, freed slot, retry due).

@@ -143,6 +143,14 @@ impl ReadySet {
         }
     }
 
+    /// Sets the committed balance (a new billing cycle).
+    pub fn set_credits(&mut self, org: OrgKey, credits: i64) {
+        if let Some(st) = self.orgs.get_mut(&org) {
+            st.credits = credits;
+        }
+        self.mark(org);
+    }
+
     /// The committed balance, for the submission-time credit check.
     pub fn credits(&self, org: OrgKey) -> i64 {
         self.orgs.get(&org).map_or(0, |s| s.credits)

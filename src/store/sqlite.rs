@@ -140,7 +140,7 @@ pub fn create_org(conn: &Connection, spec: &OrgSpec) -> Result<CreatedOrg> {
         concurrency: spec.concurrency.unwrap_or(p.concurrency),
         credits: spec.credits.unwrap_or(p.credits),
         per_cycle: paid.then_some(p.credits),
-        cycle_resets_ms: paid.then_some(now + 30 * 24 * 3600 * 1000),
+        cycle_resets_ms: paid.then_some(now + CYCLE_MS),
         queue_limit: spec.queue_limit.unwrap_or(plan::DEFAULT_QUEUE_LIMIT),
     };
     conn.execute(
@@ -273,7 +273,17 @@ enum Cmd {
         cutoff: i64,
         reply: Reply<u64>,
     },
+    Renew {
+        now: i64,
+        reply: Reply<Vec<Renewed>>,
+    },
 }
+
+/// An organization whose billing cycle restarted: `(org, new balance, next reset)`.
+type Renewed = (OrgKey, i64, i64);
+
+/// Length of a billing cycle.
+pub const CYCLE_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The attempt a finish ends: the claim it holds and the credits it reserved.
 struct Attempt {
@@ -320,6 +330,10 @@ enum After {
         n: u64,
         restore: Taken,
     },
+    Renew {
+        rows: Vec<Renewed>,
+        reply: Reply<Vec<Renewed>>,
+    },
     Failed {
         reply: FailedReply,
         error: String,
@@ -335,6 +349,7 @@ enum FailedReply {
     Claim(Reply<Vec<RawClaim>>, Vec<Pick>),
     Finish(Reply<()>),
     Count(Reply<u64>, Taken),
+    Renew(Reply<Vec<Renewed>>),
 }
 
 struct Writer {
@@ -717,6 +732,35 @@ impl Writer {
                     }
                 }
             }
+            Cmd::Renew { now, reply } => {
+                // Credits do not roll over: at the end of a cycle the balance is the plan's
+                // credits again and the next reset is one cycle later (skipping missed ones).
+                let r = (|| -> rusqlite::Result<Vec<Renewed>> {
+                    let mut stmt = tx.prepare_cached(
+                        "UPDATE orgs SET credits = per_cycle,
+                                cycle_resets_ms = cycle_resets_ms + ((?1 - cycle_resets_ms) / ?2 + 1) * ?2
+                         WHERE per_cycle IS NOT NULL AND cycle_resets_ms IS NOT NULL AND cycle_resets_ms <= ?1
+                         RETURNING id, credits, cycle_resets_ms",
+                    )?;
+                    let rows = stmt.query_map(params![now, CYCLE_MS], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+                    rows.collect()
+                })();
+                match r {
+                    Ok(rows) => {
+                        afters.push(After::Renew { rows, reply });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Renew(reply),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
             Cmd::Purge { cutoff, reply } => {
                 let r = tx.execute(
                     "DELETE FROM tasks WHERE seq IN (
@@ -787,6 +831,12 @@ impl Writer {
                 }
                 let _ = reply.send(Ok(()));
             }
+            After::Renew { rows, reply } => {
+                for &(org, credits, _) in &rows {
+                    ready.set_credits(org, credits);
+                }
+                let _ = reply.send(Ok(rows));
+            }
             After::Count { reply, n, .. } => {
                 let _ = reply.send(Ok(n));
             }
@@ -815,6 +865,9 @@ impl Writer {
             After::Finish { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
+            After::Renew { reply, .. } => {
+                let _ = reply.send(Err(err()));
+            }
             After::Count { reply, restore, .. } => {
                 restore_taken(ready, restore);
                 let _ = reply.send(Err(err()));
@@ -832,6 +885,9 @@ impl Writer {
                     }
                     FailedReply::Claim(r, picks) => {
                         restore_picks(ready, &picks);
+                        let _ = r.send(Err(e));
+                    }
+                    FailedReply::Renew(r) => {
                         let _ = r.send(Err(e));
                     }
                     FailedReply::Finish(r) => {
@@ -861,6 +917,7 @@ fn unapplied(cmd: Cmd) -> After {
         Cmd::Finish { reply, .. } => FailedReply::Finish(reply),
         Cmd::Delete { org, taken, reply } => FailedReply::Count(reply, Some((org, taken))),
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
+        Cmd::Renew { reply, .. } => FailedReply::Renew(reply),
     };
     After::Failed { reply, error }
 }
@@ -1360,6 +1417,17 @@ impl Store for SqliteStore {
             tracing::info!(segments = removed, "Removed expired result segments");
         }
         Ok(total)
+    }
+
+    async fn renew_cycles(&self, now_ms: i64) -> Result<u64> {
+        let rows = self.send(|reply| Cmd::Renew { now: now_ms, reply }).await?;
+        let mut orgs = lock(&self.orgs);
+        for (org, _, resets) in &rows {
+            if let Some(o) = orgs.get_mut(org) {
+                o.cycle_resets_ms = Some(*resets);
+            }
+        }
+        Ok(rows.len() as u64)
     }
 
     fn next_retry_ms(&self) -> Option<i64> {

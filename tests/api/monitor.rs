@@ -119,3 +119,33 @@ async fn health_and_readiness_answer_without_a_key() {
     let (s, _) = app.send(app.client.get(app.url("/readyz"))).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn when_the_store_cannot_answer_requests_get_503_with_retry_after() {
+    let app = TestApp::spawn().await;
+    app.server.as_ref().expect("running").store.close();
+    let resp = app
+        .client
+        .post(app.url("/v1/async/task"))
+        .bearer_auth(&app.key)
+        .json(&chatgpt("x"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    let (s, b) = app.send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("SERVICE_UNAVAILABLE"))
+    );
+    let (s, _) = app.send(app.client.get(app.url("/healthz"))).await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -105,6 +105,7 @@ store_tests!(
     completion_charges_once_and_failure_is_free,
     credits_are_rechecked_at_pickup,
     running_tasks_run_again_after_a_crash,
+    a_new_billing_cycle_restores_the_plan_credits,
 );
 
 type Make = fn(&[(u32, i64, i64)]) -> Fixture;
@@ -460,4 +461,32 @@ async fn running_tasks_run_again_after_a_crash(make: Make) {
         again.iter().map(|t| (t.id, t.attempt)).collect::<Vec<_>>(),
         vec![(ids[0], 2), (ids[1], 1)]
     );
+}
+
+async fn a_new_billing_cycle_restores_the_plan_credits(make: Make) {
+    // The fixture's plan is `business` (2,800,000 credits per cycle) with an explicit balance.
+    let f = make(&[(5, 100, 100)]);
+    let s = &*f.store;
+    let org = f.orgs[0];
+    submit(s, org, vec![task(1, None)]).await;
+    let t = s.claim(1).await.expect("claim").remove(0);
+    finish(s, &t, completed()).await;
+    let before = s.org(org).await.expect("org");
+    assert_eq!(before.credits, 95);
+    let resets = before.cycle_resets_ms.expect("a paid plan has a cycle");
+    assert_eq!(
+        s.renew_cycles(resets - 1).await.expect("renew"),
+        0,
+        "not due yet"
+    );
+    assert_eq!(s.renew_cycles(resets + 1).await.expect("renew"), 1);
+    let after = s.org(org).await.expect("org");
+    assert_eq!(after.credits, 2_800_000);
+    assert_eq!(
+        after.cycle_resets_ms,
+        Some(resets + cloro::store::sqlite::CYCLE_MS)
+    );
+    // The new balance is what submissions and pickups see.
+    submit(s, org, vec![task(1, None)]).await;
+    assert_eq!(s.claim(1).await.expect("claim").len(), 1);
 }
