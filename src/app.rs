@@ -4,7 +4,6 @@
 //! store.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +15,18 @@ use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
-use crate::store::Store;
-use crate::store::sqlite::{self, CreatedOrg, OrgSpec, SqliteStore};
+use crate::store::admin::Admin;
+use crate::store::postgres::{PgConfig, PgStore};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{CreatedOrg, Database, OrgSpec, Store};
 
 /// Everything `serve` needs.
 #[derive(Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
-    pub db_path: PathBuf,
+    pub database: Database,
+    /// Lease, heartbeat and polling of cluster mode (PostgreSQL only).
+    pub cluster: PgConfig,
     pub queue: QueueConfig,
     /// The engine that runs every task type (the simulated one unless a caller brings its own).
     pub engine: Arc<dyn Engine>,
@@ -31,10 +34,43 @@ pub struct ServeOptions {
     pub default_plan: String,
 }
 
+/// Opens the configured store; on an empty database, first creates the `default` organization.
+async fn open_store(opts: &ServeOptions) -> anyhow::Result<(Arc<dyn Store>, Option<CreatedOrg>)> {
+    let what = match &opts.database {
+        Database::Sqlite(p) => p.display().to_string(),
+        Database::Postgres(_) => "the PostgreSQL database".to_owned(),
+    };
+    let admin = Admin::open(&opts.database)
+        .await
+        .with_context(|| format!("opening {what}"))?;
+    let created = if admin.count_orgs().await? == 0 {
+        let spec = OrgSpec {
+            name: "default".into(),
+            plan: opts.default_plan.clone(),
+            concurrency: None,
+            credits: None,
+            queue_limit: None,
+        };
+        Some(admin.create_org(&spec).await?)
+    } else {
+        None
+    };
+    drop(admin);
+    let store: Arc<dyn Store> = match &opts.database {
+        Database::Sqlite(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+            Arc::new(store)
+        }
+        Database::Postgres(url) => Arc::new(PgStore::open(url, opts.cluster.clone()).await?),
+    };
+    Ok((store, created))
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     /// The `default` organization, when this start created it.
     pub created_default: Option<CreatedOrg>,
     /// Pauses and resumes claiming on this node.
@@ -46,38 +82,14 @@ pub struct Server {
 /// Opens the store, creates the `default` organization on an empty database, binds the
 /// listener and starts every component.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
-    let path = opts.db_path.clone();
-    let plan = opts.default_plan.clone();
-    let (store, created_default) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let created = {
-            let conn =
-                sqlite::open_admin(&path).with_context(|| format!("opening {}", path.display()))?;
-            if sqlite::count_orgs(&conn)? == 0 {
-                let spec = OrgSpec {
-                    name: "default".into(),
-                    plan,
-                    concurrency: None,
-                    credits: None,
-                    queue_limit: None,
-                };
-                Some(sqlite::create_org(&conn, &spec)?)
-            } else {
-                None
-            }
-        };
-        let store =
-            SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        Ok((Arc::new(store), created))
-    })
-    .await??;
-
+    let (store, created_default) = open_store(&opts).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let dyn_store: Arc<dyn Store> = store.clone();
+    let dyn_store = store.clone();
     let engine = opts.engine.clone();
 
     let gate = Arc::new(queue::Gate::default());

@@ -275,8 +275,13 @@ async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     );
     let progress_store = store.clone();
     let progress = progress("drain", move || {
-        let (q, p) = crate::store::Store::totals(&*progress_store);
-        format!("{q} queued, {p} processing")
+        let store = progress_store.clone();
+        async move {
+            match store.totals().await {
+                Ok((q, p)) => format!("{q} queued, {p} processing"),
+                Err(e) => format!("totals unavailable: {e}"),
+            }
+        }
     });
 
     let started = Instant::now();
@@ -679,7 +684,8 @@ impl BenchServer {
         .context("organization setup task")??;
         let server = app::start(ServeOptions {
             listen: ([127, 0, 0, 1], 0).into(),
-            db_path,
+            database: crate::store::Database::Sqlite(db_path),
+            cluster: Default::default(),
             queue: QueueConfig {
                 workers,
                 ..QueueConfig::default()
@@ -701,7 +707,7 @@ impl BenchServer {
         })
     }
 
-    fn store(&self) -> anyhow::Result<Arc<sqlite::SqliteStore>> {
+    fn store(&self) -> anyhow::Result<Arc<dyn crate::store::Store>> {
         self.server
             .as_ref()
             .map(|s| s.store.clone())
@@ -844,10 +850,8 @@ async fn submit_batches(
     let key = Arc::new(key.to_owned());
     let progress_done = done.clone();
     let _progress = progress(label, move || {
-        format!(
-            "{}/{total} tasks submitted",
-            progress_done.load(Ordering::Relaxed)
-        )
+        let n = progress_done.load(Ordering::Relaxed);
+        async move { format!("{n}/{total} tasks submitted") }
     });
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..clients.min(batches.max(1)) {
@@ -1063,7 +1067,10 @@ fn machine_info() -> Value {
 }
 
 /// Prints `label: <what>` on stderr every 2 s until the guard is dropped.
-fn progress(label: &str, what: impl Fn() -> String + Send + 'static) -> DropGuard {
+fn progress<F>(label: &str, what: impl Fn() -> F + Send + 'static) -> DropGuard
+where
+    F: std::future::Future<Output = String> + Send,
+{
     let token = CancellationToken::new();
     let stop = token.clone();
     let label = label.to_owned();
@@ -1072,7 +1079,7 @@ fn progress(label: &str, what: impl Fn() -> String + Send + 'static) -> DropGuar
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                    eprintln!("[bench] {label}: {}", what());
+                    eprintln!("[bench] {label}: {}", what().await);
                 }
             }
         }

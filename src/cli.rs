@@ -1,80 +1,73 @@
 //! Administrative commands (`org create`, `key create`, `key revoke`). They write straight to
-//! the database, so they work while a server runs on it; the server sees the result at once.
+//! the database (SQLite or PostgreSQL), so they work while servers run on it; the servers see
+//! the result at once.
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::config::{self, Database, DbArgs, KeyCommand, OrgCommand};
-use crate::store::Error;
-use crate::store::sqlite::{self, OrgSpec};
+use crate::config::{self, DbArgs, KeyCommand, OrgCommand};
+use crate::store::admin::Admin;
+use crate::store::{Error, OrgSpec};
 
-fn open(db: &DbArgs) -> anyhow::Result<rusqlite::Connection> {
-    match config::parse_database(db.database.as_deref()).map_err(anyhow::Error::msg)? {
-        Database::Sqlite(path) => {
-            sqlite::open_admin(&path).with_context(|| format!("opening {}", path.display()))
-        }
-        Database::Postgres(_) => {
-            bail!("PostgreSQL (cluster mode) is not available in this build yet")
-        }
-    }
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+async fn open(db: &DbArgs) -> anyhow::Result<Admin> {
+    let database = config::parse_database(db.database.as_deref()).map_err(anyhow::Error::msg)?;
+    Admin::open(&database).await.context("opening the database")
 }
 
 pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {
-    match cmd {
-        OrgCommand::Create {
-            name,
-            plan,
-            concurrency,
-            credits,
-            queue_limit,
-            db,
-        } => {
-            if name.trim().is_empty() {
-                bail!("--name must not be empty");
+    runtime()?.block_on(async move {
+        match cmd {
+            OrgCommand::Create { name, plan, concurrency, credits, queue_limit, db } => {
+                if name.trim().is_empty() {
+                    bail!("--name must not be empty");
+                }
+                let admin = open(&db).await?;
+                let spec = OrgSpec { name, plan, concurrency, credits, queue_limit };
+                let created = admin.create_org(&spec).await.map_err(|e| match e {
+                    Error::Conflict(m) => anyhow::Error::msg(m),
+                    other => anyhow::Error::new(other),
+                })?;
+                println!(
+                    "{}",
+                    json!({ "orgId": created.org.public_id, "apiKey": created.api_key.expose(), "keyId": created.key_id })
+                );
+                Ok(())
             }
-            let conn = open(&db)?;
-            let spec = OrgSpec {
-                name,
-                plan,
-                concurrency,
-                credits,
-                queue_limit,
-            };
-            let created = sqlite::create_org(&conn, &spec).map_err(|e| match e {
-                Error::Conflict(m) => anyhow::Error::msg(m),
-                other => anyhow::Error::new(other),
-            })?;
-            println!(
-                "{}",
-                json!({ "orgId": created.org.public_id, "apiKey": created.api_key.expose(), "keyId": created.key_id })
-            );
-            Ok(())
         }
-    }
+    })
 }
 
 pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
-    match cmd {
-        KeyCommand::Create { org, db } => {
-            let conn = open(&db)?;
-            let (key_id, api_key) = match sqlite::create_key(&conn, &org) {
-                Err(Error::NotFound) => bail!("no organization with id {org:?}"),
-                other => other?,
-            };
-            println!(
-                "{}",
-                json!({ "keyId": key_id, "orgId": org, "apiKey": api_key.expose() })
-            );
-            Ok(())
-        }
-        KeyCommand::Revoke { key_id, db } => {
-            let conn = open(&db)?;
-            match sqlite::revoke_key(&conn, &key_id) {
-                Err(Error::NotFound) => bail!("no API key with id {key_id:?}"),
-                other => other?,
+    runtime()?.block_on(async move {
+        match cmd {
+            KeyCommand::Create { org, db } => {
+                let admin = open(&db).await?;
+                let (key_id, api_key) = match admin.create_key(&org).await {
+                    Err(Error::NotFound) => bail!("no organization with id {org:?}"),
+                    other => other?,
+                };
+                println!(
+                    "{}",
+                    json!({ "keyId": key_id, "orgId": org, "apiKey": api_key.expose() })
+                );
+                Ok(())
             }
-            println!("{}", json!({ "keyId": key_id, "revoked": true }));
-            Ok(())
+            KeyCommand::Revoke { key_id, db } => {
+                let admin = open(&db).await?;
+                match admin.revoke_key(&key_id).await {
+                    Err(Error::NotFound) => bail!("no API key with id {key_id:?}"),
+                    other => other?,
+                }
+                println!("{}", json!({ "keyId": key_id, "revoked": true }));
+                Ok(())
+            }
         }
-    }
+    })
 }

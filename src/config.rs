@@ -79,6 +79,19 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, env = "CLORO_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Cluster mode: how long a node's running tasks stay its own without a heartbeat; after
+    /// that another node takes them over.
+    #[arg(long, env = "CLORO_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub lease_ms: u64,
+    /// Cluster mode: how often a node renews its lease and looks for dead nodes.
+    #[arg(long, env = "CLORO_HEARTBEAT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub heartbeat_ms: u64,
+    /// Cluster mode: fallback polling interval when no notification arrives.
+    #[arg(long, env = "CLORO_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub poll_ms: u64,
+    /// Cluster mode: database connections of this node.
+    #[arg(long, env = "CLORO_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub db_pool: u64,
     /// Plan of the `default` organization made on an empty database.
     #[arg(long, env = "CLORO_DEFAULT_PLAN", default_value = "free")]
     pub default_plan: String,
@@ -128,12 +141,7 @@ pub enum KeyCommand {
     },
 }
 
-/// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Database {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
+pub use crate::store::Database;
 
 /// Parses `--database` / `DATABASE_URL` (absent: the embedded default).
 pub fn parse_database(url: Option<&str>) -> Result<Database, String> {

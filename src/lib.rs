@@ -10,7 +10,8 @@
 //! * [`engines`]: the [`engines::Engine`] trait and the deterministic simulated engine.
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
-//!   [`cli`]: the administrative commands; [`bench`]: the benchmark.
+//!   [`cli`]: the administrative commands; [`bench`]: the benchmark; [`testing`]: throw-away
+//!   databases for tests and the benchmark.
 
 pub mod api;
 pub mod app;
@@ -22,4 +23,5 @@ pub mod domain;
 pub mod engines;
 pub mod queue;
 pub mod store;
+pub mod testing;
 pub mod time_fmt;

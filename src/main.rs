@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cloro::app::{self, ServeOptions};
-use cloro::config::{self, Cli, Command, Database, ServeArgs};
+use cloro::config::{self, Cli, Command, ServeArgs};
 use cloro::engines::SimulatedEngine;
 use cloro::queue::QueueConfig;
+use cloro::store::postgres::PgConfig;
 
 fn main() -> anyhow::Result<()> {
     let args =
@@ -17,7 +18,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse_from(args);
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("CLORO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("CLORO_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -30,16 +32,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let db_path =
-        match config::parse_database(args.db.database.as_deref()).map_err(anyhow::Error::msg)? {
-            Database::Sqlite(p) => p,
-            Database::Postgres(_) => bail!(
-                "PostgreSQL (cluster mode) is not available in this build yet; use a SQLite path"
-            ),
-        };
+    let database =
+        config::parse_database(args.db.database.as_deref()).map_err(anyhow::Error::msg)?;
     let opts = ServeOptions {
         listen: args.listen,
-        db_path,
+        database,
+        cluster: PgConfig {
+            lease_ms: args.lease_ms as i64,
+            heartbeat_ms: args.heartbeat_ms,
+            poll_ms: args.poll_ms,
+            pool_size: args.db_pool as usize,
+        },
         queue: QueueConfig {
             workers: args.workers as usize,
             retry_base_ms: args.retry_base_ms,

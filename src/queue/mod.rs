@@ -248,15 +248,17 @@ pub async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: Cancell
     }
 }
 
-/// Waits until no task is queued or running (tests and `bench` use it to drain).
+/// Waits until no task is queued or running (tests and `bench` use it to drain). Wakes on this
+/// node's commits, and every 50 ms for work other nodes of a cluster finish.
 pub async fn wait_idle(store: &dyn Store) {
     let mut changes = store.changes();
     loop {
-        if store.totals() == (0, 0) {
+        if matches!(store.totals().await, Ok((0, 0))) {
             return;
         }
-        if changes.changed().await.is_err() {
-            return;
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
 }

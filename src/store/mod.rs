@@ -24,6 +24,8 @@
 //! checked cumulatively within a batch against the live balance; an idempotency key may be
 //! used by one task while that task's record exists.
 
+pub mod admin;
+pub mod postgres;
 pub mod ready;
 pub mod result_log;
 pub mod sqlite;
@@ -34,6 +36,15 @@ use uuid::Uuid;
 
 use crate::domain::task::TaskStatus;
 use crate::domain::types::TaskType;
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// The embedded store: a SQLite file (and its result log beside it).
+    Sqlite(std::path::PathBuf),
+    /// The cluster store: a PostgreSQL URL.
+    Postgres(String),
+}
 
 /// Internal organization key (small integer; the public id is a UUID string).
 pub type OrgKey = i64;
@@ -82,6 +93,61 @@ pub struct Org {
     pub per_cycle: Option<i64>,
     pub cycle_resets_ms: Option<i64>,
     pub queue_limit: i64,
+}
+
+/// Length of a billing cycle.
+pub const CYCLE_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Settings of a new organization (`cloro org create`).
+#[derive(Debug, Clone)]
+pub struct OrgSpec {
+    pub name: String,
+    pub plan: String,
+    pub concurrency: Option<u32>,
+    pub credits: Option<i64>,
+    pub queue_limit: Option<i64>,
+}
+
+/// What `org create` made.
+#[derive(Debug, Clone)]
+pub struct CreatedOrg {
+    pub org: Org,
+    pub key_id: String,
+    pub api_key: crate::domain::apikey::ApiKey,
+}
+
+impl Org {
+    /// A new organization from its spec: the plan's credits and concurrency unless overridden;
+    /// paid plans start a billing cycle now. `key` is 0 until the store assigns one.
+    pub fn from_spec(spec: &OrgSpec, now_ms: i64) -> Result<Org> {
+        let p = crate::domain::plan::plan(&spec.plan).ok_or_else(|| {
+            let names: Vec<&str> = crate::domain::plan::PLANS.iter().map(|p| p.name).collect();
+            Error::Conflict(format!(
+                "unknown plan {:?}; plans: {}",
+                spec.plan,
+                names.join(", ")
+            ))
+        })?;
+        let paid = p.name != "free";
+        Ok(Org {
+            key: 0,
+            public_id: Uuid::new_v4().to_string(),
+            name: spec.name.clone(),
+            plan: p.name.to_owned(),
+            concurrency: spec.concurrency.unwrap_or(p.concurrency),
+            credits: spec.credits.unwrap_or(p.credits),
+            per_cycle: paid.then_some(p.credits),
+            cycle_resets_ms: paid.then_some(now_ms + CYCLE_MS),
+            queue_limit: spec
+                .queue_limit
+                .unwrap_or(crate::domain::plan::DEFAULT_QUEUE_LIMIT),
+        })
+    }
+}
+
+/// A fresh API key id.
+pub fn new_key_id() -> String {
+    format!("key_{}", Uuid::new_v4().simple())
 }
 
 /// What an API key resolves to.
@@ -217,7 +283,11 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever new work may be claimable (submission, freed slot, retry due).
     fn work_notify(&self) -> &tokio::sync::Notify;
     /// `(queued, processing)` over every organization.
-    fn totals(&self) -> (u64, u64);
+    async fn totals(&self) -> Result<(u64, u64)>;
+    /// Stops background work and releases the database (shutdown, tests).
+    fn close(&self);
+    /// The concrete store, for tests and operator hooks.
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Changes after every committed state change.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Answers while the store can serve requests.

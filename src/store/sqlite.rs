@@ -29,12 +29,12 @@ use uuid::Uuid;
 
 use super::ready::{OrgLimits, Pick, ReadySet};
 use super::result_log::{self, Location, ResultLog};
+pub use super::{CYCLE_MS, CreatedOrg, OrgSpec};
 use super::{
     ClaimedTask, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, Outcome, QueueStatus, Result,
     Store, SubmitError, TaskRecord,
 };
 use crate::domain::apikey::ApiKey;
-use crate::domain::plan;
 use crate::domain::task::{TaskStatus, seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::time_fmt::now_ms;
@@ -102,47 +102,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// What `org create` made.
-#[derive(Debug, Clone)]
-pub struct CreatedOrg {
-    pub org: Org,
-    pub key_id: String,
-    pub api_key: ApiKey,
-}
-
-/// Settings of a new organization.
-#[derive(Debug, Clone)]
-pub struct OrgSpec {
-    pub name: String,
-    pub plan: String,
-    pub concurrency: Option<u32>,
-    pub credits: Option<i64>,
-    pub queue_limit: Option<i64>,
-}
-
 /// Creates an organization and its first API key.
 pub fn create_org(conn: &Connection, spec: &OrgSpec) -> Result<CreatedOrg> {
-    let p = plan::plan(&spec.plan).ok_or_else(|| {
-        let names: Vec<&str> = plan::PLANS.iter().map(|p| p.name).collect();
-        Error::Conflict(format!(
-            "unknown plan {:?}; plans: {}",
-            spec.plan,
-            names.join(", ")
-        ))
-    })?;
     let now = now_ms();
-    let paid = p.name != "free";
-    let org = Org {
-        key: 0,
-        public_id: Uuid::new_v4().to_string(),
-        name: spec.name.clone(),
-        plan: p.name.to_owned(),
-        concurrency: spec.concurrency.unwrap_or(p.concurrency),
-        credits: spec.credits.unwrap_or(p.credits),
-        per_cycle: paid.then_some(p.credits),
-        cycle_resets_ms: paid.then_some(now + CYCLE_MS),
-        queue_limit: spec.queue_limit.unwrap_or(plan::DEFAULT_QUEUE_LIMIT),
-    };
+    let org = Org::from_spec(spec, now)?;
     conn.execute(
         "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -169,7 +132,7 @@ pub fn create_org(conn: &Connection, spec: &OrgSpec) -> Result<CreatedOrg> {
 
 fn insert_key(conn: &Connection, org: OrgKey) -> Result<(String, ApiKey)> {
     let api_key = ApiKey::generate();
-    let key_id = format!("key_{}", Uuid::new_v4().simple());
+    let key_id = super::new_key_id();
     conn.execute(
         "INSERT INTO api_keys(key_id, org, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
         params![key_id, org, api_key.digest().to_vec(), now_ms()],
@@ -281,9 +244,6 @@ enum Cmd {
 
 /// An organization whose billing cycle restarted: `(org, new balance, next reset)`.
 type Renewed = (OrgKey, i64, i64);
-
-/// Length of a billing cycle.
-pub const CYCLE_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The attempt a finish ends: the claim it holds and the credits it reserved.
 struct Attempt {
@@ -1438,12 +1398,20 @@ impl Store for SqliteStore {
         &self.shared.notify
     }
 
-    fn totals(&self) -> (u64, u64) {
-        lock(&self.shared.ready).totals()
+    async fn totals(&self) -> Result<(u64, u64)> {
+        Ok(lock(&self.shared.ready).totals())
+    }
+
+    fn close(&self) {
+        SqliteStore::close(self);
     }
 
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changed.subscribe()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     async fn ping(&self) -> Result<()> {

@@ -208,7 +208,8 @@ impl Builder {
         drop(conn);
         let opts = ServeOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            db_path: db_path.clone(),
+            database: cloro::store::Database::Sqlite(db_path.clone()),
+            cluster: Default::default(),
             queue: QueueConfig {
                 workers: self.workers,
                 retry_base_ms: self.retry_base_ms,

@@ -40,7 +40,7 @@ async fn status_shows_processing_tasks_inside_the_concurrency_limit() {
     // Wait (by change signal) until the dispatcher has taken the two slots.
     let store = app.store();
     let mut changes = store.changes();
-    while store.totals().1 < 2 {
+    while store.totals().await.expect("totals").1 < 2 {
         changes.changed().await.expect("store alive");
     }
     let st = app.status().await;

@@ -1,32 +1,66 @@
 //! The store conformance suite: every case runs against each backend through the `Store`
-//! trait. `store_tests!` expands a case into `sqlite_<name>` (and, with cluster mode,
-//! `postgres_<name>`).
+//! trait. `store_tests!` expands a case into `sqlite_cases::<name>` and
+//! `postgres_cases::<name>`; the PostgreSQL half needs `CLORO_TEST_PG` (see `cloro::testing`)
+//! and says it was skipped without it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use cloro::domain::types::TaskType;
-use cloro::store::sqlite::{self, OrgSpec, SqliteStore};
-use cloro::store::{ClaimedTask, ItemError, NewTask, OrgKey, Outcome, Store, SubmitError};
+use cloro::store::admin::Admin;
+use cloro::store::postgres::{PgConfig, PgStore};
+use cloro::store::sqlite::SqliteStore;
+use cloro::store::{
+    ClaimedTask, Database, ItemError, NewTask, OrgKey, OrgSpec, Outcome, Store, SubmitError,
+};
+use cloro::testing::TestDb;
 use cloro::time_fmt::now_ms;
 use serde_json::json;
 
-/// A fresh store with organizations made from `(concurrency, credits, queue_limit)`.
-struct Fixture {
-    store: Arc<SqliteStore>,
-    orgs: Vec<OrgKey>,
-    path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
 }
 
-fn sqlite_fixture(orgs: &[(u32, i64, i64)]) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("cloro.db");
-    let conn = sqlite::open_admin(&path).expect("admin");
-    let keys = orgs
-        .iter()
-        .enumerate()
-        .map(|(i, &(concurrency, credits, queue_limit))| {
+/// Cluster settings for store tests: leases are already expired, so a test that wants a node
+/// to be dead only has to call `reap` on another node; no heartbeat runs in the background.
+fn test_cluster() -> PgConfig {
+    PgConfig {
+        lease_ms: -1_000,
+        heartbeat_ms: 3_600_000,
+        poll_ms: 1_000,
+        pool_size: 8,
+    }
+}
+
+/// A fresh store with organizations made from `(concurrency, credits, queue_limit)`.
+struct Fixture {
+    store: Arc<dyn Store>,
+    orgs: Vec<OrgKey>,
+    db: TestDb,
+}
+
+async fn open_store(db: &Database) -> Arc<dyn Store> {
+    match db {
+        Database::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("store opens")),
+        Database::Postgres(url) => Arc::new(
+            PgStore::open(url, test_cluster())
+                .await
+                .expect("store opens"),
+        ),
+    }
+}
+
+impl Fixture {
+    async fn new(backend: &Backend, orgs: &[(u32, i64, i64)]) -> Fixture {
+        let db = match backend {
+            Backend::Sqlite => TestDb::sqlite().expect("test database"),
+            Backend::Postgres(url) => TestDb::postgres(url).await.expect("test database"),
+        };
+        let admin = Admin::open(&db.database).await.expect("admin");
+        let mut keys = Vec::new();
+        for (i, &(concurrency, credits, queue_limit)) in orgs.iter().enumerate() {
             let spec = OrgSpec {
                 name: format!("org{i}"),
                 plan: "business".into(),
@@ -34,17 +68,51 @@ fn sqlite_fixture(orgs: &[(u32, i64, i64)]) -> Fixture {
                 credits: Some(credits),
                 queue_limit: Some(queue_limit),
             };
-            sqlite::create_org(&conn, &spec).expect("org").org.key
-        })
-        .collect();
-    drop(conn);
-    let store = Arc::new(SqliteStore::open(&path).expect("store opens"));
-    Fixture {
-        store,
-        orgs: keys,
-        path,
-        _dir: dir,
+            keys.push(admin.create_org(&spec).await.expect("org").org.key);
+        }
+        drop(admin);
+        let store = open_store(&db.database).await;
+        Fixture {
+            store,
+            orgs: keys,
+            db,
+        }
     }
+
+    /// The process dies without finishing anything and a new one starts on the same data.
+    /// (PostgreSQL: another node starts and takes over the dead node's tasks once its lease
+    /// ran out.)
+    async fn crash_and_restart(self) -> Fixture {
+        let Fixture { store, orgs, db } = self;
+        match &db.database {
+            Database::Sqlite(_) => {
+                store.close();
+                drop(store);
+                let store = open_store(&db.database).await;
+                Fixture { store, orgs, db }
+            }
+            Database::Postgres(url) => {
+                let Ok(old) = store_as_pg(&store) else {
+                    unreachable!("a PostgreSQL fixture")
+                };
+                old.abandon();
+                let new = PgStore::open(url, test_cluster())
+                    .await
+                    .expect("second node");
+                new.reap().await.expect("reap");
+                Fixture {
+                    store: Arc::new(new),
+                    orgs,
+                    db,
+                }
+            }
+        }
+    }
+}
+
+/// The concrete PostgreSQL store behind a fixture (tests only).
+fn store_as_pg(store: &Arc<dyn Store>) -> Result<&PgStore, ()> {
+    store.as_any().downcast_ref::<PgStore>().ok_or(())
 }
 
 fn task(priority: u8, key: Option<&str>) -> NewTask {
@@ -84,7 +152,18 @@ macro_rules! store_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::sqlite_fixture).await;
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres_cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match cloro::testing::pg_admin_url() {
+                        Some(url) => super::$name(super::Backend::Postgres(url)).await,
+                        None => cloro::testing::announce_pg_skipped(),
+                    }
                 }
             )*
         }
@@ -108,10 +187,8 @@ store_tests!(
     a_new_billing_cycle_restores_the_plan_credits,
 );
 
-type Make = fn(&[(u32, i64, i64)]) -> Fixture;
-
-async fn priority_first_then_fifo(make: Make) {
-    let f = make(&[(1, 1_000_000, 1000)]);
+async fn priority_first_then_fifo(b: Backend) {
+    let f = Fixture::new(&b, &[(1, 1_000_000, 1000)]).await;
     let s = &*f.store;
     let org = f.orgs[0];
     let ids = submit(
@@ -136,8 +213,8 @@ async fn priority_first_then_fifo(make: Make) {
     assert_eq!(order, vec![ids[2], ids[5], ids[1], ids[3], ids[0], ids[4]]);
 }
 
-async fn caps_hold_and_finishing_frees_the_slot(make: Make) {
-    let f = make(&[(3, 1_000_000, 1000)]);
+async fn caps_hold_and_finishing_frees_the_slot(b: Backend) {
+    let f = Fixture::new(&b, &[(3, 1_000_000, 1000)]).await;
     let s = &*f.store;
     submit(s, f.orgs[0], (0..10).map(|_| task(1, None)).collect()).await;
     let first = s.claim(100).await.expect("claim");
@@ -150,8 +227,8 @@ async fn caps_hold_and_finishing_frees_the_slot(make: Make) {
     assert_eq!((st.queued, st.processing, st.concurrency_used), (6, 3, 3));
 }
 
-async fn no_task_is_claimed_twice_by_concurrent_claimers(make: Make) {
-    let f = make(&[(50, 1_000_000, 10_000), (50, 1_000_000, 10_000)]);
+async fn no_task_is_claimed_twice_by_concurrent_claimers(b: Backend) {
+    let f = Fixture::new(&b, &[(50, 1_000_000, 10_000), (50, 1_000_000, 10_000)]).await;
     for &org in &f.orgs {
         submit(
             &*f.store,
@@ -167,11 +244,11 @@ async fn no_task_is_claimed_twice_by_concurrent_claimers(make: Make) {
             let mut seen = Vec::new();
             loop {
                 let batch = store.claim(7).await.expect("claim");
-                if batch.is_empty() && store.totals().0 == 0 {
+                if batch.is_empty() && store.totals().await.expect("totals").0 == 0 {
                     return seen;
                 }
                 for t in batch {
-                    let (_, processing) = store.totals();
+                    let (_, processing) = store.totals().await.expect("totals");
                     assert!(
                         processing <= 100,
                         "node-wide processing {processing} above the caps"
@@ -190,11 +267,11 @@ async fn no_task_is_claimed_twice_by_concurrent_claimers(make: Make) {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 1000);
     assert_eq!(unique.len(), 1000);
-    assert_eq!(f.store.totals(), (0, 0));
+    assert_eq!(f.store.totals().await.expect("totals"), (0, 0));
 }
 
-async fn a_new_organization_waits_for_at_most_one_slot(make: Make) {
-    let f = make(&[(100, 1_000_000, 100_000), (100, 1_000_000, 100_000)]);
+async fn a_new_organization_waits_for_at_most_one_slot(b: Backend) {
+    let f = Fixture::new(&b, &[(100, 1_000_000, 100_000), (100, 1_000_000, 100_000)]).await;
     let s = &*f.store;
     submit(s, f.orgs[0], (0..2000).map(|_| task(10, None)).collect()).await;
     // The node runs 4 at a time and is busy with org 0.
@@ -209,8 +286,8 @@ async fn a_new_organization_waits_for_at_most_one_slot(make: Make) {
     assert_eq!(next[0].id, late);
 }
 
-async fn retries_hold_no_slot_and_come_back_when_due(make: Make) {
-    let f = make(&[(1, 1_000_000, 1000)]);
+async fn retries_hold_no_slot_and_come_back_when_due(b: Backend) {
+    let f = Fixture::new(&b, &[(1, 1_000_000, 1000)]).await;
     let s = &*f.store;
     let ids = submit(s, f.orgs[0], vec![task(1, None), task(1, None)]).await;
     let t = s.claim(1).await.expect("claim").remove(0);
@@ -250,8 +327,8 @@ async fn retries_hold_no_slot_and_come_back_when_due(make: Make) {
     assert_eq!((again.id, again.attempt), (ids2[0], 2));
 }
 
-async fn a_second_finish_of_the_same_attempt_changes_nothing(make: Make) {
-    let f = make(&[(2, 100, 1000)]);
+async fn a_second_finish_of_the_same_attempt_changes_nothing(b: Backend) {
+    let f = Fixture::new(&b, &[(2, 100, 1000)]).await;
     let s = &*f.store;
     let id = submit(s, f.orgs[0], vec![task(1, None)]).await[0];
     let t = s.claim(1).await.expect("claim").remove(0);
@@ -268,8 +345,8 @@ async fn a_second_finish_of_the_same_attempt_changes_nothing(make: Make) {
     assert_eq!(s.status(f.orgs[0]).await.expect("status").processing, 0);
 }
 
-async fn the_queue_limit_refuses_whole_submissions(make: Make) {
-    let f = make(&[(1, 1_000_000, 5)]);
+async fn the_queue_limit_refuses_whole_submissions(b: Backend) {
+    let f = Fixture::new(&b, &[(1, 1_000_000, 5)]).await;
     let s = &*f.store;
     submit(s, f.orgs[0], (0..3).map(|_| task(1, None)).collect()).await;
     let r = s
@@ -284,8 +361,8 @@ async fn the_queue_limit_refuses_whole_submissions(make: Make) {
     submit(s, f.orgs[0], vec![task(1, None)]).await;
 }
 
-async fn idempotency_keys_are_unique_per_organization(make: Make) {
-    let f = make(&[(1, 1_000_000, 100), (1, 1_000_000, 100)]);
+async fn idempotency_keys_are_unique_per_organization(b: Backend) {
+    let f = Fixture::new(&b, &[(1, 1_000_000, 100), (1, 1_000_000, 100)]).await;
     let s = &*f.store;
     submit(s, f.orgs[0], vec![task(1, Some("k"))]).await;
     let r = s
@@ -326,8 +403,8 @@ async fn idempotency_keys_are_unique_per_organization(make: Make) {
     assert_eq!(wins, 1);
 }
 
-async fn clearing_takes_queued_and_retrying_tasks_only(make: Make) {
-    let f = make(&[(1, 1_000_000, 100), (1, 1_000_000, 100)]);
+async fn clearing_takes_queued_and_retrying_tasks_only(b: Backend) {
+    let f = Fixture::new(&b, &[(1, 1_000_000, 100), (1, 1_000_000, 100)]).await;
     let s = &*f.store;
     let (a, b) = (f.orgs[0], f.orgs[1]);
     let ids = submit(s, a, (0..4).map(|_| task(1, None)).collect()).await;
@@ -360,8 +437,8 @@ async fn clearing_takes_queued_and_retrying_tasks_only(make: Make) {
     assert_eq!(s.clear_queue(a).await.expect("clear"), 0);
 }
 
-async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(make: Make) {
-    let f = make(&[(5, 1_000_000, 100)]);
+async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 1_000_000, 100)]).await;
     let s = &*f.store;
     let org = f.orgs[0];
     let ids = submit(s, org, vec![task(1, Some("a")), task(1, Some("b"))]).await;
@@ -379,22 +456,25 @@ async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(make: Make) {
         "queued tasks are never purged"
     );
     submit(s, org, vec![task(1, Some("a"))]).await;
-    // Responses of purged tasks go with their whole hour's segment of the result log.
-    let segments = || {
-        std::fs::read_dir(cloro::store::result_log::dir_for(&f.path))
-            .expect("result log dir")
-            .count()
-    };
-    assert_eq!(segments(), 1);
-    s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS)
-        .await
-        .expect("purge");
-    assert_eq!(segments(), 0);
+    // Embedded store: responses of purged tasks go with their whole hour's segment of the
+    // result log.
+    if let Database::Sqlite(path) = &f.db.database {
+        let segments = || {
+            std::fs::read_dir(cloro::store::result_log::dir_for(path))
+                .expect("result log dir")
+                .count()
+        };
+        assert_eq!(segments(), 1);
+        s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS)
+            .await
+            .expect("purge");
+        assert_eq!(segments(), 0);
+    }
     assert!(s.get_task(org, ids[1]).await.expect("get").is_some());
 }
 
-async fn completion_charges_once_and_failure_is_free(make: Make) {
-    let f = make(&[(5, 100, 100)]);
+async fn completion_charges_once_and_failure_is_free(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 100, 100)]).await;
     let s = &*f.store;
     let org = f.orgs[0];
     let ids = submit(s, org, vec![task(1, None), task(1, None)]).await;
@@ -413,17 +493,14 @@ async fn completion_charges_once_and_failure_is_free(make: Make) {
     let a = s.get_task(org, ids[0]).await.expect("get").expect("a");
     let b = s.get_task(org, ids[1]).await.expect("get").expect("b");
     assert_eq!((a.credits_charged, b.credits_charged), (Some(5), Some(0)));
-    // The charge is durable: a reopened store sees the same balance.
+    // The charge is durable: a restarted store sees the same balance.
     drop(claimed);
-    let path = f.path.clone();
-    f.store.close();
-    drop(f.store);
-    let reopened = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(reopened.org(org).await.expect("org").credits, 95);
+    let f = f.crash_and_restart().await;
+    assert_eq!(f.store.org(org).await.expect("org").credits, 95);
 }
 
-async fn credits_are_rechecked_at_pickup(make: Make) {
-    let f = make(&[(5, 8, 100)]);
+async fn credits_are_rechecked_at_pickup(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 8, 100)]).await;
     let s = &*f.store;
     let org = f.orgs[0];
     // Two separate submissions each fit the balance (there is no reservation at submission).
@@ -443,17 +520,15 @@ async fn credits_are_rechecked_at_pickup(make: Make) {
     );
 }
 
-async fn running_tasks_run_again_after_a_crash(make: Make) {
-    let f = make(&[(5, 1_000_000, 100)]);
+async fn running_tasks_run_again_after_a_crash(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 1_000_000, 100)]).await;
     let org = f.orgs[0];
     let ids = submit(&*f.store, org, vec![task(3, None), task(1, None)]).await;
     let claimed = f.store.claim(1).await.expect("claim");
     assert_eq!(claimed[0].id, ids[0]);
     // The process dies: nothing is finished.
-    let path = f.path.clone();
-    f.store.close();
-    drop(f.store);
-    let s = SqliteStore::open(&path).expect("reopen");
+    let f = f.crash_and_restart().await;
+    let s = &*f.store;
     let st = s.status(org).await.expect("status");
     assert_eq!((st.queued, st.processing), (2, 0));
     let again = s.claim(5).await.expect("claim");
@@ -463,9 +538,9 @@ async fn running_tasks_run_again_after_a_crash(make: Make) {
     );
 }
 
-async fn a_new_billing_cycle_restores_the_plan_credits(make: Make) {
+async fn a_new_billing_cycle_restores_the_plan_credits(b: Backend) {
     // The fixture's plan is `business` (2,800,000 credits per cycle) with an explicit balance.
-    let f = make(&[(5, 100, 100)]);
+    let f = Fixture::new(&b, &[(5, 100, 100)]).await;
     let s = &*f.store;
     let org = f.orgs[0];
     submit(s, org, vec![task(1, None)]).await;

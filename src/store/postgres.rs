@@ -1,0 +1,1237 @@
+//! The cluster store: many `cloro serve` nodes share one PostgreSQL database.
+//!
+//! Everything the embedded store keeps in memory lives in the database here, so every rule holds
+//! across the whole cluster, not per node:
+//!
+//! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included),
+//!   `orgs.processing` and `orgs.reserved` are updated in the same transaction as every task
+//!   state change. The status endpoint reads one row; the queue limit is one conditional
+//!   `UPDATE`; nothing counts task rows.
+//! * **Claim.** One transaction: lock up to `n` organizations that have queued work and a free
+//!   slot, least recently served first, `FOR UPDATE SKIP LOCKED` (another node claiming for the
+//!   same organization skips it, so the cap check and the increment of `processing` can never
+//!   interleave: an organization never has more PROCESSING tasks than its limit, cluster-wide);
+//!   share the free worker slots among them round-robin; take each one's best tasks from the
+//!   partial index `tasks_ready (org, priority DESC, seq) WHERE status = 0`; check credits
+//!   against `credits − reserved`; mark them PROCESSING with this node's id; update the counters
+//!   and `served_at`.
+//! * **Leases.** Each node heartbeats its row in `nodes` (`alive_until_ms = now + lease`, by the
+//!   database's clock). Any node's reaper returns the PROCESSING tasks of nodes whose lease ran
+//!   out to QUEUED and gives their slots back; the next claim increments `attempts`. A finish
+//!   only applies while the task is still PROCESSING with the same attempt number, so a node that
+//!   comes back after its tasks were taken over changes nothing and charges nothing.
+//! * **Finish.** Outcomes are grouped by a finisher task into one transaction (group commit):
+//!   task rows, the credit charge and the counters together.
+//! * **Wake-ups.** A submission commits a `NOTIFY cloro_work`; every node `LISTEN`s on a
+//!   dedicated connection and wakes its dispatcher, so a new task starts within milliseconds
+//!   on an idle node. Polling (`poll_ms`) is only the fallback, so an idle cluster costs the
+//!   database one cheap query per node per poll interval.
+//! * **Outage.** When the database cannot be reached, calls fail with `Error::Unavailable` (the
+//!   API answers 503 with `Retry-After`), the dispatcher backs off, finishes are retried until
+//!   they commit, and the listener reconnects.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{
+    ClaimedTask, CreatedOrg, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec, Outcome,
+    QueueStatus, Result, Store, SubmitError, TaskRecord,
+};
+use crate::domain::apikey::{ApiKey, constant_time_eq};
+use crate::domain::task::{TaskStatus, seq_of, task_id};
+use crate::domain::types::TaskType;
+use crate::time_fmt::now_ms;
+
+const SCHEMA_V1: &str = include_str!("../../migrations/postgres/0001_init.sql");
+/// Arbitrary constant naming the migration lock.
+const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
+/// Most outcomes folded into one finish transaction.
+const MAX_FINISH_GROUP: usize = 1024;
+/// The database's clock in epoch milliseconds.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// Cluster settings.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// How long a node's claims stay valid without a heartbeat.
+    pub lease_ms: i64,
+    /// How often a node renews its lease and reaps dead nodes' tasks.
+    pub heartbeat_ms: u64,
+    /// Fallback polling interval when no notification arrives.
+    pub poll_ms: u64,
+    /// Connections in this node's pool.
+    pub pool_size: usize,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        PgConfig {
+            lease_ms: 30_000,
+            heartbeat_ms: 5_000,
+            poll_ms: 1_000,
+            pool_size: 16,
+        }
+    }
+}
+
+fn pg_err(e: tokio_postgres::Error) -> Error {
+    if let Some(db) = e.as_db_error() {
+        return if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+            Error::Conflict(db.message().to_owned())
+        } else {
+            Error::Other(db.to_string())
+        };
+    }
+    // Anything without a server error is the connection: closed, refused, timed out.
+    Error::Unavailable(e.to_string())
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    Error::Unavailable(format!("no database connection: {e}"))
+}
+
+/// Builds a connection pool for `url` (nothing is connected yet).
+pub fn pool(url: &str, size: usize) -> Result<Pool> {
+    let cfg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(2)))
+        .create_timeout(Some(Duration::from_secs(2)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot build the connection pool: {e}")))
+}
+
+/// Creates or upgrades the schema. Safe when several nodes start together: the migration runs
+/// in one transaction under an advisory lock.
+pub async fn migrate(pool: &Pool) -> Result<()> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .await
+        .map_err(pg_err)?;
+    let version: Option<i32> = tx
+        .query_opt("SELECT max(version) FROM schema_version", &[])
+        .await
+        .map_err(pg_err)?
+        .and_then(|r| r.get(0));
+    if version.unwrap_or(0) < 1 {
+        tx.batch_execute(SCHEMA_V1).await.map_err(pg_err)?;
+        tx.execute("INSERT INTO schema_version(version) VALUES (1)", &[])
+            .await
+            .map_err(pg_err)?;
+        let mask = (rand::random::<u64>() >> 2).to_string();
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('id_mask', $1) ON CONFLICT (key) DO NOTHING",
+            &[&mask],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    tx.commit().await.map_err(pg_err)
+}
+
+// ----------------------------------------------------------------------------------------------
+// Administration (the CLI and the `default` organization).
+
+pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
+    let now = now_ms();
+    let org = Org::from_spec(spec, now)?;
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let row = tx
+        .query_one(
+            "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            &[
+                &org.public_id,
+                &org.name,
+                &org.plan,
+                &(org.concurrency as i32),
+                &org.credits,
+                &org.per_cycle,
+                &org.cycle_resets_ms,
+                &org.queue_limit,
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    let key: i64 = row.get(0);
+    let (key_id, api_key) = insert_key(&*tx, key).await?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(CreatedOrg {
+        org: Org { key, ..org },
+        key_id,
+        api_key,
+    })
+}
+
+async fn insert_key(
+    client: &impl tokio_postgres::GenericClient,
+    org: OrgKey,
+) -> Result<(String, ApiKey)> {
+    let api_key = ApiKey::generate();
+    let key_id = super::new_key_id();
+    client
+        .execute(
+            "INSERT INTO api_keys(key_id, org, hash, created_ms) VALUES ($1, $2, $3, $4)",
+            &[&key_id, &org, &api_key.digest().to_vec(), &now_ms()],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok((key_id, api_key))
+}
+
+pub async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_opt("SELECT id FROM orgs WHERE public_id = $1", &[&org_id])
+        .await
+        .map_err(pg_err)?
+        .ok_or(Error::NotFound)?;
+    insert_key(&**client, row.get(0)).await
+}
+
+pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let n = client
+        .execute(
+            "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, $2) WHERE key_id = $1",
+            &[&key_id, &now_ms()],
+        )
+        .await
+        .map_err(pg_err)?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+pub async fn count_orgs(pool: &Pool) -> Result<i64> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_one("SELECT count(*) FROM orgs", &[])
+        .await
+        .map_err(pg_err)?;
+    Ok(row.get(0))
+}
+
+// ----------------------------------------------------------------------------------------------
+// The store.
+
+/// One outcome waiting for the finisher.
+struct FinishReq {
+    rows: Vec<FinishRow>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+struct FinishRow {
+    seq: i64,
+    attempt: i32,
+    cost: i64,
+    kind: FinishKind,
+}
+
+enum FinishKind {
+    Done {
+        status: i16,
+        response: String,
+        charged: i64,
+    },
+    Retry {
+        run_after_ms: i64,
+    },
+}
+
+struct Shared {
+    pool: Pool,
+    node: Uuid,
+    mask: u64,
+    cfg: PgConfig,
+    notify: Notify,
+    changed: watch::Sender<u64>,
+    /// Retry times this node scheduled, so its dispatcher wakes when they are due.
+    retries: Mutex<BinaryHeap<Reverse<i64>>>,
+    /// Set by a clean shutdown: the node leaves the cluster (its row is deleted).
+    leave: std::sync::atomic::AtomicBool,
+}
+
+/// The PostgreSQL store (see the module docs).
+pub struct PgStore {
+    shared: Arc<Shared>,
+    finisher: mpsc::Sender<FinishReq>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl PgStore {
+    /// Connects, migrates, registers this node and starts the listener, the heartbeat/reaper and
+    /// the finisher.
+    pub async fn open(url: &str, cfg: PgConfig) -> Result<PgStore> {
+        let pool = pool(url, cfg.pool_size)?;
+        migrate(&pool).await?;
+        let client = pool.get().await.map_err(pool_err)?;
+        let mask: u64 = client
+            .query_one("SELECT value FROM meta WHERE key = 'id_mask'", &[])
+            .await
+            .map_err(pg_err)?
+            .get::<_, String>(0)
+            .parse()
+            .map_err(|_| Error::Other("corrupt id mask".into()))?;
+        let node = Uuid::new_v4();
+        client
+            .execute(
+                &format!("INSERT INTO nodes(id, started_ms, alive_until_ms) VALUES ($1, {DB_NOW}, {DB_NOW} + $2)"),
+                &[&node, &cfg.lease_ms],
+            )
+            .await
+            .map_err(pg_err)?;
+        drop(client);
+        let shared = Arc::new(Shared {
+            pool,
+            node,
+            mask,
+            cfg: cfg.clone(),
+            notify: Notify::new(),
+            changed: watch::Sender::new(0),
+            retries: Mutex::new(BinaryHeap::new()),
+            leave: std::sync::atomic::AtomicBool::new(false),
+        });
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (finisher, rx) = mpsc::channel(4096);
+        tracker.spawn(run_finisher(shared.clone(), rx));
+        tracker.spawn(run_listener(shared.clone(), url.to_owned(), cancel.clone()));
+        tracker.spawn(run_heartbeat(shared.clone(), cancel.clone()));
+        tracing::info!(node = %node, "Joined the cluster");
+        Ok(PgStore {
+            shared,
+            finisher,
+            cancel,
+            tracker,
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> Uuid {
+        self.shared.node
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.shared.pool.get().await.map_err(pool_err)
+    }
+
+    fn bump(&self) {
+        self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Stops this node's background work as if its process had died: it does not leave the
+    /// cluster, so its running tasks come back only when its lease runs out (tests).
+    pub fn abandon(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+
+    /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED; returns how many.
+    pub async fn reap(&self) -> Result<u64> {
+        reap(&self.shared).await
+    }
+}
+
+/// What a transaction changes in one organization's counters.
+#[derive(Debug, Default)]
+struct OrgDelta {
+    /// Tasks that left PROCESSING.
+    released: i32,
+    /// Credits they had reserved.
+    cost: i64,
+    /// Credits charged.
+    charged: i64,
+    /// `(priority, change)` of the queued counts.
+    queued: Vec<(u8, i64)>,
+}
+
+/// The ten `q<priority>` columns, as SQL.
+fn q_sum() -> &'static str {
+    "(q1 + q2 + q3 + q4 + q5 + q6 + q7 + q8 + q9 + q10)"
+}
+
+/// `SET q1 = q1 + $<first>, …, q10 = q10 + $<first+9>` for per-priority deltas.
+fn q_deltas(first: usize) -> String {
+    (1..=10)
+        .map(|p| format!("q{p} = q{p} + ${}", first + p - 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Per-priority deltas from `(priority, sign)` pairs.
+fn deltas<'a>(items: impl IntoIterator<Item = &'a (u8, i64)>) -> [i64; 10] {
+    let mut d = [0i64; 10];
+    for &(p, n) in items {
+        d[usize::from(p.clamp(1, 10) - 1)] += n;
+    }
+    d
+}
+
+fn push_deltas<'a>(
+    params: &mut Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)>,
+    d: &'a [i64; 10],
+) {
+    for v in d {
+        params.push(v);
+    }
+}
+
+async fn reap(shared: &Shared) -> Result<u64> {
+    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let rows = tx
+        .query(
+            &format!(
+                "WITH back AS (
+                    UPDATE tasks SET status = 0, node = NULL
+                     WHERE status = 1 AND node IN (SELECT id FROM nodes WHERE alive_until_ms < {DB_NOW})
+                    RETURNING org, priority, credits_to_charge)
+                 SELECT org, priority, count(*), sum(credits_to_charge)::bigint FROM back GROUP BY org, priority"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    let mut per_org: std::collections::BTreeMap<i64, OrgDelta> = Default::default();
+    let mut total = 0u64;
+    for r in &rows {
+        let (org, prio, n, cost): (i64, i16, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let e = per_org.entry(org).or_default();
+        e.released += n as i32;
+        e.cost += cost;
+        e.queued.push((prio as u8, n));
+        total += n as u64;
+    }
+    for (org, delta) in &per_org {
+        let (n, cost) = (&delta.released, &delta.cost);
+        let d = deltas(delta.queued.iter());
+        let sql = format!(
+            "UPDATE orgs SET processing = processing - $2, reserved = reserved - $3, {} WHERE id = $1",
+            q_deltas(4)
+        );
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org, n, cost];
+        push_deltas(&mut params, &d);
+        tx.execute(&sql, &params).await.map_err(pg_err)?;
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM nodes n WHERE alive_until_ms < {DB_NOW}
+               AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.status = 1 AND t.node = n.id)"
+        ),
+        &[],
+    )
+    .await
+    .map_err(pg_err)?;
+    if total > 0 {
+        tx.execute("SELECT pg_notify('cloro_work', '')", &[])
+            .await
+            .map_err(pg_err)?;
+    }
+    tx.commit().await.map_err(pg_err)?;
+    if total > 0 {
+        tracing::warn!(tasks = total, "Took over the running tasks of dead nodes");
+    }
+    Ok(total)
+}
+
+/// Renews this node's lease and reaps dead nodes, every `heartbeat_ms`.
+async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
+    let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => break,
+        }
+        let renewed = async {
+            let client = shared.pool.get().await.map_err(pool_err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO nodes(id, started_ms, alive_until_ms) VALUES ($1, {DB_NOW}, {DB_NOW} + $2)
+                         ON CONFLICT (id) DO UPDATE SET alive_until_ms = EXCLUDED.alive_until_ms"
+                    ),
+                    &[&shared.node, &shared.cfg.lease_ms],
+                )
+                .await
+                .map_err(pg_err)
+        }
+        .await;
+        if let Err(error) = renewed {
+            tracing::warn!(%error, "Cannot renew this node's lease");
+            continue;
+        }
+        if let Err(error) = reap(&shared).await {
+            tracing::warn!(%error, "Cannot reap dead nodes");
+        }
+    }
+    // Leaving the cluster cleanly: a node that stopped has no tasks of its own left running
+    // (the dispatcher finished them), so its row can go.
+    if shared.leave.load(std::sync::atomic::Ordering::SeqCst)
+        && let Ok(client) = shared.pool.get().await
+    {
+        let _ = client
+            .execute(
+                "DELETE FROM nodes n WHERE id = $1
+                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.status = 1 AND t.node = n.id)",
+                &[&shared.node],
+            )
+            .await;
+    }
+}
+
+/// `LISTEN cloro_work` on a dedicated connection; reconnects with backoff.
+async fn run_listener(shared: Arc<Shared>, url: String, cancel: CancellationToken) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let pump = tokio::spawn(async move {
+                let mut messages =
+                    futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(m) = messages.next().await {
+                    match m {
+                        Ok(AsyncMessage::Notification(_)) => {
+                            if tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            });
+            client.batch_execute("LISTEN cloro_work").await?;
+            // Wake once after (re)connecting: notifications sent while disconnected are lost.
+            shared.notify.notify_one();
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(()) => shared.notify.notify_one(),
+                        None => break,
+                    },
+                    _ = cancel.cancelled() => break,
+                }
+            }
+            pump.abort();
+            Ok::<(), tokio_postgres::Error>(())
+        };
+        match attempt.await {
+            Ok(()) if cancel.is_cancelled() => return,
+            Ok(()) => tracing::warn!("The notification connection closed; reconnecting"),
+            Err(error) => tracing::warn!(%error, "Cannot listen for notifications; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Groups finishes into one transaction each (group commit).
+async fn run_finisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<FinishReq>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        let mut n = group[0].rows.len();
+        while n < MAX_FINISH_GROUP {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.rows.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
+        let result = finish_rows(&shared, &rows).await;
+        if result.is_ok() {
+            shared.notify.notify_one();
+            shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        for g in group {
+            let _ = g.reply.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
+            });
+        }
+    }
+}
+
+async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
+    let now = now_ms();
+    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let (mut d_seq, mut d_att, mut d_status, mut d_resp, mut d_charged) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut r_seq, mut r_att, mut r_after) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cost_of: HashMap<i64, i64> = HashMap::new();
+    for r in rows {
+        cost_of.insert(r.seq, r.cost);
+        match &r.kind {
+            FinishKind::Done {
+                status,
+                response,
+                charged,
+            } => {
+                d_seq.push(r.seq);
+                d_att.push(r.attempt);
+                d_status.push(*status);
+                d_resp.push(response.as_str());
+                d_charged.push(*charged);
+            }
+            FinishKind::Retry { run_after_ms } => {
+                r_seq.push(r.seq);
+                r_att.push(r.attempt);
+                r_after.push(*run_after_ms);
+            }
+        }
+    }
+    // org → (finished, released cost, charged, queued deltas)
+    let mut per_org: std::collections::BTreeMap<i64, OrgDelta> = Default::default();
+    if !d_seq.is_empty() {
+        let done = tx
+            .query(
+                "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
+                        finished_ms = $6, node = NULL
+                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[])
+                        AS u(seq, attempt, status, response, charged)
+                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, u.charged",
+                &[&d_seq, &d_att, &d_status, &d_resp, &d_charged, &now],
+            )
+            .await
+            .map_err(pg_err)?;
+        for r in &done {
+            let (seq, org, charged): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            let e = per_org.entry(org).or_default();
+            e.released += 1;
+            e.cost += cost_of.get(&seq).copied().unwrap_or(0);
+            e.charged += charged;
+        }
+    }
+    if !r_seq.is_empty() {
+        let back = tx
+            .query(
+                "UPDATE tasks AS t SET status = 0, run_after_ms = u.run_after, node = NULL
+                   FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(seq, attempt, run_after)
+                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, t.priority, u.run_after",
+                &[&r_seq, &r_att, &r_after],
+            )
+            .await
+            .map_err(pg_err)?;
+        let mut due = Vec::new();
+        for r in &back {
+            let (seq, org, prio, after): (i64, i64, i16, i64) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let e = per_org.entry(org).or_default();
+            e.released += 1;
+            e.cost += cost_of.get(&seq).copied().unwrap_or(0);
+            e.queued.push((prio as u8, 1));
+            due.push(after);
+        }
+        let mut heap = shared.retries.lock().unwrap_or_else(|e| e.into_inner());
+        heap.extend(due.into_iter().map(Reverse));
+    }
+    let sql = format!(
+        "UPDATE orgs SET processing = processing - $2, reserved = reserved - $3, credits = credits - $4, {}
+          WHERE id = $1",
+        q_deltas(5)
+    );
+    let stmt = tx.prepare_cached(&sql).await.map_err(pg_err)?;
+    // BTreeMap order: every transaction locks organizations in the same order (no deadlocks).
+    for (org, delta) in &per_org {
+        let d = deltas(delta.queued.iter());
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![org, &delta.released, &delta.cost, &delta.charged];
+        push_deltas(&mut params, &d);
+        tx.execute(&stmt, &params).await.map_err(pg_err)?;
+    }
+    tx.commit().await.map_err(pg_err)
+}
+
+fn decode_task(r: &tokio_postgres::Row) -> (Uuid, OrgKey, TaskRecord) {
+    let id: Uuid = r.get(0);
+    let response: Option<String> = r.get(11);
+    (
+        id,
+        r.get(1),
+        TaskRecord {
+            id,
+            task_type: TaskType::from_code(i64::from(r.get::<_, i16>(2)))
+                .unwrap_or(TaskType::Chatgpt),
+            status: TaskStatus::from_code(i64::from(r.get::<_, i16>(3))),
+            priority: r.get::<_, i16>(4) as u8,
+            created_ms: r.get(5),
+            started_ms: r.get(6),
+            finished_ms: r.get(7),
+            attempts: r.get::<_, i32>(8) as u32,
+            idempotency_key: r.get(9),
+            webhook_url: r.get(10),
+            credits_to_charge: r.get(12),
+            credits_charged: r.get(13),
+            response: response.and_then(|s| serde_json::from_str(&s).ok()),
+        },
+    )
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT key_id, org, hash, revoked_ms FROM api_keys WHERE hash = $1",
+                &[&&digest[..]],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row.map(|r| KeyRecord {
+            key_id: r.get(0),
+            org: r.get(1),
+            digest: r.get(2),
+            revoked: r.get::<_, Option<i64>>(3).is_some(),
+        }))
+    }
+
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        let client = self.client().await?;
+        let r = client
+            .query_opt(
+                "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
+                 FROM orgs WHERE id = $1",
+                &[&key],
+            )
+            .await
+            .map_err(pg_err)?
+            .ok_or(Error::NotFound)?;
+        Ok(Org {
+            key: r.get(0),
+            public_id: r.get(1),
+            name: r.get(2),
+            plan: r.get(3),
+            concurrency: r.get::<_, i32>(4) as u32,
+            credits: r.get(5),
+            per_cycle: r.get(6),
+            cycle_resets_ms: r.get(7),
+            queue_limit: r.get(8),
+        })
+    }
+
+    async fn submit(
+        &self,
+        org: OrgKey,
+        tasks: Vec<NewTask>,
+    ) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>>
+    {
+        let n = tasks.len();
+        let mut out: Vec<Option<std::result::Result<TaskRecord, ItemError>>> = vec![None; n];
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let balance: i64 = tx
+            .query_opt("SELECT credits FROM orgs WHERE id = $1", &[&org])
+            .await
+            .map_err(pg_err)?
+            .ok_or(Error::NotFound)?
+            .get(0);
+        // Duplicate keys inside the submission, then credits, cumulatively in input order.
+        let mut accepted = Vec::with_capacity(n);
+        let mut keys = HashSet::new();
+        let mut committed = 0i64;
+        for (index, task) in tasks.into_iter().enumerate() {
+            if let Some(k) = &task.idempotency_key
+                && !keys.insert(k.clone())
+            {
+                out[index] = Some(Err(ItemError::DuplicateKey(k.clone())));
+                continue;
+            }
+            if committed + task.credits_to_charge > balance {
+                out[index] = Some(Err(ItemError::InsufficientCredits));
+                continue;
+            }
+            committed += task.credits_to_charge;
+            accepted.push((index, task));
+        }
+        if !accepted.is_empty() {
+            // Room under the queue limit, atomically for the whole cluster.
+            let d = deltas(
+                accepted
+                    .iter()
+                    .map(|(_, t)| (t.priority, 1i64))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            );
+            let sql = format!(
+                "UPDATE orgs SET {} WHERE id = $1 AND {} + $2 <= queue_limit RETURNING id",
+                q_deltas(3),
+                q_sum()
+            );
+            let count = accepted.len() as i64;
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&org, &count];
+            push_deltas(&mut params, &d);
+            if tx.query_opt(&sql, &params).await.map_err(pg_err)?.is_none() {
+                let limit: i64 = tx
+                    .query_one("SELECT queue_limit FROM orgs WHERE id = $1", &[&org])
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                return Ok(Err(SubmitError::QueueLimit(limit)));
+            }
+            let seqs: Vec<i64> = tx
+                .query(
+                    "SELECT nextval('tasks_seq') FROM generate_series(1, $1::bigint)",
+                    &[&count],
+                )
+                .await
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let now = now_ms();
+            let mut cols: (
+                Vec<i64>,
+                Vec<Uuid>,
+                Vec<i16>,
+                Vec<i16>,
+                Vec<i64>,
+                Vec<Option<String>>,
+                Vec<Option<String>>,
+                Vec<String>,
+            ) = Default::default();
+            for ((_, t), seq) in accepted.iter().zip(&seqs) {
+                cols.0.push(*seq);
+                cols.1
+                    .push(task_id(now, *seq, self.shared.mask, rand::random::<u16>()));
+                cols.2.push(t.task_type.code() as i16);
+                cols.3.push(i16::from(t.priority));
+                cols.4.push(t.credits_to_charge);
+                cols.5.push(t.idempotency_key.clone());
+                cols.6.push(t.webhook_url.clone());
+                cols.7.push(t.payload.to_string());
+            }
+            let inserted: HashSet<i64> = tx
+                .query(
+                    "INSERT INTO tasks(seq, id, org, task_type, priority, status, credits_to_charge, idem_key,
+                                       webhook_url, payload, created_ms)
+                     SELECT u.seq, u.id, $9, u.task_type, u.priority, 0, u.cost, u.idem, u.webhook, u.payload, $10
+                       FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::smallint[], $5::bigint[],
+                                   $6::text[], $7::text[], $8::text[])
+                            AS u(seq, id, task_type, priority, cost, idem, webhook, payload)
+                     ON CONFLICT (org, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+                     RETURNING seq",
+                    &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &cols.6, &cols.7, &org, &now],
+                )
+                .await
+                .map_err(pg_err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut lost = Vec::new();
+            for (i, ((index, t), seq)) in accepted.into_iter().zip(&seqs).enumerate() {
+                if inserted.contains(seq) {
+                    out[index] = Some(Ok(TaskRecord {
+                        id: cols.1[i],
+                        task_type: t.task_type,
+                        status: TaskStatus::Queued,
+                        priority: t.priority,
+                        created_ms: now,
+                        started_ms: None,
+                        finished_ms: None,
+                        attempts: 0,
+                        idempotency_key: t.idempotency_key,
+                        webhook_url: t.webhook_url,
+                        credits_to_charge: t.credits_to_charge,
+                        credits_charged: None,
+                        response: None,
+                    }));
+                } else {
+                    lost.push((t.priority, -1i64));
+                    out[index] = Some(Err(ItemError::DuplicateKey(
+                        t.idempotency_key.unwrap_or_default(),
+                    )));
+                }
+            }
+            if !lost.is_empty() {
+                let d = deltas(lost.iter());
+                let sql = format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2));
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&org];
+                push_deltas(&mut params, &d);
+                tx.execute(&sql, &params).await.map_err(pg_err)?;
+            }
+            if !inserted.is_empty() {
+                tx.execute("SELECT pg_notify('cloro_work', '')", &[])
+                    .await
+                    .map_err(pg_err)?;
+            }
+        }
+        tx.commit().await.map_err(pg_err)?;
+        self.bump();
+        Ok(Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ItemError::InsufficientCredits)))
+            .collect()))
+    }
+
+    async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
+        let seq = seq_of(&id, self.shared.mask);
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
+                        idem_key, webhook_url, response, credits_to_charge, credits_charged
+                 FROM tasks WHERE seq = $1",
+                &[&seq],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(row
+            .map(|r| decode_task(&r))
+            .and_then(|(stored, owner, rec)| {
+                (owner == org && constant_time_eq(stored.as_bytes(), id.as_bytes())).then_some(rec)
+            }))
+    }
+
+    async fn status(&self, org: OrgKey) -> Result<QueueStatus> {
+        let client = self.client().await?;
+        let r = client
+            .query_opt(
+                "SELECT q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, processing, concurrency FROM orgs WHERE id = $1",
+                &[&org],
+            )
+            .await
+            .map_err(pg_err)?
+            .ok_or(Error::NotFound)?;
+        let q: Vec<i64> = (0..10).map(|i| r.get::<_, i64>(i).max(0)).collect();
+        let processing = r.get::<_, i32>(10).max(0) as u64;
+        Ok(QueueStatus {
+            queued: q.iter().sum::<i64>() as u64,
+            processing,
+            by_priority: (0..10)
+                .rev()
+                .filter(|&i| q[i] > 0)
+                .map(|i| (i as u8 + 1, q[i] as u64))
+                .collect(),
+            concurrency_used: processing,
+            concurrency_max: r.get::<_, i32>(11).max(0) as u64,
+        })
+    }
+
+    async fn clear_queue(&self, org: OrgKey) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        // The organization's row lock orders this against claims and submissions.
+        tx.execute("SELECT 1 FROM orgs WHERE id = $1 FOR UPDATE", &[&org])
+            .await
+            .map_err(pg_err)?;
+        let rows = tx
+            .query(
+                "DELETE FROM tasks WHERE org = $1 AND status = 0 RETURNING priority",
+                &[&org],
+            )
+            .await
+            .map_err(pg_err)?;
+        let removed: Vec<(u8, i64)> = rows
+            .iter()
+            .map(|r| (r.get::<_, i16>(0) as u8, -1))
+            .collect();
+        if !removed.is_empty() {
+            let d = deltas(removed.iter());
+            let sql = format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2));
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&org];
+            push_deltas(&mut params, &d);
+            tx.execute(&sql, &params).await.map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        self.bump();
+        Ok(removed.len() as u64)
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let orgs = tx
+            .query(
+                &format!(
+                    "SELECT id, concurrency - processing, credits - reserved FROM orgs
+                      WHERE processing < concurrency AND {} > 0
+                      ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    q_sum()
+                ),
+                &[&(max as i64)],
+            )
+            .await
+            .map_err(pg_err)?;
+        if orgs.is_empty() {
+            tx.commit().await.map_err(pg_err)?;
+            return Ok(Vec::new());
+        }
+        // Share the free worker slots among the organizations, one per turn.
+        let mut quota: Vec<(i64, i64, i64, i64)> = orgs
+            .iter()
+            .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)), r.get(2), 0))
+            .collect();
+        let mut left = max as i64;
+        while left > 0 {
+            let mut gave = false;
+            for q in quota.iter_mut() {
+                if left > 0 && q.3 < q.1 {
+                    q.3 += 1;
+                    left -= 1;
+                    gave = true;
+                }
+            }
+            if !gave {
+                break;
+            }
+        }
+        let pick = tx
+            .prepare_cached(
+                "SELECT seq, priority, credits_to_charge FROM tasks
+                  WHERE org = $1 AND status = 0 AND (run_after_ms IS NULL OR run_after_ms <= $2)
+                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+            )
+            .await
+            .map_err(pg_err)?;
+        let (mut run, mut reject) = (Vec::new(), Vec::new());
+        let mut per_org = Vec::new();
+        for &(org, _, budget, want) in &quota {
+            let rows = tx
+                .query(&pick, &[&org, &now, &want])
+                .await
+                .map_err(pg_err)?;
+            let mut budget = budget;
+            let (mut started, mut reserved, mut by_prio) = (0i32, 0i64, Vec::new());
+            for r in &rows {
+                let (seq, prio, cost): (i64, i16, i64) = (r.get(0), r.get(1), r.get(2));
+                by_prio.push((prio as u8, -1i64));
+                if cost <= budget {
+                    budget -= cost;
+                    started += 1;
+                    reserved += cost;
+                    run.push(seq);
+                } else {
+                    reject.push(seq);
+                }
+            }
+            per_org.push((org, started, reserved, by_prio));
+        }
+        let claimed = if run.is_empty() {
+            Vec::new()
+        } else {
+            tx.query(
+                "UPDATE tasks SET status = 1, attempts = attempts + 1, started_ms = COALESCE(started_ms, $2),
+                        node = $3, run_after_ms = NULL
+                  WHERE seq = ANY($1)
+                 RETURNING seq, id, org, task_type, payload, attempts, credits_to_charge",
+                &[&run, &now, &self.shared.node],
+            )
+            .await
+            .map_err(pg_err)?
+        };
+        if !reject.is_empty() {
+            let insufficient = serde_json::json!({"error": {
+                "code": "INSUFFICIENT_CREDITS",
+                "message": "Insufficient credits"
+            }})
+            .to_string();
+            tx.execute(
+                "UPDATE tasks SET status = 3, finished_ms = $2, credits_charged = 0, response = $3, run_after_ms = NULL
+                  WHERE seq = ANY($1)",
+                &[&reject, &now, &insufficient],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
+        let sql = format!(
+            "UPDATE orgs SET processing = processing + $2, reserved = reserved + $3,
+                    served_at = nextval('serve_turn'), {} WHERE id = $1",
+            q_deltas(4)
+        );
+        let bump = tx.prepare_cached(&sql).await.map_err(pg_err)?;
+        for (org, started, reserved, by_prio) in &per_org {
+            let d = deltas(by_prio.iter());
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                vec![org, started, reserved];
+            push_deltas(&mut params, &d);
+            tx.execute(&bump, &params).await.map_err(pg_err)?;
+        }
+        tx.commit().await.map_err(pg_err)?;
+        self.bump();
+        let mut tasks: Vec<ClaimedTask> = claimed
+            .iter()
+            .map(|r| {
+                let payload: String = r.get(4);
+                ClaimedTask {
+                    seq: r.get(0),
+                    id: r.get(1),
+                    org: r.get(2),
+                    task_type: TaskType::from_code(i64::from(r.get::<_, i16>(3)))
+                        .unwrap_or(TaskType::Chatgpt),
+                    payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    attempt: r.get::<_, i32>(5).max(1) as u32,
+                    credits_to_charge: r.get(6),
+                }
+            })
+            .collect();
+        // Hand them out in the order they were picked (fairness, then priority and FIFO).
+        let order: HashMap<i64, usize> = run.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+        tasks.sort_by_key(|t| order.get(&t.seq).copied().unwrap_or(usize::MAX));
+        Ok(tasks)
+    }
+
+    async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {
+        let rows = outcomes
+            .iter()
+            .map(|(t, o)| FinishRow {
+                seq: t.seq,
+                attempt: t.attempt as i32,
+                cost: t.credits_to_charge,
+                kind: match o {
+                    Outcome::Completed { result, credits } => FinishKind::Done {
+                        status: 2,
+                        response: result.to_string(),
+                        charged: *credits,
+                    },
+                    Outcome::Failed { error } => FinishKind::Done {
+                        status: 3,
+                        response: error.to_string(),
+                        charged: 0,
+                    },
+                    Outcome::Retry { run_after_ms } => FinishKind::Retry {
+                        run_after_ms: *run_after_ms,
+                    },
+                },
+            })
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        self.finisher
+            .send(FinishReq { rows, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the finisher stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the finisher stopped".into()))?
+    }
+
+    async fn purge(&self, cutoff_ms: i64) -> Result<u64> {
+        let client = self.client().await?;
+        let mut total = 0;
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM tasks WHERE seq IN (
+                        SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < $1 LIMIT 5000)",
+                    &[&cutoff_ms],
+                )
+                .await
+                .map_err(pg_err)?;
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn renew_cycles(&self, now_ms: i64) -> Result<u64> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE orgs SET credits = per_cycle,
+                        cycle_resets_ms = cycle_resets_ms + (($1 - cycle_resets_ms) / $2 + 1) * $2
+                  WHERE per_cycle IS NOT NULL AND cycle_resets_ms IS NOT NULL AND cycle_resets_ms <= $1",
+                &[&now_ms, &super::CYCLE_MS],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(n)
+    }
+
+    fn next_retry_ms(&self) -> Option<i64> {
+        let now = now_ms();
+        let mut heap = self
+            .shared
+            .retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while heap.peek().is_some_and(|Reverse(t)| *t < now) {
+            heap.pop();
+        }
+        // Work of other nodes (their retries, a lost notification) is found by polling.
+        let poll = now + self.shared.cfg.poll_ms as i64;
+        Some(heap.peek().map_or(poll, |Reverse(t)| (*t).min(poll)))
+    }
+
+    fn work_notify(&self) -> &Notify {
+        &self.shared.notify
+    }
+
+    async fn totals(&self) -> Result<(u64, u64)> {
+        let client = self.client().await?;
+        let r = client
+            .query_one(
+                &format!("SELECT COALESCE(sum({}), 0)::bigint, COALESCE(sum(processing), 0)::bigint FROM orgs", q_sum()),
+                &[],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok((
+            r.get::<_, i64>(0).max(0) as u64,
+            r.get::<_, i64>(1).max(0) as u64,
+        ))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+
+    fn close(&self) {
+        self.shared
+            .leave
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("SELECT 1", &[]).await.map_err(pg_err)?;
+        Ok(())
+    }
+}
