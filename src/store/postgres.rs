@@ -341,6 +341,9 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
+        if self.cancel.is_cancelled() {
+            return Err(Error::Unavailable("store is shut down".into()));
+        }
         self.shared.pool.get().await.map_err(pool_err)
     }
 

@@ -110,10 +110,9 @@ async fn an_organization_and_key_made_while_the_server_runs_work_at_once() {
 #[tokio::test]
 async fn a_revoked_key_is_refused() {
     let app = TestApp::spawn().await;
-    let conn = cloro::store::sqlite::open_admin(&app.db_path).expect("admin");
-    let (key_id, key) = cloro::store::sqlite::create_key(&conn, &app.org_id).expect("key");
-    cloro::store::sqlite::revoke_key(&conn, &key_id).expect("revoked");
-    let (s, b) = app.get_as("/v1/credits", key.expose()).await;
+    let (key_id, key) = app.create_key();
+    app.revoke_key(&key_id);
+    let (s, b) = app.get_as("/v1/credits", &key).await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("INVALID_OR_EXPIRED_API_KEY"))

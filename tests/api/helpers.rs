@@ -1,6 +1,10 @@
 #![allow(dead_code)]
-//! `spawn_app`: a real server on 127.0.0.1:<random port> over a fresh SQLite file, and typed
+//! `spawn_app`: a real server on 127.0.0.1:<random port> over a fresh database, and typed
 //! helpers that return `(StatusCode, serde_json::Value)`.
+//!
+//! The store is SQLite unless `CLORO_TEST_STORE=postgres`, which runs the same tests against
+//! the cluster store on a fresh PostgreSQL database (needs `CLORO_TEST_PG`, see
+//! `cloro::testing`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +12,9 @@ use std::time::Duration;
 use cloro::app::{self, ServeOptions, Server};
 use cloro::engines::{LatencyRange, SimulatedEngine};
 use cloro::queue::{self, QueueConfig};
-use cloro::store::Store;
-use cloro::store::sqlite::{self, OrgSpec};
+use cloro::store::admin::Admin;
+use cloro::store::{CreatedOrg, Database, OrgSpec, Store};
+use cloro::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,8 +24,45 @@ pub struct TestApp {
     pub org_id: String,
     pub server: Option<Server>,
     pub client: reqwest::Client,
-    pub _dir: tempfile::TempDir,
-    pub db_path: std::path::PathBuf,
+    pub db: TestDb,
+}
+
+/// Runs an administrative action on `db` from a thread of its own (tests call it from sync
+/// code, whatever runtime they are in).
+fn admin<T: Send + 'static>(
+    db: &Database,
+    act: impl FnOnce(Admin) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> T {
+    let db = db.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let a = Admin::open(&db).await.expect("admin connection");
+            act(a).await
+        })
+    })
+    .join()
+    .expect("admin thread")
+}
+
+fn create(db: &Database, spec: OrgSpec) -> CreatedOrg {
+    admin(db, move |a| {
+        Box::pin(async move { a.create_org(&spec).await.expect("org created") })
+    })
+}
+
+/// The database of the tests: SQLite, or PostgreSQL with `CLORO_TEST_STORE=postgres`.
+async fn test_db() -> TestDb {
+    if std::env::var("CLORO_TEST_STORE").as_deref() == Ok("postgres") {
+        let url = cloro::testing::pg_admin_url()
+            .expect("CLORO_TEST_STORE=postgres needs CLORO_TEST_PG=postgres://…");
+        TestDb::postgres(&url).await.expect("test database")
+    } else {
+        TestDb::sqlite().expect("test database")
+    }
 }
 
 pub struct Builder {
@@ -73,7 +115,6 @@ impl TestApp {
         concurrency: Option<u32>,
         queue_limit: Option<i64>,
     ) -> (String, String) {
-        let conn = sqlite::open_admin(&self.db_path).expect("admin connection");
         let spec = OrgSpec {
             name: "other".into(),
             plan: plan.into(),
@@ -81,8 +122,26 @@ impl TestApp {
             credits,
             queue_limit,
         };
-        let c = sqlite::create_org(&conn, &spec).expect("org created");
+        let c = create(&self.db.database, spec);
         (c.org.public_id, c.api_key.expose().to_owned())
+    }
+
+    /// A new key of the test's organization: `(key_id, key)`.
+    pub fn create_key(&self) -> (String, String) {
+        let org = self.org_id.clone();
+        admin(&self.db.database, move |a| {
+            Box::pin(async move {
+                let (id, key) = a.create_key(&org).await.expect("key created");
+                (id, key.expose().to_owned())
+            })
+        })
+    }
+
+    pub fn revoke_key(&self, key_id: &str) {
+        let key_id = key_id.to_owned();
+        admin(&self.db.database, move |a| {
+            Box::pin(async move { a.revoke_key(&key_id).await.expect("key revoked") })
+        })
     }
 
     pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
@@ -193,10 +252,8 @@ impl Builder {
     }
 
     pub async fn spawn(self) -> TestApp {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db_path = dir.path().join("cloro.db");
+        let db = test_db().await;
         // The test's organization exists before the server starts, so `default` is not made.
-        let conn = sqlite::open_admin(&db_path).expect("admin connection");
         let spec = OrgSpec {
             name: "test".into(),
             plan: self.plan.clone(),
@@ -204,12 +261,14 @@ impl Builder {
             credits: self.credits,
             queue_limit: self.queue_limit,
         };
-        let created = sqlite::create_org(&conn, &spec).expect("org created");
-        drop(conn);
+        let created = create(&db.database, spec);
         let opts = ServeOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
-            database: cloro::store::Database::Sqlite(db_path.clone()),
-            cluster: Default::default(),
+            database: db.database.clone(),
+            cluster: cloro::store::postgres::PgConfig {
+                poll_ms: 50,
+                ..Default::default()
+            },
             queue: QueueConfig {
                 workers: self.workers,
                 retry_base_ms: self.retry_base_ms,
@@ -236,8 +295,7 @@ impl Builder {
             org_id: created.org.public_id,
             server: Some(server),
             client: reqwest::Client::new(),
-            _dir: dir,
-            db_path,
+            db,
         }
     }
 }
