@@ -29,7 +29,10 @@ CREATE TABLE IF NOT EXISTS orgs (
     processing      INTEGER NOT NULL DEFAULT 0,
     reserved        BIGINT NOT NULL DEFAULT 0,
     -- Turn at which a claim last served it: claims serve the smallest first (fairness).
-    served_at       BIGINT NOT NULL DEFAULT 0
+    served_at       BIGINT NOT NULL DEFAULT 0,
+    -- A safety net under the claim protocol: a transaction that would put more tasks in
+    -- PROCESSING than the limit fails instead.
+    CONSTRAINT processing_within_limit CHECK (processing <= concurrency)
 );
 
 CREATE SEQUENCE IF NOT EXISTS serve_turn;

@@ -304,3 +304,222 @@ fn nothing_accepted_is_lost_or_charged_twice_across_kill_9() {
         "tasks that were PROCESSING at the kill ran again"
     );
 }
+
+/// A fresh PostgreSQL database for a cluster test, or `None` (skipped) without `CLORO_TEST_PG`.
+fn cluster_db() -> Option<(cloro::testing::TestDb, String, tokio::runtime::Runtime)> {
+    let Some(admin_url) = cloro::testing::pg_admin_url() else {
+        cloro::testing::announce_pg_skipped();
+        return None;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let db = rt
+        .block_on(cloro::testing::TestDb::postgres(&admin_url))
+        .expect("test database");
+    let cloro::store::Database::Postgres(url) = db.database.clone() else {
+        unreachable!("postgres")
+    };
+    Some((db, url, rt))
+}
+
+/// Starts a node, returning it with its cluster node id (read from its log).
+fn start_node(url: &str, extra: &[&str]) -> (Child, String, String) {
+    use std::io::BufRead;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = cloro()
+        .env("CLORO_LOG", "info")
+        .args(["serve", "--listen", &listen, "--database", url])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !sent && let Some(i) = line.find("node=") {
+                let id: String = line[i + 5..].chars().take(36).collect();
+                sent = tx.send(id).is_ok();
+            }
+        }
+    });
+    let node = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the node logs its id");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "node did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("http://{listen}"), node)
+}
+
+#[test]
+fn a_three_node_cluster_keeps_the_cap_and_loses_nothing_when_a_node_dies() {
+    let Some((_db, url, rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "c",
+        "--plan",
+        "business",
+        "--concurrency",
+        "4",
+        "--credits",
+        "1000000",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    let flags = [
+        "--workers",
+        "8",
+        "--sim-latency-ms",
+        "150..300",
+        "--lease-ms",
+        "1500",
+        "--heartbeat-ms",
+        "200",
+        "--poll-ms",
+        "100",
+    ];
+    let mut nodes: Vec<(Child, String, String)> =
+        (0..3).map(|_| start_node(&url, &flags)).collect();
+
+    // Submit through every node.
+    let mut ids = Vec::new();
+    for b in 0..6 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("c{b}-{i}"), "country": "US" } }))
+            .collect();
+        let resp = http(
+            &nodes[b % 3].1,
+            "POST",
+            "/v1/async/task/batch",
+            &key,
+            Some(&Value::Array(batch)),
+        );
+        assert_eq!(resp["summary"]["succeeded"], 10, "{resp}");
+        ids.extend(
+            resp["results"]
+                .as_array()
+                .expect("results")
+                .iter()
+                .map(|r| r["task"]["id"].as_str().expect("id").to_owned()),
+        );
+    }
+
+    // Watch the cluster-wide count of PROCESSING tasks from another thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, base, key) = (stop.clone(), nodes[0].1.clone(), key.clone());
+        std::thread::spawn(move || {
+            let mut max = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let st = http(&base, "GET", "/v1/async/status", &key, None);
+                max = max.max(st["processingTasks"].as_u64().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            max
+        })
+    };
+
+    // Kill -9 a node while it runs a task.
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .expect("connect");
+    rt.spawn(conn);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        let rows = rt
+            .block_on(client.query(
+                "SELECT DISTINCT node::text FROM tasks WHERE status = 1",
+                &[],
+            ))
+            .expect("query");
+        let running: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if let Some(i) = nodes.iter().position(|n| running.contains(&n.2)) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no node ever ran a task");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut dead, _, dead_id) = nodes.remove(victim);
+    dead.kill().expect("kill -9");
+    dead.wait().expect("reaped");
+
+    // The survivors take its tasks over once its lease runs out, and drain everything.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let st = http(&nodes[0].1, "GET", "/v1/async/status", &key, None);
+        if st["queuedTasks"] == 0 && st["processingTasks"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not drain: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let max_processing = watcher.join().expect("watcher");
+    assert!(
+        max_processing <= 4,
+        "{max_processing} tasks PROCESSING with a limit of 4"
+    );
+    assert!(
+        max_processing >= 2,
+        "the cluster ran tasks in parallel ({max_processing})"
+    );
+
+    let mut charged = 0;
+    let mut rerun = 0;
+    for id in &ids {
+        let t = http(
+            &nodes[1].1,
+            "GET",
+            &format!("/v1/async/task/{id}"),
+            &key,
+            None,
+        );
+        assert_eq!(t["task"]["status"], "COMPLETED", "{t}");
+        charged += t["credits"]["creditsCharged"].as_i64().expect("charged");
+        rerun += usize::from(t["task"]["attempts"].as_u64() > Some(1));
+    }
+    assert_eq!(
+        charged,
+        5 * ids.len() as i64,
+        "every task charged exactly once"
+    );
+    assert!(rerun >= 1, "the dead node's running tasks ran again");
+    let balances: Vec<Value> = nodes
+        .iter()
+        .map(|n| http(&n.1, "GET", "/v1/credits", &key, None)["remaining"].clone())
+        .collect();
+    assert!(
+        balances.iter().all(|b| *b == json!(1_000_000 - charged)),
+        "{balances:?}"
+    );
+    let statuses: Vec<Value> = nodes
+        .iter()
+        .map(|n| http(&n.1, "GET", "/v1/async/status", &key, None))
+        .collect();
+    assert_eq!(statuses[0], statuses[1]);
+    // The dead node left the cluster once its tasks were taken over.
+    let left = rt
+        .block_on(client.query("SELECT 1 FROM nodes WHERE id::text = $1", &[&dead_id]))
+        .expect("query");
+    assert!(left.is_empty(), "the dead node is still registered");
+    for (mut c, _, _) in nodes {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
