@@ -179,6 +179,17 @@ fn serve_creates_the_default_organization_once_and_prints_its_key() {
 
 /// A minimal blocking HTTP/1.1 client (the tests stay free of an async runtime here).
 fn http(base: &str, method: &str, path: &str, key: &str, body: Option<&Value>) -> Value {
+    http_full(base, method, path, key, body).2
+}
+
+/// The same, with the status code and the raw header block.
+fn http_full(
+    base: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&Value>,
+) -> (u16, String, Value) {
     use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -199,8 +210,14 @@ fn http(base: &str, method: &str, path: &str, key: &str, body: Option<&Value>) -
     stream.write_all(req.as_bytes()).expect("write");
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("read");
-    let (_, body) = raw.split_once("\r\n\r\n").expect("http response");
-    serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()))
+    let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (status, head.to_ascii_lowercase(), json)
 }
 
 #[test]
@@ -522,4 +539,121 @@ fn a_three_node_cluster_keeps_the_cap_and_loses_nothing_when_a_node_dies() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+#[test]
+fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
+    let Some((db, url, rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "o",
+        "--plan",
+        "business",
+        "--concurrency",
+        "2",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    let (mut node, base, _) = start_node(
+        &url,
+        &[
+            "--sim-latency-ms",
+            "100",
+            "--poll-ms",
+            "100",
+            "--heartbeat-ms",
+            "200",
+        ],
+    );
+    let batch: Vec<Value> = (0..6)
+        .map(|i| json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("o{i}"), "country": "US" } }))
+        .collect();
+    let resp = http(
+        &base,
+        "POST",
+        "/v1/async/task/batch",
+        &key,
+        Some(&Value::Array(batch)),
+    );
+    assert_eq!(resp["summary"]["succeeded"], 6, "{resp}");
+    let ids: Vec<String> = resp["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["task"]["id"].as_str().expect("id").to_owned())
+        .collect();
+
+    // Cut the database off: no new connections, existing ones terminated.
+    let cloro::store::Database::Postgres(_) = &db.database else {
+        unreachable!("postgres")
+    };
+    let name = url.rsplit('/').next().expect("db name").to_owned();
+    let admin_url = cloro::testing::pg_admin_url().expect("admin url");
+    let (admin, conn) = rt
+        .block_on(tokio_postgres::connect(&admin_url, tokio_postgres::NoTls))
+        .expect("connect");
+    rt.spawn(conn);
+    let cut = |allow: bool| {
+        rt.block_on(
+            admin.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}")),
+        )
+        .expect("alter");
+        if !allow {
+            rt.block_on(admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            ))
+            .expect("terminate");
+        }
+    };
+    cut(false);
+    // Requests that need the database get 503 with Retry-After, never a 500, and the process lives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, head, body) = loop {
+        let r = http_full(
+            &base,
+            "POST",
+            "/v1/async/task",
+            &key,
+            Some(&json!({ "taskType": "CHATGPT", "payload": { "prompt": "x", "country": "US" } })),
+        );
+        if r.0 == 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    assert!(head.contains("retry-after:"), "{head}");
+    let (status, _, _) = http_full(&base, "GET", "/readyz", "", None);
+    assert_eq!(status, 503);
+    let (status, _, _) = http_full(&base, "GET", "/healthz", "", None);
+    assert_eq!(status, 200);
+    assert!(
+        node.try_wait().expect("status").is_none(),
+        "the node is still running"
+    );
+
+    // The database comes back: the node recovers on its own and every accepted task completes.
+    cut(true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, st) = http_full(&base, "GET", "/v1/async/status", &key, None);
+        if status == 200 && st["queuedTasks"] == 0 && st["processingTasks"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover: {status} {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in &ids {
+        let t = http(&base, "GET", &format!("/v1/async/task/{id}"), &key, None);
+        assert_eq!(t["task"]["status"], "COMPLETED", "{t}");
+    }
+    let _ = node.kill();
+    let _ = node.wait();
 }
