@@ -54,10 +54,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
@@ -72,7 +71,9 @@ use crate::engines::{
     Engine, EngineError, EngineOutput, EngineTask, LatencyRange, SimulatedEngine,
 };
 use crate::queue::{self, QueueConfig};
-use crate::store::sqlite::{self, OrgSpec};
+use crate::store::OrgSpec;
+use crate::store::admin::Admin;
+use crate::testing::TestDb;
 
 /// Credits given to every benchmark organization.
 const CREDITS: i64 = 1_000_000_000_000;
@@ -123,7 +124,18 @@ pub struct BenchArgs {
     /// Print one JSON object per scenario on stdout (human lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Benchmark the cluster store: a PostgreSQL URL whose server gets a fresh database per
+    /// scenario (the URL's own database is used only to create and drop them). Default: SQLite.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Server nodes sharing the database (more than 1 needs `--database postgres://…`); clients
+    /// spread their requests over them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
+
+/// Where the scenarios run: set once from the arguments.
+static TARGET: std::sync::OnceLock<(Option<String>, usize)> = std::sync::OnceLock::new();
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -141,6 +153,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.status_samples > 0,
         "--status-samples must be at least 1"
     );
+    ensure!(args.nodes > 0, "--nodes must be at least 1");
+    ensure!(
+        args.nodes == 1 || args.database.is_some(),
+        "--nodes above 1 needs --database postgres://…"
+    );
+    let _ = TARGET.set((args.database.clone(), args.nodes));
 
     let machine = machine_info();
     if cfg!(debug_assertions) {
@@ -206,7 +224,7 @@ async fn bench_enqueue(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let result = submit_batches(
-        &bench.base,
+        &bench.bases,
         &bench.orgs[0].key,
         0,
         n,
@@ -287,12 +305,12 @@ async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut submitters = tokio::task::JoinSet::new();
     for (o, (a, b)) in bounds.iter().copied().enumerate() {
-        let base = bench.base.clone();
+        let base = bench.bases[o % bench.bases.len()].clone();
         let key = bench.orgs[o].key.clone();
         let batch = args.batch;
         submitters.spawn(async move {
             let label = format!("drain org {o}");
-            let r = submit_batches(&base, &key, a, b, batch, 1, &label).await;
+            let r = submit_batches(&[base], &key, a, b, batch, 1, &label).await;
             (o, r)
         });
     }
@@ -507,7 +525,7 @@ async fn bench_status(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     let result: anyhow::Result<_> = async {
         let enqueue_started = Instant::now();
         let sub = submit_batches(
-            &bench.base,
+            &bench.bases,
             &bench.orgs[0].key,
             0,
             q,
@@ -638,12 +656,16 @@ struct BenchOrg {
     key: String,
 }
 
-/// A server over a fresh database in its own scratch directory.
+/// One or more server nodes over a fresh database (SQLite in a scratch directory, or a new
+/// PostgreSQL database with `--database`).
 struct BenchServer {
-    server: Option<Server>,
+    servers: Vec<Server>,
+    /// The first node's base URL.
     base: String,
+    /// Every node's base URL.
+    bases: Vec<String>,
     orgs: Vec<BenchOrg>,
-    _scratch: Scratch,
+    _db: TestDb,
 }
 
 impl BenchServer {
@@ -653,102 +675,78 @@ impl BenchServer {
         engine: Arc<dyn Engine>,
         paused: bool,
     ) -> anyhow::Result<BenchServer> {
-        let scratch = Scratch::new()?;
-        let db_path = scratch.dir.join("bench.db");
-        let specs: Vec<OrgSpec> = plans
-            .iter()
-            .map(|p| OrgSpec {
+        let (pg, nodes) = TARGET.get().cloned().unwrap_or((None, 1));
+        let db = match &pg {
+            None => TestDb::sqlite().context("creating the scratch database")?,
+            Some(url) => TestDb::postgres(url).await.map_err(anyhow::Error::msg)?,
+        };
+        let admin = Admin::open(&db.database)
+            .await
+            .context("opening the database")?;
+        let mut orgs = Vec::with_capacity(plans.len());
+        for p in plans {
+            let spec = OrgSpec {
                 name: p.name.clone(),
                 plan: "enterprise-5k".into(),
                 concurrency: Some(p.concurrency),
                 credits: Some(CREDITS),
                 queue_limit: Some(p.queue_limit),
-            })
-            .collect();
-        let path = db_path.clone();
-        let orgs = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BenchOrg>> {
-            let conn =
-                sqlite::open_admin(&path).with_context(|| format!("opening {}", path.display()))?;
-            specs
-                .iter()
-                .map(|spec| {
-                    let created = sqlite::create_org(&conn, spec)
-                        .with_context(|| format!("creating organization {}", spec.name))?;
-                    Ok(BenchOrg {
-                        key: created.api_key.expose().to_owned(),
-                    })
-                })
-                .collect()
-        })
-        .await
-        .context("organization setup task")??;
-        let server = app::start(ServeOptions {
-            listen: ([127, 0, 0, 1], 0).into(),
-            database: crate::store::Database::Sqlite(db_path),
-            cluster: Default::default(),
-            queue: QueueConfig {
-                workers,
-                ..QueueConfig::default()
-            },
-            engine,
-            max_body_bytes: 10 * 1024 * 1024,
-            default_plan: "free".into(),
-        })
-        .await
-        .context("starting the server")?;
-        if paused {
-            server.gate.pause();
+            };
+            let created = admin
+                .create_org(&spec)
+                .await
+                .with_context(|| format!("creating organization {}", spec.name))?;
+            orgs.push(BenchOrg {
+                key: created.api_key.expose().to_owned(),
+            });
         }
+        drop(admin);
+        let mut servers = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            let server = app::start(ServeOptions {
+                listen: ([127, 0, 0, 1], 0).into(),
+                database: db.database.clone(),
+                cluster: Default::default(),
+                queue: QueueConfig {
+                    workers,
+                    ..QueueConfig::default()
+                },
+                engine: engine.clone(),
+                max_body_bytes: 10 * 1024 * 1024,
+                default_plan: "free".into(),
+            })
+            .await
+            .context("starting the server")?;
+            if paused {
+                server.gate.pause();
+            }
+            servers.push(server);
+        }
+        let bases: Vec<String> = servers
+            .iter()
+            .map(|s| format!("http://{}", s.addr))
+            .collect();
         Ok(BenchServer {
-            base: format!("http://{}", server.addr),
-            server: Some(server),
+            base: bases[0].clone(),
+            bases,
+            servers,
             orgs,
-            _scratch: scratch,
+            _db: db,
         })
     }
 
     fn store(&self) -> anyhow::Result<Arc<dyn crate::store::Store>> {
-        self.server
-            .as_ref()
+        self.servers
+            .first()
             .map(|s| s.store.clone())
             .context("the server is stopped")
     }
 
-    /// Shuts the server down gracefully; the scratch directory goes when `self` is dropped.
+    /// Shuts the nodes down gracefully; the database goes when `self` is dropped.
     async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
+        for server in self.servers.drain(..) {
             server.shutdown();
             server.stopped(Duration::from_secs(60)).await;
-        }
-    }
-}
-
-/// A unique directory under the system temporary directory, removed on drop.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> anyhow::Result<Scratch> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "cloro-bench-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Scratch { dir })
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("[bench] cannot remove {}: {e}", self.dir.display());
         }
     }
 }
@@ -834,7 +832,7 @@ impl Submitted {
 /// Submits tasks `first..end` (global indices) in batches of `batch`, from `clients` concurrent
 /// clients (each with its own connection) taking the next batch as they go.
 async fn submit_batches(
-    base: &str,
+    bases: &[String],
     key: &str,
     first: usize,
     end: usize,
@@ -846,7 +844,10 @@ async fn submit_batches(
     let batches = total.div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    let url = Arc::new(format!("{base}/v1/async/task/batch"));
+    let urls: Vec<String> = bases
+        .iter()
+        .map(|b| format!("{b}/v1/async/task/batch"))
+        .collect();
     let key = Arc::new(key.to_owned());
     let progress_done = done.clone();
     let _progress = progress(label, move || {
@@ -854,8 +855,10 @@ async fn submit_batches(
         async move { format!("{n}/{total} tasks submitted") }
     });
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..clients.min(batches.max(1)) {
-        let (next, done, url, key) = (next.clone(), done.clone(), url.clone(), key.clone());
+    for c in 0..clients.min(batches.max(1)) {
+        // Clients spread over the nodes.
+        let url = Arc::new(urls[c % urls.len().max(1)].clone());
+        let (next, done, key) = (next.clone(), done.clone(), key.clone());
         let client = http_client()?;
         set.spawn(async move {
             let mut sub = Submitted {

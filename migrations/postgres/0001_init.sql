@@ -7,10 +7,10 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 
--- An organization and its live, cluster-wide counters: q1..q10 are QUEUED tasks per priority
--- (waiting retries included), `processing` the PROCESSING tasks, `reserved` the credits they
--- reserved at pickup. Every transaction that moves a task between states updates them, so the
--- status endpoint and the caps never count rows.
+-- An organization and its live queue counters: q1..q10 are QUEUED tasks per priority (waiting
+-- retries included). Every transaction that moves a task into or out of QUEUED updates them, so
+-- the status endpoint and the queue limit never count rows. What running tasks use is counted
+-- per node in `org_nodes`.
 CREATE TABLE IF NOT EXISTS orgs (
     id              BIGSERIAL PRIMARY KEY,
     public_id       TEXT NOT NULL UNIQUE,
@@ -26,13 +26,21 @@ CREATE TABLE IF NOT EXISTS orgs (
     q4  BIGINT NOT NULL DEFAULT 0, q5 BIGINT NOT NULL DEFAULT 0, q6 BIGINT NOT NULL DEFAULT 0,
     q7  BIGINT NOT NULL DEFAULT 0, q8 BIGINT NOT NULL DEFAULT 0, q9 BIGINT NOT NULL DEFAULT 0,
     q10 BIGINT NOT NULL DEFAULT 0,
-    processing      INTEGER NOT NULL DEFAULT 0,
-    reserved        BIGINT NOT NULL DEFAULT 0,
     -- Turn at which a claim last served it: claims serve the smallest first (fairness).
-    served_at       BIGINT NOT NULL DEFAULT 0,
-    -- A safety net under the claim protocol: a transaction that would put more tasks in
-    -- PROCESSING than the limit fails instead.
-    CONSTRAINT processing_within_limit CHECK (processing <= concurrency)
+    served_at       BIGINT NOT NULL DEFAULT 0
+);
+
+-- Per organization and node: PROCESSING tasks, the credits they reserved, and the credits
+-- charged since the last fold into orgs.credits. A node's finishes touch only its own rows, so
+-- they never wait for claims or finishes of other nodes; a claim sums the rows of the
+-- organization it holds locked. The balance is orgs.credits - sum(charged).
+CREATE TABLE IF NOT EXISTS org_nodes (
+    org        BIGINT NOT NULL,
+    node       UUID NOT NULL,
+    processing INTEGER NOT NULL DEFAULT 0,
+    reserved   BIGINT NOT NULL DEFAULT 0,
+    charged    BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (org, node)
 );
 
 CREATE SEQUENCE IF NOT EXISTS serve_turn;
@@ -72,7 +80,16 @@ CREATE TABLE IF NOT EXISTS tasks (
     run_after_ms      BIGINT,
     -- The node running it (PROCESSING only).
     node              UUID
-) WITH (fillfactor = 80);
+) WITH (
+    fillfactor = 80,
+    -- A queue churns: vacuum and analyze it early and without throttling, so claims do not
+    -- walk dead index entries and the planner knows the table's size.
+    autovacuum_vacuum_scale_factor = 0.02,
+    autovacuum_vacuum_threshold = 5000,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_analyze_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 CREATE SEQUENCE IF NOT EXISTS tasks_seq;
 

@@ -59,6 +59,12 @@ const SCHEMA_V1: &str = include_str!("../../migrations/postgres/0001_init.sql");
 const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
 /// Most outcomes folded into one finish transaction.
 const MAX_FINISH_GROUP: usize = 1024;
+/// Finish transactions in flight at once per node (more only queue on this node's own counter rows).
+const FINISHERS: usize = 1;
+/// An organization's balance (`o` is its `orgs` row): committed credits minus the charges the
+/// nodes have not folded in yet.
+const BALANCE: &str =
+    "o.credits - (SELECT COALESCE(sum(charged), 0)::bigint FROM org_nodes WHERE org = o.id)";
 /// The database's clock in epoch milliseconds.
 const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
@@ -104,9 +110,17 @@ fn pool_err(e: deadpool_postgres::PoolError) -> Error {
 
 /// Builds a connection pool for `url` (nothing is connected yet).
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
-    let cfg: tokio_postgres::Config = url
+    let mut cfg: tokio_postgres::Config = url
         .parse()
         .map_err(|e| Error::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    // Every query of the store is a key lookup or an ordered index walk. A burst of inserts
+    // leaves the planner's statistics behind, and it then prefers a bitmap scan plus a sort of
+    // an organization's whole queue over walking `tasks_ready` in order: forbid that.
+    let options = cfg
+        .get_options()
+        .map(|o| format!("{o} "))
+        .unwrap_or_default();
+    cfg.options(format!("{options}-c enable_bitmapscan=off"));
     let mgr = Manager::from_config(
         cfg,
         NoTls,
@@ -411,49 +425,52 @@ fn push_deltas<'a>(
 async fn reap(shared: &Shared) -> Result<u64> {
     let mut client = shared.pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
-    let rows = tx
+    let dead: Vec<Uuid> = tx
         .query(
-            &format!(
-                "WITH back AS (
-                    UPDATE tasks SET status = 0, node = NULL
-                     WHERE status = 1 AND node IN (SELECT id FROM nodes WHERE alive_until_ms < {DB_NOW})
-                    RETURNING org, priority, credits_to_charge)
-                 SELECT org, priority, count(*), sum(credits_to_charge)::bigint FROM back GROUP BY org, priority"
-            ),
+            &format!("SELECT id FROM nodes WHERE alive_until_ms < {DB_NOW} FOR UPDATE SKIP LOCKED"),
             &[],
         )
         .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if dead.is_empty() {
+        tx.commit().await.map_err(pg_err)?;
+        return Ok(0);
+    }
+    // Their running tasks go back to the queue...
+    let rows = tx
+        .query(
+            "WITH back AS (
+                UPDATE tasks SET status = 0, node = NULL
+                 WHERE status = 1 AND node = ANY($1)
+                RETURNING org, priority)
+             SELECT org, priority, count(*) FROM back GROUP BY org, priority ORDER BY org",
+            &[&dead],
+        )
+        .await
         .map_err(pg_err)?;
-    let mut per_org: std::collections::BTreeMap<i64, OrgDelta> = Default::default();
+    let mut per_org: std::collections::BTreeMap<i64, Vec<(u8, i64)>> = Default::default();
     let mut total = 0u64;
     for r in &rows {
-        let (org, prio, n, cost): (i64, i16, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
-        let e = per_org.entry(org).or_default();
-        e.released += n as i32;
-        e.cost += cost;
-        e.queued.push((prio as u8, n));
+        let (org, prio, n): (i64, i16, i64) = (r.get(0), r.get(1), r.get(2));
+        per_org.entry(org).or_default().push((prio as u8, n));
         total += n as u64;
     }
-    for (org, delta) in &per_org {
-        let (n, cost) = (&delta.released, &delta.cost);
-        let d = deltas(delta.queued.iter());
-        let sql = format!(
-            "UPDATE orgs SET processing = processing - $2, reserved = reserved - $3, {} WHERE id = $1",
-            q_deltas(4)
-        );
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org, n, cost];
+    let requeue = tx
+        .prepare_cached(&format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2)))
+        .await
+        .map_err(pg_err)?;
+    for (org, by_prio) in &per_org {
+        let d = deltas(by_prio.iter());
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
         push_deltas(&mut params, &d);
-        tx.execute(&sql, &params).await.map_err(pg_err)?;
+        tx.execute(&requeue, &params).await.map_err(pg_err)?;
     }
-    tx.execute(
-        &format!(
-            "DELETE FROM nodes n WHERE alive_until_ms < {DB_NOW}
-               AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.status = 1 AND t.node = n.id)"
-        ),
-        &[],
-    )
-    .await
-    .map_err(pg_err)?;
+    // ...their slots and reservations vanish with their counter rows, whose charges are
+    // folded into the balances, and the nodes leave.
+    fold_and_forget(&tx, &dead).await?;
     if total > 0 {
         tx.execute("SELECT pg_notify('cloro_work', '')", &[])
             .await
@@ -461,9 +478,30 @@ async fn reap(shared: &Shared) -> Result<u64> {
     }
     tx.commit().await.map_err(pg_err)?;
     if total > 0 {
-        tracing::warn!(tasks = total, "Took over the running tasks of dead nodes");
+        tracing::warn!(
+            tasks = total,
+            nodes = dead.len(),
+            "Took over the running tasks of dead nodes"
+        );
     }
     Ok(total)
+}
+
+/// Folds the charges of `nodes`' counter rows into the balances, deletes the rows and the
+/// nodes. Only for nodes with no PROCESSING task left.
+async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]) -> Result<()> {
+    tx.execute(
+        "WITH gone AS (DELETE FROM org_nodes WHERE node = ANY($1) RETURNING org, charged),
+              per_org AS (SELECT org, sum(charged)::bigint AS charged FROM gone GROUP BY org)
+         UPDATE orgs o SET credits = o.credits - p.charged FROM per_org p WHERE o.id = p.org AND p.charged <> 0",
+        &[&nodes],
+    )
+    .await
+    .map_err(pg_err)?;
+    tx.execute("DELETE FROM nodes WHERE id = ANY($1)", &[&nodes])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
 }
 
 /// Renews this node's lease and reaps dead nodes, every `heartbeat_ms`.
@@ -498,16 +536,26 @@ async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
     }
     // Leaving the cluster cleanly: a node that stopped has no tasks of its own left running
     // (the dispatcher finished them), so its row can go.
-    if shared.leave.load(std::sync::atomic::Ordering::SeqCst)
-        && let Ok(client) = shared.pool.get().await
-    {
-        let _ = client
-            .execute(
-                "DELETE FROM nodes n WHERE id = $1
-                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.status = 1 AND t.node = n.id)",
-                &[&shared.node],
-            )
-            .await;
+    if shared.leave.load(std::sync::atomic::Ordering::SeqCst) {
+        let left = async {
+            let mut client = shared.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let running = tx
+                .query_opt(
+                    "SELECT 1 FROM tasks WHERE status = 1 AND node = $1 LIMIT 1",
+                    &[&shared.node],
+                )
+                .await
+                .map_err(pg_err)?;
+            if running.is_none() {
+                fold_and_forget(&tx, &[shared.node]).await?;
+            }
+            tx.commit().await.map_err(pg_err)
+        }
+        .await;
+        if let Err(error) = left {
+            tracing::warn!(%error, "Cannot leave the cluster cleanly; the lease will expire");
+        }
     }
 }
 
@@ -563,7 +611,13 @@ async fn run_listener(shared: Arc<Shared>, url: String, cancel: CancellationToke
 
 /// Groups finishes into one transaction each (group commit).
 async fn run_finisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<FinishReq>) {
+    // A few groups in flight at once: commits overlap instead of queueing behind each other.
+    let inflight = Arc::new(tokio::sync::Semaphore::new(FINISHERS));
+    let groups = TaskTracker::new();
     while let Some(first) = rx.recv().await {
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
         let mut group = vec![first];
         let mut n = group[0].rows.len();
         while n < MAX_FINISH_GROUP {
@@ -575,19 +629,25 @@ async fn run_finisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<FinishReq>) {
                 Err(_) => break,
             }
         }
-        let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
-        let result = finish_rows(&shared, &rows).await;
-        if result.is_ok() {
-            shared.notify.notify_one();
-            shared.changed.send_modify(|g| *g = g.wrapping_add(1));
-        }
-        for g in group {
-            let _ = g.reply.send(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(Error::Unavailable(e.to_string())),
-            });
-        }
+        let shared = shared.clone();
+        groups.spawn(async move {
+            let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
+            let result = finish_rows(&shared, &rows).await;
+            drop(permit);
+            if result.is_ok() {
+                shared.notify.notify_one();
+                shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+            }
+            for g in group {
+                let _ = g.reply.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Unavailable(e.to_string())),
+                });
+            }
+        });
     }
+    groups.close();
+    groups.wait().await;
 }
 
 async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
@@ -666,19 +726,42 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         let mut heap = shared.retries.lock().unwrap_or_else(|e| e.into_inner());
         heap.extend(due.into_iter().map(Reverse));
     }
-    let sql = format!(
-        "UPDATE orgs SET processing = processing - $2, reserved = reserved - $3, credits = credits - $4, {}
-          WHERE id = $1",
-        q_deltas(5)
-    );
-    let stmt = tx.prepare_cached(&sql).await.map_err(pg_err)?;
-    // BTreeMap order: every transaction locks organizations in the same order (no deadlocks).
-    for (org, delta) in &per_org {
+    // This node's own counter rows: no other node's claims or finishes wait on them.
+    let mine = tx
+        .prepare_cached(
+            "INSERT INTO org_nodes(org, node, processing, reserved, charged) VALUES ($1, $2, -($3::int), -($4::bigint), $5)
+             ON CONFLICT (org, node) DO UPDATE SET
+                processing = org_nodes.processing + EXCLUDED.processing,
+                reserved = org_nodes.reserved + EXCLUDED.reserved,
+                charged = org_nodes.charged + EXCLUDED.charged",
+        )
+        .await
+        .map_err(pg_err)?;
+    let requeue = tx
+        .prepare_cached(&format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2)))
+        .await
+        .map_err(pg_err)?;
+    // Lock order, in every transaction: `orgs` rows before `org_nodes` rows, each by
+    // organization id (BTreeMap order). No deadlocks.
+    for (org, delta) in per_org.iter().filter(|(_, d)| !d.queued.is_empty()) {
         let d = deltas(delta.queued.iter());
-        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            vec![org, &delta.released, &delta.cost, &delta.charged];
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
         push_deltas(&mut params, &d);
-        tx.execute(&stmt, &params).await.map_err(pg_err)?;
+        tx.execute(&requeue, &params).await.map_err(pg_err)?;
+    }
+    for (org, delta) in &per_org {
+        tx.execute(
+            &mine,
+            &[
+                org,
+                &shared.node,
+                &delta.released,
+                &delta.cost,
+                &delta.charged,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
     }
     tx.commit().await.map_err(pg_err)
 }
@@ -731,8 +814,10 @@ impl Store for PgStore {
         let client = self.client().await?;
         let r = client
             .query_opt(
-                "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
-                 FROM orgs WHERE id = $1",
+                &format!(
+                    "SELECT id, public_id, name, plan, concurrency, {BALANCE}, per_cycle, cycle_resets_ms, queue_limit
+                     FROM orgs o WHERE id = $1"
+                ),
                 &[&key],
             )
             .await
@@ -762,7 +847,10 @@ impl Store for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
         let balance: i64 = tx
-            .query_opt("SELECT credits FROM orgs WHERE id = $1", &[&org])
+            .query_opt(
+                &format!("SELECT {BALANCE} FROM orgs o WHERE id = $1"),
+                &[&org],
+            )
             .await
             .map_err(pg_err)?
             .ok_or(Error::NotFound)?
@@ -928,7 +1016,9 @@ impl Store for PgStore {
         let client = self.client().await?;
         let r = client
             .query_opt(
-                "SELECT q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, processing, concurrency FROM orgs WHERE id = $1",
+                "SELECT q1, q2, q3, q4, q5, q6, q7, q8, q9, q10,
+                        (SELECT COALESCE(sum(processing), 0)::int FROM org_nodes WHERE org = o.id), concurrency
+                 FROM orgs o WHERE id = $1",
                 &[&org],
             )
             .await
@@ -986,27 +1076,48 @@ impl Store for PgStore {
         let now = now_ms();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
-        let orgs = tx
+        // Lock the organizations with queued work, least recently served first. Another node
+        // claiming at the same time skips them, so the cap check below cannot interleave.
+        let locked = tx
             .query(
                 &format!(
-                    "SELECT id, concurrency - processing, credits - reserved FROM orgs
-                      WHERE processing < concurrency AND {} > 0
+                    "SELECT id, concurrency, credits FROM orgs
+                      WHERE {} > 0
                       ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED",
                     q_sum()
                 ),
-                &[&(max as i64)],
+                &[&(max as i64 * 2 + 16)],
             )
             .await
             .map_err(pg_err)?;
-        if orgs.is_empty() {
+        if locked.is_empty() {
             tx.commit().await.map_err(pg_err)?;
             return Ok(Vec::new());
         }
-        // Share the free worker slots among the organizations, one per turn.
-        let mut quota: Vec<(i64, i64, i64, i64)> = orgs
+        let ids: Vec<i64> = locked.iter().map(|r| r.get(0)).collect();
+        let used: HashMap<i64, (i64, i64)> = tx
+            .query(
+                "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(charged))::bigint
+                   FROM org_nodes WHERE org = ANY($1) GROUP BY org",
+                &[&ids],
+            )
+            .await
+            .map_err(pg_err)?
             .iter()
-            .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)), r.get(2), 0))
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
             .collect();
+        // (org, free slots, budget, quota): organizations at their cap are not served.
+        let mut quota: Vec<(i64, i64, i64, i64)> = locked
+            .iter()
+            .filter_map(|r| {
+                let (org, limit, credits): (i64, i32, i64) = (r.get(0), r.get(1), r.get(2));
+                let (running, spent) = used.get(&org).copied().unwrap_or((0, 0));
+                let free = i64::from(limit) - running;
+                (free > 0).then_some((org, free, credits - spent, 0))
+            })
+            .take(max)
+            .collect();
+        // Share the free worker slots among the organizations, one per turn.
         let mut left = max as i64;
         while left > 0 {
             let mut gave = false;
@@ -1079,18 +1190,34 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         }
-        let sql = format!(
-            "UPDATE orgs SET processing = processing + $2, reserved = reserved + $3,
-                    served_at = nextval('serve_turn'), {} WHERE id = $1",
-            q_deltas(4)
-        );
-        let bump = tx.prepare_cached(&sql).await.map_err(pg_err)?;
-        for (org, started, reserved, by_prio) in &per_org {
+        let served = tx
+            .prepare_cached(&format!(
+                "UPDATE orgs SET served_at = nextval('serve_turn'), {} WHERE id = $1",
+                q_deltas(2)
+            ))
+            .await
+            .map_err(pg_err)?;
+        let mine = tx
+            .prepare_cached(
+                "INSERT INTO org_nodes(org, node, processing, reserved) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (org, node) DO UPDATE SET
+                    processing = org_nodes.processing + EXCLUDED.processing,
+                    reserved = org_nodes.reserved + EXCLUDED.reserved",
+            )
+            .await
+            .map_err(pg_err)?;
+        // Lock order: `orgs` rows (already held) before `org_nodes` rows by organization id.
+        per_org.sort_by_key(|p| p.0);
+        for (org, _, _, by_prio) in &per_org {
             let d = deltas(by_prio.iter());
-            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                vec![org, started, reserved];
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
             push_deltas(&mut params, &d);
-            tx.execute(&bump, &params).await.map_err(pg_err)?;
+            tx.execute(&served, &params).await.map_err(pg_err)?;
+        }
+        for (org, started, reserved, _) in per_org.iter().filter(|p| p.1 > 0) {
+            tx.execute(&mine, &[org, &self.shared.node, started, reserved])
+                .await
+                .map_err(pg_err)?;
         }
         tx.commit().await.map_err(pg_err)?;
         self.bump();
@@ -1169,17 +1296,32 @@ impl Store for PgStore {
     }
 
     async fn renew_cycles(&self, now_ms: i64) -> Result<u64> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let renewed: Vec<i64> = tx
+            .query(
                 "UPDATE orgs SET credits = per_cycle,
                         cycle_resets_ms = cycle_resets_ms + (($1 - cycle_resets_ms) / $2 + 1) * $2
-                  WHERE per_cycle IS NOT NULL AND cycle_resets_ms IS NOT NULL AND cycle_resets_ms <= $1",
+                  WHERE per_cycle IS NOT NULL AND cycle_resets_ms IS NOT NULL AND cycle_resets_ms <= $1
+                 RETURNING id",
                 &[&now_ms, &super::CYCLE_MS],
             )
             .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !renewed.is_empty() {
+            // Charges of the ended cycle do not count against the new one.
+            tx.execute(
+                "UPDATE org_nodes SET charged = 0 WHERE org = ANY($1)",
+                &[&renewed],
+            )
+            .await
             .map_err(pg_err)?;
-        Ok(n)
+        }
+        tx.commit().await.map_err(pg_err)?;
+        Ok(renewed.len() as u64)
     }
 
     fn next_retry_ms(&self) -> Option<i64> {
@@ -1205,7 +1347,11 @@ impl Store for PgStore {
         let client = self.client().await?;
         let r = client
             .query_one(
-                &format!("SELECT COALESCE(sum({}), 0)::bigint, COALESCE(sum(processing), 0)::bigint FROM orgs", q_sum()),
+                &format!(
+                    "SELECT (SELECT COALESCE(sum({}), 0)::bigint FROM orgs),
+                            (SELECT COALESCE(sum(processing), 0)::bigint FROM org_nodes)",
+                    q_sum()
+                ),
                 &[],
             )
             .await
