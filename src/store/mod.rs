@@ -183,6 +183,37 @@ pub enum SubmitError {
     QueueLimit(i64),
 }
 
+/// One answer per submitted item, filled in as the submission is decided.
+pub type ItemResults = Vec<Option<std::result::Result<TaskRecord, ItemError>>>;
+
+/// The submission rules both stores share: within the submission a repeated idempotency key
+/// fails (the first one wins), and credits are checked cumulatively in input order against
+/// `balance`. Refused items are answered in `out`; the accepted ones come back with their index.
+pub fn screen_submission(
+    tasks: Vec<NewTask>,
+    balance: i64,
+    out: &mut ItemResults,
+) -> Vec<(usize, NewTask)> {
+    let mut accepted = Vec::with_capacity(tasks.len());
+    let mut keys = std::collections::HashSet::new();
+    let mut committed = 0i64;
+    for (index, task) in tasks.into_iter().enumerate() {
+        if let Some(k) = &task.idempotency_key
+            && !keys.insert(k.clone())
+        {
+            out[index] = Some(Err(ItemError::DuplicateKey(k.clone())));
+            continue;
+        }
+        if committed + task.credits_to_charge > balance {
+            out[index] = Some(Err(ItemError::InsufficientCredits));
+            continue;
+        }
+        committed += task.credits_to_charge;
+        accepted.push((index, task));
+    }
+    accepted
+}
+
 /// A task's public record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {

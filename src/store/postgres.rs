@@ -855,24 +855,7 @@ impl Store for PgStore {
             .map_err(pg_err)?
             .ok_or(Error::NotFound)?
             .get(0);
-        // Duplicate keys inside the submission, then credits, cumulatively in input order.
-        let mut accepted = Vec::with_capacity(n);
-        let mut keys = HashSet::new();
-        let mut committed = 0i64;
-        for (index, task) in tasks.into_iter().enumerate() {
-            if let Some(k) = &task.idempotency_key
-                && !keys.insert(k.clone())
-            {
-                out[index] = Some(Err(ItemError::DuplicateKey(k.clone())));
-                continue;
-            }
-            if committed + task.credits_to_charge > balance {
-                out[index] = Some(Err(ItemError::InsufficientCredits));
-                continue;
-            }
-            committed += task.credits_to_charge;
-            accepted.push((index, task));
-        }
+        let accepted = super::screen_submission(tasks, balance, &mut out);
         if !accepted.is_empty() {
             // Room under the queue limit, atomically for the whole cluster.
             let d = deltas(

@@ -1198,32 +1198,22 @@ impl Store for SqliteStore {
         let o = self.org(org).await?;
         let n = tasks.len();
         let mut out: Vec<Option<std::result::Result<TaskRecord, ItemError>>> = vec![None; n];
-        let mut items = Vec::with_capacity(n);
+        let items;
         let reserved;
         {
             let mut ready = lock(&self.shared.ready);
             let balance = ready.credits(o.key);
-            let mut committed = 0i64;
-            let mut keys = std::collections::HashSet::new();
-            for (index, task) in tasks.into_iter().enumerate() {
-                if let Some(k) = &task.idempotency_key
-                    && !keys.insert(k.clone())
-                {
-                    out[index] = Some(Err(ItemError::DuplicateKey(k.clone())));
-                    continue;
-                }
-                if committed + task.credits_to_charge > balance {
-                    out[index] = Some(Err(ItemError::InsufficientCredits));
-                    continue;
-                }
-                committed += task.credits_to_charge;
-                let payload = task.payload.to_string();
-                items.push(InsertItem {
-                    index,
-                    task,
-                    payload,
-                });
-            }
+            items = super::screen_submission(tasks, balance, &mut out)
+                .into_iter()
+                .map(|(index, task)| {
+                    let payload = task.payload.to_string();
+                    InsertItem {
+                        index,
+                        task,
+                        payload,
+                    }
+                })
+                .collect::<Vec<_>>();
             reserved = items.len() as u64;
             if let Err(limit) = ready.reserve_submission(o.key, reserved) {
                 return Ok(Err(SubmitError::QueueLimit(limit)));
