@@ -92,6 +92,9 @@ pub struct ReadySet {
     timers: BinaryHeap<Reverse<(i64, OrgKey, i64)>>,
     total_queued: u64,
     total_processing: u64,
+    /// Picks returned with `run: false` whose FAILED row is not committed yet: still QUEUED
+    /// in the database, so [`ReadySet::totals`] counts them as queued until [`ReadySet::settle`].
+    settling: u64,
 }
 
 fn idx(priority: u8) -> usize {
@@ -231,6 +234,8 @@ impl ReadySet {
                 st.reserved += cost;
                 self.total_processing += 1;
                 started += 1;
+            } else {
+                self.settling += 1;
             }
             picks.push(Pick {
                 org,
@@ -299,8 +304,16 @@ impl ReadySet {
         }
     }
 
+    /// Queued (including picks still settling) and processing, over every organization.
     pub fn totals(&self) -> (u64, u64) {
-        (self.total_queued, self.total_processing)
+        (self.total_queued + self.settling, self.total_processing)
+    }
+
+    /// The claim that returned `picks` has committed or failed: its rejected picks are no
+    /// longer counted as queued by [`ReadySet::totals`] (a failed claim pushes them back).
+    pub fn settle(&mut self, picks: &[Pick]) {
+        let n = picks.iter().filter(|p| !p.run).count() as u64;
+        self.settling = self.settling.saturating_sub(n);
     }
 }
 
@@ -375,6 +388,10 @@ mod tests {
             vec![true, false]
         );
         assert_eq!(r.counts(1).processing, 1);
+        // The rejected task is still QUEUED in the database until its claim commits.
+        assert_eq!(r.totals(), (1, 1));
+        r.settle(&picks);
+        assert_eq!(r.totals(), (0, 1));
     }
 
     #[test]

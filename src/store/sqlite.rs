@@ -768,6 +768,7 @@ impl Writer {
                 reply,
                 claims,
             } => {
+                ready.settle(&picks);
                 // A running pick whose row was not QUEUED any more frees its slot again.
                 for p in picks.iter().filter(|p| p.run) {
                     if !claims.iter().any(|c| c.pick.seq == p.seq) {
@@ -883,6 +884,7 @@ fn unapplied(cmd: Cmd) -> After {
 }
 
 fn restore_picks(ready: &mut ReadySet, picks: &[Pick]) {
+    ready.settle(picks);
     for p in picks {
         if p.run {
             ready.finish(p.org, p.cost, 0);
