@@ -54,7 +54,9 @@ use crate::domain::task::{TaskStatus, seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::time_fmt::now_ms;
 
-const SCHEMA_V1: &str = include_str!("../../migrations/postgres/0001_init.sql");
+/// The schema's migrations in order; `schema_version` records how many have run. Add new
+/// ones at the end, never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
 /// Arbitrary constant naming the migration lock.
 const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
 /// Most outcomes folded into one finish transaction.
@@ -154,11 +156,23 @@ pub async fn migrate(pool: &Pool) -> Result<()> {
         .await
         .map_err(pg_err)?
         .and_then(|r| r.get(0));
-    if version.unwrap_or(0) < 1 {
-        tx.batch_execute(SCHEMA_V1).await.map_err(pg_err)?;
-        tx.execute("INSERT INTO schema_version(version) VALUES (1)", &[])
-            .await
-            .map_err(pg_err)?;
+    let version = version.unwrap_or(0);
+    if version as usize > MIGRATIONS.len() {
+        return Err(Error::Other(format!(
+            "the database's schema (version {version}) is newer than this cloro (version {})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.batch_execute(sql).await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO schema_version(version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    if version == 0 {
         let mask = (rand::random::<u64>() >> 2).to_string();
         tx.execute(
             "INSERT INTO meta(key, value) VALUES ('id_mask', $1) ON CONFLICT (key) DO NOTHING",

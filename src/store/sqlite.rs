@@ -39,7 +39,9 @@ use crate::domain::task::{TaskStatus, seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::time_fmt::now_ms;
 
-const SCHEMA_V1: &str = include_str!("../../migrations/sqlite/0001_init.sql");
+/// The schema's migrations in order; `PRAGMA user_version` is how many have run. Add new
+/// ones at the end, never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
 const READERS: usize = 4;
@@ -82,9 +84,15 @@ pub fn open_admin(path: &Path) -> Result<Connection> {
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1)?;
-        tx.pragma_update(None, "user_version", 1)?;
+    if version > MIGRATIONS.len() as i64 {
+        return Err(Error::Other(format!(
+            "the database's schema (version {version}) is newer than this cloro (version {})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
     let has_mask: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'id_mask'", [], |r| {
