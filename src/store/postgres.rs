@@ -56,7 +56,10 @@ use crate::time_fmt::now_ms;
 
 /// The schema's migrations in order; `schema_version` records how many have run. Add new
 /// ones at the end, never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_counter_sides.sql"),
+];
 /// Arbitrary constant naming the migration lock.
 const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
 /// Most outcomes folded into one finish transaction.
@@ -740,11 +743,11 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         let mut heap = shared.retries.lock().unwrap_or_else(|e| e.into_inner());
         heap.extend(due.into_iter().map(Reverse));
     }
-    // This node's own counter rows: no other node's claims or finishes wait on them.
+    // This node's own finish-side counter rows: no claim and no other node's finish waits on them.
     let mine = tx
         .prepare_cached(
-            "INSERT INTO org_nodes(org, node, processing, reserved, charged) VALUES ($1, $2, -($3::int), -($4::bigint), $5)
-             ON CONFLICT (org, node) DO UPDATE SET
+            "INSERT INTO org_nodes(org, node, side, processing, reserved, charged) VALUES ($1, $2, 1, -($3::int), -($4::bigint), $5)
+             ON CONFLICT (org, node, side) DO UPDATE SET
                 processing = org_nodes.processing + EXCLUDED.processing,
                 reserved = org_nodes.reserved + EXCLUDED.reserved,
                 charged = org_nodes.charged + EXCLUDED.charged",
@@ -1073,6 +1076,12 @@ impl Store for PgStore {
         let now = now_ms();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_err)?;
+        // A claim need not wait for its WAL flush: if the database loses it in a crash, the
+        // tasks are QUEUED again and simply run again (as after a node's death). Every later
+        // durable commit (a finish, a submission) flushes the WAL past it anyway.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(pg_err)?;
         // Lock the organizations with queued work, least recently served first. Another node
         // claiming at the same time skips them, so the cap check below cannot interleave.
         let locked = tx
@@ -1196,8 +1205,8 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         let mine = tx
             .prepare_cached(
-                "INSERT INTO org_nodes(org, node, processing, reserved) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (org, node) DO UPDATE SET
+                "INSERT INTO org_nodes(org, node, side, processing, reserved) VALUES ($1, $2, 0, $3, $4)
+                 ON CONFLICT (org, node, side) DO UPDATE SET
                     processing = org_nodes.processing + EXCLUDED.processing,
                     reserved = org_nodes.reserved + EXCLUDED.reserved",
             )
