@@ -149,5 +149,11 @@ impl Server {
         }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
+        if tokio::time::timeout(grace, self.store.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("The store's background work did not stop within the grace period");
+        }
     }
 }

@@ -317,6 +317,9 @@ pub trait Store: Send + Sync + 'static {
     async fn totals(&self) -> Result<(u64, u64)>;
     /// Stops background work and releases the database (shutdown, tests).
     fn close(&self);
+    /// Waits until the background work stopped by [`Store::close`] has ended (a cluster node
+    /// has left the cluster).
+    async fn closed(&self) {}
     /// The concrete store, for tests and operator hooks.
     fn as_any(&self) -> &dyn std::any::Any;
     /// Changes after every committed state change.

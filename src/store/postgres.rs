@@ -1380,6 +1380,12 @@ impl Store for PgStore {
         self.tracker.close();
     }
 
+    async fn closed(&self) {
+        self.tracker.wait().await;
+        // Idle connections go now, not when the last handle on the store is dropped.
+        self.shared.pool.close();
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
