@@ -132,10 +132,17 @@ pub struct BenchArgs {
     /// spread their requests over them.
     #[arg(long, default_value_t = 1)]
     pub nodes: usize,
+    /// Cluster store only: keep a REPEATABLE READ transaction open on the benchmark's database
+    /// for the whole scenario, holding back vacuum (as a long report or a forgotten session
+    /// would).
+    #[arg(long)]
+    pub long_transaction: bool,
 }
 
 /// Where the scenarios run: set once from the arguments.
 static TARGET: std::sync::OnceLock<(Option<String>, usize)> = std::sync::OnceLock::new();
+/// `--long-transaction`.
+static LONG_TXN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -158,7 +165,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.nodes == 1 || args.database.is_some(),
         "--nodes above 1 needs --database postgres://…"
     );
+    ensure!(
+        !args.long_transaction || args.database.is_some(),
+        "--long-transaction needs --database postgres://…"
+    );
     let _ = TARGET.set((args.database.clone(), args.nodes));
+    LONG_TXN.store(args.long_transaction, std::sync::atomic::Ordering::Relaxed);
 
     let machine = machine_info();
     if cfg!(debug_assertions) {
@@ -665,6 +677,8 @@ struct BenchServer {
     /// Every node's base URL.
     bases: Vec<String>,
     orgs: Vec<BenchOrg>,
+    /// The session holding a snapshot open (`--long-transaction`); dropped before the database.
+    _holder: Option<tokio_postgres::Client>,
     _db: TestDb,
 }
 
@@ -701,6 +715,14 @@ impl BenchServer {
             });
         }
         drop(admin);
+        let holder = match &db.database {
+            crate::store::Database::Postgres(url)
+                if LONG_TXN.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Some(hold_snapshot(url).await?)
+            }
+            _ => None,
+        };
         let mut servers = Vec::with_capacity(nodes);
         for _ in 0..nodes {
             let server = app::start(ServeOptions {
@@ -731,6 +753,7 @@ impl BenchServer {
             bases,
             servers,
             orgs,
+            _holder: holder,
             _db: db,
         })
     }
@@ -749,6 +772,23 @@ impl BenchServer {
             server.stopped(Duration::from_secs(60)).await;
         }
     }
+}
+
+/// Opens a session on `url` with a REPEATABLE READ transaction that has taken its snapshot
+/// and an xid: until it ends, no row version deleted after it can be vacuumed away.
+async fn hold_snapshot(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .context("connecting the long transaction")?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current(); SELECT count(*) FROM tasks",
+        )
+        .await
+        .context("opening the long transaction")?;
+    eprintln!("holding a transaction open on the benchmark database (--long-transaction)");
+    Ok(client)
 }
 
 /// The simulated engine at 0 ms latency and no failures.

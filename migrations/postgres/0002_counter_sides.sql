@@ -18,3 +18,22 @@ EXCEPTION WHEN feature_not_supported OR invalid_parameter_value THEN
     NULL;
 END
 $$;
+
+-- Claim cursors, one per priority: every QUEUED task of priority p has seq >= c<p>. A claim
+-- starts its index walk there instead of at the start of the organization's range, so the
+-- index entries of tasks it claimed before (which vacuum cannot remove while a long
+-- transaction elsewhere holds its snapshot) are not walked again and again. Claims advance
+-- them under the organization's row lock; a retry or a reaped task lowers them again.
+-- New submissions never need to: their seqs are drawn under the same lock, so they are
+-- above every task the organization has.
+ALTER TABLE orgs
+    ADD COLUMN IF NOT EXISTS c1 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c2 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c3 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c4 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c5 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c6 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c7 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c8 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c9 BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS c10 BIGINT NOT NULL DEFAULT 0;

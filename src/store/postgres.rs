@@ -406,6 +406,8 @@ struct OrgDelta {
     charged: i64,
     /// `(priority, change)` of the queued counts.
     queued: Vec<(u8, i64)>,
+    /// `(priority, seq)` of the tasks that went back to QUEUED.
+    requeued: Vec<(u8, i64)>,
 }
 
 /// The ten `q<priority>` columns, as SQL.
@@ -419,6 +421,26 @@ fn q_deltas(first: usize) -> String {
         .map(|p| format!("q{p} = q{p} + ${}", first + p - 1))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `UPDATE orgs` for tasks that went back to QUEUED: the queued counts change by
+/// `$2..$11` and the claim cursors come down to `$12..$21` where lower.
+fn requeue_sql() -> String {
+    let lows = (1..=10)
+        .map(|p| format!("c{p} = LEAST(c{p}, ${})", 11 + p))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("UPDATE orgs SET {}, {lows} WHERE id = $1", q_deltas(2))
+}
+
+/// Per priority, the lowest seq among `(priority, seq)` pairs (`i64::MAX` where none).
+fn lows<'a>(items: impl IntoIterator<Item = &'a (u8, i64)>) -> [i64; 10] {
+    let mut low = [i64::MAX; 10];
+    for &(p, seq) in items {
+        let i = usize::from(p.clamp(1, 10) - 1);
+        low[i] = low[i].min(seq);
+    }
+    low
 }
 
 /// Per-priority deltas from `(priority, sign)` pairs.
@@ -462,27 +484,29 @@ async fn reap(shared: &Shared) -> Result<u64> {
             "WITH back AS (
                 UPDATE tasks SET status = 0, node = NULL
                  WHERE status = 1 AND node = ANY($1)
-                RETURNING org, priority)
-             SELECT org, priority, count(*) FROM back GROUP BY org, priority ORDER BY org",
+                RETURNING org, priority, seq)
+             SELECT org, priority, count(*), min(seq) FROM back GROUP BY org, priority ORDER BY org",
             &[&dead],
         )
         .await
         .map_err(pg_err)?;
-    let mut per_org: std::collections::BTreeMap<i64, Vec<(u8, i64)>> = Default::default();
+    let mut per_org: std::collections::BTreeMap<i64, (Vec<(u8, i64)>, Vec<(u8, i64)>)> =
+        Default::default();
     let mut total = 0u64;
     for r in &rows {
-        let (org, prio, n): (i64, i16, i64) = (r.get(0), r.get(1), r.get(2));
-        per_org.entry(org).or_default().push((prio as u8, n));
+        let (org, prio, n, low): (i64, i16, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let e = per_org.entry(org).or_default();
+        e.0.push((prio as u8, n));
+        e.1.push((prio as u8, low));
         total += n as u64;
     }
-    let requeue = tx
-        .prepare_cached(&format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2)))
-        .await
-        .map_err(pg_err)?;
-    for (org, by_prio) in &per_org {
+    let requeue = tx.prepare_cached(&requeue_sql()).await.map_err(pg_err)?;
+    for (org, (by_prio, requeued)) in &per_org {
         let d = deltas(by_prio.iter());
+        let low = lows(requeued.iter());
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
         push_deltas(&mut params, &d);
+        push_deltas(&mut params, &low);
         tx.execute(&requeue, &params).await.map_err(pg_err)?;
     }
     // ...their slots and reservations vanish with their counter rows, whose charges are
@@ -738,6 +762,7 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
             e.released += 1;
             e.cost += cost_of.get(&seq).copied().unwrap_or(0);
             e.queued.push((prio as u8, 1));
+            e.requeued.push((prio as u8, seq));
             due.push(after);
         }
         let mut heap = shared.retries.lock().unwrap_or_else(|e| e.into_inner());
@@ -754,16 +779,15 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         )
         .await
         .map_err(pg_err)?;
-    let requeue = tx
-        .prepare_cached(&format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2)))
-        .await
-        .map_err(pg_err)?;
+    let requeue = tx.prepare_cached(&requeue_sql()).await.map_err(pg_err)?;
     // Lock order, in every transaction: `orgs` rows before `org_nodes` rows, each by
     // organization id (BTreeMap order). No deadlocks.
     for (org, delta) in per_org.iter().filter(|(_, d)| !d.queued.is_empty()) {
         let d = deltas(delta.queued.iter());
+        let low = lows(delta.requeued.iter());
         let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
         push_deltas(&mut params, &d);
+        push_deltas(&mut params, &low);
         tx.execute(&requeue, &params).await.map_err(pg_err)?;
     }
     for (org, delta) in &per_org {
@@ -1087,9 +1111,17 @@ impl Store for PgStore {
         let locked = tx
             .query(
                 &format!(
-                    "SELECT id, concurrency, credits FROM orgs
+                    "SELECT id, concurrency, credits, {}, {} FROM orgs
                       WHERE {} > 0
                       ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    (1..=10)
+                        .map(|p| format!("q{p}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    (1..=10)
+                        .map(|p| format!("c{p}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     q_sum()
                 ),
                 &[&(max as i64 * 2 + 16)],
@@ -1111,6 +1143,19 @@ impl Store for PgStore {
             .map_err(pg_err)?
             .iter()
             .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        // Per locked organization: its queued count and claim cursor per priority.
+        let state: HashMap<i64, ([i64; 10], [i64; 10])> = locked
+            .iter()
+            .map(|r| {
+                let mut q = [0i64; 10];
+                let mut c = [0i64; 10];
+                for p in 0..10 {
+                    q[p] = r.get(3 + p);
+                    c[p] = r.get(13 + p);
+                }
+                (r.get(0), (q, c))
+            })
             .collect();
         // (org, free slots, budget, quota): organizations at their cap are not served.
         let mut quota: Vec<(i64, i64, i64, i64)> = locked
@@ -1138,36 +1183,72 @@ impl Store for PgStore {
                 break;
             }
         }
+        // The queued tasks of one priority from its cursor on, in FIFO order, a page at a time.
         let pick = tx
             .prepare_cached(
-                "SELECT seq, priority, credits_to_charge FROM tasks
-                  WHERE org = $1 AND status = 0 AND (run_after_ms IS NULL OR run_after_ms <= $2)
-                  ORDER BY priority DESC, seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+                "SELECT seq, credits_to_charge, run_after_ms FROM tasks
+                  WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
+                  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED",
             )
             .await
             .map_err(pg_err)?;
         let (mut run, mut reject) = (Vec::new(), Vec::new());
         let mut per_org = Vec::new();
         for &(org, _, budget, want) in &quota {
-            let rows = tx
-                .query(&pick, &[&org, &now, &want])
-                .await
-                .map_err(pg_err)?;
+            let Some((queued, mut cursor)) = state.get(&org).copied() else {
+                continue;
+            };
             let mut budget = budget;
-            let (mut started, mut reserved, mut by_prio) = (0i32, 0i64, Vec::new());
-            for r in &rows {
-                let (seq, prio, cost): (i64, i16, i64) = (r.get(0), r.get(1), r.get(2));
-                by_prio.push((prio as u8, -1i64));
-                if cost <= budget {
-                    budget -= cost;
-                    started += 1;
-                    reserved += cost;
-                    run.push(seq);
-                } else {
-                    reject.push(seq);
+            let (mut taken, mut started, mut reserved, mut by_prio) =
+                (0i64, 0i32, 0i64, Vec::new());
+            for p in (0..10).rev() {
+                if taken >= want || queued[p] <= 0 {
+                    continue;
                 }
+                let prio = p as i16 + 1;
+                // The cursor may move past a task only once it is claimed (or rejected): not
+                // past one waiting for its retry time, nor past one left for the next claim.
+                let mut first_left: Option<i64> = None;
+                let mut from = cursor[p];
+                let mut last_seen = None;
+                loop {
+                    let page = (want - taken + 8).min(512);
+                    let rows = tx
+                        .query(&pick, &[&org, &prio, &from, &page])
+                        .await
+                        .map_err(pg_err)?;
+                    for r in &rows {
+                        let (seq, cost, after): (i64, i64, Option<i64>) =
+                            (r.get(0), r.get(1), r.get(2));
+                        last_seen = Some(seq);
+                        if taken >= want || after.is_some_and(|a| a > now) {
+                            first_left.get_or_insert(seq);
+                            continue;
+                        }
+                        taken += 1;
+                        by_prio.push((prio as u8, -1i64));
+                        if cost <= budget {
+                            budget -= cost;
+                            started += 1;
+                            reserved += cost;
+                            run.push(seq);
+                        } else {
+                            reject.push(seq);
+                        }
+                    }
+                    let full = rows.len() as i64 == page;
+                    match last_seen {
+                        Some(last) if full && taken < want => from = last + 1,
+                        _ => break,
+                    }
+                }
+                cursor[p] = match (first_left, last_seen) {
+                    (Some(seq), _) => seq,
+                    (None, Some(last)) => last + 1,
+                    (None, None) => cursor[p],
+                };
             }
-            per_org.push((org, started, reserved, by_prio));
+            per_org.push((org, started, reserved, by_prio, cursor));
         }
         let claimed = if run.is_empty() {
             Vec::new()
@@ -1198,8 +1279,12 @@ impl Store for PgStore {
         }
         let served = tx
             .prepare_cached(&format!(
-                "UPDATE orgs SET served_at = nextval('serve_turn'), {} WHERE id = $1",
-                q_deltas(2)
+                "UPDATE orgs SET served_at = nextval('serve_turn'), {}, {} WHERE id = $1",
+                q_deltas(2),
+                (1..=10)
+                    .map(|p| format!("c{p} = ${}", 11 + p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .await
             .map_err(pg_err)?;
@@ -1214,13 +1299,14 @@ impl Store for PgStore {
             .map_err(pg_err)?;
         // Lock order: `orgs` rows (already held) before `org_nodes` rows by organization id.
         per_org.sort_by_key(|p| p.0);
-        for (org, _, _, by_prio) in &per_org {
+        for (org, _, _, by_prio, cursor) in &per_org {
             let d = deltas(by_prio.iter());
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![org];
             push_deltas(&mut params, &d);
+            push_deltas(&mut params, cursor);
             tx.execute(&served, &params).await.map_err(pg_err)?;
         }
-        for (org, started, reserved, _) in per_org.iter().filter(|p| p.1 > 0) {
+        for (org, started, reserved, _, _) in per_org.iter().filter(|p| p.1 > 0) {
             tx.execute(&mine, &[org, &self.shared.node, started, reserved])
                 .await
                 .map_err(pg_err)?;

@@ -176,6 +176,7 @@ store_tests!(
     no_task_is_claimed_twice_by_concurrent_claimers,
     a_new_organization_waits_for_at_most_one_slot,
     retries_hold_no_slot_and_come_back_when_due,
+    a_due_retry_goes_before_newer_tasks_of_its_priority,
     a_second_finish_of_the_same_attempt_changes_nothing,
     the_queue_limit_refuses_whole_submissions,
     idempotency_keys_are_unique_per_organization,
@@ -325,6 +326,33 @@ async fn retries_hold_no_slot_and_come_back_when_due(b: Backend) {
     .await;
     let again = s.claim(1).await.expect("claim").remove(0);
     assert_eq!((again.id, again.attempt), (ids2[0], 2));
+}
+
+async fn a_due_retry_goes_before_newer_tasks_of_its_priority(b: Backend) {
+    let f = Fixture::new(&b, &[(2, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let ids = submit(s, f.orgs[0], vec![task(5, None), task(5, None)]).await;
+    let both = s.claim(2).await.expect("claim");
+    assert_eq!(both.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
+    // The first comes back (due at once) after the claims moved past it; the second ends.
+    finish(
+        s,
+        &both[0],
+        Outcome::Retry {
+            run_after_ms: now_ms() - 1,
+        },
+    )
+    .await;
+    finish(s, &both[1], completed()).await;
+    let newer = submit(s, f.orgs[0], vec![task(5, None)]).await;
+    let next = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(
+        (next.id, next.attempt),
+        (ids[0], 2),
+        "FIFO: the older task first"
+    );
+    let last = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(last.id, newer[0]);
 }
 
 async fn a_second_finish_of_the_same_attempt_changes_nothing(b: Backend) {
