@@ -490,8 +490,9 @@ async fn reap(shared: &Shared) -> Result<u64> {
         )
         .await
         .map_err(pg_err)?;
-    let mut per_org: std::collections::BTreeMap<i64, (Vec<(u8, i64)>, Vec<(u8, i64)>)> =
-        Default::default();
+    // Per organization: (priority, tasks requeued) and (priority, lowest seq requeued).
+    type Requeued = (Vec<(u8, i64)>, Vec<(u8, i64)>);
+    let mut per_org: std::collections::BTreeMap<i64, Requeued> = Default::default();
     let mut total = 0u64;
     for r in &rows {
         let (org, prio, n, low): (i64, i16, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
