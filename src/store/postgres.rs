@@ -3,18 +3,22 @@
 //! Everything the embedded store keeps in memory lives in the database here, so every rule holds
 //! across the whole cluster, not per node:
 //!
-//! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included),
-//!   `orgs.processing` and `orgs.reserved` are updated in the same transaction as every task
-//!   state change. The status endpoint reads one row; the queue limit is one conditional
-//!   `UPDATE`; nothing counts task rows.
-//! * **Claim.** One transaction: lock up to `n` organizations that have queued work and a free
-//!   slot, least recently served first, `FOR UPDATE SKIP LOCKED` (another node claiming for the
-//!   same organization skips it, so the cap check and the increment of `processing` can never
+//! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included) are updated
+//!   in the same transaction as every task state change; running tasks, reservations and
+//!   not-yet-folded charges are in `org_nodes` rows per (organization, node, side): a node's
+//!   claims write side 0 and its finishes side 1, so they never wait for each other, and nodes
+//!   never write each other's rows. The status endpoint reads a few rows; the queue limit is one
+//!   conditional `UPDATE`; nothing counts task rows.
+//! * **Claim.** One transaction (`synchronous_commit = off`: a claim lost in a crash only means
+//!   the task runs again): lock up to `2n+16` organizations that have queued work, least
+//!   recently served first, `FOR UPDATE SKIP LOCKED` (another node claiming for the same
+//!   organization skips it, so the cap check and the increment of the running count can never
 //!   interleave: an organization never has more PROCESSING tasks than its limit, cluster-wide);
-//!   share the free worker slots among them round-robin; take each one's best tasks from the
-//!   partial index `tasks_ready (org, priority DESC, seq) WHERE status = 0`; check credits
-//!   against `credits − reserved`; mark them PROCESSING with this node's id; update the counters
-//!   and `served_at`.
+//!   share the free worker slots among them round-robin; walk each one's queued tasks per
+//!   priority in `seq` order from its claim cursor `orgs.c<p>` (so the dead index entries of
+//!   tasks claimed earlier, which a long transaction elsewhere keeps from vacuum, are not walked
+//!   again); check credits against the balance minus reservations; mark them PROCESSING with
+//!   this node's id; update the counters, cursors and `served_at`.
 //! * **Leases.** Each node heartbeats its row in `nodes` (`alive_until_ms = now + lease`, by the
 //!   database's clock). Any node's reaper returns the PROCESSING tasks of nodes whose lease ran
 //!   out to QUEUED and gives their slots back; the next claim increments `attempts`. A finish
@@ -354,7 +358,7 @@ impl PgStore {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (finisher, rx) = mpsc::channel(4096);
-        tracker.spawn(run_finisher(shared.clone(), rx));
+        tracker.spawn(run_finisher(shared.clone(), rx, cancel.clone()));
         tracker.spawn(run_listener(shared.clone(), url.to_owned(), cancel.clone()));
         tracker.spawn(run_heartbeat(shared.clone(), cancel.clone()));
         tracing::info!(node = %node, "Joined the cluster");
@@ -576,28 +580,30 @@ async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
             tracing::warn!(%error, "Cannot reap dead nodes");
         }
     }
-    // Leaving the cluster cleanly: a node that stopped has no tasks of its own left running
-    // (the dispatcher finished them), so its row can go.
-    if shared.leave.load(std::sync::atomic::Ordering::SeqCst) {
-        let left = async {
-            let mut client = shared.pool.get().await.map_err(pool_err)?;
-            let tx = client.transaction().await.map_err(pg_err)?;
-            let running = tx
-                .query_opt(
-                    "SELECT 1 FROM tasks WHERE status = 1 AND node = $1 LIMIT 1",
-                    &[&shared.node],
-                )
-                .await
-                .map_err(pg_err)?;
-            if running.is_none() {
-                fold_and_forget(&tx, &[shared.node]).await?;
-            }
-            tx.commit().await.map_err(pg_err)
+}
+
+/// Leaves the cluster cleanly: once the node has stopped and its last outcomes are committed it
+/// has no tasks of its own running, so its counter rows fold into the balances and its row goes
+/// (other nodes need not wait for its lease to run out).
+async fn leave_cluster(shared: &Shared) {
+    let left = async {
+        let mut client = shared.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err)?;
+        let running = tx
+            .query_opt(
+                "SELECT 1 FROM tasks WHERE status = 1 AND node = $1 LIMIT 1",
+                &[&shared.node],
+            )
+            .await
+            .map_err(pg_err)?;
+        if running.is_none() {
+            fold_and_forget(&tx, &[shared.node]).await?;
         }
-        .await;
-        if let Err(error) = left {
-            tracing::warn!(%error, "Cannot leave the cluster cleanly; the lease will expire");
-        }
+        tx.commit().await.map_err(pg_err)
+    }
+    .await;
+    if let Err(error) = left {
+        tracing::warn!(%error, "Cannot leave the cluster cleanly; the lease will expire");
     }
 }
 
@@ -652,11 +658,28 @@ async fn run_listener(shared: Arc<Shared>, url: String, cancel: CancellationToke
 }
 
 /// Groups finishes into one transaction each (group commit).
-async fn run_finisher(shared: Arc<Shared>, mut rx: mpsc::Receiver<FinishReq>) {
+/// Once `cancel` fires (the store is closing, so the dispatcher has stopped) it takes no new
+/// outcomes, commits the ones already sent, and ends.
+async fn run_finisher(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<FinishReq>,
+    cancel: CancellationToken,
+) {
     // A few groups in flight at once: commits overlap instead of queueing behind each other.
     let inflight = Arc::new(tokio::sync::Semaphore::new(FINISHERS));
     let groups = TaskTracker::new();
-    while let Some(first) = rx.recv().await {
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = cancel.cancelled(), if !closing => {
+                // Refuse new outcomes; `recv` still yields the buffered ones, then `None`.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        let Some(first) = next else { break };
         let Ok(permit) = inflight.clone().acquire_owned().await else {
             break;
         };
@@ -1469,6 +1492,9 @@ impl Store for PgStore {
 
     async fn closed(&self) {
         self.tracker.wait().await;
+        if self.shared.leave.load(std::sync::atomic::Ordering::SeqCst) {
+            leave_cluster(&self.shared).await;
+        }
         // Idle connections go now, not when the last handle on the store is dropped.
         self.shared.pool.close();
     }

@@ -185,6 +185,7 @@ store_tests!(
     completion_charges_once_and_failure_is_free,
     credits_are_rechecked_at_pickup,
     running_tasks_run_again_after_a_crash,
+    a_closing_store_commits_its_outcomes_and_stops_promptly,
     a_new_billing_cycle_restores_the_plan_credits,
 );
 
@@ -592,4 +593,59 @@ async fn a_new_billing_cycle_restores_the_plan_credits(b: Backend) {
     // The new balance is what submissions and pickups see.
     submit(s, org, vec![task(1, None)]).await;
     assert_eq!(s.claim(1).await.expect("claim").len(), 1);
+}
+
+async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 1_000_000, 100)]).await;
+    let Fixture { store, orgs, db } = f;
+    let org = orgs[0];
+    let ids = submit(
+        &*store,
+        org,
+        vec![task(5, None), task(5, None), task(5, None)],
+    )
+    .await;
+    let claimed = store.claim(2).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let outcomes: Vec<Outcome> = claimed.iter().map(|_| completed()).collect();
+    let pairs: Vec<(&ClaimedTask, &Outcome)> = claimed.iter().zip(outcomes.iter()).collect();
+    store.finish(&pairs).await.expect("finish");
+    let node = store_as_pg(&store).map(|pg| pg.node()).ok();
+    // A graceful stop: its background work ends on its own (the bound only turns a hang into a
+    // failure).
+    store.close();
+    tokio::time::timeout(std::time::Duration::from_secs(20), store.closed())
+        .await
+        .expect("the store's background work stops once it is closed");
+    drop(store);
+    if let (Database::Postgres(url), Some(node)) = (&db.database, node) {
+        // The node left the cluster: no row of its own is left for others to reap.
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let rows: i64 = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM nodes WHERE id = $1)
+                      + (SELECT count(*) FROM org_nodes WHERE node = $1)",
+                &[&node],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        assert_eq!(rows, 0, "the stopped node still has rows");
+    }
+    // Nothing was lost: a new store sees two finished tasks and one queued, nothing running.
+    let store = open_store(&db.database).await;
+    let st = store.status(org).await.expect("status");
+    assert_eq!((st.queued, st.processing), (1, 0));
+    for id in &ids[..2] {
+        let t = store
+            .get_task(org, *id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(t.status, cloro::domain::task::TaskStatus::Completed);
+    }
+    store.close();
 }
