@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod edge;
 mod monitor;
 mod reference;
 mod tasks;
