@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod listener;
 pub mod monitor;
+pub mod openapi;
 pub mod ratelimit;
 pub mod reference;
 pub mod tasks;
@@ -81,6 +82,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/states", get(reference::states))
         .route("/healthz", get(monitor::healthz))
         .route("/readyz", get(monitor::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

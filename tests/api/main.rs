@@ -6,5 +6,6 @@ mod auth;
 mod batch;
 mod edge;
 mod monitor;
+mod openapi;
 mod reference;
 mod tasks;
