@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, AppState};
-use crate::auth::Authenticator;
 use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
 use crate::store::admin::Admin;
@@ -32,6 +31,8 @@ pub struct ServeOptions {
     pub engine: Arc<dyn Engine>,
     pub max_body_bytes: usize,
     pub default_plan: String,
+    /// Rate limit, timeouts and connection bounds of the HTTP edge.
+    pub edge: api::edge::EdgeConfig,
 }
 
 /// Opens the configured store; on an empty database, first creates the `default` organization.
@@ -50,6 +51,7 @@ async fn open_store(opts: &ServeOptions) -> anyhow::Result<(Arc<dyn Store>, Opti
             concurrency: None,
             credits: None,
             queue_limit: None,
+            rate_limit: None,
         };
         Some(admin.create_org(&spec).await?)
     } else {
@@ -106,20 +108,18 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         cancel.clone(),
     ));
 
-    let state = Arc::new(AppState {
-        store: dyn_store,
-        auth: Authenticator::default(),
-        max_body_bytes: opts.max_body_bytes,
-    });
+    let state = Arc::new(AppState::new(
+        dyn_store,
+        opts.max_body_bytes,
+        opts.edge.clone(),
+    ));
     let app = api::router(state);
-    let http_cancel = cancel.clone();
-    tracker.spawn(async move {
-        let server =
-            axum::serve(listener, app).with_graceful_shutdown(http_cancel.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "HTTP server stopped");
-        }
-    });
+    tracker.spawn(api::listener::serve(
+        listener,
+        app,
+        opts.edge.clone(),
+        cancel.clone(),
+    ));
     tracker.close();
     tracing::info!(%addr, "cloro is listening");
     Ok(Server {

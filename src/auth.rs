@@ -21,6 +21,8 @@ const CACHE_MAX: usize = 100_000;
 pub struct Caller {
     pub org: OrgKey,
     pub key_id: String,
+    /// The organization's own rate limit (requests/s per key per endpoint), if it set one.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Default)]
@@ -59,6 +61,7 @@ impl Authenticator {
         let caller = Caller {
             org: record.org,
             key_id: record.key_id,
+            rate_limit: record.rate_limit,
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= CACHE_MAX {

@@ -705,6 +705,7 @@ impl BenchServer {
                 concurrency: Some(p.concurrency),
                 credits: Some(CREDITS),
                 queue_limit: Some(p.queue_limit),
+                rate_limit: None,
             };
             let created = admin
                 .create_org(&spec)
@@ -736,6 +737,11 @@ impl BenchServer {
                 engine: engine.clone(),
                 max_body_bytes: 10 * 1024 * 1024,
                 default_plan: "free".into(),
+                // The benchmarks measure the queue, not the rate limit.
+                edge: crate::api::edge::EdgeConfig {
+                    rate_limit: u32::MAX,
+                    ..Default::default()
+                },
             })
             .await
             .context("starting the server")?;

@@ -24,12 +24,12 @@ async fn open(db: &DbArgs) -> anyhow::Result<Admin> {
 pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
-            OrgCommand::Create { name, plan, concurrency, credits, queue_limit, db } => {
+            OrgCommand::Create { name, plan, concurrency, credits, queue_limit, rate_limit, db } => {
                 if name.trim().is_empty() {
                     bail!("--name must not be empty");
                 }
                 let admin = open(&db).await?;
-                let spec = OrgSpec { name, plan, concurrency, credits, queue_limit };
+                let spec = OrgSpec { name, plan, concurrency, credits, queue_limit, rate_limit };
                 let created = admin.create_org(&spec).await.map_err(|e| match e {
                     Error::Conflict(m) => anyhow::Error::msg(m),
                     other => anyhow::Error::new(other),

@@ -92,6 +92,19 @@ pub struct ServeArgs {
     /// Cluster mode: database connections of this node.
     #[arg(long, env = "CLORO_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub db_pool: u64,
+    /// Requests per second per API key per endpoint, for organizations without their own
+    /// (`org create --rate-limit`).
+    #[arg(long, env = "CLORO_RATE_LIMIT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+    /// Longest time a request may take before it is answered 408 `REQUEST_TIMEOUT`.
+    #[arg(long, env = "CLORO_REQUEST_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Longest time a client may take to send a request's headers; then it is disconnected.
+    #[arg(long, env = "CLORO_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, env = "CLORO_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// Plan of the `default` organization made on an empty database.
     #[arg(long, env = "CLORO_DEFAULT_PLAN", default_value = "free")]
     pub default_plan: String,
@@ -119,6 +132,9 @@ pub enum OrgCommand {
         credits: Option<i64>,
         #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
         queue_limit: Option<i64>,
+        /// Requests per second per API key per endpoint (default: the server's `--rate-limit`).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -56,6 +56,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         max_body_bytes: args.max_body_bytes,
         default_plan: args.default_plan,
+        edge: cloro::api::edge::EdgeConfig {
+            rate_limit: args.rate_limit,
+            request_timeout: Duration::from_millis(args.request_timeout_ms),
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            max_connections: args.max_connections as usize,
+            ..Default::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

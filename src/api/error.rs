@@ -22,6 +22,7 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("INSUFFICIENT_CREDITS", 403, "Insufficient credits"),
     ("RESOURCE_NOT_FOUND", 404, "Resource not found"),
     ("RESOURCE_ALREADY_EXISTS", 409, "Task already exists"),
+    ("REQUEST_TIMEOUT", 408, "Request timed out"),
     ("PAYLOAD_TOO_LARGE", 413, "Request body is too large"),
     ("RATE_LIMIT_EXCEEDED", 429, "API key rate limit exceeded"),
     ("QUEUE_LIMIT_EXCEEDED", 429, "Queue limit exceeded"),

@@ -1,21 +1,25 @@
 //! The HTTP API: the route table, the middleware, and the extractors that keep every error in
 //! the cloro envelope.
 //!
-//! Middleware, outermost first: request id + `X-Latency-Ms` → authentication for `/v1/*`
-//! (before route matching, so an unknown `/v1/...` path without a key is a 401, as upstream)
-//! → the handler. Unknown routes are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
+//! Middleware, outermost first (see `docs/ARCHITECTURE.md`): the edge ([`edge`]: request id,
+//! `X-Latency-Ms`, request timeout, panics → 500) → authentication for `/v1/*` (an unknown
+//! `/v1/...` path without a key is a 401, as upstream) → the rate limit per key and route
+//! template ([`ratelimit`], `X-RateLimit-*` on every authenticated response) → the handler. Unknown routes are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
 
 pub mod credits;
+pub mod edge;
 pub mod error;
+pub mod listener;
 pub mod monitor;
+pub mod openapi;
+pub mod ratelimit;
 pub mod reference;
 pub mod tasks;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -23,7 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use self::error::ApiError;
 use crate::auth::{Authenticator, Caller};
@@ -35,7 +38,34 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Largest accepted request body (a 500-task batch of long prompts fits).
     pub max_body_bytes: usize,
+    /// Bounds of the HTTP edge.
+    pub edge: edge::EdgeConfig,
+    pub limiter: ratelimit::RateLimiter,
 }
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, max_body_bytes: usize, edge: edge::EdgeConfig) -> AppState {
+        AppState {
+            store,
+            auth: Authenticator::default(),
+            max_body_bytes,
+            limiter: ratelimit::RateLimiter::new(edge.rate_limit),
+            edge,
+        }
+    }
+}
+
+/// Every route template, the rate limit's bucket names (anything else shares `*`).
+pub const ROUTES: &[&str] = &[
+    "/v1/async/task",
+    "/v1/async/task/batch",
+    "/v1/async/task/{task_id}",
+    "/v1/async/status",
+    "/v1/async/queue",
+    "/v1/credits",
+    "/v1/countries",
+    "/v1/states",
+];
 
 pub type SharedState = Arc<AppState>;
 
@@ -52,38 +82,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/states", get(reference::states))
         .route("/healthz", get(monitor::healthz))
         .route("/readyz", get(monitor::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn(request_meta))
+        .layer(middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(uri.path(), "Route not found")
-}
-
-/// `X-Request-ID` (the client's if it is a UUID, else a new one) and `X-Latency-Ms` on every
-/// response, errors included.
-async fn request_meta(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .unwrap_or_else(Uuid::new_v4);
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
-        h.insert("x-request-id", v);
-    }
-    h.insert(
-        "x-latency-ms",
-        HeaderValue::from(start.elapsed().as_millis() as u64),
-    );
-    resp
 }
 
 async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
@@ -95,7 +104,26 @@ async fn authenticate(State(state): State<SharedState>, mut req: Request, next: 
             .and_then(|v| v.to_str().ok());
         match state.auth.authenticate(&*state.store, header).await {
             Ok(caller) => {
-                req.extensions_mut().insert(caller);
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
+                    .copied()
+                    .unwrap_or("*");
+                let d = state
+                    .limiter
+                    .check(&caller.key_id, route, caller.rate_limit);
+                let mut resp = if d.allowed {
+                    req.extensions_mut().insert(caller);
+                    next.run(req).await
+                } else {
+                    tracing::info!(route, limit = d.limit, "Rate limited");
+                    ApiError::new("RATE_LIMIT_EXCEEDED").into_response()
+                };
+                let h = resp.headers_mut();
+                h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+                h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+                return resp;
             }
             Err(e) => return e.into_response(),
         }

@@ -7,3 +7,6 @@ pub mod plan;
 pub mod request;
 pub mod task;
 pub mod types;
+
+#[cfg(test)]
+mod hostile_tests;

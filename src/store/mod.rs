@@ -106,6 +106,8 @@ pub struct OrgSpec {
     pub concurrency: Option<u32>,
     pub credits: Option<i64>,
     pub queue_limit: Option<i64>,
+    /// Requests/s per API key per endpoint; `None`: the server's default.
+    pub rate_limit: Option<u32>,
 }
 
 /// What `org create` made.
@@ -157,6 +159,8 @@ pub struct KeyRecord {
     pub org: OrgKey,
     pub digest: Vec<u8>,
     pub revoked: bool,
+    /// The organization's rate limit (`orgs.rate_limit`), if set.
+    pub rate_limit: Option<u32>,
 }
 
 /// A validated task to insert.

@@ -63,6 +63,7 @@ use crate::time_fmt::now_ms;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_counter_sides.sql"),
+    include_str!("../../migrations/postgres/0003_rate_limit.sql"),
 ];
 /// Arbitrary constant naming the migration lock.
 const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
@@ -218,6 +219,12 @@ pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
         .await
         .map_err(pg_err)?;
     let key: i64 = row.get(0);
+    tx.execute(
+        "UPDATE orgs SET rate_limit = $1 WHERE id = $2",
+        &[&spec.rate_limit.map(i64::from), &key],
+    )
+    .await
+    .map_err(pg_err)?;
     let (key_id, api_key) = insert_key(&*tx, key).await?;
     tx.commit().await.map_err(pg_err)?;
     Ok(CreatedOrg {
@@ -862,7 +869,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT key_id, org, hash, revoked_ms FROM api_keys WHERE hash = $1",
+                "SELECT k.key_id, k.org, k.hash, k.revoked_ms, o.rate_limit
+                 FROM api_keys k LEFT JOIN orgs o ON o.id = k.org WHERE k.hash = $1",
                 &[&&digest[..]],
             )
             .await
@@ -872,6 +880,9 @@ impl Store for PgStore {
             org: r.get(1),
             digest: r.get(2),
             revoked: r.get::<_, Option<i64>>(3).is_some(),
+            rate_limit: r
+                .get::<_, Option<i64>>(4)
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         }))
     }
 

@@ -41,7 +41,10 @@ use crate::time_fmt::now_ms;
 
 /// The schema's migrations in order; `PRAGMA user_version` is how many have run. Add new
 /// ones at the end, never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_rate_limit.sql"),
+];
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
 const READERS: usize = 4;
@@ -130,6 +133,10 @@ pub fn create_org(conn: &Connection, spec: &OrgSpec) -> Result<CreatedOrg> {
         ],
     )?;
     let key = conn.last_insert_rowid();
+    conn.execute(
+        "UPDATE orgs SET rate_limit = ?1 WHERE id = ?2",
+        params![spec.rate_limit, key],
+    )?;
     let (key_id, api_key) = insert_key(conn, key)?;
     Ok(CreatedOrg {
         org: Org { key, ..org },
@@ -1167,7 +1174,8 @@ impl Store for SqliteStore {
     async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
         self.read(move |c| {
             c.query_row(
-                "SELECT key_id, org, hash, revoked_ms FROM api_keys WHERE hash = ?1",
+                "SELECT k.key_id, k.org, k.hash, k.revoked_ms, o.rate_limit
+                 FROM api_keys k LEFT JOIN orgs o ON o.id = k.org WHERE k.hash = ?1",
                 [&digest[..]],
                 |r| {
                     Ok(KeyRecord {
@@ -1175,6 +1183,7 @@ impl Store for SqliteStore {
                         org: r.get(1)?,
                         digest: r.get(2)?,
                         revoked: r.get::<_, Option<i64>>(3)?.is_some(),
+                        rate_limit: r.get(4)?,
                     })
                 },
             )

@@ -76,6 +76,8 @@ pub struct Builder {
     retry_base_ms: u64,
     max_body_bytes: usize,
     paused: bool,
+    rate_limit: Option<u32>,
+    edge: cloro::api::edge::EdgeConfig,
 }
 
 impl TestApp {
@@ -91,6 +93,8 @@ impl TestApp {
             retry_base_ms: 1,
             max_body_bytes: 10 * 1024 * 1024,
             paused: false,
+            rate_limit: None,
+            edge: Default::default(),
         }
     }
 
@@ -121,6 +125,7 @@ impl TestApp {
             concurrency,
             credits,
             queue_limit,
+            rate_limit: None,
         };
         let c = create(&self.db.database, spec);
         (c.org.public_id, c.api_key.expose().to_owned())
@@ -251,6 +256,17 @@ impl Builder {
         self
     }
 
+    /// The test organization's own rate limit (`org create --rate-limit`).
+    pub fn rate_limit(mut self, r: u32) -> Self {
+        self.rate_limit = Some(r);
+        self
+    }
+    /// The server's edge settings (`serve --rate-limit`, timeouts, connection bound).
+    pub fn edge(mut self, e: cloro::api::edge::EdgeConfig) -> Self {
+        self.edge = e;
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let db = test_db().await;
         // The test's organization exists before the server starts, so `default` is not made.
@@ -260,6 +276,7 @@ impl Builder {
             concurrency: self.concurrency,
             credits: self.credits,
             queue_limit: self.queue_limit,
+            rate_limit: self.rate_limit,
         };
         let created = create(&db.database, spec);
         let opts = ServeOptions {
@@ -283,6 +300,7 @@ impl Builder {
             }),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
+            edge: self.edge.clone(),
         };
         let server = app::start(opts).await.expect("server starts");
         if self.paused {

@@ -4,6 +4,8 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod edge;
 mod monitor;
+mod openapi;
 mod reference;
 mod tasks;

@@ -658,3 +658,122 @@ fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
     let _ = node.kill();
     let _ = node.wait();
 }
+
+/// One request that may fail (the server may be going away): `None` on any I/O error.
+fn try_http(base: &str, path: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let body = body.to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).ok()?))
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_under_load_drains_in_flight_requests_and_loses_nothing_accepted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("term.db");
+    let dbs = db.to_str().expect("path");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "t",
+        "--plan",
+        "business",
+        "--concurrency",
+        "8",
+        "--database",
+        dbs,
+    ]);
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    let mut server = Serve::start(&db, &["--sim-latency-ms", "20..60", "--workers", "8"]);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (base, key, accepted) = (server.base.clone(), key.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for i in 0.. {
+                    let task = json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("c{c}-{i}"), "country": "US" } });
+                    match try_http(&base, "/v1/async/task", &key, &task) {
+                        Some((200, body)) => {
+                            ids.push(body["task"]["id"].as_str().expect("id").to_owned());
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some((status, body)) => panic!("{status}: {body}"),
+                        // The server stopped accepting: this client is done.
+                        None => break,
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(Ordering::Relaxed) < 200 {
+        assert!(Instant::now() < deadline, "no load");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = server.child.id().to_string();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+    let ids: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    assert!(ids.len() >= 200);
+    drop(server);
+
+    let server = Serve::start(&db, &["--sim-latency-ms", "0", "--workers", "8"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = http(&server.base, "GET", "/v1/async/status", &key, None);
+        if st["queuedTasks"] == 0 && st["processingTasks"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for id in &ids {
+        let t = http(
+            &server.base,
+            "GET",
+            &format!("/v1/async/task/{id}"),
+            &key,
+            None,
+        );
+        assert_eq!(t["task"]["status"], "COMPLETED", "{t}");
+        assert_eq!(t["credits"]["creditsCharged"], 5, "{t}");
+    }
+}

@@ -67,6 +67,7 @@ impl Fixture {
                 concurrency: Some(concurrency),
                 credits: Some(credits),
                 queue_limit: Some(queue_limit),
+                rate_limit: None,
             };
             keys.push(admin.create_org(&spec).await.expect("org").org.key);
         }

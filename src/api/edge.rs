@@ -1,0 +1,118 @@
+//! The outermost middleware, the one every response passes through (errors included):
+//!
+//! * `X-Request-ID`: the client's own if it is a valid UUID, else a new UUID v4; a tracing span
+//!   carries it, so every log line of the request has it (the `Authorization` header is never
+//!   recorded).
+//! * `X-Latency-Ms`: whole milliseconds from arrival to the start of the response.
+//! * The request time bound: past `request_timeout` the handler is dropped and the client gets
+//!   408 `REQUEST_TIMEOUT`.
+//! * A panic in a handler becomes a 500 `INTERNAL_SERVER_ERROR` envelope, not a dropped
+//!   connection.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::SharedState;
+use super::error::ApiError;
+
+/// Bounds of the HTTP edge (`serve` flags).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Requests per second per API key per endpoint, unless the organization sets its own.
+    pub rate_limit: u32,
+    /// Longest a request may take before it is answered 408.
+    pub request_timeout: Duration,
+    /// Longest a client may take to send the request head.
+    pub header_timeout: Duration,
+    /// Largest request head (request line and headers), bytes.
+    pub max_header_bytes: usize,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            rate_limit: super::ratelimit::DEFAULT_RATE_LIMIT,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The request id a client asked for, when it is a UUID.
+pub fn client_request_id(value: Option<&HeaderValue>) -> Option<Uuid> {
+    value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+}
+
+pub async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id =
+        client_request_id(req.headers().get("x-request-id")).unwrap_or_else(Uuid::new_v4);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path()
+    );
+    let timeout = state.edge.request_timeout;
+    let run = AssertUnwindSafe(next.run(req)).catch_unwind();
+    let mut resp = match tokio::time::timeout(timeout, run)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %what, "Handler panicked"));
+            ApiError::new("INTERNAL_SERVER_ERROR").into_response()
+        }
+        Err(_) => {
+            span.in_scope(|| {
+                tracing::warn!(timeout_ms = timeout.as_millis() as u64, "Request timed out")
+            });
+            ApiError::new("REQUEST_TIMEOUT").into_response()
+        }
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id.hyphenated().to_string()) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        "x-latency-ms",
+        HeaderValue::from(start.elapsed().as_millis() as u64),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_uuids_are_taken_from_the_client() {
+        let id = "6f1c1e3a-7a3e-4b8e-9f3a-0d2c7b1e9a10";
+        assert_eq!(
+            client_request_id(Some(&HeaderValue::from_static(id))).map(|u| u.to_string()),
+            Some(id.to_owned())
+        );
+        assert!(client_request_id(Some(&HeaderValue::from_static("abc"))).is_none());
+        assert!(client_request_id(None).is_none());
+    }
+}

@@ -1,0 +1,83 @@
+//! `GET /openapi.json` and `GET /docs`: the document is a snapshot (regenerate with
+//! `UPDATE_SNAPSHOTS=1 cargo test --test api openapi`), and it documents exactly the routes
+//! the server has.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::TestApp;
+
+const SNAPSHOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/api/snapshots/openapi.json"
+);
+
+#[tokio::test]
+async fn the_document_matches_its_snapshot() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("x-request-id").is_some());
+    let served = resp.text().await.expect("body");
+    let doc: Value = serde_json::from_str(&served).expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let text = format!("{}\n", serde_json::to_string_pretty(&doc).expect("pretty"));
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
+        std::fs::write(SNAPSHOT, &text).expect("snapshot written");
+        return;
+    }
+    let expected = std::fs::read_to_string(SNAPSHOT).unwrap_or_default();
+    assert!(
+        expected == text,
+        "/openapi.json changed; review and regenerate with UPDATE_SNAPSHOTS=1 cargo test --test api openapi"
+    );
+}
+
+#[tokio::test]
+async fn every_route_is_documented_and_every_operation_is_routed() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
+    let ops = cloro::api::openapi::operations(&doc);
+    assert_eq!(ops.len(), 10, "{ops:?}");
+    for (method, path) in &ops {
+        assert!(doc["paths"][path][method.to_lowercase()]["summary"].is_string());
+        // Each documented operation answers (no 404 route fallback, no 405).
+        let concrete = path.replace("{taskId}", "00000000-0000-0000-0000-000000000000");
+        let url = app.url(&format!("{concrete}?country=US"));
+        let req = app
+            .client
+            .request(method.parse().expect("method"), url)
+            .bearer_auth(&app.key)
+            .header("content-type", "application/json")
+            .body("[]");
+        let (status, body) = app.send(req).await;
+        let route_missing =
+            status == StatusCode::NOT_FOUND && body["error"]["message"] == "Route not found";
+        assert!(!route_missing, "{method} {path} is not routed");
+        assert!(
+            doc["paths"][path][method.to_lowercase()]["responses"][status.as_str()].is_object(),
+            "{method} {path} answered an undocumented {status}"
+        );
+    }
+    for route in cloro::api::ROUTES {
+        let documented = route.replace("{task_id}", "{taskId}");
+        assert!(
+            doc["paths"].get(&documented).is_some(),
+            "{route} is not documented"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_reference_page_is_served_without_a_key() {
+    let app = TestApp::spawn().await;
+    let resp = app.client.get(app.url("/docs")).send().await.expect("sent");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = resp.text().await.expect("body");
+    assert!(html.contains("/openapi.json"));
+}
