@@ -736,6 +736,10 @@ impl BenchServer {
                 engine: engine.clone(),
                 max_body_bytes: 10 * 1024 * 1024,
                 default_plan: "free".into(),
+                webhooks: crate::webhooks::WebhookConfig {
+                    allow_private: true,
+                    ..Default::default()
+                },
             })
             .await
             .context("starting the server")?;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Largest accepted request body (a 500-task batch of long prompts fits).
     pub max_body_bytes: usize,
+    /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
+    pub allow_private_webhooks: bool,
 }
 
 pub type SharedState = Arc<AppState>;

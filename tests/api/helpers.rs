@@ -76,6 +76,7 @@ pub struct Builder {
     retry_base_ms: u64,
     max_body_bytes: usize,
     paused: bool,
+    webhooks: cloro::webhooks::WebhookConfig,
 }
 
 impl TestApp {
@@ -91,6 +92,12 @@ impl TestApp {
             retry_base_ms: 1,
             max_body_bytes: 10 * 1024 * 1024,
             paused: false,
+            webhooks: cloro::webhooks::WebhookConfig {
+                retry_base_ms: 50,
+                timeout: Duration::from_secs(2),
+                allow_private: false,
+                ..Default::default()
+            },
         }
     }
 
@@ -133,6 +140,19 @@ impl TestApp {
             Box::pin(async move {
                 let (id, key) = a.create_key(&org).await.expect("key created");
                 (id, key.expose().to_owned())
+            })
+        })
+    }
+
+    /// Creates or rotates (`Some`) or removes (`None`) the organization's signing secret, like
+    /// `cloro org webhook-secret`.
+    pub fn set_webhook_secret(&self, secret: Option<String>) {
+        let org = self.org_id.clone();
+        admin(&self.db.database, move |a| {
+            Box::pin(async move {
+                a.set_webhook_secret(&org, secret.as_deref())
+                    .await
+                    .expect("secret set")
             })
         })
     }
@@ -246,6 +266,11 @@ impl Builder {
         self.paused = true;
         self
     }
+    /// Webhook sender settings (retry base, time limit, private destinations).
+    pub fn webhooks(mut self, f: impl FnOnce(&mut cloro::webhooks::WebhookConfig)) -> Self {
+        f(&mut self.webhooks);
+        self
+    }
     pub fn max_body_bytes(mut self, b: usize) -> Self {
         self.max_body_bytes = b;
         self
@@ -283,6 +308,7 @@ impl Builder {
             }),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
+            webhooks: self.webhooks,
         };
         let server = app::start(opts).await.expect("server starts");
         if self.paused {

@@ -7,3 +7,4 @@ mod batch;
 mod monitor;
 mod reference;
 mod tasks;
+mod webhooks;
