@@ -148,6 +148,29 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn names_resolving_to_loopback_are_refused_at_connection_time() {
+        // The sender's client resolves through the filter: `localhost` gets no address.
+        let cfg = crate::webhooks::WebhookConfig::default();
+        let client = crate::webhooks::client(&cfg).expect("client");
+        let err = client
+            .post("http://localhost:9/hook")
+            .send()
+            .await
+            .expect_err("refused");
+        let text = crate::webhooks::error_chain(&err);
+        assert!(text.contains("refused"), "{text}");
+        let resolver = FilteringResolver {
+            allow_private: true,
+        };
+        let name: reqwest::dns::Name = "localhost".parse().expect("name");
+        let addrs: Vec<SocketAddr> = reqwest::dns::Resolve::resolve(&resolver, name)
+            .await
+            .expect("resolves")
+            .collect();
+        assert!(addrs.iter().any(|a| a.ip().is_loopback()), "{addrs:?}");
+    }
+
     #[test]
     fn literal_private_urls_and_localhost_names_are_refused() {
         assert!(is_refused_literal("http://127.0.0.1:8080/hook"));
