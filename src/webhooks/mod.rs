@@ -70,7 +70,8 @@ impl WebhookConfig {
         (self.timeout.as_millis() as i64).saturating_mul(3) + 2_000
     }
 
-    /// How long an attempt may wait for its host's turn before it is put back, not counted.
+    /// How long an attempt may wait for its turn (its host's and the node's limits) before it
+    /// is put back, not counted.
     fn host_wait(&self) -> Duration {
         self.timeout
     }
@@ -315,12 +316,13 @@ impl Sender {
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let per_host = self.hosts.semaphore(&host, self.cfg.per_host);
-        let _host_permit =
-            match tokio::time::timeout(self.cfg.host_wait(), per_host.acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                _ => return Attempted::Deferred,
-            };
-        let Ok(_permit) = self.total.acquire().await else {
+        // Both turns within one bounded wait, so the attempt ends well inside its lease.
+        let turns = async {
+            let host = per_host.acquire_owned().await.ok()?;
+            let all = self.total.acquire().await.ok()?;
+            Some((host, all))
+        };
+        let Ok(Some(_permits)) = tokio::time::timeout(self.cfg.host_wait(), turns).await else {
             return Attempted::Deferred;
         };
         let mut req = self
