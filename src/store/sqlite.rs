@@ -291,6 +291,9 @@ enum Cmd {
     },
     Webhook {
         seq: i64,
+        /// The attempt number the claim handed out.
+        claimed: u32,
+        /// Attempts counted once this is recorded.
         attempt: u32,
         result: WebhookResult,
         reply: Reply<()>,
@@ -347,6 +350,8 @@ enum After {
         attempt: u32,
         result: WebhookResult,
         now: i64,
+        /// The row changed (the record came from the attempt holding the delivery).
+        applied: bool,
         reply: Reply<()>,
     },
     Count {
@@ -829,37 +834,44 @@ impl Writer {
             }
             Cmd::Webhook {
                 seq,
+                claimed,
                 attempt,
                 result,
                 reply,
             } => {
+                // Only the attempt that holds the delivery may record it: the stored count is
+                // still the one before that attempt.
+                let before = claimed.saturating_sub(1);
                 let r = match result {
                     WebhookResult::Delivered => tx
                         .prepare_cached(
                             "UPDATE webhook_deliveries SET attempts = ?2, state = 1, delivered_ms = ?3
-                             WHERE seq = ?1 AND state = 0",
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
                         )
-                        .and_then(|mut s| s.execute(params![seq, attempt, now])),
+                        .and_then(|mut s| s.execute(params![seq, attempt, now, before])),
                     WebhookResult::Retry { delay_ms } | WebhookResult::Deferred { delay_ms } => tx
                         .prepare_cached(
                             "UPDATE webhook_deliveries SET attempts = ?2, next_at = ?3
-                             WHERE seq = ?1 AND state = 0",
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
                         )
-                        .and_then(|mut s| s.execute(params![seq, attempt, now + delay_ms])),
+                        .and_then(|mut s| {
+                            s.execute(params![seq, attempt, now + delay_ms, before])
+                        }),
                     WebhookResult::GaveUp => tx
                         .prepare_cached(
                             "UPDATE webhook_deliveries SET attempts = ?2, state = 2
-                             WHERE seq = ?1 AND state = 0",
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?3",
                         )
-                        .and_then(|mut s| s.execute(params![seq, attempt])),
+                        .and_then(|mut s| s.execute(params![seq, attempt, before])),
                 };
                 match r {
-                    Ok(_) => {
+                    Ok(n) => {
                         afters.push(After::Webhook {
                             seq,
                             attempt,
                             result,
                             now,
+                            applied: n == 1,
                             reply,
                         });
                         Ok(())
@@ -923,6 +935,7 @@ impl Writer {
                 attempt,
                 result,
                 now,
+                applied: true,
                 ..
             } => {
                 match result {
@@ -1679,6 +1692,7 @@ impl Store for SqliteStore {
         };
         self.send(|reply| Cmd::Webhook {
             seq: job.seq,
+            claimed: job.attempt,
             attempt,
             result,
             reply,

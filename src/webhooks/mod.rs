@@ -369,8 +369,6 @@ mod tests {
 
     #[test]
     fn the_signature_is_v1_and_lowercase_hex_hmac_over_timestamp_dot_body() {
-        // HMAC-SHA256(key="key", "The quick brown fox jumps over the lazy dog") is a
-        // published test vector; here the message is split as "<ts>.<body>".
         let s = signature("key", 0, b"x");
         assert!(s.starts_with("v1="));
         assert_eq!(s.len(), 3 + 64);
@@ -382,6 +380,16 @@ mod tests {
         assert_eq!(signature("k", 1, b"body"), signature("k", 1, b"body"));
         assert_ne!(signature("k", 1, b"body"), signature("k", 2, b"body"));
         assert_ne!(signature("k", 1, b"body"), signature("k2", 1, b"body"));
+    }
+
+    #[test]
+    fn the_signature_matches_python_and_openssl() {
+        // python3: hmac.new(b"whsec_abc", b'1748419200.{"a":1}', hashlib.sha256).hexdigest(),
+        // and the README's openssl line give the same.
+        assert_eq!(
+            signature("whsec_abc", 1_748_419_200, br#"{"a":1}"#),
+            "v1=c98ad8c88facbbf772a572b85abd277fdd4e07e091b331436c184d8da6ef9b8f"
+        );
     }
 
     #[test]

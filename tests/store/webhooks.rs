@@ -11,6 +11,7 @@ store_tests!(
     pending_deliveries_survive_a_crash,
     concurrent_claimers_never_get_the_same_delivery,
     purge_removes_deliveries_with_their_tasks,
+    a_record_from_an_attempt_that_lost_the_delivery_changes_nothing,
 );
 
 const URL: &str = "https://example.com/hook";
@@ -204,5 +205,36 @@ async fn purge_removes_deliveries_with_their_tasks(b: Backend) {
     assert!(
         claim(s).await.is_empty(),
         "the pending delivery went with its task"
+    );
+}
+
+async fn a_record_from_an_attempt_that_lost_the_delivery_changes_nothing(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![hooked(1)]).await;
+    run_all(s, completed).await;
+    let first = claim(s).await.remove(0);
+    s.record_webhook(&first, WebhookResult::Retry { delay_ms: 0 })
+        .await
+        .expect("record");
+    // The same attempt recorded again (a late or repeated record): no effect.
+    s.record_webhook(&first, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(t.webhook_delivered_ms, None);
+    let second = claim(s).await.remove(0);
+    assert_eq!(second.attempt, 2);
+    s.record_webhook(&first, WebhookResult::GaveUp)
+        .await
+        .expect("record");
+    s.record_webhook(&second, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert!(
+        t.webhook_delivered_ms.is_some(),
+        "the holder's record applies"
     );
 }
