@@ -1,4 +1,5 @@
-//! Wiring and lifecycle: the store, the dispatcher, the purger and the HTTP server run as
+//! Wiring and lifecycle: the store, the dispatcher, the purger, the webhook sender and the HTTP
+//! server run as
 //! sibling tasks under one cancellation token. Shutdown stops accepting connections, lets
 //! in-flight requests and running tasks finish (their outcomes are recorded), then closes the
 //! store.
@@ -33,6 +34,8 @@ pub struct ServeOptions {
     pub default_plan: String,
     /// Rate limit, timeouts and connection bounds of the HTTP edge.
     pub edge: api::edge::EdgeConfig,
+    /// The webhook sender (retry base, time limit, private destinations).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// Opens the configured store; on an empty database, first creates the `default` organization.
@@ -108,10 +111,17 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         cancel.clone(),
     ));
 
+    tracker.spawn(crate::webhooks::run_sender(
+        dyn_store.clone(),
+        opts.webhooks.clone(),
+        cancel.clone(),
+    ));
+
     let state = Arc::new(AppState::new(
         dyn_store,
         opts.max_body_bytes,
         opts.edge.clone(),
+        opts.webhooks.allow_private,
     ));
     let app = api::router(state);
     tracker.spawn(api::listener::serve(

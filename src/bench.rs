@@ -75,6 +75,8 @@ use crate::store::OrgSpec;
 use crate::store::admin::Admin;
 use crate::testing::TestDb;
 
+mod webhooks;
+
 /// Credits given to every benchmark organization.
 const CREDITS: i64 = 1_000_000_000_000;
 /// The concurrency of organizations that must never be the limit.
@@ -90,6 +92,9 @@ pub enum Scenario {
     Drain,
     Latency,
     Status,
+    /// Webhook deliveries per second, and task throughput with and without webhooks (run
+    /// only when named; see `bench/webhooks.rs`).
+    Webhooks,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -218,6 +223,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if all || args.scenario == Scenario::Status {
             bench_status(&args, &out).await.context("scenario status")?;
+        }
+        if args.scenario == Scenario::Webhooks {
+            webhooks::bench_webhooks(&args, &out)
+                .await
+                .context("scenario webhooks")?;
         }
         anyhow::Ok(())
     })
@@ -666,6 +676,8 @@ impl OrgPlan {
 
 struct BenchOrg {
     key: String,
+    /// The public organization id.
+    id: String,
 }
 
 /// One or more server nodes over a fresh database (SQLite in a scratch directory, or a new
@@ -713,6 +725,7 @@ impl BenchServer {
                 .with_context(|| format!("creating organization {}", spec.name))?;
             orgs.push(BenchOrg {
                 key: created.api_key.expose().to_owned(),
+                id: created.org.public_id.clone(),
             });
         }
         drop(admin);
@@ -740,6 +753,10 @@ impl BenchServer {
                 // The benchmarks measure the queue, not the rate limit.
                 edge: crate::api::edge::EdgeConfig {
                     rate_limit: u32::MAX,
+                    ..Default::default()
+                },
+                webhooks: crate::webhooks::WebhookConfig {
+                    allow_private: true,
                     ..Default::default()
                 },
             })
@@ -843,11 +860,22 @@ fn task_json(i: usize) -> String {
 }
 
 fn push_task(s: &mut String, i: usize) {
+    push_task_hooked(s, i, None);
+}
+
+/// A task of the benchmark with, optionally, a `webhook.url`.
+fn push_task_hooked(s: &mut String, i: usize, hook: Option<&str>) {
     let _ = write!(
         s,
-        r#"{{"taskType":"CHATGPT","payload":{{"prompt":"bench prompt {i}","country":"US"}},"priority":{}}}"#,
+        r#"{{"taskType":"CHATGPT","payload":{{"prompt":"bench prompt {i}","country":"US"}},"priority":{}"#,
         i % 10 + 1
     );
+    match hook {
+        Some(url) => {
+            let _ = write!(s, r#","webhook":{{"url":{}}}}}"#, Value::from(url));
+        }
+        None => s.push('}'),
+    }
 }
 
 /// What a run of batch submissions saw.
@@ -886,6 +914,22 @@ async fn submit_batches(
     clients: usize,
     label: &str,
 ) -> anyhow::Result<Submitted> {
+    submit_batches_hooked(bases, key, first, end, batch, clients, label, None).await
+}
+
+/// [`submit_batches`] whose tasks carry `hook` as their `webhook.url`.
+#[allow(clippy::too_many_arguments)]
+async fn submit_batches_hooked(
+    bases: &[String],
+    key: &str,
+    first: usize,
+    end: usize,
+    batch: usize,
+    clients: usize,
+    label: &str,
+    hook: Option<&str>,
+) -> anyhow::Result<Submitted> {
+    let hook: Option<Arc<str>> = hook.map(Arc::from);
     let total = end.saturating_sub(first);
     let batches = total.div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
@@ -904,7 +948,7 @@ async fn submit_batches(
     for c in 0..clients.min(batches.max(1)) {
         // Clients spread over the nodes.
         let url = Arc::new(urls[c % urls.len().max(1)].clone());
-        let (next, done, key) = (next.clone(), done.clone(), key.clone());
+        let (next, done, key, hook) = (next.clone(), done.clone(), key.clone(), hook.clone());
         let client = http_client()?;
         set.spawn(async move {
             let mut sub = Submitted {
@@ -927,7 +971,7 @@ async fn submit_batches(
                     if i > lo {
                         body.push(',');
                     }
-                    push_task(&mut body, i);
+                    push_task_hooked(&mut body, i, hook.as_deref());
                 }
                 body.push(']');
                 let t0 = Instant::now();

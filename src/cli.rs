@@ -40,6 +40,19 @@ pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            OrgCommand::WebhookSecret { org, disable, db } => {
+                let admin = open(&db).await?;
+                let secret = (!disable).then(crate::webhooks::new_secret);
+                match admin.set_webhook_secret(&org, secret.as_deref()).await {
+                    Err(Error::NotFound) => bail!("no organization with id {org:?}"),
+                    other => other?,
+                }
+                match secret {
+                    Some(s) => println!("{}", json!({ "orgId": org, "secret": s })),
+                    None => println!("{}", json!({ "orgId": org, "signing": false })),
+                }
+                Ok(())
+            }
         }
     })
 }

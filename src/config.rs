@@ -67,9 +67,13 @@ pub struct ServeArgs {
     /// Backoff before the second attempt; doubles for each further attempt.
     #[arg(long, env = "CLORO_RETRY_BASE_MS", default_value_t = 1_000)]
     pub retry_base_ms: u64,
-    /// Base interval between webhook delivery attempts (webhooks arrive in a later release).
+    /// Delay before a webhook's second delivery attempt; doubles for each further attempt
+    /// (5 attempts: about 2, 4, 8 and 16 minutes apart by default).
     #[arg(long, env = "CLORO_WEBHOOK_RETRY_BASE_MS", default_value_t = 120_000)]
     pub webhook_retry_base_ms: u64,
+    /// Time limit of one webhook delivery attempt (tests).
+    #[arg(long, env = "CLORO_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(10..))]
+    pub webhook_timeout_ms: u64,
     /// Let webhooks reach loopback and private addresses (refused by default).
     #[arg(long, env = "CLORO_ALLOW_PRIVATE_WEBHOOKS")]
     pub allow_private_webhooks: bool,
@@ -135,6 +139,17 @@ pub enum OrgCommand {
         /// Requests per second per API key per endpoint (default: the server's `--rate-limit`).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         rate_limit: Option<u32>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create or rotate the organization's webhook signing secret; prints {"orgId", "secret"}.
+    /// The old secret stops working at once. `--disable` turns signing off.
+    WebhookSecret {
+        #[arg(long)]
+        org: String,
+        /// Remove the secret: deliveries are sent unsigned.
+        #[arg(long)]
+        disable: bool,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -8,6 +8,8 @@
 //!   its in-memory ready index.
 //! * [`queue`]: the dispatcher that claims tasks, runs them on engines, retries and purges.
 //! * [`engines`]: the [`engines::Engine`] trait and the deterministic simulated engine.
+//! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
+//!   their outbox).
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
 //!   [`cli`]: the administrative commands; [`bench`]: the benchmark; [`testing`]: throw-away
@@ -25,3 +27,4 @@ pub mod queue;
 pub mod store;
 pub mod testing;
 pub mod time_fmt;
+pub mod webhooks;

@@ -63,6 +63,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections as usize,
             ..Default::default()
         },
+        webhooks: cloro::webhooks::WebhookConfig {
+            retry_base_ms: args.webhook_retry_base_ms,
+            timeout: Duration::from_millis(args.webhook_timeout_ms),
+            allow_private: args.allow_private_webhooks,
+            ..Default::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

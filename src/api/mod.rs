@@ -41,16 +41,24 @@ pub struct AppState {
     /// Bounds of the HTTP edge.
     pub edge: edge::EdgeConfig,
     pub limiter: ratelimit::RateLimiter,
+    /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
+    pub allow_private_webhooks: bool,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, max_body_bytes: usize, edge: edge::EdgeConfig) -> AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        max_body_bytes: usize,
+        edge: edge::EdgeConfig,
+        allow_private_webhooks: bool,
+    ) -> AppState {
         AppState {
             store,
             auth: Authenticator::default(),
             max_body_bytes,
             limiter: ratelimit::RateLimiter::new(edge.rate_limit),
             edge,
+            allow_private_webhooks,
         }
     }
 }

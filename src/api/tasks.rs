@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{ApiError, field_errors};
-use super::{Auth, JsonBody, SharedState, ok};
+use super::{AppState, Auth, JsonBody, SharedState, ok};
 use crate::domain::request::{TaskRequest, parse_task_request};
+use crate::domain::types::FieldError;
 use crate::store::{ItemError, NewTask, SubmitError, TaskRecord};
 use crate::time_fmt::format_ms;
 
@@ -70,6 +71,9 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let req = parse_task_request(&body).map_err(|e| ApiError::validation(&e))?;
+    if let Some(e) = refused_webhook(&s, &req) {
+        return Err(ApiError::validation(&e));
+    }
     let result = s.store.submit(caller.org, vec![new_task(req)]).await?;
     let mut items = result.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
     match items.pop() {
@@ -110,7 +114,8 @@ pub async fn create_batch(
     let mut valid = Vec::with_capacity(total);
     let mut valid_index = Vec::with_capacity(total);
     for (i, v) in items.iter().enumerate() {
-        match parse_task_request(v) {
+        let parsed = parse_task_request(v).and_then(|r| refused_webhook(&s, &r).map_or(Ok(r), Err));
+        match parsed {
             Ok(r) => {
                 valid.push(new_task(r));
                 valid_index.push(i);
@@ -159,14 +164,36 @@ pub async fn get(
         .get_task(caller.org, id)
         .await?
         .ok_or_else(not_found)?;
-    let mut body = json!({ "task": summary(&t), "credits": credits(&t) });
+    Ok(ok(status_body(&t, true)))
+}
+
+/// The task-status response (`GET /v1/async/task/{id}`). A webhook delivery's body is the same
+/// without the `webhook` block (`with_webhook: false`).
+pub fn status_body(t: &TaskRecord, with_webhook: bool) -> Value {
+    let mut body = json!({ "task": summary(t), "credits": credits(t) });
     if t.status.is_terminal() {
-        if let Some(url) = &t.webhook_url {
-            body["webhook"] = json!({ "url": url, "delivered": false, "deliveredAt": null });
+        if let (true, Some(url)) = (with_webhook, &t.webhook_url) {
+            body["webhook"] = json!({
+                "url": url,
+                "delivered": t.webhook_delivered_ms.is_some(),
+                "deliveredAt": t.webhook_delivered_ms.map(format_ms),
+            });
         }
         if let Some(r) = &t.response {
             body["response"] = r.clone();
         }
     }
-    Ok(ok(body))
+    body
+}
+
+/// A webhook URL naming a refused destination literally (a private address, `localhost`) is a
+/// 400 at submission unless private webhooks are allowed; names are checked at delivery.
+fn refused_webhook(s: &AppState, r: &TaskRequest) -> Option<Vec<FieldError>> {
+    let url = r.webhook_url.as_deref()?;
+    (!s.allow_private_webhooks && crate::webhooks::ssrf::is_refused_literal(url)).then(|| {
+        vec![FieldError::new(
+            "webhook.url",
+            "Webhook URL must not point to a loopback, private or link-local address",
+        )]
+    })
 }

@@ -45,6 +45,15 @@ impl Admin {
         }
     }
 
+    /// Sets (or, with `None`, removes) an organization's webhook signing secret; running
+    /// servers read it at delivery time.
+    pub async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
+        match self {
+            Admin::Sqlite(c) => sqlite::set_webhook_secret(c, org_id, secret),
+            Admin::Postgres(p) => postgres::set_webhook_secret(p, org_id, secret).await,
+        }
+    }
+
     pub async fn count_orgs(&self) -> Result<i64> {
         match self {
             Admin::Sqlite(c) => sqlite::count_orgs(c),

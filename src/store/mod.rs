@@ -235,6 +235,8 @@ pub struct TaskRecord {
     pub credits_charged: Option<i64>,
     /// The result (COMPLETED) or `{"error": ...}` (FAILED).
     pub response: Option<Value>,
+    /// When a receiver acknowledged the task's webhook (2xx), if it has.
+    pub webhook_delivered_ms: Option<i64>,
 }
 
 impl TaskRecord {
@@ -274,6 +276,36 @@ pub enum Outcome {
     Failed {
         error: Value,
     },
+}
+
+/// Most attempts of one webhook delivery (reference §3).
+pub const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
+
+/// A webhook delivery claimed by this node: send it, then [`Store::record_webhook`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookJob {
+    /// The task's sequence number (the delivery's key).
+    pub seq: i64,
+    pub org: OrgKey,
+    pub task_id: Uuid,
+    pub url: String,
+    /// 1-based number of this attempt. Above [`WEBHOOK_MAX_ATTEMPTS`] (a node died during the
+    /// last attempt) the delivery is not sent again: record it as given up.
+    pub attempt: u32,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// A 2xx answer: `deliveredAt` is now.
+    Delivered,
+    /// Try again after `delay_ms`.
+    Retry { delay_ms: i64 },
+    /// No further attempt.
+    GaveUp,
+    /// Not attempted after all (its destination was busy): due again after `delay_ms`, and
+    /// the claim's attempt is not counted.
+    Deferred { delay_ms: i64 },
 }
 
 /// `GET /v1/async/status` numbers.
@@ -330,4 +362,22 @@ pub trait Store: Send + Sync + 'static {
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Answers while the store can serve requests.
     async fn ping(&self) -> Result<()>;
+
+    // Webhook outbox. A terminal finish of a task with a webhook URL writes its delivery in
+    // the same transaction; purge removes deliveries with their tasks.
+
+    /// Claims up to `max` deliveries that are due, oldest due first. A claimed delivery is
+    /// not handed out again until it is recorded (or, in cluster mode, its lease ran out
+    /// because its node died: `lease_ms`, longer than a delivery may take); its attempt
+    /// number counts this attempt.
+    async fn claim_webhooks(&self, max: usize, lease_ms: i64) -> Result<Vec<WebhookJob>>;
+    /// Records how a claimed attempt ended. A record for an attempt that no longer holds the
+    /// delivery (taken over after a lease) changes nothing.
+    async fn record_webhook(&self, job: &WebhookJob, result: WebhookResult) -> Result<()>;
+    /// Notified when a delivery may have become due (a new one committed, a retry scheduled).
+    fn webhook_notify(&self) -> &tokio::sync::Notify;
+    /// Earliest due time this node knows of (None: nothing known; poll).
+    fn next_webhook_ms(&self) -> Option<i64>;
+    /// The organization's signing secret (`whsec_...`), read at delivery time.
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>>;
 }

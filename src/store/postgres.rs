@@ -51,7 +51,7 @@ use uuid::Uuid;
 
 use super::{
     ClaimedTask, CreatedOrg, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec, Outcome,
-    QueueStatus, Result, Store, SubmitError, TaskRecord,
+    QueueStatus, Result, Store, SubmitError, TaskRecord, WebhookJob, WebhookResult,
 };
 use crate::domain::apikey::{ApiKey, constant_time_eq};
 use crate::domain::task::{TaskStatus, seq_of, task_id};
@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_counter_sides.sql"),
     include_str!("../../migrations/postgres/0003_rate_limit.sql"),
+    include_str!("../../migrations/postgres/0004_webhooks.sql"),
 ];
 /// Arbitrary constant naming the migration lock.
 const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
@@ -272,6 +273,19 @@ pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
     if n == 0 { Err(Error::NotFound) } else { Ok(()) }
 }
 
+/// Sets (or, with `None`, removes) an organization's webhook signing secret.
+pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>) -> Result<()> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let n = client
+        .execute(
+            "UPDATE orgs SET webhook_secret = $2 WHERE public_id = $1",
+            &[&org_id, &secret],
+        )
+        .await
+        .map_err(pg_err)?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
 pub async fn count_orgs(pool: &Pool) -> Result<i64> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
@@ -319,6 +333,10 @@ struct Shared {
     retries: Mutex<BinaryHeap<Reverse<i64>>>,
     /// Set by a clean shutdown: the node leaves the cluster (its row is deleted).
     leave: std::sync::atomic::AtomicBool,
+    /// Wakes this node's webhook sender (a delivery committed here, a retry scheduled here).
+    hook_notify: Notify,
+    /// Webhook retry times this node scheduled.
+    hook_retries: Mutex<BinaryHeap<Reverse<i64>>>,
 }
 
 /// The PostgreSQL store (see the module docs).
@@ -361,6 +379,8 @@ impl PgStore {
             changed: watch::Sender::new(0),
             retries: Mutex::new(BinaryHeap::new()),
             leave: std::sync::atomic::AtomicBool::new(false),
+            hook_notify: Notify::new(),
+            hook_retries: Mutex::new(BinaryHeap::new()),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -753,6 +773,9 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
     }
     // org → (finished, released cost, charged, queued deltas)
     let mut per_org: std::collections::BTreeMap<i64, OrgDelta> = Default::default();
+    // Deliveries of the tasks that reach a terminal status here (the outbox).
+    let (mut h_seq, mut h_org, mut h_id, mut h_url) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if !d_seq.is_empty() {
         let done = tx
             .query(
@@ -761,18 +784,36 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
                    FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[])
                         AS u(seq, attempt, status, response, charged)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, u.charged",
+                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id",
                 &[&d_seq, &d_att, &d_status, &d_resp, &d_charged, &now],
             )
             .await
             .map_err(pg_err)?;
         for r in &done {
             let (seq, org, charged): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            if let Some(url) = r.get::<_, Option<String>>(3) {
+                h_seq.push(seq);
+                h_org.push(org);
+                h_id.push(r.get::<_, Uuid>(4));
+                h_url.push(url);
+            }
             let e = per_org.entry(org).or_default();
             e.released += 1;
             e.cost += cost_of.get(&seq).copied().unwrap_or(0);
             e.charged += charged;
         }
+    }
+    if !h_seq.is_empty() {
+        // The outbox: deliveries commit with the terminal statuses.
+        tx.execute(
+            "INSERT INTO webhook_deliveries(seq, org, id, url, next_at, created_ms)
+             SELECT u.seq, u.org, u.id, u.url, $5, $5
+               FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[]) AS u(seq, org, id, url)
+             ON CONFLICT (seq) DO NOTHING",
+            &[&h_seq, &h_org, &h_id, &h_url, &now],
+        )
+        .await
+        .map_err(pg_err)?;
     }
     if !r_seq.is_empty() {
         let back = tx
@@ -835,7 +876,11 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         .await
         .map_err(pg_err)?;
     }
-    tx.commit().await.map_err(pg_err)
+    tx.commit().await.map_err(pg_err)?;
+    if !h_seq.is_empty() {
+        shared.hook_notify.notify_one();
+    }
+    Ok(())
 }
 
 fn decode_task(r: &tokio_postgres::Row) -> (Uuid, OrgKey, TaskRecord) {
@@ -859,6 +904,7 @@ fn decode_task(r: &tokio_postgres::Row) -> (Uuid, OrgKey, TaskRecord) {
             credits_to_charge: r.get(12),
             credits_charged: r.get(13),
             response: response.and_then(|s| serde_json::from_str(&s).ok()),
+            webhook_delivered_ms: r.get(14),
         },
     )
 }
@@ -1023,6 +1069,7 @@ impl Store for PgStore {
                         credits_to_charge: t.credits_to_charge,
                         credits_charged: None,
                         response: None,
+                        webhook_delivered_ms: None,
                     }));
                 } else {
                     lost.push((t.priority, -1i64));
@@ -1058,7 +1105,8 @@ impl Store for PgStore {
         let row = client
             .query_opt(
                 "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
-                        idem_key, webhook_url, response, credits_to_charge, credits_charged
+                        idem_key, webhook_url, response, credits_to_charge, credits_charged,
+                        (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq)
                  FROM tasks WHERE seq = $1",
                 &[&seq],
             )
@@ -1405,6 +1453,14 @@ impl Store for PgStore {
 
     async fn purge(&self, cutoff_ms: i64) -> Result<u64> {
         let client = self.client().await?;
+        // A delivery's created_ms is its task's finish time: they go together.
+        client
+            .execute(
+                "DELETE FROM webhook_deliveries WHERE created_ms < $1",
+                &[&cutoff_ms],
+            )
+            .await
+            .map_err(pg_err)?;
         let mut total = 0;
         loop {
             let n = client
@@ -1512,6 +1568,97 @@ impl Store for PgStore {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    async fn claim_webhooks(&self, max: usize, lease_ms: i64) -> Result<Vec<WebhookJob>> {
+        let client = self.client().await?;
+        // The claim counts the attempt, names its owner and moves next_at one lease ahead:
+        // until then no node takes it again; if this node dies, it is due after the lease.
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE webhook_deliveries AS d
+                        SET attempts = d.attempts + 1, owner = $1, next_at = {DB_NOW} + $3
+                       FROM (SELECT seq FROM webhook_deliveries
+                              WHERE state = 0 AND next_at <= {DB_NOW}
+                              ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS c
+                      WHERE d.seq = c.seq
+                     RETURNING d.seq, d.org, d.id, d.url, d.attempts"
+                ),
+                &[&self.shared.node, &(max as i64), &lease_ms],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| WebhookJob {
+                seq: r.get(0),
+                org: r.get(1),
+                task_id: r.get(2),
+                url: r.get(3),
+                attempt: r.get::<_, i32>(4).max(1) as u32,
+            })
+            .collect())
+    }
+
+    async fn record_webhook(&self, job: &WebhookJob, result: WebhookResult) -> Result<()> {
+        let client = self.client().await?;
+        let guard = "WHERE seq = $1 AND attempts = $2 AND owner = $3 AND state = 0";
+        let attempt = job.attempt as i32;
+        let node = self.shared.node;
+        match result {
+            WebhookResult::Delivered => client.execute(
+                &format!("UPDATE webhook_deliveries SET state = 1, delivered_ms = {DB_NOW}, owner = NULL {guard}"),
+                &[&job.seq, &attempt, &node],
+            ).await,
+            WebhookResult::Retry { delay_ms } => {
+                let n = client.execute(
+                    &format!("UPDATE webhook_deliveries SET next_at = {DB_NOW} + $4, owner = NULL {guard}"),
+                    &[&job.seq, &attempt, &node, &delay_ms],
+                ).await;
+                let mut heap = self.shared.hook_retries.lock().unwrap_or_else(|e| e.into_inner());
+                heap.push(Reverse(now_ms() + delay_ms));
+                n
+            }
+            WebhookResult::Deferred { delay_ms } => client.execute(
+                &format!("UPDATE webhook_deliveries SET attempts = attempts - 1, next_at = {DB_NOW} + $4, owner = NULL {guard}"),
+                &[&job.seq, &attempt, &node, &delay_ms],
+            ).await,
+            WebhookResult::GaveUp => client.execute(
+                &format!("UPDATE webhook_deliveries SET state = 2, owner = NULL {guard}"),
+                &[&job.seq, &attempt, &node],
+            ).await,
+        }
+        .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn webhook_notify(&self) -> &Notify {
+        &self.shared.hook_notify
+    }
+
+    fn next_webhook_ms(&self) -> Option<i64> {
+        let now = now_ms();
+        let mut heap = self
+            .shared
+            .hook_retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while heap.peek().is_some_and(|Reverse(t)| *t < now) {
+            heap.pop();
+        }
+        // Other nodes' deliveries and taken-over leases are found by polling.
+        let poll = now + self.shared.cfg.poll_ms as i64;
+        Some(heap.peek().map_or(poll, |Reverse(t)| (*t).min(poll)))
+    }
+
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt("SELECT webhook_secret FROM orgs WHERE id = $1", &[&org])
+            .await
+            .map_err(pg_err)?;
+        Ok(row.and_then(|r| r.get(0)))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -32,7 +32,7 @@ use super::result_log::{self, Location, ResultLog};
 pub use super::{CYCLE_MS, CreatedOrg, OrgSpec};
 use super::{
     ClaimedTask, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, Outcome, QueueStatus, Result,
-    Store, SubmitError, TaskRecord,
+    Store, SubmitError, TaskRecord, WebhookJob, WebhookResult,
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::task::{TaskStatus, seq_of, task_id};
@@ -44,6 +44,7 @@ use crate::time_fmt::now_ms;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_rate_limit.sql"),
+    include_str!("../../migrations/sqlite/0003_webhooks.sql"),
 ];
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
@@ -176,6 +177,15 @@ pub fn revoke_key(conn: &Connection, key_id: &str) -> Result<()> {
 }
 
 /// Number of organizations (the server creates `default` when there are none).
+/// Sets (or, with `None`, removes) an organization's webhook signing secret.
+pub fn set_webhook_secret(conn: &Connection, org_id: &str, secret: Option<&str>) -> Result<()> {
+    let n = conn.execute(
+        "UPDATE orgs SET webhook_secret = ?2 WHERE public_id = ?1",
+        params![org_id, secret],
+    )?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
 pub fn count_orgs(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM orgs", [], |r| r.get(0))?)
 }
@@ -227,6 +237,35 @@ struct FinishEffect {
     retry: Option<(i64, u8, i64)>,
 }
 
+/// A pending webhook delivery as the in-memory due index knows it.
+#[derive(Debug, Clone)]
+struct PendingHook {
+    org: OrgKey,
+    task_id: Uuid,
+    url: String,
+    /// Finished attempts.
+    attempts: u32,
+    /// Handed to a sender and not recorded yet.
+    in_flight: bool,
+    /// The task's finish time (purge removes the delivery with the task).
+    created_ms: i64,
+}
+
+/// The pending deliveries (state 0) of the outbox and when each is due. Rebuilt from the
+/// table at start-up; a delivery that was in flight when the process died is due again.
+#[derive(Debug, Default)]
+struct HookIndex {
+    due: std::collections::BTreeSet<(i64, i64)>,
+    pending: HashMap<i64, PendingHook>,
+}
+
+impl HookIndex {
+    fn add(&mut self, seq: i64, due: i64, hook: PendingHook) {
+        self.due.insert((due, seq));
+        self.pending.insert(seq, hook);
+    }
+}
+
 enum Cmd {
     Submit {
         org: OrgKey,
@@ -254,6 +293,15 @@ enum Cmd {
     Renew {
         now: i64,
         reply: Reply<Vec<Renewed>>,
+    },
+    Webhook {
+        seq: i64,
+        /// The attempt number the claim handed out.
+        claimed: u32,
+        /// Attempts counted once this is recorded.
+        attempt: u32,
+        result: WebhookResult,
+        reply: Reply<()>,
     },
 }
 
@@ -298,6 +346,17 @@ enum After {
     },
     Finish {
         effects: Vec<FinishEffect>,
+        /// Deliveries written with the terminal statuses: `(seq, hook)`.
+        hooks: Vec<(i64, PendingHook)>,
+        reply: Reply<()>,
+    },
+    Webhook {
+        seq: i64,
+        attempt: u32,
+        result: WebhookResult,
+        now: i64,
+        /// The row changed (the record came from the attempt holding the delivery).
+        applied: bool,
         reply: Reply<()>,
     },
     Count {
@@ -337,6 +396,9 @@ struct Writer {
 struct Shared {
     ready: Mutex<ReadySet>,
     notify: Notify,
+    hooks: Mutex<HookIndex>,
+    /// Wakes the webhook sender (a delivery committed, a retry scheduled).
+    hook_notify: Notify,
     /// Bumped after every commit, for whoever waits on queue changes (tests, drain).
     changed: tokio::sync::watch::Sender<u64>,
     mask: u64,
@@ -415,10 +477,20 @@ impl Writer {
         let mut ready = lock(&self.shared.ready);
         match outcome {
             Ok(()) => {
+                let mut hooks_changed = false;
+                {
+                    let mut hooks = lock(&self.shared.hooks);
+                    for a in &mut afters {
+                        hooks_changed |= Self::hooks_after_commit(&mut hooks, a);
+                    }
+                }
                 for a in afters {
                     Self::after_commit(&mut ready, a);
                 }
                 drop(ready);
+                if hooks_changed {
+                    self.shared.hook_notify.notify_one();
+                }
                 self.shared.notify.notify_one();
                 self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
             }
@@ -497,6 +569,7 @@ impl Writer {
                                         credits_to_charge: t.credits_to_charge,
                                         credits_charged: None,
                                         response: None,
+                                        webhook_delivered_ms: None,
                                     }),
                                 ));
                             }
@@ -605,8 +678,14 @@ impl Writer {
                     let mut done = tx.prepare_cached(
                         "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
                                 res_seg = ?6, res_off = ?7, res_len = ?8
-                         WHERE seq = ?1 AND status = 1 AND attempts = ?2",
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
+                         RETURNING webhook_url, id",
                     )?;
+                    let mut outbox = tx.prepare_cached(
+                        "INSERT INTO webhook_deliveries(seq, org, url, next_at, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?4)",
+                    )?;
+                    let mut hooks = Vec::new();
                     let mut retry = tx.prepare_cached(
                         "UPDATE tasks SET status = 0, run_after_ms = ?3
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
@@ -647,7 +726,25 @@ impl Writer {
                             at.offset as i64,
                             at.len
                         ];
-                        if done.execute(params)? == 1 {
+                        let updated: Option<(Option<String>, Vec<u8>)> = done
+                            .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()?;
+                        if let Some((hook, id)) = updated {
+                            if let Some(url) = hook {
+                                // The delivery commits with the terminal status (the outbox).
+                                outbox.execute(params![t.seq, t.org, url, now])?;
+                                hooks.push((
+                                    t.seq,
+                                    PendingHook {
+                                        org: t.org,
+                                        task_id: Uuid::from_slice(&id).unwrap_or_default(),
+                                        url,
+                                        attempts: 0,
+                                        in_flight: false,
+                                        created_ms: now,
+                                    },
+                                ));
+                            }
                             if charged != 0 {
                                 *charges.entry(t.org).or_default() += charged;
                             }
@@ -663,11 +760,15 @@ impl Writer {
                             charge.execute(params![org, amount])?;
                         }
                     }
-                    Ok(effects)
+                    Ok((effects, hooks))
                 })();
                 match r {
-                    Ok(effects) => {
-                        afters.push(After::Finish { effects, reply });
+                    Ok((effects, hooks)) => {
+                        afters.push(After::Finish {
+                            effects,
+                            hooks,
+                            reply,
+                        });
                         Ok(())
                     }
                     Err(e) => {
@@ -736,12 +837,73 @@ impl Writer {
                     }
                 }
             }
+            Cmd::Webhook {
+                seq,
+                claimed,
+                attempt,
+                result,
+                reply,
+            } => {
+                // Only the attempt that holds the delivery may record it: the stored count is
+                // still the one before that attempt.
+                let before = claimed.saturating_sub(1);
+                let r = match result {
+                    WebhookResult::Delivered => tx
+                        .prepare_cached(
+                            "UPDATE webhook_deliveries SET attempts = ?2, state = 1, delivered_ms = ?3
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
+                        )
+                        .and_then(|mut s| s.execute(params![seq, attempt, now, before])),
+                    WebhookResult::Retry { delay_ms } | WebhookResult::Deferred { delay_ms } => tx
+                        .prepare_cached(
+                            "UPDATE webhook_deliveries SET attempts = ?2, next_at = ?3
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![seq, attempt, now + delay_ms, before])
+                        }),
+                    WebhookResult::GaveUp => tx
+                        .prepare_cached(
+                            "UPDATE webhook_deliveries SET attempts = ?2, state = 2
+                             WHERE seq = ?1 AND state = 0 AND attempts = ?3",
+                        )
+                        .and_then(|mut s| s.execute(params![seq, attempt, before])),
+                };
+                match r {
+                    Ok(n) => {
+                        afters.push(After::Webhook {
+                            seq,
+                            attempt,
+                            result,
+                            now,
+                            applied: n == 1,
+                            reply,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        afters.push(After::Failed {
+                            reply: FailedReply::Finish(reply),
+                            error: e.to_string(),
+                        });
+                        Err(e)
+                    }
+                }
+            }
             Cmd::Purge { cutoff, reply } => {
-                let r = tx.execute(
+                // A delivery's created_ms is its task's finish time: they go together.
+                let r = tx
+                    .execute(
+                        "DELETE FROM webhook_deliveries WHERE created_ms < ?1",
+                        [cutoff],
+                    )
+                    .and_then(|_| {
+                        tx.execute(
                     "DELETE FROM tasks WHERE seq IN (
                         SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ?1 LIMIT 20000)",
-                    [cutoff],
-                );
+                            [cutoff],
+                        )
+                    });
                 match r {
                     Ok(n) => {
                         afters.push(After::Count {
@@ -760,6 +922,42 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    /// Updates the webhook due index for a committed command; true if it changed.
+    fn hooks_after_commit(hooks: &mut HookIndex, a: &mut After) -> bool {
+        match a {
+            After::Finish { hooks: new, .. } if !new.is_empty() => {
+                for (seq, hook) in new.drain(..) {
+                    // Due at once: the finish time.
+                    hooks.add(seq, now_ms(), hook);
+                }
+                true
+            }
+            After::Webhook {
+                seq,
+                attempt,
+                result,
+                now,
+                applied: true,
+                ..
+            } => {
+                match result {
+                    WebhookResult::Retry { delay_ms } | WebhookResult::Deferred { delay_ms } => {
+                        if let Some(h) = hooks.pending.get_mut(seq) {
+                            h.attempts = *attempt;
+                            h.in_flight = false;
+                            hooks.due.insert((*now + *delay_ms, *seq));
+                        }
+                    }
+                    WebhookResult::Delivered | WebhookResult::GaveUp => {
+                        hooks.pending.remove(seq);
+                    }
+                }
+                true
+            }
+            _ => false,
         }
     }
 
@@ -792,7 +990,10 @@ impl Writer {
                 }
                 let _ = reply.send(Ok(claims));
             }
-            After::Finish { effects, reply } => {
+            After::Webhook { reply, .. } => {
+                let _ = reply.send(Ok(()));
+            }
+            After::Finish { effects, reply, .. } => {
                 for FinishEffect {
                     org,
                     cost,
@@ -838,7 +1039,7 @@ impl Writer {
                 restore_picks(ready, &picks);
                 let _ = reply.send(Err(err()));
             }
-            After::Finish { reply, .. } => {
+            After::Finish { reply, .. } | After::Webhook { reply, .. } => {
                 let _ = reply.send(Err(err()));
             }
             After::Renew { reply, .. } => {
@@ -894,6 +1095,7 @@ fn unapplied(cmd: Cmd) -> After {
         Cmd::Delete { org, taken, reply } => FailedReply::Count(reply, Some((org, taken))),
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
         Cmd::Renew { reply, .. } => FailedReply::Renew(reply),
+        Cmd::Webhook { reply, .. } => FailedReply::Finish(reply),
     };
     After::Failed { reply, error }
 }
@@ -998,6 +1200,31 @@ impl SqliteStore {
             }
             tx.commit()?;
         }
+        let mut hooks = HookIndex::default();
+        {
+            let mut stmt = conn.prepare(
+                "SELECT d.seq, d.org, d.url, d.attempts, d.next_at, t.id, d.created_ms
+                 FROM webhook_deliveries d JOIN tasks t ON t.seq = d.seq WHERE d.state = 0",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    PendingHook {
+                        org: r.get(1)?,
+                        url: r.get(2)?,
+                        attempts: r.get(3)?,
+                        task_id: Uuid::from_slice(&r.get::<_, Vec<u8>>(5)?).unwrap_or_default(),
+                        in_flight: false,
+                        created_ms: r.get(6)?,
+                    },
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (seq, hook, due) = row?;
+                hooks.add(seq, due, hook);
+            }
+        }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(open(path, true)?);
@@ -1005,6 +1232,8 @@ impl SqliteStore {
         let shared = Arc::new(Shared {
             ready: Mutex::new(ready),
             notify: Notify::new(),
+            hooks: Mutex::new(hooks),
+            hook_notify: Notify::new(),
             changed: tokio::sync::watch::Sender::new(0),
             mask,
         });
@@ -1164,6 +1393,7 @@ fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
             credits_to_charge: r.get(12)?,
             credits_charged: r.get(13)?,
             response: None,
+            webhook_delivered_ms: r.get(16)?,
         },
         at,
     ))
@@ -1264,7 +1494,8 @@ impl Store for SqliteStore {
             let row = c
                 .prepare_cached(
                     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
-                            idem_key, webhook_url, res_seg, credits_to_charge, credits_charged, res_off, res_len
+                            idem_key, webhook_url, res_seg, credits_to_charge, credits_charged, res_off, res_len,
+                            (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq)
                      FROM tasks WHERE seq = ?1",
                 )?
                 .query_row([seq], decode_record)
@@ -1375,6 +1606,13 @@ impl Store for SqliteStore {
                 break;
             }
         }
+        {
+            // Their deliveries went with them (one transaction per batch, above).
+            let mut hooks = lock(&self.shared.hooks);
+            let HookIndex { due, pending } = &mut *hooks;
+            pending.retain(|_, h| h.created_ms >= cutoff_ms || h.in_flight);
+            due.retain(|(_, seq)| pending.contains_key(seq));
+        }
         // Every task that finished before the cutoff is gone: so are whole segments before it.
         let dir = self.log_dir.clone();
         let removed =
@@ -1421,6 +1659,71 @@ impl Store for SqliteStore {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    async fn claim_webhooks(&self, max: usize, _lease_ms: i64) -> Result<Vec<WebhookJob>> {
+        // One process owns the file: in-flight state lives in memory; a crash makes it due again.
+        let now = now_ms();
+        let mut hooks = lock(&self.shared.hooks);
+        let mut jobs = Vec::new();
+        while jobs.len() < max {
+            let Some(&(due, seq)) = hooks.due.first() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            hooks.due.remove(&(due, seq));
+            if let Some(h) = hooks.pending.get_mut(&seq)
+                && !h.in_flight
+            {
+                h.in_flight = true;
+                jobs.push(WebhookJob {
+                    seq,
+                    org: h.org,
+                    task_id: h.task_id,
+                    url: h.url.clone(),
+                    attempt: h.attempts + 1,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn record_webhook(&self, job: &WebhookJob, result: WebhookResult) -> Result<()> {
+        let (attempt, result) = match result {
+            WebhookResult::Deferred { delay_ms } => {
+                (job.attempt - 1, WebhookResult::Retry { delay_ms })
+            }
+            other => (job.attempt, other),
+        };
+        self.send(|reply| Cmd::Webhook {
+            seq: job.seq,
+            claimed: job.attempt,
+            attempt,
+            result,
+            reply,
+        })
+        .await
+    }
+
+    fn webhook_notify(&self) -> &Notify {
+        &self.shared.hook_notify
+    }
+
+    fn next_webhook_ms(&self) -> Option<i64> {
+        lock(&self.shared.hooks).due.first().map(|&(due, _)| due)
+    }
+
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT webhook_secret FROM orgs WHERE id = ?1")?
+                .query_row([org], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
+                .map_err(Error::from)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<()> {

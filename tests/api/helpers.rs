@@ -78,6 +78,7 @@ pub struct Builder {
     paused: bool,
     rate_limit: Option<u32>,
     edge: cloro::api::edge::EdgeConfig,
+    webhooks: cloro::webhooks::WebhookConfig,
 }
 
 impl TestApp {
@@ -95,6 +96,12 @@ impl TestApp {
             paused: false,
             rate_limit: None,
             edge: Default::default(),
+            webhooks: cloro::webhooks::WebhookConfig {
+                retry_base_ms: 50,
+                timeout: Duration::from_secs(2),
+                allow_private: false,
+                ..Default::default()
+            },
         }
     }
 
@@ -138,6 +145,19 @@ impl TestApp {
             Box::pin(async move {
                 let (id, key) = a.create_key(&org).await.expect("key created");
                 (id, key.expose().to_owned())
+            })
+        })
+    }
+
+    /// Creates or rotates (`Some`) or removes (`None`) the organization's signing secret, like
+    /// `cloro org webhook-secret`.
+    pub fn set_webhook_secret(&self, secret: Option<String>) {
+        let org = self.org_id.clone();
+        admin(&self.db.database, move |a| {
+            Box::pin(async move {
+                a.set_webhook_secret(&org, secret.as_deref())
+                    .await
+                    .expect("secret set")
             })
         })
     }
@@ -251,6 +271,11 @@ impl Builder {
         self.paused = true;
         self
     }
+    /// Webhook sender settings (retry base, time limit, private destinations).
+    pub fn webhooks(mut self, f: impl FnOnce(&mut cloro::webhooks::WebhookConfig)) -> Self {
+        f(&mut self.webhooks);
+        self
+    }
     pub fn max_body_bytes(mut self, b: usize) -> Self {
         self.max_body_bytes = b;
         self
@@ -301,6 +326,7 @@ impl Builder {
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
             edge: self.edge.clone(),
+            webhooks: self.webhooks,
         };
         let server = app::start(opts).await.expect("server starts");
         if self.paused {

@@ -9,3 +9,4 @@ mod monitor;
 mod openapi;
 mod reference;
 mod tasks;
+mod webhooks;

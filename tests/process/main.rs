@@ -777,3 +777,171 @@ fn sigterm_under_load_drains_in_flight_requests_and_loses_nothing_accepted() {
         assert_eq!(t["credits"]["creditsCharged"], 5, "{t}");
     }
 }
+
+/// A one-request-per-connection HTTP receiver on 127.0.0.1: answers `script` in order, then
+/// `otherwise`, and passes each request's lower-cased head and raw body on.
+fn receiver(
+    script: Vec<u16>,
+    otherwise: u16,
+) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line.to_ascii_lowercase());
+            }
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = script.next().unwrap_or(otherwise);
+            let _ = stream.write_all(
+                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[test]
+fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("hooks.db");
+    let dbs = db.to_str().expect("path");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "h",
+        "--plan",
+        "business",
+        "--database",
+        dbs,
+    ]);
+    let (org_id, key) = (
+        org["orgId"].as_str().expect("orgId"),
+        org["apiKey"].as_str().expect("apiKey"),
+    );
+    // The signing secret: created, disabled, created again (a rotation).
+    let first = run_json(&["org", "webhook-secret", "--org", org_id, "--database", dbs]);
+    assert!(
+        first["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{first}"
+    );
+    assert_eq!(
+        run_json(&[
+            "org",
+            "webhook-secret",
+            "--org",
+            org_id,
+            "--disable",
+            "--database",
+            dbs
+        ]),
+        json!({ "orgId": org_id, "signing": false })
+    );
+    let out = cloro()
+        .args(["org", "webhook-secret", "--org", "nope", "--database", dbs])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let secret = run_json(&["org", "webhook-secret", "--org", org_id, "--database", dbs])["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_ne!(first["secret"].as_str(), Some(secret.as_str()));
+
+    let (url, hits) = receiver(vec![500], 200);
+    let args = [
+        "--allow-private-webhooks",
+        "--webhook-retry-base-ms",
+        "1500",
+    ];
+    let mut server = Serve::start(&db, &args);
+    let created = http(
+        &server.base,
+        "POST",
+        "/v1/async/task",
+        key,
+        Some(
+            &json!({ "taskType": "CHATGPT", "payload": { "prompt": "x", "country": "US" },
+                      "webhook": { "url": url } }),
+        ),
+    );
+    let id = created["task"]["id"].as_str().expect("task id").to_owned();
+    let (head, _) = hits
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first attempt");
+    assert_eq!(
+        header_value(&head, "x-cloro-webhook-id"),
+        Some(format!("{id}-1").as_str())
+    );
+    // The first attempt failed (500); the process dies before the retry is due.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reaped");
+    let server = Serve::start(&db, &args);
+    let (head, body) = hits
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the delivery comes after the restart");
+    let webhook_id = header_value(&head, "x-cloro-webhook-id").expect("webhook id");
+    // Attempt 2 if the failure of attempt 1 was recorded before the kill, else 1 again.
+    assert!(
+        webhook_id == format!("{id}-2") || webhook_id == format!("{id}-1"),
+        "{webhook_id}"
+    );
+    let ts = header_value(&head, "x-cloro-timestamp").expect("timestamp");
+    let sig = header_value(&head, "x-cloro-signature").expect("signature");
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&body);
+    let raw = hex::decode(sig.strip_prefix("v1=").expect("v1=")).expect("hex");
+    assert!(mac.verify_slice(&raw).is_ok(), "signature verifies");
+    let payload: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(payload["task"]["id"], id.as_str());
+    assert!(payload.get("webhook").is_none());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = http(
+            &server.base,
+            "GET",
+            &format!("/v1/async/task/{id}"),
+            key,
+            None,
+        );
+        if got["webhook"]["delivered"] == true {
+            assert!(got["webhook"]["deliveredAt"].is_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

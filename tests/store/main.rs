@@ -171,6 +171,8 @@ macro_rules! store_tests {
     };
 }
 
+mod webhooks;
+
 store_tests!(
     priority_first_then_fifo,
     caps_hold_and_finishing_frees_the_slot,

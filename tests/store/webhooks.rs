@@ -1,0 +1,240 @@
+//! The webhook outbox, on both stores: a delivery commits with its task's terminal status, is
+//! claimed by one sender at a time, is retried, deferred or given up as recorded, survives a
+//! crash, shows as delivered on the task, and goes when its task is purged.
+
+use super::*;
+use cloro::store::{WebhookJob, WebhookResult};
+
+store_tests!(
+    a_finished_webhook_task_has_one_delivery_claimed_once,
+    failed_attempts_come_back_when_due_and_count,
+    pending_deliveries_survive_a_crash,
+    concurrent_claimers_never_get_the_same_delivery,
+    purge_removes_deliveries_with_their_tasks,
+    a_record_from_an_attempt_that_lost_the_delivery_changes_nothing,
+);
+
+const URL: &str = "https://example.com/hook";
+const LEASE: i64 = 60_000;
+
+fn hooked(priority: u8) -> NewTask {
+    NewTask {
+        webhook_url: Some(URL.into()),
+        ..task(priority, None)
+    }
+}
+
+/// Runs every queued task to the outcome `o`.
+async fn run_all(s: &dyn Store, o: impl Fn() -> Outcome) {
+    loop {
+        let claimed = s.claim(100).await.expect("claim");
+        if claimed.is_empty() {
+            break;
+        }
+        for t in &claimed {
+            finish(s, t, o()).await;
+        }
+    }
+}
+
+async fn claim(s: &dyn Store) -> Vec<WebhookJob> {
+    s.claim_webhooks(100, LEASE).await.expect("claim webhooks")
+}
+
+async fn a_finished_webhook_task_has_one_delivery_claimed_once(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![hooked(1), task(1, None)]).await;
+    assert!(claim(s).await.is_empty(), "nothing before the task ends");
+    run_all(s, completed).await;
+    let jobs = claim(s).await;
+    assert_eq!(jobs.len(), 1, "only the task with a webhook: {jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(
+        (job.org, job.task_id, job.url.as_str(), job.attempt),
+        (org, ids[0], URL, 1)
+    );
+    assert!(
+        claim(s).await.is_empty(),
+        "a claimed delivery is not handed out again"
+    );
+    let before = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(before.webhook_delivered_ms, None);
+    s.record_webhook(job, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let after = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert!(
+        after
+            .webhook_delivered_ms
+            .is_some_and(|t| t >= after.finished_ms.unwrap_or(0))
+    );
+    assert!(claim(s).await.is_empty(), "delivered is final");
+    // A FAILED task notifies too.
+    let ids = submit(s, org, vec![hooked(1)]).await;
+    run_all(s, || Outcome::Failed {
+        error: json!({"error": {"code": "X", "message": "x"}}),
+    })
+    .await;
+    let jobs = claim(s).await;
+    assert_eq!(jobs.iter().map(|j| j.task_id).collect::<Vec<_>>(), ids);
+}
+
+async fn failed_attempts_come_back_when_due_and_count(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![hooked(1)]).await;
+    run_all(s, completed).await;
+    let job = claim(s).await.remove(0);
+    assert_eq!(job.attempt, 1);
+    s.record_webhook(&job, WebhookResult::Retry { delay_ms: 0 })
+        .await
+        .expect("record");
+    let job = claim(s).await.remove(0);
+    assert_eq!(job.attempt, 2, "a failed attempt counts");
+    s.record_webhook(
+        &job,
+        WebhookResult::Retry {
+            delay_ms: 3_600_000,
+        },
+    )
+    .await
+    .expect("record");
+    assert!(claim(s).await.is_empty(), "not due for an hour");
+    // Bring it back: a second delivery makes the point on the due order too.
+    let later = submit(s, org, vec![hooked(1)]).await;
+    run_all(s, completed).await;
+    let job = claim(s).await.remove(0);
+    assert_eq!(job.task_id, later[0]);
+    s.record_webhook(&job, WebhookResult::Deferred { delay_ms: 0 })
+        .await
+        .expect("record");
+    let job = claim(s).await.remove(0);
+    assert_eq!(
+        (job.task_id, job.attempt),
+        (later[0], 1),
+        "a deferred attempt does not count"
+    );
+    s.record_webhook(&job, WebhookResult::GaveUp)
+        .await
+        .expect("record");
+    assert!(claim(s).await.is_empty(), "given up is final");
+    let t = s.get_task(org, later[0]).await.expect("get").expect("task");
+    assert_eq!(t.webhook_delivered_ms, None);
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(t.webhook_delivered_ms, None);
+}
+
+async fn pending_deliveries_survive_a_crash(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let org = f.orgs[0];
+    let ids = submit(&*f.store, org, vec![hooked(1), hooked(1)]).await;
+    run_all(&*f.store, completed).await;
+    // One delivery is in flight when the process dies (its lease ends at once), one waits.
+    let jobs = f.store.claim_webhooks(1, 0).await.expect("claim");
+    assert_eq!(jobs.len(), 1);
+    let f = f.crash_and_restart().await;
+    let s = &*f.store;
+    let mut jobs = claim(s).await;
+    jobs.sort_by_key(|j| j.task_id);
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(jobs.iter().map(|j| j.task_id).collect::<Vec<_>>(), want);
+    for j in &jobs {
+        s.record_webhook(j, WebhookResult::Delivered)
+            .await
+            .expect("record");
+        let t = s
+            .get_task(org, j.task_id)
+            .await
+            .expect("get")
+            .expect("task");
+        assert!(t.webhook_delivered_ms.is_some());
+    }
+}
+
+async fn concurrent_claimers_never_get_the_same_delivery(b: Backend) {
+    let f = Fixture::new(&b, &[(100, 1_000_000, 10_000)]).await;
+    let org = f.orgs[0];
+    submit(&*f.store, org, (0..60).map(|_| hooked(1)).collect()).await;
+    run_all(&*f.store, completed).await;
+    // Two claimers: on PostgreSQL two nodes of the cluster, on SQLite two senders of a process.
+    let other: Arc<dyn Store> = match &f.db.database {
+        Database::Postgres(url) => {
+            Arc::new(PgStore::open(url, test_cluster()).await.expect("node"))
+        }
+        Database::Sqlite(_) => f.store.clone(),
+    };
+    let mut handles = Vec::new();
+    for s in [f.store.clone(), other.clone(), f.store.clone(), other] {
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let jobs = s.claim_webhooks(3, LEASE).await.expect("claim");
+                if jobs.is_empty() {
+                    return got;
+                }
+                got.extend(jobs.into_iter().map(|j| j.task_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("claimer"));
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (60, 60));
+}
+
+async fn purge_removes_deliveries_with_their_tasks(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![hooked(1), hooked(1)]).await;
+    run_all(s, completed).await;
+    let job = s.claim_webhooks(1, LEASE).await.expect("claim").remove(0);
+    s.record_webhook(&job, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    assert_eq!(s.purge(now_ms() + 1).await.expect("purge"), 2);
+    for id in ids {
+        assert!(s.get_task(org, id).await.expect("get").is_none());
+    }
+    assert!(
+        claim(s).await.is_empty(),
+        "the pending delivery went with its task"
+    );
+}
+
+async fn a_record_from_an_attempt_that_lost_the_delivery_changes_nothing(b: Backend) {
+    let f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![hooked(1)]).await;
+    run_all(s, completed).await;
+    let first = claim(s).await.remove(0);
+    s.record_webhook(&first, WebhookResult::Retry { delay_ms: 0 })
+        .await
+        .expect("record");
+    // The same attempt recorded again (a late or repeated record): no effect.
+    s.record_webhook(&first, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(t.webhook_delivered_ms, None);
+    let second = claim(s).await.remove(0);
+    assert_eq!(second.attempt, 2);
+    s.record_webhook(&first, WebhookResult::GaveUp)
+        .await
+        .expect("record");
+    s.record_webhook(&second, WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert!(
+        t.webhook_delivered_ms.is_some(),
+        "the holder's record applies"
+    );
+}
