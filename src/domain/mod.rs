@@ -3,6 +3,7 @@
 
 pub mod apikey;
 pub mod countries;
+pub mod fuzz_checks;
 pub mod plan;
 pub mod request;
 pub mod task;
