@@ -664,7 +664,7 @@ fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
 fn receiver(
     script: Vec<u16>,
     otherwise: u16,
-) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>, u16)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
@@ -696,7 +696,7 @@ fn receiver(
                 format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
-            if tx.send((head, body)).is_err() {
+            if tx.send((head, body, status)).is_err() {
                 return;
             }
         }
@@ -779,7 +779,7 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
         ),
     );
     let id = created["task"]["id"].as_str().expect("task id").to_owned();
-    let (head, _) = hits
+    let (head, _, _) = hits
         .recv_timeout(Duration::from_secs(20))
         .expect("first attempt");
     assert_eq!(
@@ -790,7 +790,7 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
     server.child.kill().expect("kill -9");
     server.child.wait().expect("reaped");
     let server = Serve::start(&db, &args);
-    let (head, body) = hits
+    let (head, body, _) = hits
         .recv_timeout(Duration::from_secs(20))
         .expect("the delivery comes after the restart");
     let webhook_id = header_value(&head, "x-cloro-webhook-id").expect("webhook id");
@@ -825,4 +825,78 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
         assert!(Instant::now() < deadline, "not delivered: {got}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn two_cluster_nodes_deliver_every_webhook_once() {
+    let Some((_db, url, _rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "w",
+        "--plan",
+        "business",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId");
+    // Signed, so every attempt carries its `<task-id>-<attempt>` id.
+    run_json(&["org", "webhook-secret", "--org", org_id, "--database", &url]);
+    // Some attempts fail, so retries run on whichever node claims them.
+    let (hook, hits) = receiver(vec![500, 500, 503, 500, 500, 500], 200);
+    let args = [
+        "--allow-private-webhooks",
+        "--webhook-retry-base-ms",
+        "50",
+        "--poll-ms",
+        "50",
+    ];
+    let (mut a, base_a, _) = start_node(&url, &args);
+    let (mut b, base_b, _) = start_node(&url, &args);
+    let n = 40;
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..n {
+        let base = if i % 2 == 0 { &base_a } else { &base_b };
+        let created = http(
+            base,
+            "POST",
+            "/v1/async/task",
+            &key,
+            Some(
+                &json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("p{i}"), "country": "US" },
+                          "webhook": { "url": hook } }),
+            ),
+        );
+        ids.insert(created["task"]["id"].as_str().expect("id").to_owned());
+    }
+    let mut acked: std::collections::HashMap<String, usize> = Default::default();
+    let mut attempts_seen = std::collections::HashSet::new();
+    while acked.len() < n || acked.values().any(|&c| c == 0) {
+        let (head, body, status) = hits
+            .recv_timeout(Duration::from_secs(30))
+            .expect("deliveries keep coming");
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        let id = v["task"]["id"].as_str().expect("task id").to_owned();
+        assert!(ids.contains(&id), "{id}");
+        let attempt = header_value(&head, "x-cloro-webhook-id").expect("webhook id");
+        assert!(attempt.starts_with(&id), "{attempt}");
+        assert!(
+            attempts_seen.insert(attempt.to_owned()),
+            "attempt {attempt} sent twice"
+        );
+        if status == 200 {
+            *acked.entry(id).or_default() += 1;
+        }
+    }
+    // Nothing else arrives: every delivery was acknowledged once and never sent again.
+    if let Ok((_, body, _)) = hits.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a delivery came again: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(acked.values().all(|&c| c == 1), "{acked:?}");
+    let _ = (a.kill(), b.kill());
+    let _ = (a.wait(), b.wait());
 }
