@@ -660,7 +660,8 @@ fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
 }
 
 /// A one-request-per-connection HTTP receiver on 127.0.0.1: answers `script` in order, then
-/// `otherwise`, and passes each request's lower-cased head and raw body on.
+/// `otherwise`, and passes each request's lower-cased head, raw body and answer on. An answer
+/// of 0 never answers (the connection stays open: a receiver that hangs).
 fn receiver(
     script: Vec<u16>,
     otherwise: u16,
@@ -671,6 +672,7 @@ fn receiver(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut script = script.into_iter();
+        let mut hung = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -692,6 +694,11 @@ fn receiver(
                 continue;
             }
             let status = script.next().unwrap_or(otherwise);
+            if status == 0 {
+                let _ = tx.send((head, body, status));
+                hung.push(stream);
+                continue;
+            }
             let _ = stream.write_all(
                 format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
@@ -899,4 +906,77 @@ fn two_cluster_nodes_deliver_every_webhook_once() {
     assert!(acked.values().all(|&c| c == 1), "{acked:?}");
     let _ = (a.kill(), b.kill());
     let _ = (a.wait(), b.wait());
+}
+
+#[test]
+fn a_dead_nodes_delivery_is_taken_over_after_its_lease() {
+    let Some((_db, url, _rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "d",
+        "--plan",
+        "business",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId");
+    run_json(&["org", "webhook-secret", "--org", org_id, "--database", &url]);
+    // The first attempt never gets an answer: its node dies while it waits.
+    let (hook, hits) = receiver(vec![0], 200);
+    let args = [
+        "--allow-private-webhooks",
+        "--webhook-timeout-ms",
+        "500",
+        "--webhook-retry-base-ms",
+        "50",
+        "--poll-ms",
+        "50",
+    ];
+    let (mut a, base_a, _) = start_node(&url, &args);
+    let created = http(
+        &base_a,
+        "POST",
+        "/v1/async/task",
+        &key,
+        Some(
+            &json!({ "taskType": "CHATGPT", "payload": { "prompt": "x", "country": "US" },
+                      "webhook": { "url": hook } }),
+        ),
+    );
+    let id = created["task"]["id"].as_str().expect("id").to_owned();
+    let (head, _, _) = hits
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first attempt");
+    assert_eq!(
+        header_value(&head, "x-cloro-webhook-id"),
+        Some(format!("{id}-1").as_str())
+    );
+    a.kill().expect("kill -9");
+    a.wait().expect("reaped");
+    // Another node takes the delivery over once the dead node's lease ran out.
+    let (mut b, base_b, _) = start_node(&url, &args);
+    let (head, _, status) = hits
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the delivery is taken over");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header_value(&head, "x-cloro-webhook-id"),
+        Some(format!("{id}-2").as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = http(&base_b, "GET", &format!("/v1/async/task/{id}"), &key, None);
+        if got["webhook"]["delivered"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = b.kill();
+    let _ = b.wait();
 }
