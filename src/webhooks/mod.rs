@@ -414,7 +414,7 @@ impl Sender {
             _ => return Attempted::Failed("not an http(s) URL".into()),
         };
         // Names are vetted by the resolver; literal addresses never reach it.
-        if !self.cfg.allow_private && ssrf::is_refused_literal(url.as_str()) {
+        if !self.cfg.allow_private && ssrf::is_refused_address_literal(&url) {
             return Attempted::Failed("refused destination (loopback, private, link-local)".into());
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
