@@ -114,6 +114,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     tracker.spawn(crate::webhooks::run_sender(
         dyn_store.clone(),
         opts.webhooks.clone(),
+        gate.clone(),
         cancel.clone(),
     ));
 

@@ -74,6 +74,8 @@ pub fn max_retries_error() -> serde_json::Value {
 pub struct Gate {
     paused: std::sync::atomic::AtomicBool,
     changed: tokio::sync::Notify,
+    /// Attempts this node has finished (the webhook sender reads how busy the queue is).
+    finished: std::sync::atomic::AtomicU64,
 }
 
 impl Gate {
@@ -88,6 +90,10 @@ impl Gate {
     }
     pub fn is_paused(&self) -> bool {
         self.paused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    /// Attempts this node's dispatcher has finished since it started.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -133,9 +139,12 @@ pub async fn run_dispatcher(
                             break;
                         };
                         let (store, engine, cfg) = (store.clone(), engine.clone(), cfg.clone());
+                        let gate = gate.clone();
                         tracker.spawn(async move {
                             let outcome = execute(&*engine, &task, &cfg).await;
                             finish_durably(&*store, task, outcome).await;
+                            gate.finished
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             // The worker slot is free only once the outcome is recorded, so
                             // this node never has more than `workers` tasks PROCESSING.
                             drop(permit);

@@ -16,7 +16,13 @@
 //!    redirects, a time limit per attempt (10 s), connections only to vetted addresses
 //!    ([`ssrf`]). Concurrency is bounded per destination host and overall; deliveries run on
 //!    their own Tokio tasks and never hold a task worker or a concurrency slot.
-//! 4. **Record.** Any 2xx: delivered (`deliveredAt`). Anything else (non-2xx, timeout,
+//! 4. **Tasks first.** On these small machines a delivery costs CPU (an HTTP exchange, a read,
+//!    a signature, a write). While this node's dispatcher finishes more than
+//!    [`WebhookConfig::busy_tasks_per_sec`] attempts per second (its CPU is busy with the
+//!    queue), the sender starts at most [`WebhookConfig::busy_deliveries_per_sec`] attempts per
+//!    second; the backlog goes out at full speed as soon as the queue is quieter. Deliveries
+//!    are delayed a little under heavy load, never lost, and task throughput stays first.
+//! 5. **Record.** Any 2xx: delivered (`deliveredAt`). Anything else (non-2xx, timeout,
 //!    connection error, refused address): the attempt failed; attempt `n+1` is due
 //!    `base·2^(n-1)` later (2, 4, 8, 16 minutes with the default base), and after the fifth
 //!    failed attempt the delivery is given up (`delivered: false` stays).
@@ -49,6 +55,10 @@ pub struct WebhookConfig {
     pub per_host: usize,
     /// Attempts in flight at once over all destinations.
     pub total: usize,
+    /// Above this many finished task attempts per second on this node, the queue has the CPU.
+    pub busy_tasks_per_sec: u64,
+    /// Attempts started per second while the queue has the CPU.
+    pub busy_deliveries_per_sec: u64,
 }
 
 impl Default for WebhookConfig {
@@ -59,6 +69,8 @@ impl Default for WebhookConfig {
             allow_private: false,
             per_host: 8,
             total: 512,
+            busy_tasks_per_sec: 2_000,
+            busy_deliveries_per_sec: 200,
         }
     }
 }
@@ -147,7 +159,12 @@ struct Sender {
 }
 
 /// Runs the webhook sender of this node until `cancel` fires; attempts in flight end first.
-pub async fn run_sender(store: Arc<dyn Store>, cfg: WebhookConfig, cancel: CancellationToken) {
+pub async fn run_sender(
+    store: Arc<dyn Store>,
+    cfg: WebhookConfig,
+    gate: Arc<crate::queue::Gate>,
+    cancel: CancellationToken,
+) {
     let client = match client(&cfg) {
         Ok(c) => c,
         Err(error) => {
@@ -169,9 +186,18 @@ pub async fn run_sender(store: Arc<dyn Store>, cfg: WebhookConfig, cancel: Cance
     let max_in_flight = sender.cfg.total * 4;
     let tracker = TaskTracker::new();
     let mut failures = 0u32;
+    let mut pace = Pace::new(&sender.cfg, gate.finished());
     loop {
         if cancel.is_cancelled() {
             break;
+        }
+        // Tasks first: while the queue is busy, wait for the next start allowed.
+        if let Some(wait) = pace.wait(gate.finished()) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => break,
+            }
+            continue;
         }
         let notified = sender.store.webhook_notify().notified();
         let done = sender.done.notified();
@@ -181,7 +207,7 @@ pub async fn run_sender(store: Arc<dyn Store>, cfg: WebhookConfig, cancel: Cance
         let free = max_in_flight.saturating_sub(sender.in_flight.load(Ordering::SeqCst));
         let mut full = false;
         if free > 0 {
-            let want = free.min(256);
+            let want = free.min(256).min(pace.allowed());
             match sender
                 .store
                 .claim_webhooks(want, sender.cfg.lease_ms())
@@ -190,6 +216,7 @@ pub async fn run_sender(store: Arc<dyn Store>, cfg: WebhookConfig, cancel: Cance
                 Ok(jobs) => {
                     failures = 0;
                     full = jobs.len() == want;
+                    pace.started(jobs.len());
                     for job in jobs {
                         sender.in_flight.fetch_add(1, Ordering::SeqCst);
                         let s = sender.clone();
@@ -232,6 +259,82 @@ pub async fn run_sender(store: Arc<dyn Store>, cfg: WebhookConfig, cancel: Cance
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// The sender's pace: unlimited while the queue is quiet, `busy_deliveries_per_sec` while this
+/// node finishes more than `busy_tasks_per_sec` task attempts per second (measured over 100 ms
+/// windows).
+struct Pace {
+    busy_tasks_per_sec: u64,
+    per_sec: u64,
+    window_start: tokio::time::Instant,
+    finished_at_start: u64,
+    busy: bool,
+    /// Starts allowed now while busy (refilled at `per_sec`).
+    tokens: f64,
+    refilled: tokio::time::Instant,
+}
+
+impl Pace {
+    const WINDOW: Duration = Duration::from_millis(100);
+
+    fn new(cfg: &WebhookConfig, finished: u64) -> Pace {
+        let now = tokio::time::Instant::now();
+        Pace {
+            busy_tasks_per_sec: cfg.busy_tasks_per_sec,
+            per_sec: cfg.busy_deliveries_per_sec.max(1),
+            window_start: now,
+            finished_at_start: finished,
+            busy: false,
+            tokens: 0.0,
+            refilled: now,
+        }
+    }
+
+    /// Updates the busy state; while busy and out of tokens, how long to wait.
+    fn wait(&mut self, finished: u64) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        let span = now.duration_since(self.window_start);
+        if span >= Self::WINDOW {
+            let rate = finished.saturating_sub(self.finished_at_start) as f64 / span.as_secs_f64();
+            let was = self.busy;
+            self.busy = rate > self.busy_tasks_per_sec as f64;
+            if self.busy && !was {
+                self.tokens = 0.0;
+                self.refilled = now;
+            }
+            self.window_start = now;
+            self.finished_at_start = finished;
+        }
+        if !self.busy {
+            return None;
+        }
+        let per_sec = self.per_sec as f64;
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * per_sec)
+            .min(per_sec / 10.0 + 1.0);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            None
+        } else {
+            let until_token = Duration::from_secs_f64((1.0 - self.tokens) / per_sec);
+            Some(until_token.min(Self::WINDOW))
+        }
+    }
+
+    /// How many attempts may start now.
+    fn allowed(&self) -> usize {
+        if self.busy {
+            self.tokens.max(0.0) as usize
+        } else {
+            usize::MAX
+        }
+    }
+
+    fn started(&mut self, n: usize) {
+        if self.busy {
+            self.tokens -= n as f64;
+        }
+    }
 }
 
 /// How one attempt went.
@@ -311,7 +414,7 @@ impl Sender {
             _ => return Attempted::Failed("not an http(s) URL".into()),
         };
         // Names are vetted by the resolver; literal addresses never reach it.
-        if !self.cfg.allow_private && ssrf::is_refused_literal(url.as_str()) {
+        if !self.cfg.allow_private && ssrf::is_refused_address_literal(&url) {
             return Attempted::Failed("refused destination (loopback, private, link-local)".into());
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();

@@ -70,6 +70,16 @@ pub fn is_refused_literal(url: &str) -> bool {
     }
 }
 
+/// True if the URL's host is an IP address in a refused range (addresses never reach the
+/// resolver, so the sender checks them itself; names are checked by [`FilteringResolver`]).
+pub fn is_refused_address_literal(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => is_refused_v4(v4),
+        Some(url::Host::Ipv6(v6)) => is_refused_v6(v6),
+        _ => false,
+    }
+}
+
 /// A reqwest resolver that drops refused addresses from every answer, so the connection can
 /// only go to a vetted address (the check and the connect use the same answer: no rebinding
 /// window).

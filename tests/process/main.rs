@@ -779,17 +779,19 @@ fn sigterm_under_load_drains_in_flight_requests_and_loses_nothing_accepted() {
 }
 
 /// A one-request-per-connection HTTP receiver on 127.0.0.1: answers `script` in order, then
-/// `otherwise`, and passes each request's lower-cased head and raw body on.
+/// `otherwise`, and passes each request's lower-cased head, raw body and answer on. An answer
+/// of 0 never answers (the connection stays open: a receiver that hangs).
 fn receiver(
     script: Vec<u16>,
     otherwise: u16,
-) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>, u16)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut script = script.into_iter();
+        let mut hung = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -811,11 +813,16 @@ fn receiver(
                 continue;
             }
             let status = script.next().unwrap_or(otherwise);
+            if status == 0 {
+                let _ = tx.send((head, body, status));
+                hung.push(stream);
+                continue;
+            }
             let _ = stream.write_all(
                 format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
-            if tx.send((head, body)).is_err() {
+            if tx.send((head, body, status)).is_err() {
                 return;
             }
         }
@@ -898,7 +905,7 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
         ),
     );
     let id = created["task"]["id"].as_str().expect("task id").to_owned();
-    let (head, _) = hits
+    let (head, _, _) = hits
         .recv_timeout(Duration::from_secs(20))
         .expect("first attempt");
     assert_eq!(
@@ -909,7 +916,7 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
     server.child.kill().expect("kill -9");
     server.child.wait().expect("reaped");
     let server = Serve::start(&db, &args);
-    let (head, body) = hits
+    let (head, body, _) = hits
         .recv_timeout(Duration::from_secs(20))
         .expect("the delivery comes after the restart");
     let webhook_id = header_value(&head, "x-cloro-webhook-id").expect("webhook id");
@@ -944,4 +951,151 @@ fn a_pending_webhook_is_delivered_after_kill_9_and_a_restart() {
         assert!(Instant::now() < deadline, "not delivered: {got}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn two_cluster_nodes_deliver_every_webhook_once() {
+    let Some((_db, url, _rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "w",
+        "--plan",
+        "business",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId");
+    // Signed, so every attempt carries its `<task-id>-<attempt>` id.
+    run_json(&["org", "webhook-secret", "--org", org_id, "--database", &url]);
+    // Some attempts fail, so retries run on whichever node claims them.
+    let (hook, hits) = receiver(vec![500, 500, 503, 500, 500, 500], 200);
+    let args = [
+        "--allow-private-webhooks",
+        "--webhook-retry-base-ms",
+        "50",
+        "--poll-ms",
+        "50",
+    ];
+    let (mut a, base_a, _) = start_node(&url, &args);
+    let (mut b, base_b, _) = start_node(&url, &args);
+    let n = 40;
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..n {
+        let base = if i % 2 == 0 { &base_a } else { &base_b };
+        let created = http(
+            base,
+            "POST",
+            "/v1/async/task",
+            &key,
+            Some(
+                &json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("p{i}"), "country": "US" },
+                          "webhook": { "url": hook } }),
+            ),
+        );
+        ids.insert(created["task"]["id"].as_str().expect("id").to_owned());
+    }
+    let mut acked: std::collections::HashMap<String, usize> = Default::default();
+    let mut attempts_seen = std::collections::HashSet::new();
+    while acked.len() < n || acked.values().any(|&c| c == 0) {
+        let (head, body, status) = hits
+            .recv_timeout(Duration::from_secs(30))
+            .expect("deliveries keep coming");
+        let v: Value = serde_json::from_slice(&body).expect("JSON");
+        let id = v["task"]["id"].as_str().expect("task id").to_owned();
+        assert!(ids.contains(&id), "{id}");
+        let attempt = header_value(&head, "x-cloro-webhook-id").expect("webhook id");
+        assert!(attempt.starts_with(&id), "{attempt}");
+        assert!(
+            attempts_seen.insert(attempt.to_owned()),
+            "attempt {attempt} sent twice"
+        );
+        if status == 200 {
+            *acked.entry(id).or_default() += 1;
+        }
+    }
+    // Nothing else arrives: every delivery was acknowledged once and never sent again.
+    if let Ok((_, body, _)) = hits.recv_timeout(Duration::from_millis(1500)) {
+        panic!("a delivery came again: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(acked.values().all(|&c| c == 1), "{acked:?}");
+    let _ = (a.kill(), b.kill());
+    let _ = (a.wait(), b.wait());
+}
+
+#[test]
+fn a_dead_nodes_delivery_is_taken_over_after_its_lease() {
+    let Some((_db, url, _rt)) = cluster_db() else {
+        return;
+    };
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "d",
+        "--plan",
+        "business",
+        "--database",
+        &url,
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId");
+    run_json(&["org", "webhook-secret", "--org", org_id, "--database", &url]);
+    // The first attempt never gets an answer: its node dies while it waits.
+    let (hook, hits) = receiver(vec![0], 200);
+    let args = [
+        "--allow-private-webhooks",
+        "--webhook-timeout-ms",
+        "500",
+        "--webhook-retry-base-ms",
+        "50",
+        "--poll-ms",
+        "50",
+    ];
+    let (mut a, base_a, _) = start_node(&url, &args);
+    let created = http(
+        &base_a,
+        "POST",
+        "/v1/async/task",
+        &key,
+        Some(
+            &json!({ "taskType": "CHATGPT", "payload": { "prompt": "x", "country": "US" },
+                      "webhook": { "url": hook } }),
+        ),
+    );
+    let id = created["task"]["id"].as_str().expect("id").to_owned();
+    let (head, _, _) = hits
+        .recv_timeout(Duration::from_secs(20))
+        .expect("first attempt");
+    assert_eq!(
+        header_value(&head, "x-cloro-webhook-id"),
+        Some(format!("{id}-1").as_str())
+    );
+    a.kill().expect("kill -9");
+    a.wait().expect("reaped");
+    // Another node takes the delivery over once the dead node's lease ran out.
+    let (mut b, base_b, _) = start_node(&url, &args);
+    let (head, _, status) = hits
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the delivery is taken over");
+    assert_eq!(status, 200);
+    assert_eq!(
+        header_value(&head, "x-cloro-webhook-id"),
+        Some(format!("{id}-2").as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = http(&base_b, "GET", &format!("/v1/async/task/{id}"), &key, None);
+        if got["webhook"]["delivered"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = b.kill();
+    let _ = b.wait();
 }
