@@ -1352,9 +1352,15 @@ impl Store for PgStore {
                 "message": "Insufficient credits"
             }})
             .to_string();
+            // FAILED is terminal: the webhooks of these tasks go out like any other (outbox).
             tx.execute(
-                "UPDATE tasks SET status = 3, finished_ms = $2, credits_charged = 0, response = $3, run_after_ms = NULL
-                  WHERE seq = ANY($1)",
+                "WITH failed AS (
+                    UPDATE tasks SET status = 3, finished_ms = $2, credits_charged = 0, response = $3, run_after_ms = NULL
+                     WHERE seq = ANY($1)
+                    RETURNING seq, org, id, webhook_url)
+                 INSERT INTO webhook_deliveries(seq, org, id, url, next_at, created_ms)
+                 SELECT seq, org, id, webhook_url, $2, $2 FROM failed WHERE webhook_url IS NOT NULL
+                 ON CONFLICT (seq) DO NOTHING",
                 &[&reject, &now, &insufficient],
             )
             .await

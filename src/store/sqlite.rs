@@ -343,6 +343,8 @@ enum After {
         picks: Vec<Pick>,
         reply: Reply<Vec<RawClaim>>,
         claims: Vec<RawClaim>,
+        /// Deliveries of tasks failed at pickup (credits).
+        hooks: Vec<(i64, PendingHook)>,
     },
     Finish {
         effects: Vec<FinishEffect>,
@@ -613,8 +615,10 @@ impl Writer {
                     let mut reject = tx.prepare_cached(
                         "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, run_after_ms = NULL,
                                 res_seg = ?3, res_off = ?4, res_len = ?5
-                         WHERE seq = ?1 AND status = 0",
+                         WHERE seq = ?1 AND status = 0
+                         RETURNING webhook_url, id",
                     )?;
+                    let mut hooks = Vec::new();
                     let insufficient = serde_json::json!({"error": {
                         "code": "INSUFFICIENT_CREDITS",
                         "message": "Insufficient credits"
@@ -639,26 +643,46 @@ impl Writer {
                             }
                         } else {
                             let at = log.stage(now, insufficient.as_bytes()).map_err(io_err)?;
-                            if reject.execute(params![
-                                p.seq,
-                                now,
-                                at.segment,
-                                at.offset as i64,
-                                at.len
-                            ])? == 0
-                            {
-                                log.unstage(at);
+                            let failed: Option<(Option<String>, Vec<u8>)> = reject
+                                .query_row(
+                                    params![p.seq, now, at.segment, at.offset as i64, at.len],
+                                    |r| Ok((r.get(0)?, r.get(1)?)),
+                                )
+                                .optional()?;
+                            match failed {
+                                None => log.unstage(at),
+                                // FAILED is terminal: its webhook goes out like any other.
+                                Some((Some(url), id)) => {
+                                    tx.prepare_cached(
+                                        "INSERT INTO webhook_deliveries(seq, org, url, next_at, created_ms)
+                                         VALUES (?1, ?2, ?3, ?4, ?4)",
+                                    )?
+                                    .execute(params![p.seq, p.org, url, now])?;
+                                    hooks.push((
+                                        p.seq,
+                                        PendingHook {
+                                            org: p.org,
+                                            task_id: Uuid::from_slice(&id).unwrap_or_default(),
+                                            url,
+                                            attempts: 0,
+                                            in_flight: false,
+                                            created_ms: now,
+                                        },
+                                    ));
+                                }
+                                Some((None, _)) => {}
                             }
                         }
                     }
-                    Ok(claims)
+                    Ok((claims, hooks))
                 })();
                 match r {
-                    Ok(claims) => {
+                    Ok((claims, hooks)) => {
                         afters.push(After::Claim {
                             picks,
                             reply,
                             claims,
+                            hooks,
                         });
                         Ok(())
                     }
@@ -928,7 +952,9 @@ impl Writer {
     /// Updates the webhook due index for a committed command; true if it changed.
     fn hooks_after_commit(hooks: &mut HookIndex, a: &mut After) -> bool {
         match a {
-            After::Finish { hooks: new, .. } if !new.is_empty() => {
+            After::Finish { hooks: new, .. } | After::Claim { hooks: new, .. }
+                if !new.is_empty() =>
+            {
                 for (seq, hook) in new.drain(..) {
                     // Due at once: the finish time.
                     hooks.add(seq, now_ms(), hook);
@@ -980,6 +1006,7 @@ impl Writer {
                 picks,
                 reply,
                 claims,
+                ..
             } => {
                 ready.settle(&picks);
                 // A running pick whose row was not QUEUED any more frees its slot again.

@@ -341,7 +341,8 @@ impl Pace {
 enum Attempted {
     Acked,
     Failed(String),
-    /// Not attempted (its host was busy for too long): put back, not counted.
+    /// Not attempted (its host was busy for too long, or the store could not answer): put
+    /// back, not counted.
     Deferred,
 }
 
@@ -372,11 +373,11 @@ impl Sender {
         self.record(&job, record).await;
     }
 
-    /// Records the outcome, retrying while the store cannot take it (the attempt stays
-    /// claimed meanwhile; on a crash it is simply due again).
+    /// Records the outcome, retrying until the store takes it or the node stops (the attempt
+    /// stays claimed meanwhile; after a crash or a stop it is simply due again).
     async fn record(&self, job: &WebhookJob, result: WebhookResult) {
         let mut pause = Duration::from_millis(50);
-        for _ in 0..20 {
+        loop {
             match self.store.record_webhook(job, result).await {
                 Ok(()) => return,
                 Err(error) => {
@@ -396,10 +397,11 @@ impl Sender {
             // A node died during the last attempt: that attempt counted.
             return Attempted::Failed("no attempts left".into());
         }
+        // A store that cannot answer is not the receiver's fault: the attempt is not counted.
         let task = match self.store.get_task(job.org, job.task_id).await {
             Ok(Some(t)) => t,
             Ok(None) => return Attempted::Failed("the task no longer exists".into()),
-            Err(e) => return Attempted::Failed(format!("cannot read the task: {e}")),
+            Err(_) => return Attempted::Deferred,
         };
         let body = match serde_json::to_vec(&crate::api::tasks::status_body(&task, false)) {
             Ok(b) => b,
@@ -407,7 +409,7 @@ impl Sender {
         };
         let secret = match self.store.webhook_secret(job.org).await {
             Ok(s) => s,
-            Err(e) => return Attempted::Failed(format!("cannot read the signing secret: {e}")),
+            Err(_) => return Attempted::Deferred,
         };
         let url = match reqwest::Url::parse(&job.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,

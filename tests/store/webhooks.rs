@@ -12,6 +12,7 @@ store_tests!(
     concurrent_claimers_never_get_the_same_delivery,
     purge_removes_deliveries_with_their_tasks,
     a_record_from_an_attempt_that_lost_the_delivery_changes_nothing,
+    a_task_failed_at_pickup_for_credits_notifies_too,
 );
 
 const URL: &str = "https://example.com/hook";
@@ -236,5 +237,22 @@ async fn a_record_from_an_attempt_that_lost_the_delivery_changes_nothing(b: Back
     assert!(
         t.webhook_delivered_ms.is_some(),
         "the holder's record applies"
+    );
+}
+
+async fn a_task_failed_at_pickup_for_credits_notifies_too(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 8, 100)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    // Two submissions each fit the balance; at pickup only the first still does.
+    let mut ids = submit(s, org, vec![hooked(1)]).await;
+    ids.extend(submit(s, org, vec![hooked(1)]).await);
+    let claimed = s.claim(5).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let jobs = claim(s).await;
+    assert_eq!(
+        jobs.iter().map(|j| j.task_id).collect::<Vec<_>>(),
+        vec![ids[1]],
+        "the task FAILED at pickup has its delivery"
     );
 }
