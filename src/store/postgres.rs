@@ -103,10 +103,21 @@ impl Default for PgConfig {
     }
 }
 
+/// Server errors that say the database cannot serve right now rather than that the statement
+/// is wrong: connection exceptions (08), insufficient resources (53, e.g. too many
+/// connections), operator intervention (57: the backend was terminated, the server is shutting
+/// down or starting), system errors (58), and transaction rollbacks (40: serialization failure,
+/// deadlock), which a retry resolves.
+fn transient_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+}
+
 fn pg_err(e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
         return if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
             Error::Conflict(db.message().to_owned())
+        } else if transient_sqlstate(db.code().code()) {
+            Error::Unavailable(db.to_string())
         } else {
             Error::Other(db.to_string())
         };
@@ -1671,5 +1682,25 @@ impl Store for PgStore {
         let client = self.client().await?;
         client.execute("SELECT 1", &[]).await.map_err(pg_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_sqlstate;
+
+    #[test]
+    fn outage_sqlstates_are_transient_and_statement_errors_are_not() {
+        // admin_shutdown (a terminated backend), cannot_connect_now, too_many_connections,
+        // connection_failure, serialization_failure, deadlock_detected, io_error.
+        for code in [
+            "57P01", "57P03", "53300", "08006", "40001", "40P01", "58030",
+        ] {
+            assert!(transient_sqlstate(code), "{code}");
+        }
+        // unique_violation, syntax_error, undefined_table, check_violation, invalid_catalog_name.
+        for code in ["23505", "42601", "42P01", "23514", "3D000", "", "5"] {
+            assert!(!transient_sqlstate(code), "{code}");
+        }
     }
 }
