@@ -90,14 +90,19 @@ pub async fn edge(State(state): State<SharedState>, req: Request, next: Next) ->
             ApiError::new("REQUEST_TIMEOUT").into_response()
         }
     };
+    let latency_ms = start.elapsed().as_millis() as u64;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            latency_ms,
+            "Request answered"
+        )
+    });
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id.hyphenated().to_string()) {
         h.insert("x-request-id", v);
     }
-    h.insert(
-        "x-latency-ms",
-        HeaderValue::from(start.elapsed().as_millis() as u64),
-    );
+    h.insert("x-latency-ms", HeaderValue::from(latency_ms));
     resp
 }
 
