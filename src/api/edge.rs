@@ -90,20 +90,79 @@ pub async fn edge(State(state): State<SharedState>, req: Request, next: Next) ->
             ApiError::new("REQUEST_TIMEOUT").into_response()
         }
     };
+    let latency_ms = start.elapsed().as_millis() as u64;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            latency_ms,
+            "Request answered"
+        )
+    });
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id.hyphenated().to_string()) {
         h.insert("x-request-id", v);
     }
-    h.insert(
-        "x-latency-ms",
-        HeaderValue::from(start.elapsed().as_millis() as u64),
-    );
+    h.insert("x-latency-ms", HeaderValue::from(latency_ms));
     resp
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::api::AppState;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_envelope_with_the_edge_headers() {
+        let db = crate::testing::TestDb::sqlite().expect("test database");
+        let crate::store::Database::Sqlite(path) = &db.database else {
+            unreachable!()
+        };
+        let store = Arc::new(SqliteStore::open(path).expect("store"));
+        let state = Arc::new(AppState::new(
+            store.clone(),
+            1024,
+            EdgeConfig::default(),
+            false,
+        ));
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
+            .with_state(state);
+        let resp = app
+            .oneshot(
+                axum::http::Request::get("/boom")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(resp.headers().get("x-request-id").is_some());
+        assert!(resp.headers().get("x-latency-ms").is_some());
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["code"], "INTERNAL_SERVER_ERROR");
+        crate::store::Store::close(&*store);
+    }
 
     #[test]
     fn only_uuids_are_taken_from_the_client() {

@@ -208,3 +208,33 @@ async fn oversized_headers_are_refused_and_silent_clients_are_disconnected() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_until_one_closes() {
+    let app = TestApp::builder()
+        .edge(EdgeConfig {
+            max_connections: 1,
+            ..Default::default()
+        })
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    // A: served once, then kept alive (idle), holding the only slot.
+    let mut a = TcpStream::connect(&addr).await.expect("connect a");
+    a.write_all(get).await.expect("write a");
+    let mut buf = vec![0u8; 4096];
+    let n = a.read(&mut buf).await.expect("read a");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // B: connected by the kernel, but not served while A holds the slot.
+    let mut b = TcpStream::connect(&addr).await.expect("connect b");
+    b.write_all(get).await.expect("write b");
+    let early = tokio::time::timeout(Duration::from_millis(300), b.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond --max-connections");
+    drop(a);
+    let n = tokio::time::timeout(Duration::from_secs(10), b.read(&mut buf))
+        .await
+        .expect("served once A closed")
+        .expect("read b");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
