@@ -2,18 +2,20 @@
 //!
 //! A receiver (an axum server in the same process, on `127.0.0.1:<random port>`) answers every
 //! POST with 200 after reading its body, and notes when the first and the last request
-//! arrived. Two runs on fresh servers (`--workers`, `--orgs` organizations of concurrency 1000,
+//! arrived. Three runs on fresh servers (`--workers`, `--orgs` organizations of concurrency 1000,
 //! simulated engine at 0 ms, `--tasks` tasks submitted in batches of `--batch`, one client per
 //! organization, as in `drain`):
 //!
 //! 1. **without webhooks**: tasks/s = tasks / (first request → every task finished);
 //! 2. **with webhooks**: the same tasks, each with `webhook.url` pointing at the receiver, every
 //!    organization with a signing secret (so each delivery is signed). Reported: tasks/s as
-//!    above (the queue's throughput while its deliveries go out), the slowdown against run 1,
+//!    above (the queue's throughput while its deliveries go out), the slowdown against the mean
+//!    of runs 1 and 3,
 //!    how many deliveries arrived while tasks still ran (the sender yields to a busy queue, see
 //!    the `webhooks` module docs), deliveries/s for the rest = deliveries received after the
 //!    last task finished / (last task finished → last delivery received), and the time from
-//!    the first request until every delivery was received.
+//!    the first request until every delivery was received;
+//! 3. **without webhooks** again (A-B-A), so that an order effect does not pass for a cost.
 //!
 //! The receiver, the clients and the server share the process, the runtime and the cores; the
 //! sender's per-host limit (8 at once) applies, since every delivery goes to one host.
@@ -162,15 +164,23 @@ pub(super) async fn bench_webhooks(args: &BenchArgs, out: &Output) -> anyhow::Re
     );
     let cancel = CancellationToken::new();
     let (url, seen) = start_receiver(cancel.clone()).await?;
-    let plain = run_once(args, None).await?;
+    // A-B-A: the run without webhooks goes before and after the run with them, so an order
+    // effect (a warmer or a more tired process) does not pass for the cost of webhooks.
+    let before = run_once(args, None).await?;
     let hooked = run_once(args, Some((&url, &seen))).await;
     cancel.cancel();
     let hooked = hooked?;
+    let after = run_once(args, None).await?;
+    let plain_before = n as f64 / before.tasks_wall.as_secs_f64();
+    let plain_after = n as f64 / after.tasks_wall.as_secs_f64();
+    eprintln!(
+        "[bench] webhooks: without {plain_before:.0} tasks/s before, {plain_after:.0} after the run with webhooks"
+    );
     let Some(d) = hooked.deliveries else {
         bail!("no delivery figures");
     };
     let received = d.received;
-    let plain_rate = n as f64 / plain.tasks_wall.as_secs_f64();
+    let plain_rate = (plain_before + plain_after) / 2.0;
     let hooked_rate = n as f64 / hooked.tasks_wall.as_secs_f64();
     let slowdown = 100.0 * (1.0 - hooked_rate / plain_rate);
     let delivery_rate =
