@@ -318,15 +318,7 @@ async fn bench_enqueue(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
 async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     let n = args.tasks;
     let norgs = args.orgs.min(n);
-    // Org o gets tasks [o·n/norgs, (o+1)·n/norgs).
-    let bounds: Vec<(usize, usize)> = (0..norgs)
-        .map(|o| (o * n / norgs, (o + 1) * n / norgs))
-        .collect();
-    let plans: Vec<OrgPlan> = bounds
-        .iter()
-        .enumerate()
-        .map(|(o, (a, b))| OrgPlan::new(&format!("bench-drain-{o}"), WIDE_CONCURRENCY, b - a))
-        .collect();
+    let (bounds, plans) = split_tasks(n, norgs, "bench-drain");
     let bench = BenchServer::start(&plans, args.workers, simulated(), false).await?;
     let store = bench.store()?;
     eprintln!(
@@ -890,6 +882,20 @@ struct OrgPlan {
     name: String,
     concurrency: u32,
     queue_limit: i64,
+}
+
+/// `n` tasks over `norgs` organizations of wide concurrency: organization `o` gets the global task
+/// indices `[o·n/norgs, (o+1)·n/norgs)`, and is named `<prefix>-<o>`.
+fn split_tasks(n: usize, norgs: usize, prefix: &str) -> (Vec<(usize, usize)>, Vec<OrgPlan>) {
+    let bounds: Vec<(usize, usize)> = (0..norgs)
+        .map(|o| (o * n / norgs, (o + 1) * n / norgs))
+        .collect();
+    let plans = bounds
+        .iter()
+        .enumerate()
+        .map(|(o, (a, b))| OrgPlan::new(&format!("{prefix}-{o}"), WIDE_CONCURRENCY, b - a))
+        .collect();
+    (bounds, plans)
 }
 
 impl OrgPlan {

@@ -80,14 +80,7 @@ struct Deliveries {
 async fn run_once(args: &BenchArgs, hook: Option<(&str, &Arc<Seen>)>) -> anyhow::Result<Run> {
     let n = args.tasks;
     let norgs = args.orgs.clamp(1, n.max(1));
-    let bounds: Vec<(usize, usize)> = (0..norgs)
-        .map(|o| (o * n / norgs, (o + 1) * n / norgs))
-        .collect();
-    let plans: Vec<OrgPlan> = bounds
-        .iter()
-        .enumerate()
-        .map(|(o, (a, b))| OrgPlan::new(&format!("bench-hooks-{o}"), WIDE_CONCURRENCY, b - a))
-        .collect();
+    let (bounds, plans) = split_tasks(n, norgs, "bench-hooks");
     let bench = BenchServer::start(&plans, args.workers, simulated(), false).await?;
     let store = bench.store()?;
     if let Some((_, seen)) = hook {

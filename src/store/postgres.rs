@@ -695,6 +695,18 @@ async fn run_listener(shared: Arc<Shared>, url: String, cancel: CancellationToke
     }
 }
 
+/// The earliest of this node's own due times still ahead (past ones are dropped) and the next
+/// poll, in epoch milliseconds.
+fn next_due(heap: &Mutex<BinaryHeap<Reverse<i64>>>, poll_ms: u64) -> i64 {
+    let now = now_ms();
+    let mut heap = heap.lock().unwrap_or_else(|e| e.into_inner());
+    while heap.peek().is_some_and(|Reverse(t)| *t < now) {
+        heap.pop();
+    }
+    let poll = now + poll_ms as i64;
+    heap.peek().map_or(poll, |Reverse(t)| (*t).min(poll))
+}
+
 /// Groups finishes into one transaction each (group commit).
 /// Once `cancel` fires (the store is closing, so the dispatcher has stopped) it takes no new
 /// outcomes, commits the ones already sent, and ends.
@@ -1525,18 +1537,8 @@ impl Store for PgStore {
     }
 
     fn next_retry_ms(&self) -> Option<i64> {
-        let now = now_ms();
-        let mut heap = self
-            .shared
-            .retries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while heap.peek().is_some_and(|Reverse(t)| *t < now) {
-            heap.pop();
-        }
         // Work of other nodes (their retries, a lost notification) is found by polling.
-        let poll = now + self.shared.cfg.poll_ms as i64;
-        Some(heap.peek().map_or(poll, |Reverse(t)| (*t).min(poll)))
+        Some(next_due(&self.shared.retries, self.shared.cfg.poll_ms))
     }
 
     fn work_notify(&self) -> &Notify {
@@ -1655,18 +1657,8 @@ impl Store for PgStore {
     }
 
     fn next_webhook_ms(&self) -> Option<i64> {
-        let now = now_ms();
-        let mut heap = self
-            .shared
-            .hook_retries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        while heap.peek().is_some_and(|Reverse(t)| *t < now) {
-            heap.pop();
-        }
         // Other nodes' deliveries and taken-over leases are found by polling.
-        let poll = now + self.shared.cfg.poll_ms as i64;
-        Some(heap.peek().map_or(poll, |Reverse(t)| (*t).min(poll)))
+        Some(next_due(&self.shared.hook_retries, self.shared.cfg.poll_ms))
     }
 
     async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {

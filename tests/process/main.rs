@@ -182,7 +182,8 @@ fn http(base: &str, method: &str, path: &str, key: &str, body: Option<&Value>) -
     http_full(base, method, path, key, body).2
 }
 
-/// The same, with the status code and the raw header block.
+/// The same, with the status code and the raw header block (lower-cased). Waits for the server
+/// to accept the connection; panics on any other I/O error.
 fn http_full(
     base: &str,
     method: &str,
@@ -190,10 +191,9 @@ fn http_full(
     key: &str,
     body: Option<&Value>,
 ) -> (u16, String, Value) {
-    use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut stream = loop {
+    let stream = loop {
         match std::net::TcpStream::connect(addr) {
             Ok(s) => break s,
             Err(e) => {
@@ -202,22 +202,37 @@ fn http_full(
             }
         }
     };
+    exchange(stream, addr, method, path, key, body).expect("http exchange")
+}
+
+/// One HTTP/1.1 request with `Connection: close` on `stream`, read to the end: status, lower-cased
+/// header block, and the body as JSON (or as a JSON string when it is not JSON). `None` on any
+/// I/O error or a response that is not HTTP.
+fn exchange(
+    mut stream: std::net::TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&Value>,
+) -> Option<(u16, String, Value)> {
+    use std::io::{Read, Write};
     let body = body.map(Value::to_string).unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(req.as_bytes()).expect("write");
+    stream.write_all(req.as_bytes()).ok()?;
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-    (status, head.to_ascii_lowercase(), json)
+    Some((status, head.to_ascii_lowercase(), json))
 }
 
 #[test]
@@ -664,23 +679,16 @@ fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
 
 /// One request that may fail (the server may be going away): `None` on any I/O error.
 fn try_http(base: &str, path: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
-    use std::io::{Read, Write};
     let addr = base.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let stream = std::net::TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
-    let body = body.to_string();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).ok()?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    Some((status, serde_json::from_str(body).ok()?))
+    match exchange(stream, addr, "POST", path, key, Some(body))? {
+        // A body that is not JSON is a response cut off by the server going away.
+        (_, _, Value::String(_)) => None,
+        (status, _, body) => Some((status, body)),
+    }
 }
 
 #[cfg(unix)]
