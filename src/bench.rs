@@ -160,6 +160,11 @@ pub struct BenchArgs {
     /// would).
     #[arg(long)]
     pub long_transaction: bool,
+    /// `--scenario webhooks`: rounds of (with webhooks, without) after a first run without;
+    /// each run with webhooks is compared with the runs without on either side of it, and the
+    /// median over the rounds is reported.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// Where the scenarios run: set once from the arguments.

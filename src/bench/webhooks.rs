@@ -1,21 +1,23 @@
 //! `cloro bench --scenario webhooks`: delivery throughput, and what webhooks cost the queue.
 //!
 //! A receiver (an axum server in the same process, on `127.0.0.1:<random port>`) answers every
-//! POST with 200 after reading its body, and notes when the first and the last request
-//! arrived. Three runs on fresh servers (`--workers`, `--orgs` organizations of concurrency 1000,
-//! simulated engine at 0 ms, `--tasks` tasks submitted in batches of `--batch`, one client per
-//! organization, as in `drain`):
+//! POST with 200 after reading its body, and notes when the last request arrived. Runs on fresh
+//! servers (`--workers`, `--orgs` organizations of concurrency 1000, simulated engine at 0 ms,
+//! `--tasks` tasks submitted in batches of `--batch`, one client per organization, as in
+//! `drain`), in the order A B A B … A with `--rounds` runs B:
 //!
-//! 1. **without webhooks**: tasks/s = tasks / (first request → every task finished);
-//! 2. **with webhooks**: the same tasks, each with `webhook.url` pointing at the receiver, every
-//!    organization with a signing secret (so each delivery is signed). Reported: tasks/s as
-//!    above (the queue's throughput while its deliveries go out), the slowdown against the mean
-//!    of runs 1 and 3,
-//!    how many deliveries arrived while tasks still ran (the sender yields to a busy queue, see
-//!    the `webhooks` module docs), deliveries/s for the rest = deliveries received after the
-//!    last task finished / (last task finished → last delivery received), and the time from
-//!    the first request until every delivery was received;
-//! 3. **without webhooks** again (A-B-A), so that an order effect does not pass for a cost.
+//! * **A, without webhooks**: tasks/s = tasks / (first request → every task finished);
+//! * **B, with webhooks**: the same tasks, each with `webhook.url` pointing at the receiver,
+//!   every organization with a signing secret (so each delivery is signed): tasks/s as above
+//!   (the queue's throughput while its deliveries go out), and once every delivery arrived:
+//!   how many arrived while tasks still ran (the sender yields to a busy queue, see the
+//!   `webhooks` module docs), deliveries/s for the rest = deliveries received after the last
+//!   task finished / (last task finished → last delivery received), and the time from the
+//!   first request until every delivery was received.
+//!
+//! Each B's slowdown is measured against the mean of the two A runs around it, so neither an
+//! order effect nor a slow patch of a shared machine passes for a cost; the medians over the
+//! rounds are reported, with every round's slowdown.
 //!
 //! The receiver, the clients and the server share the process, the runtime and the cores; the
 //! sender's per-host limit (8 at once) applies, since every delivery goes to one host.
@@ -90,6 +92,8 @@ async fn run_once(args: &BenchArgs, hook: Option<(&str, &Arc<Seen>)>) -> anyhow:
                 .set_webhook_secret(&o.id, Some(&crate::webhooks::new_secret()))
                 .await?;
         }
+        seen.count.store(0, Ordering::SeqCst);
+        *seen.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
         seen.target.store(n, Ordering::SeqCst);
     }
     let url = hook.map(|(u, _)| u.to_owned());
@@ -150,43 +154,80 @@ async fn run_once(args: &BenchArgs, hook: Option<(&str, &Arc<Seen>)>) -> anyhow:
 
 pub(super) async fn bench_webhooks(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
     let n = args.tasks;
+    let rounds = args.rounds.max(1);
     ensure!(n > 0, "--tasks must be at least 1");
     eprintln!(
-        "[bench] webhooks: {n} tasks over {} organizations, {} workers, engine 0 ms; without, then with webhooks",
+        "[bench] webhooks: {n} tasks over {} organizations, {} workers, engine 0 ms; \
+         without, then {rounds} rounds of (with webhooks, without)",
         args.orgs, args.workers
     );
     let cancel = CancellationToken::new();
     let (url, seen) = start_receiver(cancel.clone()).await?;
-    // A-B-A: the run without webhooks goes before and after the run with them, so an order
-    // effect (a warmer or a more tired process) does not pass for the cost of webhooks.
-    let before = run_once(args, None).await?;
-    let hooked = run_once(args, Some((&url, &seen))).await;
+    let rate = |r: &Run| n as f64 / r.tasks_wall.as_secs_f64();
+    // A-B-A-B-…-A: every run with webhooks has a run without on either side, so neither an
+    // order effect (a warmer or a more tired process) nor a slow patch of a shared machine
+    // passes for the cost of webhooks.
+    let first = run_once(args, None).await;
+    let mut plain = vec![rate(&first?)];
+    let mut hooked = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let with = match run_once(args, Some((&url, &seen))).await {
+            Ok(r) => r,
+            Err(e) => {
+                cancel.cancel();
+                return Err(e);
+            }
+        };
+        let without = run_once(args, None).await?;
+        plain.push(rate(&without));
+        let Some(d) = with.deliveries.as_ref() else {
+            bail!("no delivery figures");
+        };
+        let (before, after) = (plain[round - 1], plain[round]);
+        let with_rate = rate(&with);
+        let slowdown = 100.0 * (1.0 - with_rate / ((before + after) / 2.0));
+        let delivery_rate =
+            d.received.saturating_sub(d.during) as f64 / d.after_drain.as_secs_f64().max(1e-9);
+        eprintln!(
+            "[bench] webhooks round {round}: {before:.0} / {with_rate:.0} / {after:.0} tasks/s \
+             (without / with / without): {slowdown:.1}% slower; {delivery_rate:.0} deliveries/s"
+        );
+        hooked.push((with_rate, slowdown, delivery_rate, with));
+    }
     cancel.cancel();
-    let hooked = hooked?;
-    let after = run_once(args, None).await?;
-    let plain_before = n as f64 / before.tasks_wall.as_secs_f64();
-    let plain_after = n as f64 / after.tasks_wall.as_secs_f64();
-    eprintln!(
-        "[bench] webhooks: without {plain_before:.0} tasks/s before, {plain_after:.0} after the run with webhooks"
-    );
-    let Some(d) = hooked.deliveries else {
-        bail!("no delivery figures");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[m - 1] + v[m]) / 2.0
+        } else {
+            v[m]
+        }
     };
-    let received = d.received;
-    let plain_rate = (plain_before + plain_after) / 2.0;
-    let hooked_rate = n as f64 / hooked.tasks_wall.as_secs_f64();
-    let slowdown = 100.0 * (1.0 - hooked_rate / plain_rate);
-    let delivery_rate =
-        received.saturating_sub(d.during) as f64 / d.after_drain.as_secs_f64().max(1e-9);
+    let slowdowns: Vec<f64> = hooked.iter().map(|h| h.1).collect();
+    let slowdown = median(slowdowns.clone());
+    let plain_rate = median(plain.clone());
+    let hooked_rate = median(hooked.iter().map(|h| h.0).collect());
+    let delivery_rate = median(hooked.iter().map(|h| h.2).collect());
+    let deliveries: Vec<&Deliveries> = hooked
+        .iter()
+        .filter_map(|h| h.3.deliveries.as_ref())
+        .collect();
+    let received = deliveries.iter().map(|d| d.received).min().unwrap_or(0);
+    let during = median(deliveries.iter().map(|d| d.during as f64).collect());
+    let to_last = median(deliveries.iter().map(|d| d.to_last.as_secs_f64()).collect());
     let human = format!(
-        "webhooks: {n} tasks, {} workers: {:.0} tasks/s without webhooks, {:.0} tasks/s with \
-         ({slowdown:.1}% slower); {received} signed deliveries: {} while tasks ran, the rest at \
-         {delivery_rate:.0}/s once the queue was idle; all delivered {:.2} s after the first submission",
+        "webhooks: {n} tasks, {} workers, {rounds} rounds (medians): {plain_rate:.0} tasks/s without \
+         webhooks, {hooked_rate:.0} tasks/s with; {slowdown:.1}% slower (rounds: {}); every run \
+         delivered all {n} signed deliveries: {during:.0} while tasks ran, the rest at \
+         {delivery_rate:.0}/s once the queue was idle; all delivered {to_last:.2} s after the \
+         first submission",
         args.workers,
-        plain_rate,
-        hooked_rate,
-        d.during,
-        d.to_last.as_secs_f64(),
+        slowdowns
+            .iter()
+            .map(|s| format!("{s:.1}%"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     out.emit(
         &human,
@@ -195,13 +236,15 @@ pub(super) async fn bench_webhooks(args: &BenchArgs, out: &Output) -> anyhow::Re
             "tasks": n,
             "orgs": args.orgs,
             "workers": args.workers,
+            "rounds": rounds,
             "tasksPerSecondWithout": plain_rate.round(),
             "tasksPerSecondWith": hooked_rate.round(),
             "slowdownPercent": round(slowdown, 1),
+            "slowdownPercentRounds": slowdowns.iter().map(|s| round(*s, 1)).collect::<Vec<_>>(),
             "deliveries": received,
-            "deliveriesWhileTasksRan": d.during,
+            "deliveriesWhileTasksRan": during.round(),
             "deliveriesPerSecond": delivery_rate.round(),
-            "allDeliveredSeconds": round(d.to_last.as_secs_f64(), 3),
+            "allDeliveredSeconds": round(to_last, 3),
         }),
     );
     ensure!(received >= n, "{received} of {n} deliveries arrived");

@@ -363,8 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// Answers while the store can serve requests.
     async fn ping(&self) -> Result<()>;
 
-    // Webhook outbox. A terminal finish of a task with a webhook URL writes its delivery in
-    // the same transaction; purge removes deliveries with their tasks.
+    // Webhook outbox. A terminal finish of a task with a webhook URL makes its delivery
+    // pending in the same transaction (SQLite: in the task's own row; PostgreSQL: a delivery
+    // row); purge removes deliveries with their tasks.
 
     /// Claims up to `max` deliveries that are due, oldest due first. A claimed delivery is
     /// not handed out again until it is recorded (or, in cluster mode, its lease ran out

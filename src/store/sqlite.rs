@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_rate_limit.sql"),
     include_str!("../../migrations/sqlite/0003_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0004_webhook_state_in_tasks.sql"),
 ];
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
@@ -251,8 +252,8 @@ struct PendingHook {
     created_ms: i64,
 }
 
-/// The pending deliveries (state 0) of the outbox and when each is due. Rebuilt from the
-/// table at start-up; a delivery that was in flight when the process died is due again.
+/// The pending deliveries (`tasks.wh_state = 0`) and when each is due. Rebuilt from the
+/// task rows at start-up; a delivery that was in flight when the process died is due again.
 #[derive(Debug, Default)]
 struct HookIndex {
     due: std::collections::BTreeSet<(i64, i64)>,
@@ -614,7 +615,8 @@ impl Writer {
                     )?;
                     let mut reject = tx.prepare_cached(
                         "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, run_after_ms = NULL,
-                                res_seg = ?3, res_off = ?4, res_len = ?5
+                                res_seg = ?3, res_off = ?4, res_len = ?5,
+                                wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 0
                          RETURNING webhook_url, id",
                     )?;
@@ -651,13 +653,9 @@ impl Writer {
                                 .optional()?;
                             match failed {
                                 None => log.unstage(at),
-                                // FAILED is terminal: its webhook goes out like any other.
+                                // FAILED is terminal: its webhook goes out like any other
+                                // (pending in the same row update).
                                 Some((Some(url), id)) => {
-                                    tx.prepare_cached(
-                                        "INSERT INTO webhook_deliveries(seq, org, url, next_at, created_ms)
-                                         VALUES (?1, ?2, ?3, ?4, ?4)",
-                                    )?
-                                    .execute(params![p.seq, p.org, url, now])?;
                                     hooks.push((
                                         p.seq,
                                         PendingHook {
@@ -699,15 +697,14 @@ impl Writer {
                 let r = (|| -> rusqlite::Result<_> {
                     // Only the attempt that holds the claim may end it: a second finish of
                     // the same attempt changes nothing and charges nothing.
+                    // A task with a webhook becomes due for delivery in the same row update
+                    // (the outbox is the row itself).
                     let mut done = tx.prepare_cached(
                         "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
-                                res_seg = ?6, res_off = ?7, res_len = ?8
+                                res_seg = ?6, res_off = ?7, res_len = ?8,
+                                wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
                          RETURNING webhook_url, id",
-                    )?;
-                    let mut outbox = tx.prepare_cached(
-                        "INSERT INTO webhook_deliveries(seq, org, url, next_at, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?4)",
                     )?;
                     let mut hooks = Vec::new();
                     let mut retry = tx.prepare_cached(
@@ -755,8 +752,6 @@ impl Writer {
                             .optional()?;
                         if let Some((hook, id)) = updated {
                             if let Some(url) = hook {
-                                // The delivery commits with the terminal status (the outbox).
-                                outbox.execute(params![t.seq, t.org, url, now])?;
                                 hooks.push((
                                     t.seq,
                                     PendingHook {
@@ -874,22 +869,20 @@ impl Writer {
                 let r = match result {
                     WebhookResult::Delivered => tx
                         .prepare_cached(
-                            "UPDATE webhook_deliveries SET attempts = ?2, state = 1, delivered_ms = ?3
-                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
+                            "UPDATE tasks SET wh_attempts = ?2, wh_state = 1, wh_delivered_ms = ?3
+                             WHERE seq = ?1 AND wh_state = 0 AND COALESCE(wh_attempts, 0) = ?4",
                         )
                         .and_then(|mut s| s.execute(params![seq, attempt, now, before])),
                     WebhookResult::Retry { delay_ms } | WebhookResult::Deferred { delay_ms } => tx
                         .prepare_cached(
-                            "UPDATE webhook_deliveries SET attempts = ?2, next_at = ?3
-                             WHERE seq = ?1 AND state = 0 AND attempts = ?4",
+                            "UPDATE tasks SET wh_attempts = ?2, wh_next_at = ?3
+                             WHERE seq = ?1 AND wh_state = 0 AND COALESCE(wh_attempts, 0) = ?4",
                         )
-                        .and_then(|mut s| {
-                            s.execute(params![seq, attempt, now + delay_ms, before])
-                        }),
+                        .and_then(|mut s| s.execute(params![seq, attempt, now + delay_ms, before])),
                     WebhookResult::GaveUp => tx
                         .prepare_cached(
-                            "UPDATE webhook_deliveries SET attempts = ?2, state = 2
-                             WHERE seq = ?1 AND state = 0 AND attempts = ?3",
+                            "UPDATE tasks SET wh_attempts = ?2, wh_state = 2
+                             WHERE seq = ?1 AND wh_state = 0 AND COALESCE(wh_attempts, 0) = ?3",
                         )
                         .and_then(|mut s| s.execute(params![seq, attempt, before])),
                 };
@@ -915,19 +908,12 @@ impl Writer {
                 }
             }
             Cmd::Purge { cutoff, reply } => {
-                // A delivery's created_ms is its task's finish time: they go together.
-                let r = tx
-                    .execute(
-                        "DELETE FROM webhook_deliveries WHERE created_ms < ?1",
-                        [cutoff],
-                    )
-                    .and_then(|_| {
-                        tx.execute(
+                // A delivery's state is in its task's row: they go together.
+                let r = tx.execute(
                     "DELETE FROM tasks WHERE seq IN (
                         SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ?1 LIMIT 20000)",
-                            [cutoff],
-                        )
-                    });
+                    [cutoff],
+                );
                 match r {
                     Ok(n) => {
                         afters.push(After::Count {
@@ -1174,6 +1160,7 @@ impl SqliteStore {
             .parse()
             .map_err(|_| Error::Other("corrupt id mask".into()))?;
         let mut ready = ReadySet::new();
+        let mut hooks = HookIndex::default();
         let now = now_ms();
         let next_seq;
         {
@@ -1205,52 +1192,42 @@ impl SqliteStore {
                         },
                     );
                 }
+                // One scan for both in-memory indexes: the queued tasks and the pending
+                // webhook deliveries (a delivery in flight when the process died is due again).
                 let mut stmt = tx.prepare(
-                    "SELECT seq, org, priority, credits_to_charge, run_after_ms FROM tasks WHERE status = 0",
+                    "SELECT seq, org, priority, credits_to_charge, run_after_ms, status, wh_state,
+                            webhook_url, COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms),
+                            id, finished_ms
+                     FROM tasks WHERE status = 0 OR wh_state = 0",
                 )?;
-                let rows = stmt.query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, u8>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                    ))
-                })?;
-                for row in rows {
-                    let (seq, org, prio, cost, run_after) = row?;
-                    match run_after {
-                        Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, due),
-                        _ => ready.push(org, seq, prio, cost),
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let (seq, org): (i64, i64) = (r.get(0)?, r.get(1)?);
+                    if r.get::<_, i64>(5)? == 0 {
+                        let (prio, cost, run_after): (u8, i64, Option<i64>) =
+                            (r.get(2)?, r.get(3)?, r.get(4)?);
+                        match run_after {
+                            Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, due),
+                            _ => ready.push(org, seq, prio, cost),
+                        }
+                    }
+                    if r.get::<_, Option<i64>>(6)? == Some(0)
+                        && let Some(url) = r.get::<_, Option<String>>(7)?
+                    {
+                        let hook = PendingHook {
+                            org,
+                            url,
+                            attempts: r.get(8)?,
+                            task_id: Uuid::from_slice(&r.get::<_, Vec<u8>>(10)?)
+                                .unwrap_or_default(),
+                            in_flight: false,
+                            created_ms: r.get::<_, Option<i64>>(11)?.unwrap_or(now),
+                        };
+                        hooks.add(seq, r.get::<_, Option<i64>>(9)?.unwrap_or(now), hook);
                     }
                 }
             }
             tx.commit()?;
-        }
-        let mut hooks = HookIndex::default();
-        {
-            let mut stmt = conn.prepare(
-                "SELECT d.seq, d.org, d.url, d.attempts, d.next_at, t.id, d.created_ms
-                 FROM webhook_deliveries d JOIN tasks t ON t.seq = d.seq WHERE d.state = 0",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    PendingHook {
-                        org: r.get(1)?,
-                        url: r.get(2)?,
-                        attempts: r.get(3)?,
-                        task_id: Uuid::from_slice(&r.get::<_, Vec<u8>>(5)?).unwrap_or_default(),
-                        in_flight: false,
-                        created_ms: r.get(6)?,
-                    },
-                    r.get::<_, i64>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (seq, hook, due) = row?;
-                hooks.add(seq, due, hook);
-            }
         }
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -1522,7 +1499,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
                             idem_key, webhook_url, res_seg, credits_to_charge, credits_charged, res_off, res_len,
-                            (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq)
+                            wh_delivered_ms
                      FROM tasks WHERE seq = ?1",
                 )?
                 .query_row([seq], decode_record)

@@ -3,8 +3,9 @@
 //!
 //! How a delivery flows:
 //! 1. **Outbox.** When a task created with `webhook.url` becomes COMPLETED or FAILED, the store
-//!    writes a delivery row in the same transaction as the terminal status (SQLite: the
-//!    writer's group commit; PostgreSQL: the finish transaction). Nothing is lost on a crash.
+//!    makes its delivery pending in the same transaction as the terminal status (SQLite: in the
+//!    task row itself, in the writer's group commit; PostgreSQL: a delivery row in the finish
+//!    transaction). Nothing is lost on a crash.
 //! 2. **Claim.** One sender loop per node ([`run_sender`]) claims due deliveries
 //!    ([`Store::claim_webhooks`]). SQLite keeps the due set in memory (rebuilt at start-up);
 //!    PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, counts the attempt and moves the row one

@@ -256,3 +256,89 @@ async fn a_task_failed_at_pickup_for_credits_notifies_too(b: Backend) {
         "the task FAILED at pickup has its delivery"
     );
 }
+
+/// SQLite only: a database written before the delivery state moved into the task rows (schema
+/// version 3, with its `webhook_deliveries` table) keeps every delivery through the migration:
+/// a pending one is due again with its attempt count, a delivered one keeps `deliveredAt`, and
+/// a task without a webhook gets no delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
+    let f = Fixture::new(&Backend::Sqlite, &[(10, 1_000_000, 1000)]).await;
+    let org = f.orgs[0];
+    let ids = submit(
+        &*f.store,
+        org,
+        vec![hooked(1), hooked(1), hooked(1), task(1, None)],
+    )
+    .await;
+    run_all(&*f.store, completed).await;
+    let mut jobs = claim(&*f.store).await;
+    assert_eq!(jobs.len(), 3);
+    jobs.sort_by_key(|j| ids.iter().position(|id| *id == j.task_id));
+    let s = &*f.store;
+    s.record_webhook(&jobs[0], WebhookResult::Delivered)
+        .await
+        .expect("record");
+    s.record_webhook(&jobs[1], WebhookResult::Retry { delay_ms: 0 })
+        .await
+        .expect("record");
+    // jobs[2] is never recorded: in flight when the process stops.
+    let delivered_ms = s
+        .get_task(org, ids[0])
+        .await
+        .expect("get")
+        .expect("task")
+        .webhook_delivered_ms
+        .expect("delivered");
+    f.store.close();
+    let Fixture { store, db, .. } = f;
+    drop(store);
+    let Database::Sqlite(path) = &db.database else {
+        unreachable!("a SQLite fixture")
+    };
+
+    // Rewrite the file as schema 3 had it: the outbox table, no delivery columns on tasks.
+    {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE webhook_deliveries (
+                 seq INTEGER PRIMARY KEY, org INTEGER NOT NULL, url TEXT NOT NULL,
+                 attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
+                 delivered_ms INTEGER, state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
+             CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_ms);
+             INSERT INTO webhook_deliveries(seq, org, url, attempts, next_at, delivered_ms, state, created_ms)
+                 SELECT seq, org, webhook_url, COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms),
+                        wh_delivered_ms, wh_state, finished_ms
+                 FROM tasks WHERE wh_state IS NOT NULL;
+             ALTER TABLE tasks DROP COLUMN wh_state;
+             ALTER TABLE tasks DROP COLUMN wh_attempts;
+             ALTER TABLE tasks DROP COLUMN wh_next_at;
+             ALTER TABLE tasks DROP COLUMN wh_delivered_ms;
+             PRAGMA user_version = 3;",
+        )
+        .expect("rewrite as schema 3");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM webhook_deliveries", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(rows, 3, "the old file has the three deliveries");
+    }
+
+    let s = open_store(&db.database).await;
+    let mut jobs = claim(&*s).await;
+    jobs.sort_by_key(|j| ids.iter().position(|id| *id == j.task_id));
+    assert_eq!(
+        jobs.iter()
+            .map(|j| (j.task_id, j.attempt))
+            .collect::<Vec<_>>(),
+        vec![(ids[1], 2), (ids[2], 1)],
+        "pending deliveries are due again, with their attempts"
+    );
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(t.webhook_delivered_ms, Some(delivered_ms));
+    s.record_webhook(&jobs[0], WebhookResult::Delivered)
+        .await
+        .expect("record");
+    let t = s.get_task(org, ids[1]).await.expect("get").expect("task");
+    assert!(t.webhook_delivered_ms.is_some());
+    s.close();
+}
