@@ -12,6 +12,12 @@ use cloro::engines::SimulatedEngine;
 use cloro::queue::QueueConfig;
 use cloro::store::postgres::PgConfig;
 
+/// mimalloc instead of the system allocator: the request path allocates a lot (JSON values,
+/// bodies of up to 500 tasks), and glibc's malloc spent a fifth of the runtime's CPU on it,
+/// much of that consolidating fragmented free lists (`docs/PERFORMANCE.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args =
         config::expand_config_file(std::env::args().collect()).map_err(anyhow::Error::msg)?;

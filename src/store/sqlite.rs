@@ -238,12 +238,12 @@ struct FinishEffect {
     retry: Option<(i64, u8, i64)>,
 }
 
-/// A pending webhook delivery as the in-memory due index knows it.
+/// A pending webhook delivery as the in-memory due index knows it: small and free of heap
+/// data, since the writer thread makes one per finished task with a webhook (the task id and
+/// the URL are read from the task row when the delivery is claimed).
 #[derive(Debug, Clone)]
 struct PendingHook {
     org: OrgKey,
-    task_id: Uuid,
-    url: String,
     /// Finished attempts.
     attempts: u32,
     /// Handed to a sender and not recorded yet.
@@ -254,8 +254,16 @@ struct PendingHook {
 
 /// The pending deliveries (`tasks.wh_state = 0`) and when each is due. Rebuilt from the
 /// task rows at start-up; a delivery that was in flight when the process died is due again.
+///
+/// The writer thread adds one entry per finished task with a webhook, while it holds the ready
+/// index's lock: that is a push onto `fresh` (due at once, in finish order). The ordered set and
+/// the map, dearer, are the claim's business (the sender's task) and hold retries, deliveries
+/// in flight and what start-up found.
 #[derive(Debug, Default)]
 struct HookIndex {
+    /// Never attempted, due at their finish time (`created_ms`), oldest first.
+    fresh: std::collections::VecDeque<(i64, PendingHook)>,
+    /// `(due, seq)` of the pending deliveries in `pending` that are not in flight.
     due: std::collections::BTreeSet<(i64, i64)>,
     pending: HashMap<i64, PendingHook>,
 }
@@ -264,6 +272,60 @@ impl HookIndex {
     fn add(&mut self, seq: i64, due: i64, hook: PendingHook) {
         self.due.insert((due, seq));
         self.pending.insert(seq, hook);
+    }
+
+    /// Takes up to `max` deliveries due at `now`, earliest first, and marks them in flight:
+    /// `(seq, org, attempt number)`.
+    fn take_due(&mut self, now: i64, max: usize) -> Vec<(i64, OrgKey, u32)> {
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let fresh = self.fresh.front().map(|(_, h)| h.created_ms);
+            let queued = self.due.first().map(|&(due, _)| due);
+            match (fresh, queued) {
+                (Some(f), q) if f <= now && q.is_none_or(|q| f <= q) => {
+                    let Some((seq, mut h)) = self.fresh.pop_front() else {
+                        break;
+                    };
+                    h.in_flight = true;
+                    taken.push((seq, h.org, h.attempts + 1));
+                    self.pending.insert(seq, h);
+                }
+                (_, Some(q)) if q <= now => {
+                    let Some((due, seq)) = self.due.pop_first() else {
+                        break;
+                    };
+                    debug_assert_eq!(due, q);
+                    if let Some(h) = self.pending.get_mut(&seq)
+                        && !h.in_flight
+                    {
+                        h.in_flight = true;
+                        taken.push((seq, h.org, h.attempts + 1));
+                    }
+                }
+                _ => break,
+            }
+        }
+        taken
+    }
+
+    /// The earliest due time of a delivery not in flight.
+    fn next_due(&self) -> Option<i64> {
+        let fresh = self.fresh.front().map(|(_, h)| h.created_ms);
+        let queued = self.due.first().map(|&(due, _)| due);
+        match (fresh, queued) {
+            (Some(f), Some(q)) => Some(f.min(q)),
+            (f, q) => f.or(q),
+        }
+    }
+
+    /// Forgets the deliveries of tasks that finished before `cutoff_ms` (purged with them),
+    /// except those in flight (their record will find no row to change).
+    fn purge(&mut self, cutoff_ms: i64) {
+        self.fresh.retain(|(_, h)| h.created_ms >= cutoff_ms);
+        self.pending
+            .retain(|_, h| h.created_ms >= cutoff_ms || h.in_flight);
+        let pending = &self.pending;
+        self.due.retain(|(_, seq)| pending.contains_key(seq));
     }
 }
 
@@ -618,7 +680,7 @@ impl Writer {
                                 res_seg = ?3, res_off = ?4, res_len = ?5,
                                 wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 0
-                         RETURNING webhook_url, id",
+                         RETURNING webhook_url IS NOT NULL",
                     )?;
                     let mut hooks = Vec::new();
                     let insufficient = serde_json::json!({"error": {
@@ -645,30 +707,28 @@ impl Writer {
                             }
                         } else {
                             let at = log.stage(now, insufficient.as_bytes()).map_err(io_err)?;
-                            let failed: Option<(Option<String>, Vec<u8>)> = reject
+                            let failed: Option<bool> = reject
                                 .query_row(
                                     params![p.seq, now, at.segment, at.offset as i64, at.len],
-                                    |r| Ok((r.get(0)?, r.get(1)?)),
+                                    |r| r.get(0),
                                 )
                                 .optional()?;
                             match failed {
                                 None => log.unstage(at),
                                 // FAILED is terminal: its webhook goes out like any other
                                 // (pending in the same row update).
-                                Some((Some(url), id)) => {
+                                Some(true) => {
                                     hooks.push((
                                         p.seq,
                                         PendingHook {
                                             org: p.org,
-                                            task_id: Uuid::from_slice(&id).unwrap_or_default(),
-                                            url,
                                             attempts: 0,
                                             in_flight: false,
                                             created_ms: now,
                                         },
                                     ));
                                 }
-                                Some((None, _)) => {}
+                                Some(false) => {}
                             }
                         }
                     }
@@ -704,7 +764,7 @@ impl Writer {
                                 res_seg = ?6, res_off = ?7, res_len = ?8,
                                 wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING webhook_url, id",
+                         RETURNING webhook_url IS NOT NULL",
                     )?;
                     let mut hooks = Vec::new();
                     let mut retry = tx.prepare_cached(
@@ -747,17 +807,14 @@ impl Writer {
                             at.offset as i64,
                             at.len
                         ];
-                        let updated: Option<(Option<String>, Vec<u8>)> = done
-                            .query_row(params, |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()?;
-                        if let Some((hook, id)) = updated {
-                            if let Some(url) = hook {
+                        let updated: Option<bool> =
+                            done.query_row(params, |r| r.get(0)).optional()?;
+                        if let Some(hooked) = updated {
+                            if hooked {
                                 hooks.push((
                                     t.seq,
                                     PendingHook {
                                         org: t.org,
-                                        task_id: Uuid::from_slice(&id).unwrap_or_default(),
-                                        url,
                                         attempts: 0,
                                         in_flight: false,
                                         created_ms: now,
@@ -941,10 +998,8 @@ impl Writer {
             After::Finish { hooks: new, .. } | After::Claim { hooks: new, .. }
                 if !new.is_empty() =>
             {
-                for (seq, hook) in new.drain(..) {
-                    // Due at once: the finish time.
-                    hooks.add(seq, now_ms(), hook);
-                }
+                // Due at once: at their finish time.
+                hooks.fresh.extend(new.drain(..));
                 true
             }
             After::Webhook {
@@ -1196,8 +1251,7 @@ impl SqliteStore {
                 // webhook deliveries (a delivery in flight when the process died is due again).
                 let mut stmt = tx.prepare(
                     "SELECT seq, org, priority, credits_to_charge, run_after_ms, status, wh_state,
-                            webhook_url, COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms),
-                            id, finished_ms
+                            COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms), finished_ms
                      FROM tasks WHERE status = 0 OR wh_state = 0",
                 )?;
                 let mut rows = stmt.query([])?;
@@ -1211,19 +1265,14 @@ impl SqliteStore {
                             _ => ready.push(org, seq, prio, cost),
                         }
                     }
-                    if r.get::<_, Option<i64>>(6)? == Some(0)
-                        && let Some(url) = r.get::<_, Option<String>>(7)?
-                    {
+                    if r.get::<_, Option<i64>>(6)? == Some(0) {
                         let hook = PendingHook {
                             org,
-                            url,
-                            attempts: r.get(8)?,
-                            task_id: Uuid::from_slice(&r.get::<_, Vec<u8>>(10)?)
-                                .unwrap_or_default(),
+                            attempts: r.get(7)?,
                             in_flight: false,
-                            created_ms: r.get::<_, Option<i64>>(11)?.unwrap_or(now),
+                            created_ms: r.get::<_, Option<i64>>(9)?.unwrap_or(now),
                         };
-                        hooks.add(seq, r.get::<_, Option<i64>>(9)?.unwrap_or(now), hook);
+                        hooks.add(seq, r.get::<_, Option<i64>>(8)?.unwrap_or(now), hook);
                     }
                 }
             }
@@ -1612,10 +1661,7 @@ impl Store for SqliteStore {
         }
         {
             // Their deliveries went with them (one transaction per batch, above).
-            let mut hooks = lock(&self.shared.hooks);
-            let HookIndex { due, pending } = &mut *hooks;
-            pending.retain(|_, h| h.created_ms >= cutoff_ms || h.in_flight);
-            due.retain(|(_, seq)| pending.contains_key(seq));
+            lock(&self.shared.hooks).purge(cutoff_ms);
         }
         // Every task that finished before the cutoff is gone: so are whole segments before it.
         let dir = self.log_dir.clone();
@@ -1668,27 +1714,54 @@ impl Store for SqliteStore {
     async fn claim_webhooks(&self, max: usize, _lease_ms: i64) -> Result<Vec<WebhookJob>> {
         // One process owns the file: in-flight state lives in memory; a crash makes it due again.
         let now = now_ms();
+        let taken = lock(&self.shared.hooks).take_due(now, max);
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The task id and the URL come from the task rows (a reader, not the writer).
+        let seqs: Vec<i64> = taken.iter().map(|t| t.0).collect();
+        let rows = self
+            .read(move |c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT id, webhook_url FROM tasks WHERE seq = ?1")?;
+                let mut rows = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    let row: Option<(Vec<u8>, Option<String>)> = stmt
+                        .query_row([seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    rows.push(row);
+                }
+                Ok(rows)
+            })
+            .await;
         let mut hooks = lock(&self.shared.hooks);
-        let mut jobs = Vec::new();
-        while jobs.len() < max {
-            let Some(&(due, seq)) = hooks.due.first() else {
-                break;
-            };
-            if due > now {
-                break;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Not claimed after all: due again at once.
+                for (seq, _, _) in &taken {
+                    if let Some(h) = hooks.pending.get_mut(seq) {
+                        h.in_flight = false;
+                        hooks.due.insert((now, *seq));
+                    }
+                }
+                return Err(e);
             }
-            hooks.due.remove(&(due, seq));
-            if let Some(h) = hooks.pending.get_mut(&seq)
-                && !h.in_flight
-            {
-                h.in_flight = true;
-                jobs.push(WebhookJob {
+        };
+        let mut jobs = Vec::with_capacity(taken.len());
+        for ((seq, org, attempt), row) in taken.into_iter().zip(rows) {
+            match row {
+                Some((id, Some(url))) => jobs.push(WebhookJob {
                     seq,
-                    org: h.org,
-                    task_id: h.task_id,
-                    url: h.url.clone(),
-                    attempt: h.attempts + 1,
-                });
+                    org,
+                    task_id: Uuid::from_slice(&id).unwrap_or_default(),
+                    url,
+                    attempt,
+                }),
+                // The task was purged meanwhile: its delivery went with it.
+                _ => {
+                    hooks.pending.remove(&seq);
+                }
             }
         }
         Ok(jobs)
@@ -1716,7 +1789,7 @@ impl Store for SqliteStore {
     }
 
     fn next_webhook_ms(&self) -> Option<i64> {
-        lock(&self.shared.hooks).due.first().map(|&(due, _)| due)
+        lock(&self.shared.hooks).next_due()
     }
 
     async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
@@ -1736,5 +1809,59 @@ impl Store for SqliteStore {
         }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(Error::from))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(created_ms: i64) -> PendingHook {
+        PendingHook {
+            org: 1,
+            attempts: 0,
+            in_flight: false,
+            created_ms,
+        }
+    }
+
+    #[test]
+    fn the_hook_index_hands_out_fresh_and_retried_deliveries_earliest_first_and_once() {
+        let mut idx = HookIndex::default();
+        idx.fresh.push_back((1, hook(100)));
+        idx.fresh.push_back((2, hook(300)));
+        // Seq 3 failed once and is due again at 200.
+        idx.add(
+            3,
+            200,
+            PendingHook {
+                attempts: 1,
+                ..hook(50)
+            },
+        );
+        assert_eq!(idx.next_due(), Some(100));
+        assert_eq!(idx.take_due(99, 10), vec![], "nothing due yet");
+        assert_eq!(
+            idx.take_due(1_000, 10),
+            vec![(1, 1, 1), (3, 1, 2), (2, 1, 1)],
+            "earliest due first, attempt numbers counted"
+        );
+        assert_eq!(
+            idx.take_due(1_000, 10),
+            vec![],
+            "in flight: not handed out twice"
+        );
+        assert_eq!(idx.next_due(), None);
+        assert!(idx.pending.values().all(|h| h.in_flight));
+        // Purge forgets what finished before the cutoff, except what is in flight.
+        idx.fresh.push_back((4, hook(150)));
+        idx.fresh.push_back((5, hook(400)));
+        idx.purge(200);
+        assert_eq!(
+            idx.fresh.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![5]
+        );
+        assert_eq!(idx.pending.len(), 3, "in-flight deliveries stay");
+        assert_eq!(idx.take_due(1_000, 1), vec![(5, 1, 1)], "at most max");
     }
 }

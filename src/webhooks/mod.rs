@@ -21,7 +21,8 @@
 //!    a signature, a write). While this node's dispatcher finishes more than
 //!    [`WebhookConfig::busy_tasks_per_sec`] attempts per second (its CPU is busy with the
 //!    queue), the sender starts at most [`WebhookConfig::busy_deliveries_per_sec`] attempts per
-//!    second; the backlog goes out at full speed as soon as the queue is quieter. Deliveries
+//!    second; the backlog goes out at full speed once the queue has been quieter for a second
+//!    (a short dip does not count). Deliveries
 //!    are delayed a little under heavy load, never lost, and task throughput stays first.
 //! 5. **Record.** Any 2xx: delivered (`deliveredAt`). Anything else (non-2xx, timeout,
 //!    connection error, refused address): the attempt failed; attempt `n+1` is due
@@ -264,13 +265,17 @@ pub async fn run_sender(
 
 /// The sender's pace: unlimited while the queue is quiet, `busy_deliveries_per_sec` while this
 /// node finishes more than `busy_tasks_per_sec` task attempts per second (measured over 100 ms
-/// windows).
+/// windows). Busy starts with the first busy window and ends only after [`Pace::QUIET`] without
+/// one, so a short dip in a busy queue (a burst of submissions, a slow commit) does not let a
+/// burst of deliveries in.
 struct Pace {
     busy_tasks_per_sec: u64,
     per_sec: u64,
     window_start: tokio::time::Instant,
     finished_at_start: u64,
     busy: bool,
+    /// When the last busy window ended.
+    last_busy: tokio::time::Instant,
     /// Starts allowed now while busy (refilled at `per_sec`).
     tokens: f64,
     refilled: tokio::time::Instant,
@@ -278,15 +283,20 @@ struct Pace {
 
 impl Pace {
     const WINDOW: Duration = Duration::from_millis(100);
+    const QUIET: Duration = Duration::from_secs(1);
 
     fn new(cfg: &WebhookConfig, finished: u64) -> Pace {
-        let now = tokio::time::Instant::now();
+        Pace::new_at(cfg, finished, tokio::time::Instant::now())
+    }
+
+    fn new_at(cfg: &WebhookConfig, finished: u64, now: tokio::time::Instant) -> Pace {
         Pace {
             busy_tasks_per_sec: cfg.busy_tasks_per_sec,
             per_sec: cfg.busy_deliveries_per_sec.max(1),
             window_start: now,
             finished_at_start: finished,
             busy: false,
+            last_busy: now.checked_sub(Self::QUIET).unwrap_or(now),
             tokens: 0.0,
             refilled: now,
         }
@@ -294,18 +304,32 @@ impl Pace {
 
     /// Updates the busy state; while busy and out of tokens, how long to wait.
     fn wait(&mut self, finished: u64) -> Option<Duration> {
-        let now = tokio::time::Instant::now();
+        self.wait_at(finished, tokio::time::Instant::now())
+    }
+
+    fn wait_at(&mut self, finished: u64, now: tokio::time::Instant) -> Option<Duration> {
         let span = now.duration_since(self.window_start);
+        let done = finished.saturating_sub(self.finished_at_start) as f64;
+        let busy_per_window = self.busy_tasks_per_sec as f64 * Self::WINDOW.as_secs_f64();
+        let was = self.busy;
         if span >= Self::WINDOW {
-            let rate = finished.saturating_sub(self.finished_at_start) as f64 / span.as_secs_f64();
-            let was = self.busy;
-            self.busy = rate > self.busy_tasks_per_sec as f64;
-            if self.busy && !was {
-                self.tokens = 0.0;
-                self.refilled = now;
+            if done / span.as_secs_f64() > self.busy_tasks_per_sec as f64 {
+                self.last_busy = now;
+                self.busy = true;
+            } else if now.duration_since(self.last_busy) >= Self::QUIET {
+                self.busy = false;
             }
             self.window_start = now;
             self.finished_at_start = finished;
+        } else if done > busy_per_window {
+            // Busy already within this window (a queue starting to drain): no need to wait
+            // for its end, while a burst of deliveries would get in.
+            self.last_busy = now;
+            self.busy = true;
+        }
+        if self.busy && !was {
+            self.tokens = 0.0;
+            self.refilled = now;
         }
         if !self.busy {
             return None;
@@ -472,6 +496,52 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pace_stays_busy_through_a_short_dip_and_ends_after_a_quiet_second() {
+        let cfg = WebhookConfig {
+            busy_tasks_per_sec: 1_000,
+            busy_deliveries_per_sec: 100,
+            ..WebhookConfig::default()
+        };
+        let start = tokio::time::Instant::now();
+        let (mut finished, mut ms) = (0, 0);
+        let mut pace = Pace::new_at(&cfg, finished, start);
+        // `n` more attempts finished after `after_ms` more milliseconds.
+        let mut step = |pace: &mut Pace, after_ms: u64, n: u64| {
+            ms += after_ms;
+            finished += n;
+            pace.wait_at(finished, start + Duration::from_millis(ms))
+        };
+        assert_eq!(step(&mut pace, 0, 0), None, "a quiet queue: no wait");
+        assert_eq!(pace.allowed(), usize::MAX);
+        assert_eq!(step(&mut pace, 10, 50), None, "not busy yet");
+        // 150 attempts within 20 ms of the window: more than a busy window's 100 already, so
+        // busy at once, and out of tokens at first.
+        assert!(step(&mut pace, 10, 100).is_some(), "busy: wait for a token");
+        step(&mut pace, 80, 50);
+        assert!(pace.busy, "still busy at the window's end");
+        assert!(
+            pace.allowed() <= 11,
+            "{} starts allowed while busy",
+            pace.allowed()
+        );
+        // A dip (nothing finished for 300 ms) does not end it.
+        step(&mut pace, 300, 0);
+        assert!(pace.busy, "a short dip keeps the pace");
+        assert!(
+            pace.allowed() <= 11,
+            "{} starts allowed while busy",
+            pace.allowed()
+        );
+        // A second without a busy window does.
+        for _ in 0..10 {
+            step(&mut pace, 100, 10);
+        }
+        assert!(!pace.busy, "a quiet second ends it");
+        assert_eq!(step(&mut pace, 0, 0), None);
+        assert_eq!(pace.allowed(), usize::MAX);
+    }
 
     #[test]
     fn the_signature_is_v1_and_lowercase_hex_hmac_over_timestamp_dot_body() {
