@@ -198,7 +198,7 @@ pub(super) async fn bench_webhooks(args: &BenchArgs, out: &Output) -> anyhow::Re
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         let m = v.len() / 2;
-        if v.len() % 2 == 0 {
+        if v.len().is_multiple_of(2) {
             (v[m - 1] + v[m]) / 2.0
         } else {
             v[m]
