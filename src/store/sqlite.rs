@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_rate_limit.sql"),
     include_str!("../../migrations/sqlite/0003_webhooks.sql"),
     include_str!("../../migrations/sqlite/0004_webhook_state_in_tasks.sql"),
+    include_str!("../../migrations/sqlite/0005_webhook_urls.sql"),
 ];
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
@@ -456,6 +457,63 @@ struct Writer {
     shared: Arc<Shared>,
     next_seq: i64,
     log: ResultLog,
+    urls: UrlCache,
+}
+
+/// The task's webhook URL, as a submission stores it: recurring URLs are interned in
+/// `webhook_urls` (migration 0005) and referenced by id, so a task's row does not carry them.
+/// The first sighting of a URL (lately) is stored in the row: a URL unique to one task costs
+/// no extra row.
+#[derive(Default)]
+struct UrlCache {
+    /// Interned URLs and their ids (committed, or in the open transaction: cleared when a
+    /// transaction fails).
+    ids: HashMap<String, i64>,
+    /// URLs seen once lately.
+    seen: std::collections::HashSet<String>,
+    /// When unreferenced URLs were last deleted.
+    last_gc_ms: i64,
+}
+
+impl UrlCache {
+    /// Most URLs remembered in each of `ids` and `seen`.
+    const MAX: usize = 4096;
+    /// Unreferenced `webhook_urls` rows are deleted by a purge at most this often (it reads
+    /// every task row once).
+    const GC_EVERY_MS: i64 = 3_600_000;
+
+    /// `(url stored in the row, id stored in the row)` for a submission's URL.
+    fn store<'u>(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        url: Option<&'u str>,
+    ) -> rusqlite::Result<(Option<&'u str>, Option<i64>)> {
+        let Some(url) = url else {
+            return Ok((None, None));
+        };
+        if let Some(&id) = self.ids.get(url) {
+            return Ok((None, Some(id)));
+        }
+        if !self.seen.contains(url) {
+            if self.seen.len() >= Self::MAX {
+                self.seen.clear();
+            }
+            self.seen.insert(url.to_owned());
+            return Ok((Some(url), None));
+        }
+        let id: i64 = tx
+            .prepare_cached(
+                "INSERT INTO webhook_urls(url) VALUES (?1)
+                 ON CONFLICT(url) DO UPDATE SET url = excluded.url RETURNING id",
+            )?
+            .query_row([url], |r| r.get(0))?;
+        if self.ids.len() >= Self::MAX {
+            self.ids.clear();
+        }
+        self.ids.insert(url.to_owned(), id);
+        self.seen.remove(url);
+        Ok((None, Some(id)))
+    }
 }
 
 struct Shared {
@@ -523,6 +581,7 @@ impl Writer {
                     &tx,
                     &self.shared,
                     &mut self.log,
+                    &mut self.urls,
                     &mut self.next_seq,
                     now,
                     cmd,
@@ -561,6 +620,8 @@ impl Writer {
             }
             Err(e) => {
                 self.log.discard();
+                // Ids interned in the rolled-back transaction do not exist.
+                self.urls.ids.clear();
                 self.next_seq = seq_before;
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "Store transaction failed");
@@ -578,6 +639,7 @@ impl Writer {
         tx: &rusqlite::Transaction<'_>,
         shared: &Shared,
         log: &mut ResultLog,
+        urls: &mut UrlCache,
         next_seq: &mut i64,
         now: i64,
         cmd: Cmd,
@@ -593,8 +655,8 @@ impl Writer {
                 let r = (|| -> rusqlite::Result<_> {
                     let mut stmt = tx.prepare_cached(
                         "INSERT INTO tasks(seq, id, org, task_type, priority, status, credits_to_charge,
-                                           idem_key, webhook_url, payload, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10)",
+                                           idem_key, webhook_url, payload, created_ms, webhook_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?;
                     let mut results = Vec::with_capacity(items.len());
                     let mut pushed = Vec::with_capacity(items.len());
@@ -602,6 +664,7 @@ impl Writer {
                         let seq = *next_seq;
                         let id = task_id(now, seq, shared.mask, rand::random::<u16>());
                         let t = &it.task;
+                        let (url, url_id) = urls.store(tx, t.webhook_url.as_deref())?;
                         let res = stmt.execute(params![
                             seq,
                             &id.as_bytes()[..],
@@ -610,9 +673,10 @@ impl Writer {
                             t.priority,
                             t.credits_to_charge,
                             t.idempotency_key,
-                            t.webhook_url,
+                            url,
                             it.payload,
-                            now
+                            now,
+                            url_id
                         ]);
                         match res {
                             Ok(_) => {
@@ -678,9 +742,9 @@ impl Writer {
                     let mut reject = tx.prepare_cached(
                         "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, run_after_ms = NULL,
                                 res_seg = ?3, res_off = ?4, res_len = ?5,
-                                wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
+                                wh_state = CASE WHEN webhook_url IS NULL AND webhook_id IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 0
-                         RETURNING webhook_url IS NOT NULL",
+                         RETURNING webhook_url IS NOT NULL OR webhook_id IS NOT NULL",
                     )?;
                     let mut hooks = Vec::new();
                     let insufficient = serde_json::json!({"error": {
@@ -762,9 +826,9 @@ impl Writer {
                     let mut done = tx.prepare_cached(
                         "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
                                 res_seg = ?6, res_off = ?7, res_len = ?8,
-                                wh_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 0 END
+                                wh_state = CASE WHEN webhook_url IS NULL AND webhook_id IS NULL THEN NULL ELSE 0 END
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING webhook_url IS NOT NULL",
+                         RETURNING webhook_url IS NOT NULL OR webhook_id IS NOT NULL",
                     )?;
                     let mut hooks = Vec::new();
                     let mut retry = tx.prepare_cached(
@@ -966,11 +1030,26 @@ impl Writer {
             }
             Cmd::Purge { cutoff, reply } => {
                 // A delivery's state is in its task's row: they go together.
-                let r = tx.execute(
-                    "DELETE FROM tasks WHERE seq IN (
+                let r = tx
+                    .execute(
+                        "DELETE FROM tasks WHERE seq IN (
                         SELECT seq FROM tasks WHERE finished_ms IS NOT NULL AND finished_ms < ?1 LIMIT 20000)",
-                    [cutoff],
-                );
+                        [cutoff],
+                    )
+                    .and_then(|n| {
+                        // Interned URLs no task uses any more (one read of every task row, so
+                        // at most hourly). The cache forgets every id: some may be gone.
+                        if now - urls.last_gc_ms >= UrlCache::GC_EVERY_MS {
+                            tx.execute(
+                                "DELETE FROM webhook_urls WHERE id NOT IN
+                                    (SELECT webhook_id FROM tasks WHERE webhook_id IS NOT NULL)",
+                                [],
+                            )?;
+                            urls.ids.clear();
+                            urls.last_gc_ms = now;
+                        }
+                        Ok(n)
+                    });
                 match r {
                     Ok(n) => {
                         afters.push(After::Count {
@@ -1303,6 +1382,7 @@ impl SqliteStore {
             shared: shared.clone(),
             next_seq,
             log,
+            urls: UrlCache::default(),
         };
         let handle = std::thread::Builder::new()
             .name("cloro-sqlite-writer".into())
@@ -1547,7 +1627,7 @@ impl Store for SqliteStore {
             let row = c
                 .prepare_cached(
                     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
-                            idem_key, webhook_url, res_seg, credits_to_charge, credits_charged, res_off, res_len,
+                            idem_key, COALESCE(webhook_url, (SELECT url FROM webhook_urls u WHERE u.id = webhook_id)), res_seg, credits_to_charge, credits_charged, res_off, res_len,
                             wh_delivered_ms
                      FROM tasks WHERE seq = ?1",
                 )?
@@ -1723,7 +1803,10 @@ impl Store for SqliteStore {
         let rows = self
             .read(move |c| {
                 let mut stmt =
-                    c.prepare_cached("SELECT id, webhook_url FROM tasks WHERE seq = ?1")?;
+                    c.prepare_cached(
+                        "SELECT id, COALESCE(webhook_url, (SELECT url FROM webhook_urls u WHERE u.id = webhook_id))
+                         FROM tasks WHERE seq = ?1",
+                    )?;
                 let mut rows = Vec::with_capacity(seqs.len());
                 for seq in seqs {
                     let row: Option<(Vec<u8>, Option<String>)> = stmt

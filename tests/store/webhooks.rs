@@ -297,11 +297,16 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
         unreachable!("a SQLite fixture")
     };
 
-    // Rewrite the file as schema 3 had it: the outbox table, no delivery columns on tasks.
+    // Rewrite the file as schema 3 had it: the outbox table, no delivery columns on tasks, every
+    // URL in its task's row.
     {
         let conn = rusqlite::Connection::open(path).expect("open");
         conn.execute_batch(
-            "CREATE TABLE webhook_deliveries (
+            "UPDATE tasks SET webhook_url = (SELECT url FROM webhook_urls u WHERE u.id = tasks.webhook_id)
+                 WHERE webhook_id IS NOT NULL;
+             ALTER TABLE tasks DROP COLUMN webhook_id;
+             DROP TABLE webhook_urls;
+             CREATE TABLE webhook_deliveries (
                  seq INTEGER PRIMARY KEY, org INTEGER NOT NULL, url TEXT NOT NULL,
                  attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL,
                  delivered_ms INTEGER, state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
@@ -340,5 +345,69 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
         .expect("record");
     let t = s.get_task(org, ids[1]).await.expect("get").expect("task");
     assert!(t.webhook_delivered_ms.is_some());
+    s.close();
+}
+
+/// SQLite only: a URL that recurs is stored once and referenced by its tasks (migration 0005);
+/// every delivery still gets its own task's URL, before and after a purge deletes the URLs no
+/// task uses any more (the writer must then forget their ids, or new tasks would point at a
+/// deleted URL and their deliveries would be lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_recurring_urls_are_stored_once_and_survive_a_purge() {
+    const OTHER: &str = "https://example.org/other";
+    let f = Fixture::new(&Backend::Sqlite, &[(10, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let other = NewTask {
+        webhook_url: Some(OTHER.into()),
+        ..task(1, None)
+    };
+    let url_of = |ids: &[uuid::Uuid], jobs: &[WebhookJob]| {
+        ids.iter()
+            .map(|id| {
+                jobs.iter()
+                    .find(|j| j.task_id == *id)
+                    .map(|j| j.url.clone())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    let ids = submit(s, org, vec![hooked(1), hooked(1), other.clone(), hooked(1)]).await;
+    run_all(s, completed).await;
+    let jobs = claim(s).await;
+    assert_eq!(url_of(&ids, &jobs), vec![URL, URL, OTHER, URL]);
+    for id in &ids {
+        let t = s.get_task(org, *id).await.expect("get").expect("task");
+        assert!(t.webhook_url.is_some_and(|u| u == URL || u == OTHER));
+    }
+    let Database::Sqlite(path) = &f.db.database else {
+        unreachable!("a SQLite fixture")
+    };
+    let count = |sql: &str| -> i64 {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.query_row(sql, [], |r| r.get(0)).expect("count")
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM webhook_urls"),
+        1,
+        "URL recurred, OTHER did not"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM tasks WHERE webhook_id IS NOT NULL"),
+        2
+    );
+    for j in &jobs {
+        s.record_webhook(j, WebhookResult::Delivered)
+            .await
+            .expect("record");
+    }
+
+    // Purge everything: the URL no task uses goes, and the writer forgets its id.
+    s.purge(now_ms() + 1_000).await.expect("purge");
+    assert_eq!(count("SELECT count(*) FROM webhook_urls"), 0);
+    let ids = submit(s, org, vec![hooked(1), hooked(1), hooked(1)]).await;
+    run_all(s, completed).await;
+    let jobs = claim(s).await;
+    assert_eq!(url_of(&ids, &jobs), vec![URL, URL, URL], "{jobs:?}");
     s.close();
 }
