@@ -48,6 +48,19 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_webhook_state_in_tasks.sql"),
     include_str!("../../migrations/sqlite/0005_webhook_urls.sql"),
 ];
+/// SQL: whether a task row has a webhook (in the row, or interned: migration 0005).
+macro_rules! has_webhook {
+    () => {
+        "(webhook_url IS NOT NULL OR webhook_id IS NOT NULL)"
+    };
+}
+/// SQL: a task row's webhook URL (in the row, or interned).
+macro_rules! webhook_url_of_task {
+    () => {
+        "COALESCE(webhook_url, (SELECT url FROM webhook_urls u WHERE u.id = webhook_id))"
+    };
+}
+
 /// Most commands folded into one transaction.
 const MAX_GROUP: usize = 512;
 const READERS: usize = 4;
@@ -251,6 +264,18 @@ struct PendingHook {
     in_flight: bool,
     /// The task's finish time (purge removes the delivery with the task).
     created_ms: i64,
+}
+
+impl PendingHook {
+    /// The delivery of a task that just finished (`now`): never attempted, due at once.
+    fn fresh(org: OrgKey, now: i64) -> PendingHook {
+        PendingHook {
+            org,
+            attempts: 0,
+            in_flight: false,
+            created_ms: now,
+        }
+    }
 }
 
 /// The pending deliveries (`tasks.wh_state = 0`) and when each is due. Rebuilt from the
@@ -739,13 +764,16 @@ impl Writer {
                          WHERE seq = ?1 AND status = 0
                          RETURNING id, task_type, payload, attempts",
                     )?;
-                    let mut reject = tx.prepare_cached(
+                    let mut reject = tx.prepare_cached(concat!(
                         "UPDATE tasks SET status = 3, finished_ms = ?2, credits_charged = 0, run_after_ms = NULL,
                                 res_seg = ?3, res_off = ?4, res_len = ?5,
-                                wh_state = CASE WHEN webhook_url IS NULL AND webhook_id IS NULL THEN NULL ELSE 0 END
+                                wh_state = CASE WHEN ",
+                        has_webhook!(),
+                        " THEN 0 END
                          WHERE seq = ?1 AND status = 0
-                         RETURNING webhook_url IS NOT NULL OR webhook_id IS NOT NULL",
-                    )?;
+                         RETURNING ",
+                        has_webhook!()
+                    ))?;
                     let mut hooks = Vec::new();
                     let insufficient = serde_json::json!({"error": {
                         "code": "INSUFFICIENT_CREDITS",
@@ -781,17 +809,7 @@ impl Writer {
                                 None => log.unstage(at),
                                 // FAILED is terminal: its webhook goes out like any other
                                 // (pending in the same row update).
-                                Some(true) => {
-                                    hooks.push((
-                                        p.seq,
-                                        PendingHook {
-                                            org: p.org,
-                                            attempts: 0,
-                                            in_flight: false,
-                                            created_ms: now,
-                                        },
-                                    ));
-                                }
+                                Some(true) => hooks.push((p.seq, PendingHook::fresh(p.org, now))),
                                 Some(false) => {}
                             }
                         }
@@ -823,13 +841,16 @@ impl Writer {
                     // the same attempt changes nothing and charges nothing.
                     // A task with a webhook becomes due for delivery in the same row update
                     // (the outbox is the row itself).
-                    let mut done = tx.prepare_cached(
+                    let mut done = tx.prepare_cached(concat!(
                         "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
                                 res_seg = ?6, res_off = ?7, res_len = ?8,
-                                wh_state = CASE WHEN webhook_url IS NULL AND webhook_id IS NULL THEN NULL ELSE 0 END
+                                wh_state = CASE WHEN ",
+                        has_webhook!(),
+                        " THEN 0 END
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING webhook_url IS NOT NULL OR webhook_id IS NOT NULL",
-                    )?;
+                         RETURNING ",
+                        has_webhook!()
+                    ))?;
                     let mut hooks = Vec::new();
                     let mut retry = tx.prepare_cached(
                         "UPDATE tasks SET status = 0, run_after_ms = ?3
@@ -875,15 +896,7 @@ impl Writer {
                             done.query_row(params, |r| r.get(0)).optional()?;
                         if let Some(hooked) = updated {
                             if hooked {
-                                hooks.push((
-                                    t.seq,
-                                    PendingHook {
-                                        org: t.org,
-                                        attempts: 0,
-                                        in_flight: false,
-                                        created_ms: now,
-                                    },
-                                ));
+                                hooks.push((t.seq, PendingHook::fresh(t.org, now)));
                             }
                             if charged != 0 {
                                 *charges.entry(t.org).or_default() += charged;
@@ -1625,12 +1638,13 @@ impl Store for SqliteStore {
         let log_dir = self.log_dir.clone();
         self.read(move |c| {
             let row = c
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
-                            idem_key, COALESCE(webhook_url, (SELECT url FROM webhook_urls u WHERE u.id = webhook_id)), res_seg, credits_to_charge, credits_charged, res_off, res_len,
-                            wh_delivered_ms
-                     FROM tasks WHERE seq = ?1",
-                )?
+                            idem_key, ",
+                    webhook_url_of_task!(),
+                    ", res_seg, credits_to_charge, credits_charged, res_off, res_len, wh_delivered_ms
+                     FROM tasks WHERE seq = ?1"
+                ))?
                 .query_row([seq], decode_record)
                 .optional()?;
             let Some((stored, owner, mut rec, at)) = row else { return Ok(None) };
@@ -1802,11 +1816,11 @@ impl Store for SqliteStore {
         let seqs: Vec<i64> = taken.iter().map(|t| t.0).collect();
         let rows = self
             .read(move |c| {
-                let mut stmt =
-                    c.prepare_cached(
-                        "SELECT id, COALESCE(webhook_url, (SELECT url FROM webhook_urls u WHERE u.id = webhook_id))
-                         FROM tasks WHERE seq = ?1",
-                    )?;
+                let mut stmt = c.prepare_cached(concat!(
+                    "SELECT id, ",
+                    webhook_url_of_task!(),
+                    " FROM tasks WHERE seq = ?1"
+                ))?;
                 let mut rows = Vec::with_capacity(seqs.len());
                 for seq in seqs {
                     let row: Option<(Vec<u8>, Option<String>)> = stmt
