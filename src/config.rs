@@ -5,25 +5,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 
 use crate::engines::LatencyRange;
 
 /// The default embedded database.
 pub const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "cloro",
-    version,
-    about = "A durable, fair, priority-ordered task queue speaking the cloro API"
-)]
-#[command(args_override_self = true)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
+/// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
+/// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API and the workers.
@@ -34,8 +24,6 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Measure enqueue, drain, latency, status cost and memory through the HTTP API.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -267,8 +255,18 @@ mod tests {
         assert!(parse_database(Some("mysql://x")).is_err());
     }
 
+    /// The library's commands under a bare top level (the binary's adds `bench` and the
+    /// about text).
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "cloro", args_override_self = true)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
     #[test]
     fn the_cli_parses_the_contract() {
+        use clap::Parser as _;
         let cli = Cli::try_parse_from([
             "cloro",
             "serve",

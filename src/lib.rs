@@ -12,13 +12,13 @@
 //!   their outbox).
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
-//!   [`cli`]: the administrative commands; [`bench`]: the benchmark; [`testing`]: throw-away
-//!   databases for tests and the benchmark.
+//!   [`cli`]: the administrative commands; [`clock`]: the injected wall clock; `testing` (the
+//!   `testing` feature, on for this package's own tests): throw-away databases for tests.
+//!   The benchmark, `cloro bench`, is part of the binary (`src/bench/`), not of the library.
 
 pub mod api;
 pub mod app;
 pub mod auth;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -26,6 +26,7 @@ pub mod domain;
 pub mod engines;
 pub mod queue;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;

@@ -1,13 +1,19 @@
 //! The `cloro` binary: parses the command line, sets up logging, runs a command.
+//!
+//! Everything but the benchmark lives in the library (`src/lib.rs`). `cloro bench`
+//! (`src/bench/`) is compiled into this binary only: it is a tool, not part of the service, so
+//! the library (and every test binary linked against it) does not carry it.
+
+mod bench;
 
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use cloro::app::{self, ServeOptions};
-use cloro::config::{self, Cli, Command, ServeArgs};
+use cloro::config::{self, Command, ServeArgs};
 use cloro::engines::SimulatedEngine;
 use cloro::queue::QueueConfig;
 use cloro::store::postgres::PgConfig;
@@ -17,6 +23,27 @@ use cloro::store::postgres::PgConfig;
 /// much of that consolidating fragmented free lists (`docs/PERFORMANCE.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The command line (SPEC §6): the library's commands ([`Command`]) plus `bench`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cloro",
+    version,
+    about = "A durable, fair, priority-ordered task queue speaking the cloro API"
+)]
+#[command(args_override_self = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopCommand {
+    #[command(flatten)]
+    Core(Command),
+    /// Measure enqueue, drain, latency, status cost and memory through the HTTP API.
+    Bench(bench::BenchArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let args =
@@ -31,10 +58,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::Serve(args) => serve(args),
-        Command::Org(cmd) => cloro::cli::org(cmd),
-        Command::Key(cmd) => cloro::cli::key(cmd),
-        Command::Bench(args) => cloro::bench::run(args),
+        TopCommand::Core(Command::Serve(args)) => serve(args),
+        TopCommand::Core(Command::Org(cmd)) => cloro::cli::org(cmd),
+        TopCommand::Core(Command::Key(cmd)) => cloro::cli::key(cmd),
+        TopCommand::Bench(args) => bench::run(args),
     }
 }
 

@@ -89,7 +89,7 @@ async fn run_once(args: &BenchArgs, hook: Option<(&str, &Arc<Seen>)>) -> anyhow:
         let admin = Admin::open(&bench._db.database).await?;
         for o in &bench.orgs {
             admin
-                .set_webhook_secret(&o.id, Some(&crate::webhooks::new_secret()))
+                .set_webhook_secret(&o.id, Some(&cloro::webhooks::new_secret()))
                 .await?;
         }
         seen.count.store(0, Ordering::SeqCst);
