@@ -1160,8 +1160,19 @@ fn google_news(ctx: &mut Ctx<'_>) -> Map<String, Value> {
 // ------------------------------------------------------------------------------------------
 
 #[cfg(test)]
+#[path = "simulated/golden_tests.rs"]
+mod golden_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request payload as the engine receives it: validated and normalised first.
+    pub(super) fn simulate_request(t: TaskType, raw: &Value) -> SimOutput {
+        let (normal, _) = crate::domain::request::validate_payload(t, raw, "payload")
+            .unwrap_or_else(|e| panic!("{raw} rejected: {e:?}"));
+        simulate(t, &normal)
+    }
 
     fn chat_payload(prompt: &str) -> Value {
         json!({"prompt": prompt, "country": "US"})
