@@ -184,7 +184,8 @@ proptest! {
         let req = parse_task_request(&v);
         prop_assert!(req.is_ok(), "{} refused: {:?}", v, req);
         let Ok(req) = req else { unreachable!() };
-        let again = validate_payload(req.task_type, &req.payload, "payload");
+        let again = validate_payload(req.task_type, &req.payload, "payload")
+            .map(|(p, c)| (p.into_stored(), c));
         prop_assert_eq!(again, Ok((req.payload.clone(), req.credits_to_charge)));
     }
 }

@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod countries;
 pub mod fuzz_checks;
+pub mod google_url;
 pub mod plan;
 pub mod request;
 pub mod task;
