@@ -111,6 +111,34 @@ pub fn parse_google_search_url(raw: &str) -> Result<GoogleSearchUrl, GoogleUrlRe
     })
 }
 
+/// The form-decoded value of the LAST pair of the raw query whose undecoded name is `key` and
+/// whose value is not blank (Rust whitespace), `None` when there is none.
+///
+/// This is a different rule from [`parse_google_search_url`] (first pair, decoded names, JS
+/// trimming) on purpose: it is how the simulated engine has always read `hl` from a url-form
+/// payload whose validator found none (e.g. `?hl=&hl=fr`), and its results must stay
+/// byte-identical. Decoding is the URL standard's form decoding (`+` is a space, malformed
+/// escapes kept, invalid UTF-8 replaced), as the `url` crate does it.
+pub(crate) fn last_query_value(raw_url: &str, key: &str) -> Option<String> {
+    let query = raw_url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let query = query.split('#').next().unwrap_or("");
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k != key {
+                return None;
+            }
+            let encoded = format!("v={v}");
+            let decoded = url::form_urlencoded::parse(encoded.as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            (!decoded.trim().is_empty()).then_some(decoded)
+        })
+        .last()
+}
+
 /// Trims whitespace the way JavaScript's `String.prototype.trim` does (incl. U+FEFF).
 pub(crate) fn trim_text(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
@@ -225,6 +253,14 @@ mod tests {
         assert_eq!(percent_decode("%+1"), "%+1");
         assert_eq!(percent_decode("%E0%A4"), "%E0%A4");
         assert_eq!(percent_decode("%"), "%");
+    }
+
+    #[test]
+    fn the_last_non_blank_value_is_form_decoded() {
+        let url = "https://www.google.com/search?q=a&hl=&hl=f+r%C3%A9%z&h%6C=x&hl=%20#hl=y";
+        assert_eq!(last_query_value(url, "hl").as_deref(), Some("f ré%z"));
+        assert_eq!(last_query_value(url, "gl"), None);
+        assert_eq!(last_query_value("no query", "hl"), None);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //! other payload fields, expanded with a local splitmix64 stream: no clocks, no randomness, no
 //! global state.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
+use crate::domain::google_url::last_query_value;
 use crate::domain::request::{Aioverview, Payload};
 
 // ------------------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ struct Fields<'a> {
     text: Option<&'a str>,
     country: Option<&'a str>,
     gl: Option<&'a str>,
-    hl: Option<&'a str>,
+    hl: Option<Cow<'a, str>>,
     state: Option<&'a str>,
     device: Option<&'a str>,
     location: Option<&'a str>,
@@ -248,7 +251,7 @@ impl<'a> Fields<'a> {
                 text: Some(&p.prompt),
                 country: Some(&p.country),
                 gl: Some(&p.gl),
-                hl: p.hl.as_deref(),
+                hl: p.hl.as_deref().map(Cow::Borrowed),
                 state: None,
                 device: Some(p.device.as_str()),
                 location: p.location.as_deref(),
@@ -259,7 +262,12 @@ impl<'a> Fields<'a> {
                 text: Some(&p.query),
                 country: Some(&p.country),
                 gl: Some(&p.gl),
-                hl: p.hl.as_deref(),
+                hl: present(p.hl.as_deref()).map(Cow::Borrowed).or_else(|| {
+                    p.url
+                        .as_deref()
+                        .and_then(|u| last_query_value(u, "hl"))
+                        .map(Cow::Owned)
+                }),
                 state: None,
                 device: Some(p.device.as_str()),
                 location: p.location.as_deref(),
@@ -270,7 +278,7 @@ impl<'a> Fields<'a> {
                 text: Some(&p.query),
                 country: Some(&p.country),
                 gl: Some(&p.gl),
-                hl: p.hl.as_deref(),
+                hl: p.hl.as_deref().map(Cow::Borrowed),
                 state: None,
                 device: Some(p.device.as_str()),
                 location: None,
@@ -282,7 +290,7 @@ impl<'a> Fields<'a> {
             text: present(f.text),
             country: present(f.country),
             gl: present(f.gl),
-            hl: present(f.hl),
+            hl: f.hl.filter(|h| !h.trim().is_empty()),
             state: present(f.state),
             device: present(f.device),
             location: present(f.location),
@@ -379,7 +387,7 @@ impl Ctx {
                 .filter(|g| !g.is_empty())
                 .unwrap_or_else(|| country.to_ascii_lowercase());
         let mut hl =
-            f.hl.map(|h| clean_code(h, 12).to_ascii_lowercase())
+            f.hl.map(|h| clean_code(&h, 12).to_ascii_lowercase())
                 .unwrap_or_default();
         if hl.is_empty() {
             hl.push_str("en");

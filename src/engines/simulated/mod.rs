@@ -15,7 +15,9 @@
 //! `grok.rs`, `copilot.rs`, `perplexity.rs`, `aimode.rs`, `google.rs`, `news.rs`).
 //!
 //! In Google's url form the engine reads the fields the validator derived from the URL
-//! (`query`, `gl`/`country`, `hl`, `pages`); it does not parse the URL itself.
+//! (`query`, `gl`/`country`, `hl`, `pages`). Only when no `hl` was derived does it look at the
+//! URL, through `domain::google_url::last_query_value` (its historical rule, kept so results
+//! stay byte-identical).
 
 mod aimode;
 mod chatgpt;
