@@ -122,21 +122,18 @@ pub fn parse_google_search_url(raw: &str) -> Result<GoogleSearchUrl, GoogleUrlRe
 pub(crate) fn last_query_value(raw_url: &str, key: &str) -> Option<String> {
     let query = raw_url.split_once('?').map(|(_, q)| q).unwrap_or("");
     let query = query.split('#').next().unwrap_or("");
-    query
-        .split('&')
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if k != key {
-                return None;
-            }
-            let encoded = format!("v={v}");
-            let decoded = url::form_urlencoded::parse(encoded.as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            (!decoded.trim().is_empty()).then_some(decoded)
-        })
-        .last()
+    query.split('&').rev().find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != key {
+            return None;
+        }
+        let encoded = format!("v={v}");
+        let decoded = url::form_urlencoded::parse(encoded.as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        (!decoded.trim().is_empty()).then_some(decoded)
+    })
 }
 
 /// Trims whitespace the way JavaScript's `String.prototype.trim` does (incl. U+FEFF).
