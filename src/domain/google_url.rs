@@ -9,7 +9,7 @@
 //!
 //! Query parameters follow the URL standard's form decoding (`+` is a space), except `uule`,
 //! whose token contains literal `+` signs: it is read from the raw query with
-//! [`percent_decode`] (JavaScript's `decodeURIComponent`).
+//! `percent_decode` (JavaScript's `decodeURIComponent`).
 
 /// Google / Google News page depth (also the cap of a URL's `num`).
 pub const MAX_PAGES: i64 = 10;

@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::apikey::ApiKey;
-use super::request::{parse_google_search_url, parse_task_request, validate_payload};
+use super::google_url::parse_google_search_url;
+use super::request::{parse_task_request, validate_payload};
 use super::types::TaskType;
 
 /// Any JSON value, biased towards the shapes and names the parser looks at.

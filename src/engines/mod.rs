@@ -58,7 +58,7 @@ pub trait Engine: Send + Sync + 'static {
 /// Runs one attempt of a stored task: reads its stored payload back as the typed payload, then
 /// calls `engine`. A stored payload that cannot be read (it cannot happen for rows this code
 /// wrote) is a fatal failure of the task, never a panic or a retry.
-pub async fn execute_stored(
+pub(crate) async fn execute_stored(
     engine: &dyn Engine,
     id: Uuid,
     task_type: TaskType,

@@ -45,11 +45,12 @@
 //! `country` uppercase for the Google family, and in Google `url` mode the values derived from
 //!
 //! Layout: this file holds the request envelope (`taskType`, `payload`, `priority`,
-//! `idempotencyKey`, `webhook`) and the dispatch by task type; [`validator`] the shared
-//! field-error machinery; one file per engine family ([`chat`], [`aimode`], [`google`],
-//! [`news`]) with its payload's validation and typed form; [`payload`] the typed [`Payload`]
-//! and its stored JSON; [`pricing`] the credits. The Google URL parser and the percent-decoder
-//! are in `domain::google_url`.
+//! `idempotencyKey`, `webhook`) and the dispatch by task type; `validator.rs` the shared
+//! field-error machinery; one file per engine family (`chat.rs`, `aimode.rs`, `google.rs`,
+//! `news.rs`) with its payload's validation and typed form; `payload.rs` the typed [`Payload`]
+//! and its stored JSON; `pricing.rs` the credits. Their public types are re-exported here. The
+//! Google URL parser and the percent-decoder are in `domain::google_url`. Tests sit beside
+//! them in `*_tests.rs` files (`tests.rs` for the envelope).
 
 use serde_json::Value;
 
@@ -59,12 +60,12 @@ use validator::{
     too_small_string, trim_text, unknown_keys,
 };
 
-pub mod aimode;
-pub mod chat;
-pub mod google;
-pub mod news;
-pub mod payload;
-pub mod pricing;
+mod aimode;
+mod chat;
+mod google;
+mod news;
+mod payload;
+mod pricing;
 mod validator;
 
 pub use super::google_url::{
