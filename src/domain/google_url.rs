@@ -5,7 +5,8 @@
 //! derive `query`, `gl`/`country`, `hl`, `uule` and `pages` from it; engines that need the
 //! parameters the stored payload does not carry (`start`, `tbs`, `safe`) parse the stored `url`
 //! again with the same function (see `GooglePayload::url_params`). The simulated engine reads
-//! only the derived fields of the typed payload, so it no longer decodes URLs itself.
+//! the derived fields of the typed payload; it has no URL decoder of its own any more (its one
+//! historical rule that differs, for `hl`, is `last_query_value`, documented there).
 //!
 //! Query parameters follow the URL standard's form decoding (`+` is a space), except `uule`,
 //! whose token contains literal `+` signs: it is read from the raw query with
