@@ -4,7 +4,8 @@
 //! * Nothing panics, whatever the JSON (deep nesting, huge numbers, odd Unicode, wrong types).
 //! * A refused object request names every problem at a path (never the empty root path, which
 //!   is kept for a body that is not an object, except for an unknown key `""`), with a message.
-//! * Every generated valid request is accepted, and its normalised form is a fixed point.
+//! * Every generated valid request is accepted, its normalised form is a fixed point, and it
+//!   reads back from its stored form as the same typed payload.
 //!
 //! The cargo-fuzz targets in `fuzz/` drive the same functions with coverage guidance.
 
@@ -131,6 +132,7 @@ proptest! {
             Ok(req) => {
                 prop_assert!((1..=10).contains(&req.priority));
                 prop_assert!(req.credits_to_charge > 0);
+                super::fuzz_checks::stored_round_trip(req.task_type, &req.payload);
             }
             Err(errors) => {
                 prop_assert!(!errors.is_empty());
@@ -188,5 +190,6 @@ proptest! {
         let again = validate_payload(req.task_type, &req.payload, "payload")
             .map(|(p, c)| (p.into_stored(), c));
         prop_assert_eq!(again, Ok((req.payload.clone(), req.credits_to_charge)));
+        super::fuzz_checks::stored_round_trip(req.task_type, &req.payload);
     }
 }
