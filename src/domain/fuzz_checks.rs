@@ -3,11 +3,13 @@
 //!
 //! Each takes raw bytes from the fuzzer and panics only when a property is broken: the parsers
 //! never panic, refusals always name a field and a message, and an accepted request's
-//! normalised payload validates again to itself at the same price.
+//! normalised payload validates again to itself at the same price and reads back from its stored
+//! form as the same typed payload.
 
 use serde_json::Value;
 
-use super::request::{parse_google_search_url, parse_task_request, validate_payload};
+use super::google_url::parse_google_search_url;
+use super::request::{Payload, parse_task_request, validate_payload};
 use super::types::TaskType;
 
 /// `fuzz_targets/task_request.rs`: a request body, as `POST /v1/async/task` parses it.
@@ -18,8 +20,10 @@ pub fn task_request(data: &[u8]) {
     match parse_task_request(&v) {
         Ok(req) => {
             assert!((1..=10).contains(&req.priority));
-            let again = validate_payload(req.task_type, &req.payload, "payload");
+            let again = validate_payload(req.task_type, &req.payload, "payload")
+                .map(|(p, c)| (p.into_stored(), c));
             assert_eq!(again, Ok((req.payload.clone(), req.credits_to_charge)));
+            stored_round_trip(req.task_type, &req.payload);
         }
         Err(errors) => {
             assert!(!errors.is_empty());
@@ -38,16 +42,33 @@ pub fn payload(data: &[u8]) {
         return;
     };
     match validate_payload(task_type, &v, "payload") {
-        Ok((normalised, price)) => {
+        Ok((typed, price)) => {
             assert!(price > 0);
-            let again = validate_payload(task_type, &normalised, "payload");
-            assert_eq!(again, Ok((normalised, price)));
+            assert_eq!(typed.task_type(), task_type);
+            let normalised = typed.into_stored();
+            let again = validate_payload(task_type, &normalised, "payload")
+                .map(|(p, c)| (p.into_stored(), c));
+            assert_eq!(again, Ok((normalised.clone(), price)));
+            stored_round_trip(task_type, &normalised);
         }
         Err(errors) => {
             assert!(!errors.is_empty());
             assert!(errors.iter().all(|e| e.field.starts_with("payload")));
         }
     }
+}
+
+/// An accepted payload's stored JSON reads back as the same typed payload, which serialises
+/// (serde) to the same JSON and bytes as [`Payload::into_stored`] built.
+pub(crate) fn stored_round_trip(task_type: TaskType, stored: &Value) {
+    let typed = match Payload::from_stored(task_type, stored) {
+        Ok(p) => p,
+        Err(e) => panic!("{stored} does not read back: {e}"),
+    };
+    assert_eq!(typed.task_type(), task_type);
+    let serialised = serde_json::to_string(&typed).expect("a payload serialises");
+    assert_eq!(serialised, stored.to_string());
+    assert_eq!(typed.into_stored(), *stored);
 }
 
 /// `fuzz_targets/google_url.rs`: a Google search URL as `payload.url` gives it.

@@ -4,7 +4,8 @@
 //! * Nothing panics, whatever the JSON (deep nesting, huge numbers, odd Unicode, wrong types).
 //! * A refused object request names every problem at a path (never the empty root path, which
 //!   is kept for a body that is not an object, except for an unknown key `""`), with a message.
-//! * Every generated valid request is accepted, and its normalised form is a fixed point.
+//! * Every generated valid request is accepted, its normalised form is a fixed point, and it
+//!   reads back from its stored form as the same typed payload.
 //!
 //! The cargo-fuzz targets in `fuzz/` drive the same functions with coverage guidance.
 
@@ -12,7 +13,8 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::apikey::ApiKey;
-use super::request::{parse_google_search_url, parse_task_request, validate_payload};
+use super::google_url::parse_google_search_url;
+use super::request::{parse_task_request, validate_payload};
 use super::types::TaskType;
 
 /// Any JSON value, biased towards the shapes and names the parser looks at.
@@ -130,6 +132,7 @@ proptest! {
             Ok(req) => {
                 prop_assert!((1..=10).contains(&req.priority));
                 prop_assert!(req.credits_to_charge > 0);
+                super::fuzz_checks::stored_round_trip(req.task_type, &req.payload);
             }
             Err(errors) => {
                 prop_assert!(!errors.is_empty());
@@ -184,7 +187,9 @@ proptest! {
         let req = parse_task_request(&v);
         prop_assert!(req.is_ok(), "{} refused: {:?}", v, req);
         let Ok(req) = req else { unreachable!() };
-        let again = validate_payload(req.task_type, &req.payload, "payload");
+        let again = validate_payload(req.task_type, &req.payload, "payload")
+            .map(|(p, c)| (p.into_stored(), c));
         prop_assert_eq!(again, Ok((req.payload.clone(), req.credits_to_charge)));
+        super::fuzz_checks::stored_round_trip(req.task_type, &req.payload);
     }
 }

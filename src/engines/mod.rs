@@ -1,23 +1,36 @@
-//! Engines execute tasks. The queue calls them through the [`Engine`] trait; the `simulated`
-//! engine (the default, no keys needed) answers deterministically in the real result shapes.
-//! Real adapters implement the same trait later.
+//! Engines execute tasks. The queue calls them through the [`Engine`] trait with an
+//! [`EngineTask`] that carries the task's typed payload ([`Payload`], read back from the stored
+//! JSON once per attempt by the queue), so an engine never parses JSON.
+//!
+//! Module map:
+//! - this file: the contract ([`Engine`], [`EngineTask`], [`EngineOutput`], [`EngineError`]:
+//!   retryable vs fatal);
+//! - [`simulated`]: the default engine (no keys needed), deterministic results in the real
+//!   shapes, one file per engine under `simulated/`.
+//!
+//! A real adapter (OpenAI Responses, Gemini, SerpApi…) is a new file or folder here
+//! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
 
 pub mod simulated;
 
-use std::time::Duration;
+pub use simulated::{LatencyRange, SimulatedEngine};
 
 use async_trait::async_trait;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
 
 /// What an engine is asked to do.
 #[derive(Debug, Clone)]
 pub struct EngineTask<'a> {
     pub id: Uuid,
+    /// Always `payload.task_type()`.
     pub task_type: TaskType,
-    pub payload: &'a Value,
+    /// The validated payload, typed by engine family.
+    pub payload: &'a Payload,
+    /// 1 for the first attempt.
     pub attempt: u32,
 }
 
@@ -42,73 +55,31 @@ pub trait Engine: Send + Sync + 'static {
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError>;
 }
 
-/// Simulated latency: fixed or uniformly spread over `min..=max` milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LatencyRange {
-    pub min_ms: u64,
-    pub max_ms: u64,
-}
-
-impl std::str::FromStr for LatencyRange {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parse = |x: &str| {
-            x.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("invalid latency {s:?}: expected N or MIN..MAX"))
-        };
-        match s.split_once("..") {
-            Some((a, b)) => {
-                let (min_ms, max_ms) = (parse(a)?, parse(b)?);
-                if min_ms > max_ms {
-                    return Err(format!("invalid latency {s:?}: MIN is above MAX"));
-                }
-                Ok(LatencyRange { min_ms, max_ms })
-            }
-            None => {
-                let v = parse(s)?;
-                Ok(LatencyRange {
-                    min_ms: v,
-                    max_ms: v,
-                })
-            }
+/// Runs one attempt of a stored task: reads its stored payload back as the typed payload, then
+/// calls `engine`. A stored payload that cannot be read (it cannot happen for rows this code
+/// wrote) is a fatal failure of the task, never a panic or a retry.
+pub(crate) async fn execute_stored(
+    engine: &dyn Engine,
+    id: Uuid,
+    task_type: TaskType,
+    stored: &Value,
+    attempt: u32,
+) -> Result<EngineOutput, EngineError> {
+    let payload = Payload::from_stored(task_type, stored).map_err(|e| {
+        tracing::error!(task_id = %id, error = %e, "Cannot read a stored payload");
+        EngineError::Fatal {
+            code: "INTERNAL_SERVER_ERROR".into(),
+            message: e.to_string(),
         }
-    }
-}
-
-/// The simulated engine (SPEC §5).
-#[derive(Debug, Clone)]
-pub struct SimulatedEngine {
-    pub latency: LatencyRange,
-    pub failure_rate: f64,
-}
-
-#[async_trait]
-impl Engine for SimulatedEngine {
-    async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
-        let seed = task.id.to_string();
-        let LatencyRange { min_ms, max_ms } = self.latency;
-        let ms = if max_ms > min_ms {
-            min_ms
-                + (simulated::unit_interval(&seed, u32::MAX - task.attempt)
-                    * (max_ms - min_ms + 1) as f64) as u64
-        } else {
-            min_ms
-        };
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        if self.failure_rate > 0.0
-            && simulated::unit_interval(&seed, task.attempt) < self.failure_rate
-        {
-            return Err(EngineError::Retryable("simulated upstream failure".into()));
-        }
-        let out = simulated::simulate(task.task_type, task.payload);
-        Ok(EngineOutput {
-            result: out.result,
-            extra_credits: i64::from(out.extra_credits),
+    })?;
+    engine
+        .execute(EngineTask {
+            id,
+            task_type,
+            payload: &payload,
+            attempt,
         })
-    }
+        .await
 }
 
 #[cfg(test)]
@@ -133,5 +104,49 @@ mod tests {
         );
         assert!("20..1".parse::<LatencyRange>().is_err());
         assert!("x".parse::<LatencyRange>().is_err());
+    }
+
+    /// An engine that must not be reached.
+    struct Unreachable;
+
+    #[async_trait]
+    impl Engine for Unreachable {
+        async fn execute(&self, _: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+            panic!("the engine was called");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_payload_fails_the_task_with_a_clear_message() {
+        let stored = serde_json::json!({"query": "a", "gl": "us"});
+        let err = execute_stored(&Unreachable, Uuid::nil(), TaskType::Chatgpt, &stored, 1)
+            .await
+            .err();
+        let Some(EngineError::Fatal { code, message }) = err else {
+            panic!("expected a fatal error, got {err:?}");
+        };
+        assert_eq!(code, "INTERNAL_SERVER_ERROR");
+        assert!(
+            message
+                .starts_with("the stored CHATGPT payload cannot be read: missing field `prompt`"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_payload_reaches_the_engine_typed() {
+        let engine = SimulatedEngine {
+            latency: LatencyRange {
+                min_ms: 0,
+                max_ms: 0,
+            },
+            failure_rate: 0.0,
+        };
+        let stored = serde_json::json!({"query": "a", "gl": "us", "country": "US",
+                                        "device": "desktop", "pages": 2});
+        let out = execute_stored(&engine, Uuid::nil(), TaskType::GoogleNews, &stored, 1)
+            .await
+            .expect("simulated");
+        assert_eq!(out.result["newsResults"].as_array().map(Vec::len), Some(20));
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engines::{Engine, EngineError, EngineTask};
+use crate::engines::{Engine, EngineError, execute_stored};
 use crate::store::{ClaimedTask, Outcome, Store};
 use crate::time_fmt::now_ms;
 
@@ -188,12 +188,7 @@ pub async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig)
             error: max_retries_error(),
         };
     }
-    let call = engine.execute(EngineTask {
-        id: task.id,
-        task_type: task.task_type,
-        payload: &task.payload,
-        attempt: task.attempt,
-    });
+    let call = execute_stored(engine, task.id, task.task_type, &task.payload, task.attempt);
     let result = match tokio::time::timeout(cfg.engine_timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(EngineError::Retryable("engine call timed out".into())),

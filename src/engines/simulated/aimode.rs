@@ -1,0 +1,83 @@
+//! The simulated Google AI Mode (reference §5.6): text, sources, ads, and with `expandProducts` the product clusters it bills one credit each for.
+
+use serde_json::{Map, Value, json};
+
+use super::context::*;
+
+pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Value> {
+    let a = ctx.answer();
+    let sources = ctx.sources(&a.brands);
+    let text = ctx.text(&a, sources.len());
+    let mut m = Map::new();
+    m.insert("text".into(), Value::String(text));
+    m.insert("sources".into(), basic_sources(&sources));
+    m.insert("citationPills".into(), pills(&sources, 1));
+    text_md_html(ctx, &mut m, &a, &sources);
+    for key in ["places", "shoppingCards"] {
+        m.insert(key.into(), Value::Array(Vec::new()));
+    }
+    let n_ads = ctx.rng.below(3);
+    let (currency, _) = ctx.currency();
+    let ads: Vec<Value> = (0..n_ads)
+        .map(|i| {
+            let (_, raw) = ctx.price();
+            json!({
+                "title": format!("{} {}", a.brands[i], ctx.topic),
+                "url": format!("https://shop.example.com/{}/{}-{}", ctx.gl, ctx.slug, i + 1),
+                "position": i + 1,
+                "price": raw,
+                "store": "Example Shop",
+                "rating": ctx.rng.rating(35, 50),
+                "reviews": 5 + ctx.rng.below(900),
+                "imageUrl": format!("https://shop.example.com/img/{}-{}.jpg", ctx.slug, i + 1)
+            })
+        })
+        .collect();
+    m.insert("ads".into(), json!({"title": "Sponsored", "ads": ads}));
+    for key in ["inlineProducts", "videos", "map"] {
+        m.insert(key.into(), Value::Array(Vec::new()));
+    }
+    if ctx.inc.expand_products {
+        let n = ctx.rng.range(1, 6);
+        let products: Vec<Value> = (0..n)
+            .map(|i| product_result(ctx, a.brands[i % 3], i, currency))
+            .collect();
+        m.insert("productResults".into(), Value::Array(products));
+        *extra_credits = n as u32;
+    }
+    finish(m)
+}
+
+fn product_result(ctx: &mut Ctx, brand: &str, i: usize, currency: &str) -> Value {
+    let (value, raw) = ctx.price();
+    let id = format!("{:012x}", ctx.rng.next() & 0xffff_ffff_ffff);
+    json!({
+        "title": format!("{brand} {} #{}", ctx.topic, i + 1),
+        "stores": [{
+            "name": "Example Shop",
+            "link": format!("https://shop.example.com/{}/p/{id}", ctx.gl),
+            "price": {"value": value, "currency": currency, "raw": raw},
+            "installments": "",
+            "description": "Simulated store offer",
+            "buyingOptions": [],
+            "logo": "https://shop.example.com/logo.png",
+            "shipping": "Free shipping",
+            "condition": "New",
+            "rating": ctx.rng.rating(35, 50),
+            "reviews": 5 + ctx.rng.below(900)
+        }],
+        "aboutTheProduct": {
+            "description": format!("Simulated product related to {}.", ctx.topic),
+            "features": [format!("Made by {brand}")]
+        },
+        "specifications": {"General": {"Brand": brand}},
+        "images": [{"mainUrl": format!("https://shop.example.com/img/{id}.jpg"),
+                    "thumbnailUrl": format!("https://shop.example.com/img/{id}-t.jpg"),
+                    "title": brand}],
+        "rating": ctx.rng.rating(35, 50),
+        "reviews": 5 + ctx.rng.below(900),
+        "variants": [],
+        "userReviews": [],
+        "relatedProducts": []
+    })
+}

@@ -1,0 +1,698 @@
+//! What the simulated engines share: the per-task context (text, geo, pages and include
+//! options read from the typed payload, and the seed every value derives from), the
+//! deterministic stream, the fictional vocabulary, and the text, source and citation builders.
+//!
+//! Everything is derived from a hand-written 64-bit FNV-1a hash of the prompt/query and the
+//! other payload fields, expanded with a local splitmix64 stream: no clocks, no randomness, no
+//! global state.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value, json};
+
+use crate::domain::google_url::last_query_value;
+use crate::domain::request::{Aioverview, Payload};
+
+// ------------------------------------------------------------------------------------------
+// Hashing and the deterministic stream
+
+pub(super) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub(super) const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+pub(super) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// splitmix64 finaliser: spreads FNV's weak high bits.
+pub(super) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Top 53 bits as a float in [0,1).
+pub(super) fn to_unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A local splitmix64 stream seeded from the payload hash.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.0)
+    }
+    /// Uniform-ish in `0..n` (0 when n is 0).
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+    /// Uniform-ish in `lo..=hi`.
+    pub(super) fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi.saturating_sub(lo) + 1)
+    }
+    pub(super) fn pick(&mut self, xs: &[&'static str]) -> &'static str {
+        let i = self.below(xs.len());
+        xs.get(i).copied().unwrap_or("")
+    }
+    /// A rating like 4.3 (one decimal, in `lo/10 ..= hi/10`).
+    pub(super) fn rating(&mut self, lo: usize, hi: usize) -> f64 {
+        self.range(lo, hi) as f64 / 10.0
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Vocabulary (fictional brands, reserved example domains)
+
+pub(super) const BRANDS: [&str; 12] = [
+    "Acme",
+    "Northwind",
+    "Contoso",
+    "Fabrikam",
+    "Globex",
+    "Initech",
+    "Tailspin",
+    "Litware",
+    "Lumen",
+    "Zephyr",
+    "Orbitly",
+    "Brightleaf",
+];
+pub(super) const QUALITIES: [&str; 8] = [
+    "value for money",
+    "reliability",
+    "ease of use",
+    "customer support",
+    "build quality",
+    "its feature set",
+    "performance",
+    "long-term durability",
+];
+pub(super) const HOSTS: [(&str, &str); 10] = [
+    ("www.example.com", "Example"),
+    ("example.org", "Example.org"),
+    ("example.net", "Example.net"),
+    ("reviews.example.com", "Example Reviews"),
+    ("news.example.org", "Example News"),
+    ("guide.example.net", "Example Guide"),
+    ("blog.example.com", "Example Blog"),
+    ("wiki.example.org", "Example Wiki"),
+    ("forum.example.net", "Example Forum"),
+    ("shop.example.com", "Example Shop"),
+];
+pub(super) const INTROS: [&str; 4] = [
+    "Here is an overview for",
+    "Short answer for",
+    "A quick summary on",
+    "What the sources say about",
+];
+pub(super) const SUFFIXES: [&str; 6] = [
+    "alternatives",
+    "pros and cons",
+    "prices",
+    "reviews",
+    "for beginners",
+    "comparison",
+];
+pub(super) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+// ------------------------------------------------------------------------------------------
+// Text helpers
+
+/// Keep ASCII letters, digits and `-`, at most `max` of them (safe inside URLs).
+pub(super) fn clean_code(s: &str, max: usize) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(max)
+        .collect()
+}
+
+/// Whitespace collapsed, control characters dropped, at most `max` chars: cut at a word
+/// boundary where possible, then `…`.
+pub(super) fn collapse(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max * 4 + 4));
+    let mut n = 0;
+    for word in text.split_whitespace() {
+        let len = word.chars().filter(|c| !c.is_control()).count();
+        if len == 0 {
+            continue;
+        }
+        let sep = usize::from(n > 0);
+        if n + sep + len > max {
+            if n == 0 {
+                // A single over-long word: cut it.
+                out.extend(word.chars().filter(|c| !c.is_control()).take(max));
+            }
+            out.push('…');
+            return out;
+        }
+        if sep == 1 {
+            out.push(' ');
+        }
+        out.extend(word.chars().filter(|c| !c.is_control()));
+        n += sep + len;
+    }
+    out
+}
+
+/// Lowercase ASCII slug of the first words (whole words, at most 32 chars; a first word longer
+/// than that is cut); `topic` when nothing is left.
+pub(super) fn slugify(text: &str) -> String {
+    const MAX: usize = 32;
+    let mut out = String::with_capacity(MAX);
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if word.is_empty() {
+            continue;
+        }
+        let sep = usize::from(!out.is_empty());
+        if out.len() + sep + word.len() > MAX {
+            if out.is_empty() {
+                out.extend(word.chars().take(MAX).map(|c| c.to_ascii_lowercase()));
+            }
+            break;
+        }
+        if sep == 1 {
+            out.push('-');
+        }
+        out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    if out.is_empty() {
+        out.push_str("topic");
+    }
+    out
+}
+
+/// Query-string encoding: unreserved kept, space as `+`, everything else `%XX` per byte.
+pub(super) fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' => out.push('+'),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 15)]));
+            }
+        }
+    }
+    out
+}
+// ------------------------------------------------------------------------------------------
+// Per-task context
+
+/// The payload fields the simulation reads, taken from the typed payload of any family (each
+/// string trimmed; blank counts as absent).
+struct Fields<'a> {
+    text: Option<&'a str>,
+    country: Option<&'a str>,
+    gl: Option<&'a str>,
+    hl: Option<Cow<'a, str>>,
+    state: Option<&'a str>,
+    device: Option<&'a str>,
+    location: Option<&'a str>,
+    uule: Option<&'a str>,
+    pages: Option<u32>,
+}
+
+/// `s` trimmed, `None` when blank.
+fn present(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn of(payload: &'a Payload) -> Fields<'a> {
+        let f = match payload {
+            Payload::Chat(_, p) => Fields {
+                text: Some(&p.prompt),
+                country: Some(&p.country),
+                gl: None,
+                hl: None,
+                state: p.state.as_deref(),
+                device: None,
+                location: None,
+                uule: None,
+                pages: None,
+            },
+            Payload::AiMode(p) => Fields {
+                text: Some(&p.prompt),
+                country: Some(&p.country),
+                gl: Some(&p.gl),
+                hl: p.hl.as_deref().map(Cow::Borrowed),
+                state: None,
+                device: Some(p.device.as_str()),
+                location: p.location.as_deref(),
+                uule: p.uule.as_deref(),
+                pages: None,
+            },
+            Payload::Google(p) => Fields {
+                text: Some(&p.query),
+                country: Some(&p.country),
+                gl: Some(&p.gl),
+                hl: present(p.hl.as_deref()).map(Cow::Borrowed).or_else(|| {
+                    p.url
+                        .as_deref()
+                        .and_then(|u| last_query_value(u, "hl"))
+                        .map(Cow::Owned)
+                }),
+                state: None,
+                device: Some(p.device.as_str()),
+                location: p.location.as_deref(),
+                uule: p.uule.as_deref(),
+                pages: Some(p.pages),
+            },
+            Payload::News(p) => Fields {
+                text: Some(&p.query),
+                country: Some(&p.country),
+                gl: Some(&p.gl),
+                hl: p.hl.as_deref().map(Cow::Borrowed),
+                state: None,
+                device: Some(p.device.as_str()),
+                location: None,
+                uule: None,
+                pages: Some(p.pages),
+            },
+        };
+        Fields {
+            text: present(f.text),
+            country: present(f.country),
+            gl: present(f.gl),
+            hl: f.hl.filter(|h| !h.trim().is_empty()),
+            state: present(f.state),
+            device: present(f.device),
+            location: present(f.location),
+            uule: present(f.uule),
+            pages: f.pages,
+        }
+    }
+}
+
+/// The `include` options of the payload that change a result (`false` when not sent).
+#[derive(Default)]
+pub(super) struct Inc {
+    pub(super) html: bool,
+    pub(super) markdown: bool,
+    pub(super) raw_response: bool,
+    pub(super) search_queries: bool,
+    pub(super) ads: bool,
+    pub(super) shopping: bool,
+    pub(super) expand_products: bool,
+    /// Google: `aioverview` is `true` or an options object.
+    pub(super) aioverview: bool,
+    /// Google: `aioverview.markdown` is `true`.
+    pub(super) aioverview_markdown: bool,
+    pub(super) paa_aioverview: bool,
+}
+
+impl Inc {
+    pub(super) fn of(payload: &Payload) -> Inc {
+        let on = |f: Option<bool>| f == Some(true);
+        match payload {
+            Payload::Chat(_, p) => p.include.as_ref().map_or_else(Inc::default, |i| Inc {
+                html: on(i.html),
+                markdown: on(i.markdown),
+                raw_response: on(i.raw_response),
+                search_queries: on(i.search_queries),
+                ads: on(i.ads),
+                shopping: on(i.shopping),
+                ..Inc::default()
+            }),
+            Payload::AiMode(p) => p.include.as_ref().map_or_else(Inc::default, |i| Inc {
+                html: on(i.html),
+                markdown: on(i.markdown),
+                expand_products: on(i.expand_products),
+                ..Inc::default()
+            }),
+            Payload::Google(p) => p.include.as_ref().map_or_else(Inc::default, |i| Inc {
+                html: on(i.html),
+                aioverview: i.aioverview_enabled(),
+                aioverview_markdown: i.aioverview.as_ref().is_some_and(Aioverview::markdown),
+                paa_aioverview: on(i.paa_aioverview),
+                ..Inc::default()
+            }),
+            Payload::News(p) => p.include.as_ref().map_or_else(Inc::default, |i| Inc {
+                html: on(i.html),
+                ..Inc::default()
+            }),
+        }
+    }
+}
+
+pub(super) struct Ctx {
+    /// The include options that shape the result.
+    pub(super) inc: Inc,
+    /// ChatGPT's `disableWebSearch: true`.
+    pub(super) no_web: bool,
+    /// Prompt mention for answer texts (≤ 120 chars).
+    pub(super) short: String,
+    /// Topic for titles, labels and queries (≤ 40 chars).
+    pub(super) topic: String,
+    pub(super) slug: String,
+    /// Uppercase country code.
+    pub(super) country: String,
+    /// Lowercase country code used in generated links.
+    pub(super) gl: String,
+    pub(super) hl: String,
+    pub(super) pages: usize,
+    pub(super) seed: u64,
+    pub(super) rng: Rng,
+}
+
+impl Ctx {
+    /// The context of one task: its text, geo and options, and the seed every generated value
+    /// derives from (a hash of the task type and the payload fields).
+    pub(super) fn new(payload: &Payload) -> Ctx {
+        let f = Fields::of(payload);
+        let text: &str = f.text.unwrap_or("");
+        let country_raw = f.country.or(f.gl).unwrap_or("US");
+        let mut country = clean_code(country_raw, 8).to_ascii_uppercase();
+        if country.is_empty() {
+            country.push_str("US");
+        }
+        let gl =
+            f.gl.map(|g| clean_code(g, 8).to_ascii_lowercase())
+                .filter(|g| !g.is_empty())
+                .unwrap_or_else(|| country.to_ascii_lowercase());
+        let mut hl =
+            f.hl.map(|h| clean_code(&h, 12).to_ascii_lowercase())
+                .unwrap_or_default();
+        if hl.is_empty() {
+            hl.push_str("en");
+        }
+        let pages = f.pages.map_or(1, |p| p.clamp(1, 10) as usize);
+
+        let mut h = fnv1a(FNV_OFFSET, payload.task_type().as_str().as_bytes());
+        for part in [
+            text,
+            country.as_str(),
+            gl.as_str(),
+            hl.as_str(),
+            f.state.unwrap_or(""),
+            f.device.unwrap_or(""),
+            f.location.unwrap_or(""),
+            f.uule.unwrap_or(""),
+        ] {
+            h = fnv1a(h, &[0xff]);
+            h = fnv1a(h, part.as_bytes());
+        }
+        h = fnv1a(h, &(pages as u64).to_le_bytes());
+        let seed = mix(h);
+
+        let mut short = collapse(text, 120);
+        if short.is_empty() {
+            short.push_str("your question");
+        }
+        let mut topic = collapse(text, 40);
+        if topic.is_empty() {
+            topic.push_str("this topic");
+        }
+        Ctx {
+            inc: Inc::of(payload),
+            no_web: matches!(payload, Payload::Chat(_, p) if p.disable_web_search == Some(true)),
+            short,
+            topic,
+            slug: slugify(text),
+            country,
+            gl,
+            hl,
+            pages,
+            seed,
+            rng: Rng(seed),
+        }
+    }
+
+    /// UUID-shaped hex derived from the seed (stable per payload).
+    pub(super) fn uuid_like(&self, salt: u64) -> String {
+        let a = mix(self.seed ^ salt);
+        let b = mix(a ^ 0x5bd1_e995);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:x}{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            8 + ((b >> 62) & 3),
+            (b >> 48) & 0xfff,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    pub(super) fn html_url(&self, page: usize) -> String {
+        format!(
+            "https://cdn.cloro.dev/results/{}/page-{page}.html",
+            self.uuid_like(0x68746d6c)
+        )
+    }
+
+    /// Google-family `html`: one URL per page.
+    pub(super) fn html_pages(&self) -> Value {
+        Value::Array(
+            (1..=self.pages)
+                .map(|p| Value::String(self.html_url(p)))
+                .collect(),
+        )
+    }
+
+    pub(super) fn google_link(&self, q: &str) -> String {
+        format!(
+            "https://www.google.com/search?q={}&gl={}&hl={}",
+            url_encode(q),
+            self.gl,
+            self.hl
+        )
+    }
+
+    /// Three distinct brands and qualities for the answer.
+    pub(super) fn answer(&mut self) -> Answer {
+        let b0 = self.rng.below(BRANDS.len());
+        let step = [1, 5, 7, 11][self.rng.below(4)];
+        let q0 = self.rng.below(QUALITIES.len());
+        let brand = |i: usize| BRANDS[(b0 + i * step) % BRANDS.len()];
+        let quality = |i: usize| QUALITIES[(q0 + i * 3) % QUALITIES.len()];
+        Answer {
+            intro: self.rng.pick(&INTROS),
+            brands: [brand(0), brand(1), brand(2)],
+            qualities: [quality(0), quality(1), quality(2)],
+        }
+    }
+
+    pub(super) fn date_iso(&mut self) -> String {
+        format!(
+            "2026-{:02}-{:02}T00:00:00.000Z",
+            1 + self.rng.below(9),
+            1 + self.rng.below(28)
+        )
+    }
+
+    pub(super) fn date_human(&mut self) -> String {
+        format!(
+            "{} {}, {}",
+            self.rng.pick(&MONTHS),
+            1 + self.rng.below(28),
+            2024 + self.rng.below(3)
+        )
+    }
+
+    /// 3–5 chat sources on distinct hosts.
+    pub(super) fn sources(&mut self, brands: &[&'static str; 3]) -> Vec<Src> {
+        let n = self.rng.range(3, 5);
+        self.sources_n(n, brands)
+    }
+
+    pub(super) fn sources_n(&mut self, n: usize, brands: &[&'static str; 3]) -> Vec<Src> {
+        let start = self.rng.below(HOSTS.len());
+        (0..n)
+            .map(|i| {
+                let (host, site) = HOSTS[(start + i) % HOSTS.len()];
+                let brand = brands[i % 3];
+                let form = self.rng.below(3);
+                let quality = self.rng.pick(&QUALITIES);
+                Src {
+                    host,
+                    site,
+                    brand,
+                    url: format!(
+                        "https://{host}/{}/{}-{:x}",
+                        self.gl,
+                        self.slug,
+                        self.rng.next() & 0xfffff
+                    ),
+                    label: titled(form, &self.topic, site),
+                    description: format!("{brand} compared on {quality}, with notes and examples."),
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn text(&self, a: &Answer, n_sources: usize) -> String {
+        let [b0, b1, b2] = a.brands;
+        let [q0, q1, q2] = a.qualities;
+        let across = match n_sources {
+            0 => "in general knowledge".to_owned(),
+            n => format!("across {n} sources"),
+        };
+        format!(
+            "[simulated] {} \"{}\": {b0}, {b1} and {b2} come up most often {across}. {b0} is usually recommended for {q0}, {b1} stands out for {q1}, and {b2} \
+             is a common pick for {q2}. Compare recent reviews and local prices ({}) before \
+             deciding. This answer was generated by cloro's simulated engine.",
+            a.intro, self.short, self.country
+        )
+    }
+
+    pub(super) fn markdown(&self, a: &Answer, sources: &[Src]) -> String {
+        let [b0, b1, b2] = a.brands;
+        let [q0, q1, q2] = a.qualities;
+        let mut md = format!(
+            "[simulated] {} **\"{}\"**\n\n- **{b0}**: recommended for {q0}\n- **{b1}**: stands \
+             out for {q1}\n- **{b2}**: a common pick for {q2}\n",
+            a.intro, self.short
+        );
+        if !sources.is_empty() {
+            md.push_str("\nSources:");
+            for (i, s) in sources.iter().enumerate() {
+                md.push_str(&format!(" [{}]({})", i + 1, s.url));
+            }
+            md.push('\n');
+        }
+        md
+    }
+
+    /// Generic stream events for `rawResponse` (opaque for most engines).
+    pub(super) fn raw_response(&self, text: &str) -> Value {
+        json!([
+            {"type": "conversation_start", "conversation_id": self.uuid_like(0x636f6e76)},
+            {"type": "message_start",
+             "message": {"id": self.uuid_like(0x6d736720), "role": "assistant", "model": "simulated"}},
+            {"type": "delta", "delta": {"content": [{"type": "text", "text_delta": text}]}},
+            {"type": "message_end", "reason": "stop"}
+        ])
+    }
+
+    /// Search-style queries: the topic, then the topic with suffixes (`n` in all).
+    pub(super) fn queries(&mut self, n: usize) -> Vec<Value> {
+        let start = self.rng.below(SUFFIXES.len());
+        let topic = self.topic.trim_end_matches('…');
+        let mut out = Vec::with_capacity(n);
+        if n > 0 {
+            out.push(Value::String(topic.to_owned()));
+        }
+        for i in 1..n {
+            out.push(Value::String(format!(
+                "{topic} {}",
+                SUFFIXES[(start + i) % SUFFIXES.len()]
+            )));
+        }
+        out
+    }
+
+    /// Local currency for prices (a few markets; USD otherwise).
+    pub(super) fn currency(&self) -> (&'static str, &'static str) {
+        match self.country.as_str() {
+            "GB" => ("GBP", "£"),
+            "DE" | "FR" | "ES" | "IT" | "NL" | "BE" | "AT" | "IE" | "PT" | "FI" | "GR" => {
+                ("EUR", "€")
+            }
+            "JP" => ("JPY", "¥"),
+            "IN" => ("INR", "₹"),
+            "CA" => ("CAD", "CA$"),
+            "AU" => ("AUD", "A$"),
+            "BR" => ("BRL", "R$"),
+            _ => ("USD", "$"),
+        }
+    }
+
+    /// `(value, raw)` of a price like 49.99.
+    pub(super) fn price(&mut self) -> (f64, String) {
+        let cents = 999 + self.rng.below(30_000);
+        let value = cents as f64 / 100.0;
+        let (_, sym) = self.currency();
+        (value, format!("{sym}{value:.2}"))
+    }
+}
+
+pub(super) struct Answer {
+    pub(super) intro: &'static str,
+    pub(super) brands: [&'static str; 3],
+    pub(super) qualities: [&'static str; 3],
+}
+
+pub(super) struct Src {
+    pub(super) host: &'static str,
+    pub(super) site: &'static str,
+    pub(super) brand: &'static str,
+    pub(super) url: String,
+    pub(super) label: String,
+    pub(super) description: String,
+}
+
+/// A page title for `topic` on `site`, in one of three forms.
+pub(super) fn titled(form: usize, topic: &str, site: &str) -> String {
+    match form {
+        0 => format!("{topic} | {site}"),
+        1 => format!("{site}: {topic}"),
+        _ => format!("{topic}, explained - {site}"),
+    }
+}
+
+pub(super) fn basic_sources(sources: &[Src]) -> Value {
+    Value::Array(
+        sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                json!({"position": i + 1, "url": s.url, "label": s.label,
+                       "description": s.description})
+            })
+            .collect(),
+    )
+}
+
+/// Citation pills for the first (at most 3) sources; `first_id` is 1 (ChatGPT has its own).
+pub(super) fn pills(sources: &[Src], first_id: usize) -> Value {
+    Value::Array(
+        sources
+            .iter()
+            .take(3)
+            .enumerate()
+            .map(|(i, s)| {
+                json!({"label": s.label, "citationPillId": i + first_id, "url": s.url,
+                       "domain": s.host, "position": i + 1})
+            })
+            .collect(),
+    )
+}
+
+pub(super) fn finish(mut m: Map<String, Value>) -> Map<String, Value> {
+    m.insert("simulated".into(), Value::Bool(true));
+    m
+}
+
+/// The fields common to every chat-style engine: text, markdown?, html?, in that order after
+/// the engine-specific leading fields.
+pub(super) fn text_md_html(ctx: &Ctx, m: &mut Map<String, Value>, a: &Answer, sources: &[Src]) {
+    if ctx.inc.markdown {
+        m.insert("markdown".into(), Value::String(ctx.markdown(a, sources)));
+    }
+    if ctx.inc.html {
+        m.insert("html".into(), Value::String(ctx.html_url(1)));
+    }
+}
+
+pub(super) fn raw_if_asked(ctx: &Ctx, m: &mut Map<String, Value>) {
+    if ctx.inc.raw_response {
+        let raw = ctx.raw_response(m.get("text").and_then(Value::as_str).unwrap_or(""));
+        m.insert("rawResponse".into(), raw);
+    }
+}
