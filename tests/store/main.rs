@@ -676,3 +676,43 @@ async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
     }
     store.close();
 }
+
+/// PostgreSQL only: a node's task times (`createdAt`, `startedAt`, `completedAt`) come from the
+/// clock the store was opened with, not from the system's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_task_times_come_from_the_stores_clock() {
+    let Some(url) = cloro::testing::pg_admin_url() else {
+        return cloro::testing::announce_pg_skipped();
+    };
+    let db = TestDb::postgres(&url).await.expect("test database");
+    let admin = Admin::open(&db.database).await.expect("admin");
+    let spec = OrgSpec {
+        name: "org0".into(),
+        plan: "business".into(),
+        concurrency: Some(5),
+        credits: Some(1_000_000),
+        queue_limit: Some(100),
+        rate_limit: None,
+    };
+    let org = admin.create_org(&spec).await.expect("org").org.key;
+    drop(admin);
+    let Database::Postgres(db_url) = &db.database else {
+        unreachable!("a PostgreSQL database")
+    };
+    let clock = cloro::clock::Clock::manual(1_000_000_000);
+    let store = PgStore::open_with_clock(db_url, test_cluster(), clock.clone())
+        .await
+        .expect("store opens");
+    let id = submit(&store, org, vec![task(1, None)]).await[0];
+    clock.advance(5_000);
+    let claimed = store.claim(1).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    clock.advance(250);
+    finish(&store, &claimed[0], completed()).await;
+    let t = store.get_task(org, id).await.expect("get").expect("task");
+    assert_eq!(
+        (t.created_ms, t.started_ms, t.finished_ms),
+        (1_000_000_000, Some(1_000_005_000), Some(1_000_005_250))
+    );
+    store.close();
+}
