@@ -37,18 +37,28 @@ fn test_cluster() -> PgConfig {
 /// A fresh store with organizations made from `(concurrency, credits, queue_limit)`.
 struct Fixture {
     store: Arc<dyn Store>,
+    /// The same store as its concrete PostgreSQL type, for the cluster hooks of the `testing`
+    /// feature (`abandon`, `reap`, `node`); `None` on SQLite.
+    pg: Option<Arc<PgStore>>,
     orgs: Vec<OrgKey>,
     db: TestDb,
 }
 
-async fn open_store(db: &Database) -> Arc<dyn Store> {
+/// Opens the store on `db`: the trait object and, on PostgreSQL, the concrete store.
+async fn open_store(db: &Database) -> (Arc<dyn Store>, Option<Arc<PgStore>>) {
     match db {
-        Database::Sqlite(path) => Arc::new(SqliteStore::open(path).expect("store opens")),
-        Database::Postgres(url) => Arc::new(
-            PgStore::open(url, test_cluster())
-                .await
-                .expect("store opens"),
+        Database::Sqlite(path) => (
+            Arc::new(SqliteStore::open(path).expect("store opens")),
+            None,
         ),
+        Database::Postgres(url) => {
+            let pg = Arc::new(
+                PgStore::open(url, test_cluster())
+                    .await
+                    .expect("store opens"),
+            );
+            (pg.clone(), Some(pg))
+        }
     }
 }
 
@@ -72,9 +82,10 @@ impl Fixture {
             keys.push(admin.create_org(&spec).await.expect("org").org.key);
         }
         drop(admin);
-        let store = open_store(&db.database).await;
+        let (store, pg) = open_store(&db.database).await;
         Fixture {
             store,
+            pg,
             orgs: keys,
             db,
         }
@@ -84,36 +95,44 @@ impl Fixture {
     /// (PostgreSQL: another node starts and takes over the dead node's tasks once its lease
     /// ran out.)
     async fn crash_and_restart(self) -> Fixture {
-        let Fixture { store, orgs, db } = self;
+        let Fixture {
+            store,
+            pg,
+            orgs,
+            db,
+        } = self;
         match &db.database {
             Database::Sqlite(_) => {
                 store.close();
                 drop(store);
-                let store = open_store(&db.database).await;
-                Fixture { store, orgs, db }
+                let (store, pg) = open_store(&db.database).await;
+                Fixture {
+                    store,
+                    pg,
+                    orgs,
+                    db,
+                }
             }
             Database::Postgres(url) => {
-                let Ok(old) = store_as_pg(&store) else {
+                let Some(old) = pg else {
                     unreachable!("a PostgreSQL fixture")
                 };
                 old.abandon();
-                let new = PgStore::open(url, test_cluster())
-                    .await
-                    .expect("second node");
+                let new = Arc::new(
+                    PgStore::open(url, test_cluster())
+                        .await
+                        .expect("second node"),
+                );
                 new.reap().await.expect("reap");
                 Fixture {
-                    store: Arc::new(new),
+                    store: new.clone(),
+                    pg: Some(new),
                     orgs,
                     db,
                 }
             }
         }
     }
-}
-
-/// The concrete PostgreSQL store behind a fixture (tests only).
-fn store_as_pg(store: &Arc<dyn Store>) -> Result<&PgStore, ()> {
-    store.as_any().downcast_ref::<PgStore>().ok_or(())
 }
 
 fn task(priority: u8, key: Option<&str>) -> NewTask {
@@ -600,7 +619,12 @@ async fn a_new_billing_cycle_restores_the_plan_credits(b: Backend) {
 
 async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
     let f = Fixture::new(&b, &[(5, 1_000_000, 100)]).await;
-    let Fixture { store, orgs, db } = f;
+    let Fixture {
+        store,
+        pg,
+        orgs,
+        db,
+    } = f;
     let org = orgs[0];
     let ids = submit(
         &*store,
@@ -613,7 +637,7 @@ async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
     let outcomes: Vec<Outcome> = claimed.iter().map(|_| completed()).collect();
     let pairs: Vec<(&ClaimedTask, &Outcome)> = claimed.iter().zip(outcomes.iter()).collect();
     store.finish(&pairs).await.expect("finish");
-    let node = store_as_pg(&store).map(|pg| pg.node()).ok();
+    let node = pg.map(|pg| pg.node());
     // A graceful stop: its background work ends on its own (the bound only turns a hang into a
     // failure).
     store.close();
@@ -639,7 +663,7 @@ async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
         assert_eq!(rows, 0, "the stopped node still has rows");
     }
     // Nothing was lost: a new store sees two finished tasks and one queued, nothing running.
-    let store = open_store(&db.database).await;
+    let (store, _) = open_store(&db.database).await;
     let st = store.status(org).await.expect("status");
     assert_eq!((st.queued, st.processing), (1, 0));
     for id in &ids[..2] {
@@ -650,5 +674,45 @@ async fn a_closing_store_commits_its_outcomes_and_stops_promptly(b: Backend) {
             .expect("exists");
         assert_eq!(t.status, cloro::domain::task::TaskStatus::Completed);
     }
+    store.close();
+}
+
+/// PostgreSQL only: a node's task times (`createdAt`, `startedAt`, `completedAt`) come from the
+/// clock the store was opened with, not from the system's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_task_times_come_from_the_stores_clock() {
+    let Some(url) = cloro::testing::pg_admin_url() else {
+        return cloro::testing::announce_pg_skipped();
+    };
+    let db = TestDb::postgres(&url).await.expect("test database");
+    let admin = Admin::open(&db.database).await.expect("admin");
+    let spec = OrgSpec {
+        name: "org0".into(),
+        plan: "business".into(),
+        concurrency: Some(5),
+        credits: Some(1_000_000),
+        queue_limit: Some(100),
+        rate_limit: None,
+    };
+    let org = admin.create_org(&spec).await.expect("org").org.key;
+    drop(admin);
+    let Database::Postgres(db_url) = &db.database else {
+        unreachable!("a PostgreSQL database")
+    };
+    let clock = cloro::clock::Clock::manual(1_000_000_000);
+    let store = PgStore::open_with_clock(db_url, test_cluster(), clock.clone())
+        .await
+        .expect("store opens");
+    let id = submit(&store, org, vec![task(1, None)]).await[0];
+    clock.advance(5_000);
+    let claimed = store.claim(1).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    clock.advance(250);
+    finish(&store, &claimed[0], completed()).await;
+    let t = store.get_task(org, id).await.expect("get").expect("task");
+    assert_eq!(
+        (t.created_ms, t.started_ms, t.finished_ms),
+        (1_000_000_000, Some(1_000_005_000), Some(1_000_005_250))
+    );
     store.close();
 }

@@ -328,7 +328,7 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
         assert_eq!(rows, 3, "the old file has the three deliveries");
     }
 
-    let s = open_store(&db.database).await;
+    let (s, _) = open_store(&db.database).await;
     let mut jobs = claim(&*s).await;
     jobs.sort_by_key(|j| ids.iter().position(|id| *id == j.task_id));
     assert_eq!(

@@ -1,0 +1,134 @@
+//! The administrative writes on the cluster's database: what `cloro org create`, `key create`,
+//! `key revoke`, `org webhook-secret` and the start-up `default` organization do.
+//!
+//! They run on a plain pool, without a running [`PgStore`](super::PgStore) (the CLI does not
+//! join the cluster), and so read the system clock for their `created_ms` / `revoked_ms`
+//! stamps: the same wall-clock instant the embedded store records.
+
+use deadpool_postgres::Pool;
+
+use super::errors::{pg_err, pool_err};
+use crate::clock::Clock;
+use crate::domain::apikey::ApiKey;
+use crate::store::{CreatedOrg, Error, Org, OrgKey, OrgSpec, Result};
+
+/// A new organization; its key (`id`) comes from the database's sequence.
+const INSERT_ORG: &str = "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+/// The organization's rate limit (NULL: the server's default). A separate statement because
+/// the column came with a later migration.
+const SET_RATE_LIMIT: &str = "UPDATE orgs SET rate_limit = $1 WHERE id = $2";
+
+/// A new API key: only its digest is stored.
+const INSERT_KEY: &str =
+    "INSERT INTO api_keys(key_id, org, hash, created_ms) VALUES ($1, $2, $3, $4)";
+
+/// An organization's key from its public id.
+const ORG_BY_PUBLIC_ID: &str = "SELECT id FROM orgs WHERE public_id = $1";
+
+/// Revokes a key; revoking it again keeps the first revocation time.
+const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, $2) WHERE key_id = $1";
+
+/// Sets or removes (NULL) an organization's webhook signing secret.
+const SET_WEBHOOK_SECRET: &str = "UPDATE orgs SET webhook_secret = $2 WHERE public_id = $1";
+
+/// How many organizations exist (start-up decides whether to create `default`).
+const COUNT_ORGS: &str = "SELECT count(*) FROM orgs";
+
+/// The wall clock of the administrative writes.
+fn now_ms() -> i64 {
+    Clock::system().now_ms()
+}
+
+/// Creates an organization and its first API key in one transaction.
+pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
+    let now = now_ms();
+    let org = Org::from_spec(spec, now)?;
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let row = tx
+        .query_one(
+            INSERT_ORG,
+            &[
+                &org.public_id,
+                &org.name,
+                &org.plan,
+                &(org.concurrency as i32),
+                &org.credits,
+                &org.per_cycle,
+                &org.cycle_resets_ms,
+                &org.queue_limit,
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    let key: i64 = row.get(0);
+    tx.execute(SET_RATE_LIMIT, &[&spec.rate_limit.map(i64::from), &key])
+        .await
+        .map_err(pg_err)?;
+    let (key_id, api_key) = insert_key(&*tx, key).await?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(CreatedOrg {
+        org: Org { key, ..org },
+        key_id,
+        api_key,
+    })
+}
+
+/// Generates a key for `org` and stores its digest.
+async fn insert_key(
+    client: &impl tokio_postgres::GenericClient,
+    org: OrgKey,
+) -> Result<(String, ApiKey)> {
+    let api_key = ApiKey::generate();
+    let key_id = crate::store::new_key_id();
+    client
+        .execute(
+            INSERT_KEY,
+            &[&key_id, &org, &api_key.digest().to_vec(), &now_ms()],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok((key_id, api_key))
+}
+
+/// A new API key for the organization with public id `org_id`.
+pub async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client
+        .query_opt(ORG_BY_PUBLIC_ID, &[&org_id])
+        .await
+        .map_err(pg_err)?
+        .ok_or(Error::NotFound)?;
+    insert_key(&**client, row.get(0)).await
+}
+
+/// Revokes an API key (idempotent); `NotFound` if there is no such key.
+pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let n = client
+        .execute(REVOKE_KEY, &[&key_id, &now_ms()])
+        .await
+        .map_err(pg_err)?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+/// Sets (or, with `None`, removes) an organization's webhook signing secret.
+pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>) -> Result<()> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let n = client
+        .execute(SET_WEBHOOK_SECRET, &[&org_id, &secret])
+        .await
+        .map_err(pg_err)?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+/// How many organizations exist.
+pub async fn count_orgs(pool: &Pool) -> Result<i64> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let row = client.query_one(COUNT_ORGS, &[]).await.map_err(pg_err)?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,451 @@
+//! The claim: how queued tasks become PROCESSING on this node, fairly, within caps and credits.
+//!
+//! One transaction, in named steps (each with its statement below):
+//!
+//! 1. [`lock_orgs`]: lock up to `2n+16` organizations with queued work, least recently served
+//!    first, `FOR UPDATE SKIP LOCKED` ([`LOCK_ORGS`]). Another node claiming at the same time
+//!    skips them, so the cap check and the increment of the running count can never
+//!    interleave: an organization never has more PROCESSING tasks than its limit, cluster-wide.
+//! 2. [`usage`]: their running tasks and spent credits over every node ([`USAGE`]).
+//! 3. [`share_slots`] (no I/O): organizations at their cap are skipped; the `n` free worker
+//!    slots are shared among the others round-robin, one per turn.
+//! 4. [`pick_tasks`]: walk each organization's queued tasks per priority, highest first, in
+//!    `seq` order from its claim cursor `orgs.c<p>` ([`PICK`], a page at a time), so the dead
+//!    index entries of tasks claimed earlier (which a long transaction elsewhere keeps from
+//!    vacuum) are not walked again. A task waiting for its retry time is passed over; one
+//!    whose cost exceeds the balance minus reservations is rejected.
+//! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]).
+//! 6. [`fail_unaffordable`]: the rejected ones become FAILED `INSUFFICIENT_CREDITS`, with their
+//!    webhook deliveries ([`FAIL_UNAFFORDABLE`]).
+//! 7. [`record_turns`]: per organization, the queued counts, the cursors and `served_at`
+//!    ([`SERVED`]), then this node's claim-side counter row ([`TAKE_SLOTS`]).
+//!
+//! The commit is asynchronous ([`ASYNC_COMMIT`]). `started_ms` and the "is this retry due"
+//! test use the store's [`Clock`](crate::clock::Clock); a retry's `run_after_ms` was set from
+//! the same kind of clock by the dispatcher.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use tokio_postgres::Statement;
+use uuid::Uuid;
+
+use super::PgStore;
+use super::counters::{Params, deltas, push_deltas};
+use super::errors::pg_err;
+use crate::domain::types::TaskType;
+use crate::store::{ClaimedTask, Result};
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// A claim need not wait for its WAL flush: if the database loses it in a crash, the tasks are
+/// QUEUED again and simply run again (as after a node's death). Every later durable commit (a
+/// finish, a submission) flushes the WAL past it anyway.
+const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
+/// Step 1: up to `$1` organizations with queued work, least recently served first, locked;
+/// with their cap, committed credits, queued counts and claim cursors per priority.
+pub(super) const LOCK_ORGS: &str = concat!(
+    "SELECT id, concurrency, credits, q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, ",
+    "c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM orgs
+                      WHERE ",
+    q_sum!(),
+    " > 0
+                      ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED"
+);
+
+/// Step 2: per organization in `$1`, the running tasks and the credits reserved or charged
+/// but not yet folded, over every node and side.
+const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(charged))::bigint
+                   FROM org_nodes WHERE org = ANY($1) GROUP BY org";
+
+/// Step 4: organization `$1`'s queued tasks of priority `$2` from seq `$3` on, in FIFO order,
+/// `$4` at a time. `SKIP LOCKED`: a row another transaction holds is left for later.
+const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms FROM tasks
+                  WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
+                  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+
+/// Step 5: tasks `$1` start on node `$3` at `$2` (the first start is kept): the attempt is
+/// counted here, so a finish from an earlier attempt matches nothing.
+const START: &str =
+    "UPDATE tasks SET status = 1, attempts = attempts + 1, started_ms = COALESCE(started_ms, $2),
+                        node = $3, run_after_ms = NULL
+                  WHERE seq = ANY($1)
+                 RETURNING seq, id, org, task_type, payload, attempts, credits_to_charge";
+
+/// Step 6: tasks `$1` are FAILED at `$2` with response `$3`, charged nothing. FAILED is
+/// terminal: their webhooks go out like any other (outbox rows in the same statement).
+const FAIL_UNAFFORDABLE: &str = "WITH failed AS (
+                    UPDATE tasks SET status = 3, finished_ms = $2, credits_charged = 0, response = $3, run_after_ms = NULL
+                     WHERE seq = ANY($1)
+                    RETURNING seq, org, id, webhook_url)
+                 INSERT INTO webhook_deliveries(seq, org, id, url, next_at, created_ms)
+                 SELECT seq, org, id, webhook_url, $2, $2 FROM failed WHERE webhook_url IS NOT NULL
+                 ON CONFLICT (seq) DO NOTHING";
+
+/// Step 7: organization `$1` was served now: its turn moves to the back, its queued counts
+/// change by `$2..$11` and its cursors become `$12..$21`.
+pub(super) const SERVED: &str = concat!(
+    "UPDATE orgs SET served_at = nextval('serve_turn'), ",
+    q_deltas_from_2!(),
+    ", c1 = $12, c2 = $13, c3 = $14, c4 = $15, c5 = $16, c6 = $17, c7 = $18, c8 = $19, ",
+    "c9 = $20, c10 = $21 WHERE id = $1"
+);
+
+/// Step 7: this node's claim-side (side 0) counter row of organization `$1`: `$3` more tasks
+/// running, `$4` more credits reserved. Finishes write side 1, so they never wait on a claim.
+const TAKE_SLOTS: &str =
+    "INSERT INTO org_nodes(org, node, side, processing, reserved) VALUES ($1, $2, 0, $3, $4)
+                 ON CONFLICT (org, node, side) DO UPDATE SET
+                    processing = org_nodes.processing + EXCLUDED.processing,
+                    reserved = org_nodes.reserved + EXCLUDED.reserved";
+
+/// A page of [`PICK`] asks for what the organization still wants plus this many (tasks passed
+/// over for their retry time do not force a second page)...
+const PAGE_SLACK: i64 = 8;
+/// ...and at most this many.
+const PAGE_MAX: i64 = 512;
+
+/// How many organizations [`LOCK_ORGS`] locks for a claim of `max` tasks: more than `max`, so
+/// organizations at their cap do not starve the others.
+fn lock_limit(max: usize) -> i64 {
+    max as i64 * 2 + 16
+}
+
+/// An organization locked by step 1.
+struct Locked {
+    org: i64,
+    concurrency: i32,
+    /// Committed credits (unfolded charges are in [`USAGE`]).
+    credits: i64,
+    /// Queued tasks per priority (index 0 is priority 1).
+    queued: [i64; 10],
+    /// Claim cursor per priority.
+    cursor: [i64; 10],
+}
+
+/// An organization's share of the claim (step 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Turn {
+    org: i64,
+    /// Slots below its cap.
+    free: i64,
+    /// Credits it may still reserve.
+    budget: i64,
+    /// Tasks it gets in this claim.
+    want: i64,
+}
+
+/// What step 4 picked in one organization, for step 7.
+struct OrgClaim {
+    org: i64,
+    /// Tasks started.
+    started: i32,
+    /// Credits they reserve.
+    reserved: i64,
+    /// `(priority, -1)` per task taken off the queue (started or rejected).
+    by_prio: Vec<(u8, i64)>,
+    /// The new claim cursors.
+    cursor: [i64; 10],
+}
+
+/// What step 4 picked overall.
+#[derive(Default)]
+struct Picked {
+    /// Tasks to start, in hand-out order (fairness, then priority and FIFO).
+    run: Vec<i64>,
+    /// Tasks to fail for lack of credits.
+    reject: Vec<i64>,
+    per_org: Vec<OrgClaim>,
+}
+
+/// [`Store::claim`](crate::store::Store::claim): claims up to `max` tasks (see the module
+/// docs for the steps).
+pub(crate) async fn claim(store: &PgStore, max: usize) -> Result<Vec<ClaimedTask>> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let now = store.shared.clock.now_ms();
+    let node = store.shared.node;
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
+    let locked = lock_orgs(&tx, max).await?;
+    if locked.is_empty() {
+        tx.commit().await.map_err(pg_err)?;
+        return Ok(Vec::new());
+    }
+    let used = usage(&tx, &locked).await?;
+    let turns = share_slots(&locked, &used, max);
+    let picked = pick_tasks(&tx, &locked, &turns, now).await?;
+    let started = start_tasks(&tx, &picked.run, now, node).await?;
+    fail_unaffordable(&tx, &picked.reject, now).await?;
+    record_turns(&tx, picked.per_org, node).await?;
+    tx.commit().await.map_err(pg_err)?;
+    store.shared.bump();
+    Ok(hand_out(&started, &picked.run))
+}
+
+/// Step 1 ([`LOCK_ORGS`]).
+async fn lock_orgs(tx: &Tx<'_>, max: usize) -> Result<Vec<Locked>> {
+    let rows = tx
+        .query(LOCK_ORGS, &[&lock_limit(max)])
+        .await
+        .map_err(pg_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut queued = [0i64; 10];
+            let mut cursor = [0i64; 10];
+            for p in 0..10 {
+                queued[p] = r.get(3 + p);
+                cursor[p] = r.get(13 + p);
+            }
+            Locked {
+                org: r.get(0),
+                concurrency: r.get(1),
+                credits: r.get(2),
+                queued,
+                cursor,
+            }
+        })
+        .collect())
+}
+
+/// Step 2 ([`USAGE`]): organization → (running tasks, credits reserved or unfolded).
+async fn usage(tx: &Tx<'_>, locked: &[Locked]) -> Result<HashMap<i64, (i64, i64)>> {
+    let ids: Vec<i64> = locked.iter().map(|l| l.org).collect();
+    Ok(tx
+        .query(USAGE, &[&ids])
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect())
+}
+
+/// Step 3: the turns. Organizations at their cap are not served; at most `max` organizations,
+/// in lock order (least recently served first), share the `max` slots one per turn.
+fn share_slots(locked: &[Locked], used: &HashMap<i64, (i64, i64)>, max: usize) -> Vec<Turn> {
+    let mut turns: Vec<Turn> = locked
+        .iter()
+        .filter_map(|l| {
+            let (running, spent) = used.get(&l.org).copied().unwrap_or((0, 0));
+            let free = i64::from(l.concurrency) - running;
+            (free > 0).then_some(Turn {
+                org: l.org,
+                free,
+                budget: l.credits - spent,
+                want: 0,
+            })
+        })
+        .take(max)
+        .collect();
+    let mut left = max as i64;
+    while left > 0 {
+        let mut gave = false;
+        for t in turns.iter_mut() {
+            if left > 0 && t.want < t.free {
+                t.want += 1;
+                left -= 1;
+                gave = true;
+            }
+        }
+        if !gave {
+            break;
+        }
+    }
+    turns
+}
+
+/// Step 4: each turn's organization walked for its tasks ([`PICK`]).
+async fn pick_tasks(tx: &Tx<'_>, locked: &[Locked], turns: &[Turn], now: i64) -> Result<Picked> {
+    let pick = tx.prepare_cached(PICK).await.map_err(pg_err)?;
+    let by_org: HashMap<i64, &Locked> = locked.iter().map(|l| (l.org, l)).collect();
+    let mut picked = Picked::default();
+    for turn in turns {
+        let Some(l) = by_org.get(&turn.org) else {
+            continue;
+        };
+        let claim = walk_org(tx, &pick, turn, l, now, &mut picked).await?;
+        picked.per_org.push(claim);
+    }
+    Ok(picked)
+}
+
+/// One organization's walk: per priority, highest first, from its cursor in `seq` order, a
+/// page at a time, until it has its share. Started tasks go to `picked.run`, unaffordable ones
+/// to `picked.reject`.
+async fn walk_org(
+    tx: &Tx<'_>,
+    pick: &Statement,
+    turn: &Turn,
+    l: &Locked,
+    now: i64,
+    picked: &mut Picked,
+) -> Result<OrgClaim> {
+    let (org, want) = (turn.org, turn.want);
+    let mut budget = turn.budget;
+    let mut cursor = l.cursor;
+    let (mut taken, mut started, mut reserved, mut by_prio) = (0i64, 0i32, 0i64, Vec::new());
+    for p in (0..10).rev() {
+        if taken >= want || l.queued[p] <= 0 {
+            continue;
+        }
+        let prio = p as i16 + 1;
+        // The cursor may move past a task only once it is claimed (or rejected): not past one
+        // waiting for its retry time, nor past one left for the next claim.
+        let mut first_left: Option<i64> = None;
+        let mut from = cursor[p];
+        let mut last_seen = None;
+        loop {
+            let page = (want - taken + PAGE_SLACK).min(PAGE_MAX);
+            let rows = tx
+                .query(pick, &[&org, &prio, &from, &page])
+                .await
+                .map_err(pg_err)?;
+            for r in &rows {
+                let (seq, cost, after): (i64, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+                last_seen = Some(seq);
+                if taken >= want || after.is_some_and(|a| a > now) {
+                    first_left.get_or_insert(seq);
+                    continue;
+                }
+                taken += 1;
+                by_prio.push((prio as u8, -1i64));
+                if cost <= budget {
+                    budget -= cost;
+                    started += 1;
+                    reserved += cost;
+                    picked.run.push(seq);
+                } else {
+                    picked.reject.push(seq);
+                }
+            }
+            let full = rows.len() as i64 == page;
+            match last_seen {
+                Some(last) if full && taken < want => from = last + 1,
+                _ => break,
+            }
+        }
+        cursor[p] = match (first_left, last_seen) {
+            (Some(seq), _) => seq,
+            (None, Some(last)) => last + 1,
+            (None, None) => cursor[p],
+        };
+    }
+    Ok(OrgClaim {
+        org,
+        started,
+        reserved,
+        by_prio,
+        cursor,
+    })
+}
+
+/// Step 5 ([`START`]).
+async fn start_tasks(
+    tx: &Tx<'_>,
+    run: &[i64],
+    now: i64,
+    node: Uuid,
+) -> Result<Vec<tokio_postgres::Row>> {
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.query(START, &[&run, &now, &node]).await.map_err(pg_err)
+}
+
+/// Step 6 ([`FAIL_UNAFFORDABLE`]).
+async fn fail_unaffordable(tx: &Tx<'_>, reject: &[i64], now: i64) -> Result<()> {
+    if reject.is_empty() {
+        return Ok(());
+    }
+    let insufficient = serde_json::json!({"error": {
+        "code": "INSUFFICIENT_CREDITS",
+        "message": "Insufficient credits"
+    }})
+    .to_string();
+    tx.execute(FAIL_UNAFFORDABLE, &[&reject, &now, &insufficient])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Step 7 ([`SERVED`] for every organization that had a turn, then [`TAKE_SLOTS`] for those
+/// that started something). Lock order: `orgs` rows (already held) before `org_nodes` rows,
+/// by organization id.
+async fn record_turns(tx: &Tx<'_>, mut per_org: Vec<OrgClaim>, node: Uuid) -> Result<()> {
+    let served = tx.prepare_cached(SERVED).await.map_err(pg_err)?;
+    let mine = tx.prepare_cached(TAKE_SLOTS).await.map_err(pg_err)?;
+    per_org.sort_by_key(|p| p.org);
+    for c in &per_org {
+        let d = deltas(c.by_prio.iter());
+        let mut params: Params = vec![&c.org];
+        push_deltas(&mut params, &d);
+        push_deltas(&mut params, &c.cursor);
+        tx.execute(&served, &params).await.map_err(pg_err)?;
+    }
+    for c in per_org.iter().filter(|c| c.started > 0) {
+        tx.execute(&mine, &[&c.org, &node, &c.started, &c.reserved])
+            .await
+            .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+/// The started tasks in the order they were picked (fairness, then priority and FIFO).
+fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
+    let mut tasks: Vec<ClaimedTask> = started
+        .iter()
+        .map(|r| {
+            let payload: String = r.get(4);
+            ClaimedTask {
+                seq: r.get(0),
+                id: r.get(1),
+                org: r.get(2),
+                task_type: TaskType::from_code(i64::from(r.get::<_, i16>(3)))
+                    .unwrap_or(TaskType::Chatgpt),
+                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                attempt: r.get::<_, i32>(5).max(1) as u32,
+                credits_to_charge: r.get(6),
+            }
+        })
+        .collect();
+    let order: HashMap<i64, usize> = run.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    tasks.sort_by_key(|t| order.get(&t.seq).copied().unwrap_or(usize::MAX));
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn locked(org: i64, concurrency: i32, credits: i64) -> Locked {
+        Locked {
+            org,
+            concurrency,
+            credits,
+            queued: [1; 10],
+            cursor: [0; 10],
+        }
+    }
+
+    #[test]
+    fn slots_are_shared_one_per_turn_and_capped_organizations_are_skipped() {
+        let l = [locked(1, 10, 100), locked(2, 2, 50), locked(3, 1, 10)];
+        // Organization 2 runs both of its slots' worth already; 3 has spent 4 credits.
+        let used = HashMap::from([(2, (2, 0)), (3, (0, 4))]);
+        let turns = share_slots(&l, &used, 5);
+        let got: Vec<(i64, i64, i64)> = turns.iter().map(|t| (t.org, t.want, t.budget)).collect();
+        assert_eq!(got, vec![(1, 4, 100), (3, 1, 6)]);
+    }
+
+    #[test]
+    fn at_most_max_organizations_get_a_turn() {
+        let l = [locked(1, 5, 0), locked(2, 5, 0), locked(3, 5, 0)];
+        let turns = share_slots(&l, &HashMap::new(), 2);
+        let got: Vec<(i64, i64)> = turns.iter().map(|t| (t.org, t.want)).collect();
+        assert_eq!(got, vec![(1, 1), (2, 1)]);
+    }
+}

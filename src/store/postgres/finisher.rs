@@ -1,0 +1,371 @@
+//! The finisher: how attempts end, grouped into one transaction per batch (group commit).
+//!
+//! [`Store::finish`](crate::store::Store::finish) hands its outcomes to this node's finisher
+//! task over a channel and waits for the commit. The finisher takes everything queued up to
+//! [`MAX_FINISH_GROUP`] outcomes and commits it as one transaction: the task rows, the
+//! webhook deliveries of the tasks that became terminal (the outbox), the queued counts and
+//! cursors of retried tasks, and this node's finish-side counter row per organization (running
+//! count, reservations, charges). A finish only applies while the task is still PROCESSING with
+//! the same attempt number, so an attempt taken over by another node changes nothing.
+//!
+//! `finished_ms` and a new delivery's due time are this node's [`Clock`](crate::clock::Clock)
+//! reading; a retry's `run_after_ms` was decided by the dispatcher.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::Shared;
+use super::counters::{OrgDelta, REQUEUE, requeue};
+use super::errors::{pg_err, pool_err};
+use crate::store::{ClaimedTask, Error, Outcome, Result};
+
+/// Most outcomes folded into one finish transaction.
+const MAX_FINISH_GROUP: usize = 1024;
+/// Finish transactions in flight at once per node (more only queue on this node's own counter rows).
+const FINISHERS: usize = 1;
+
+/// Terminal outcomes (`$1` seq, `$2` attempt, `$3` status, `$4` response, `$5` charge, as
+/// arrays; `$6` the finish time): applied only to tasks still PROCESSING in that attempt.
+/// Returns what the counters and the outbox need.
+const FINISH_TERMINAL: &str =
+    "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
+                        finished_ms = $6, node = NULL
+                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[])
+                        AS u(seq, attempt, status, response, charged)
+                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id";
+
+/// The outbox: a pending delivery per task that just became terminal with a webhook URL, due
+/// now (`$5`), committed with the terminal statuses.
+const INSERT_DELIVERIES: &str = "INSERT INTO webhook_deliveries(seq, org, id, url, next_at, created_ms)
+             SELECT u.seq, u.org, u.id, u.url, $5, $5
+               FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[]) AS u(seq, org, id, url)
+             ON CONFLICT (seq) DO NOTHING";
+
+/// Retries (`$1` seq, `$2` attempt, `$3` run after, as arrays): back to QUEUED with no node,
+/// runnable again at their time; only tasks still PROCESSING in that attempt.
+const FINISH_RETRY: &str =
+    "UPDATE tasks AS t SET status = 0, run_after_ms = u.run_after, node = NULL
+                   FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(seq, attempt, run_after)
+                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, t.priority, u.run_after";
+
+/// This node's finish-side (side 1) counter row of organization `$1`: `$3` tasks left
+/// PROCESSING, releasing `$4` reserved credits and charging `$5`. No claim and no other node's
+/// finish waits on this row.
+const RELEASE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, reserved, charged) VALUES ($1, $2, 1, -($3::int), -($4::bigint), $5)
+             ON CONFLICT (org, node, side) DO UPDATE SET
+                processing = org_nodes.processing + EXCLUDED.processing,
+                reserved = org_nodes.reserved + EXCLUDED.reserved,
+                charged = org_nodes.charged + EXCLUDED.charged";
+
+/// One `finish` call waiting for the finisher.
+pub(crate) struct FinishReq {
+    rows: Vec<FinishRow>,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// One attempt's outcome, as the finisher writes it.
+struct FinishRow {
+    seq: i64,
+    attempt: i32,
+    /// The credits the claim reserved for it.
+    cost: i64,
+    kind: FinishKind,
+}
+
+enum FinishKind {
+    Done {
+        status: i16,
+        response: String,
+        charged: i64,
+    },
+    Retry {
+        run_after_ms: i64,
+    },
+}
+
+/// [`Store::finish`](crate::store::Store::finish): sends the outcomes to the finisher and
+/// waits for their commit.
+pub(crate) async fn finish(
+    finisher: &mpsc::Sender<FinishReq>,
+    outcomes: &[(&ClaimedTask, &Outcome)],
+) -> Result<()> {
+    let rows = outcomes
+        .iter()
+        .map(|(t, o)| FinishRow {
+            seq: t.seq,
+            attempt: t.attempt as i32,
+            cost: t.credits_to_charge,
+            kind: match o {
+                Outcome::Completed { result, credits } => FinishKind::Done {
+                    status: 2,
+                    response: result.to_string(),
+                    charged: *credits,
+                },
+                Outcome::Failed { error } => FinishKind::Done {
+                    status: 3,
+                    response: error.to_string(),
+                    charged: 0,
+                },
+                Outcome::Retry { run_after_ms } => FinishKind::Retry {
+                    run_after_ms: *run_after_ms,
+                },
+            },
+        })
+        .collect();
+    let (reply, rx) = oneshot::channel();
+    finisher
+        .send(FinishReq { rows, reply })
+        .await
+        .map_err(|_| Error::Unavailable("the finisher stopped".into()))?;
+    rx.await
+        .map_err(|_| Error::Unavailable("the finisher stopped".into()))?
+}
+
+/// Groups finishes into one transaction each (group commit).
+/// Once `cancel` fires (the store is closing, so the dispatcher has stopped) it takes no new
+/// outcomes, commits the ones already sent, and ends.
+pub(crate) async fn run_finisher(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<FinishReq>,
+    cancel: CancellationToken,
+) {
+    // A few groups in flight at once: commits overlap instead of queueing behind each other.
+    let inflight = Arc::new(tokio::sync::Semaphore::new(FINISHERS));
+    let groups = TaskTracker::new();
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = cancel.cancelled(), if !closing => {
+                // Refuse new outcomes; `recv` still yields the buffered ones, then `None`.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        let Some(first) = next else { break };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut group = vec![first];
+        let mut n = group[0].rows.len();
+        while n < MAX_FINISH_GROUP {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.rows.len();
+                    group.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let shared = shared.clone();
+        groups.spawn(async move {
+            let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
+            let result = finish_rows(&shared, &rows).await;
+            drop(permit);
+            if result.is_ok() {
+                shared.notify.notify_one();
+                shared.bump();
+            }
+            for g in group {
+                let _ = g.reply.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Unavailable(e.to_string())),
+                });
+            }
+        });
+    }
+    groups.close();
+    groups.wait().await;
+}
+
+/// A group's outcomes as the array parameters of [`FINISH_TERMINAL`] and [`FINISH_RETRY`].
+#[derive(Default)]
+struct Columns<'a> {
+    /// Terminal outcomes: seq, attempt, status, response, charge.
+    d_seq: Vec<i64>,
+    d_att: Vec<i32>,
+    d_status: Vec<i16>,
+    d_resp: Vec<&'a str>,
+    d_charged: Vec<i64>,
+    /// Retries: seq, attempt, run after.
+    r_seq: Vec<i64>,
+    r_att: Vec<i32>,
+    r_after: Vec<i64>,
+    /// The credits each task reserved, by seq.
+    cost_of: HashMap<i64, i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(rows: &[&'a FinishRow]) -> Columns<'a> {
+        let mut c = Columns::default();
+        for r in rows {
+            c.cost_of.insert(r.seq, r.cost);
+            match &r.kind {
+                FinishKind::Done {
+                    status,
+                    response,
+                    charged,
+                } => {
+                    c.d_seq.push(r.seq);
+                    c.d_att.push(r.attempt);
+                    c.d_status.push(*status);
+                    c.d_resp.push(response.as_str());
+                    c.d_charged.push(*charged);
+                }
+                FinishKind::Retry { run_after_ms } => {
+                    c.r_seq.push(r.seq);
+                    c.r_att.push(r.attempt);
+                    c.r_after.push(*run_after_ms);
+                }
+            }
+        }
+        c
+    }
+}
+
+/// The deliveries of the tasks that reached a terminal status (columns of
+/// [`INSERT_DELIVERIES`]).
+#[derive(Default)]
+struct Hooks {
+    seq: Vec<i64>,
+    org: Vec<i64>,
+    id: Vec<Uuid>,
+    url: Vec<String>,
+}
+
+/// Commits one group of outcomes (see the module docs).
+async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
+    let now = shared.clock.now_ms();
+    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let cols = Columns::of(rows);
+    // org → what its counters lose and gain.
+    let mut per_org: BTreeMap<i64, OrgDelta> = Default::default();
+    let hooks = finish_terminal(&tx, &cols, now, &mut per_org).await?;
+    if !hooks.seq.is_empty() {
+        tx.execute(
+            INSERT_DELIVERIES,
+            &[&hooks.seq, &hooks.org, &hooks.id, &hooks.url, &now],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    finish_retries(shared, &tx, &cols, &mut per_org).await?;
+    update_counters(shared, &tx, &per_org).await?;
+    tx.commit().await.map_err(pg_err)?;
+    if !hooks.seq.is_empty() {
+        shared.hook_notify.notify_one();
+    }
+    Ok(())
+}
+
+/// Step 1: the terminal outcomes ([`FINISH_TERMINAL`]); returns the deliveries they make.
+async fn finish_terminal(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cols: &Columns<'_>,
+    now: i64,
+    per_org: &mut BTreeMap<i64, OrgDelta>,
+) -> Result<Hooks> {
+    let mut hooks = Hooks::default();
+    if cols.d_seq.is_empty() {
+        return Ok(hooks);
+    }
+    let done = tx
+        .query(
+            FINISH_TERMINAL,
+            &[
+                &cols.d_seq,
+                &cols.d_att,
+                &cols.d_status,
+                &cols.d_resp,
+                &cols.d_charged,
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in &done {
+        let (seq, org, charged): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        if let Some(url) = r.get::<_, Option<String>>(3) {
+            hooks.seq.push(seq);
+            hooks.org.push(org);
+            hooks.id.push(r.get::<_, Uuid>(4));
+            hooks.url.push(url);
+        }
+        let e = per_org.entry(org).or_default();
+        e.released += 1;
+        e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
+        e.charged += charged;
+    }
+    Ok(hooks)
+}
+
+/// Step 2: the retries ([`FINISH_RETRY`]); their due times go on this node's retry heap so
+/// its dispatcher wakes for them.
+async fn finish_retries(
+    shared: &Shared,
+    tx: &deadpool_postgres::Transaction<'_>,
+    cols: &Columns<'_>,
+    per_org: &mut BTreeMap<i64, OrgDelta>,
+) -> Result<()> {
+    if cols.r_seq.is_empty() {
+        return Ok(());
+    }
+    let back = tx
+        .query(FINISH_RETRY, &[&cols.r_seq, &cols.r_att, &cols.r_after])
+        .await
+        .map_err(pg_err)?;
+    let mut due = Vec::new();
+    for r in &back {
+        let (seq, org, prio, after): (i64, i64, i16, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let e = per_org.entry(org).or_default();
+        e.released += 1;
+        e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
+        e.queued.push((prio as u8, 1));
+        e.requeued.push((prio as u8, seq));
+        due.push(after);
+    }
+    let mut heap = shared.retries.lock().unwrap_or_else(|e| e.into_inner());
+    heap.extend(due.into_iter().map(Reverse));
+    Ok(())
+}
+
+/// Step 3: the counters. Retried tasks' queued counts and cursors ([`REQUEUE`]), then this
+/// node's finish-side rows ([`RELEASE_SLOTS`]). Lock order: `orgs` rows before `org_nodes`
+/// rows, each by organization id (BTreeMap order).
+async fn update_counters(
+    shared: &Shared,
+    tx: &deadpool_postgres::Transaction<'_>,
+    per_org: &BTreeMap<i64, OrgDelta>,
+) -> Result<()> {
+    let mine = tx.prepare_cached(RELEASE_SLOTS).await.map_err(pg_err)?;
+    let stmt = tx.prepare_cached(REQUEUE).await.map_err(pg_err)?;
+    for (org, delta) in per_org.iter().filter(|(_, d)| !d.queued.is_empty()) {
+        requeue(tx, &stmt, org, &delta.queued, &delta.requeued).await?;
+    }
+    for (org, delta) in per_org {
+        tx.execute(
+            &mine,
+            &[
+                org,
+                &shared.node,
+                &delta.released,
+                &delta.cost,
+                &delta.charged,
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}

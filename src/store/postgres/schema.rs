@@ -1,0 +1,125 @@
+//! The connection pool and the schema: how a node connects, and how the database is created
+//! or upgraded when several nodes start at once.
+//!
+//! Migrations are the files in `migrations/postgres/`, run in order inside one transaction
+//! under an advisory lock, so two nodes starting together never run one twice; the first run
+//! also draws the random mask that task ids are made with (`meta.id_mask`), which every node
+//! reads at start-up so they all mint and decode the same ids.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::errors::{pg_err, pool_err};
+use crate::store::{Error, Result};
+
+/// The schema's migrations in order; `schema_version` records how many have run. Add new
+/// ones at the end, never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_counter_sides.sql"),
+    include_str!("../../../migrations/postgres/0003_rate_limit.sql"),
+    include_str!("../../../migrations/postgres/0004_webhooks.sql"),
+];
+
+/// Arbitrary constant naming the migration lock.
+const MIGRATION_LOCK: i64 = 0x636c_6f72_6f01;
+
+/// Takes the migration lock for the rest of the transaction: a second node starting at the
+/// same time waits here, then finds the schema already current.
+const LOCK_MIGRATIONS: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// The version table, created before anything else so a fresh database reads version 0.
+const CREATE_SCHEMA_VERSION: &str =
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)";
+
+/// How many migrations have run (NULL on a fresh database).
+const SCHEMA_VERSION: &str = "SELECT max(version) FROM schema_version";
+
+/// Records that migration `$1` (1-based) has run.
+const RECORD_VERSION: &str = "INSERT INTO schema_version(version) VALUES ($1)";
+
+/// The task-id mask, drawn once when the schema is created; later starts keep the first one.
+const INSERT_ID_MASK: &str =
+    "INSERT INTO meta(key, value) VALUES ('id_mask', $1) ON CONFLICT (key) DO NOTHING";
+
+/// The task-id mask every node uses (see [`crate::domain::task::task_id`]).
+const READ_ID_MASK: &str = "SELECT value FROM meta WHERE key = 'id_mask'";
+
+/// Builds a connection pool for `url` (nothing is connected yet).
+pub fn pool(url: &str, size: usize) -> Result<Pool> {
+    let mut cfg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| Error::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    // Every query of the store is a key lookup or an ordered index walk. A burst of inserts
+    // leaves the planner's statistics behind, and it then prefers a bitmap scan plus a sort of
+    // an organization's whole queue over walking `tasks_ready` in order: forbid that.
+    let options = cfg
+        .get_options()
+        .map(|o| format!("{o} "))
+        .unwrap_or_default();
+    cfg.options(format!("{options}-c enable_bitmapscan=off"));
+    let mgr = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(2)))
+        .create_timeout(Some(Duration::from_secs(2)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .build()
+        .map_err(|e| Error::Other(format!("cannot build the connection pool: {e}")))
+}
+
+/// Creates or upgrades the schema. Safe when several nodes start together: the migration runs
+/// in one transaction under an advisory lock.
+pub async fn migrate(pool: &Pool) -> Result<()> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    tx.execute(LOCK_MIGRATIONS, &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_err)?;
+    tx.batch_execute(CREATE_SCHEMA_VERSION)
+        .await
+        .map_err(pg_err)?;
+    let version: Option<i32> = tx
+        .query_opt(SCHEMA_VERSION, &[])
+        .await
+        .map_err(pg_err)?
+        .and_then(|r| r.get(0));
+    let version = version.unwrap_or(0);
+    if version as usize > MIGRATIONS.len() {
+        return Err(Error::Other(format!(
+            "the database's schema (version {version}) is newer than this cloro (version {})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.batch_execute(sql).await.map_err(pg_err)?;
+        tx.execute(RECORD_VERSION, &[&(i as i32 + 1)])
+            .await
+            .map_err(pg_err)?;
+    }
+    if version == 0 {
+        let mask = (rand::random::<u64>() >> 2).to_string();
+        tx.execute(INSERT_ID_MASK, &[&mask]).await.map_err(pg_err)?;
+    }
+    tx.commit().await.map_err(pg_err)
+}
+
+/// The task-id mask stored by the first migration.
+pub(crate) async fn id_mask(client: &tokio_postgres::Client) -> Result<u64> {
+    client
+        .query_one(READ_ID_MASK, &[])
+        .await
+        .map_err(pg_err)?
+        .get::<_, String>(0)
+        .parse()
+        .map_err(|_| Error::Other("corrupt id mask".into()))
+}

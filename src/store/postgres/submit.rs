@@ -1,0 +1,211 @@
+//! The queue's writes from the API: a submission and clearing an organization's queue.
+//!
+//! A submission is one transaction: screen the items against the live balance, take room under
+//! the queue limit with one conditional `UPDATE` of the organization's counters (atomic for
+//! the whole cluster), draw sequence numbers, insert the rows (an idempotency key already in
+//! use drops its row), give the room of dropped rows back, and `NOTIFY` the cluster.
+//! `created_ms` is the store's [`Clock`](crate::clock::Clock) reading.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use super::PgStore;
+use super::cluster::NOTIFY_WORK;
+use super::counters::{Params, add_queued, deltas, push_deltas};
+use super::errors::pg_err;
+use crate::domain::task::{TaskStatus, task_id};
+use crate::store::{ItemError, ItemResults, NewTask, OrgKey, Result, SubmitError, TaskRecord};
+
+/// Organization `$1`'s live balance ([`balance!`]).
+pub(super) const BALANCE_OF: &str = concat!("SELECT ", balance!(), " FROM orgs o WHERE id = $1");
+
+/// Takes room for `$2` tasks under organization `$1`'s queue limit, adding `$3..$12` to the
+/// queued counts per priority; no row comes back when the limit would be exceeded.
+pub(super) const TAKE_ROOM: &str = concat!(
+    "UPDATE orgs SET q1 = q1 + $3, q2 = q2 + $4, q3 = q3 + $5, q4 = q4 + $6, q5 = q5 + $7, ",
+    "q6 = q6 + $8, q7 = q7 + $9, q8 = q8 + $10, q9 = q9 + $11, q10 = q10 + $12 ",
+    "WHERE id = $1 AND ",
+    q_sum!(),
+    " + $2 <= queue_limit RETURNING id"
+);
+
+/// Organization `$1`'s queue limit (for the refusal's message).
+const QUEUE_LIMIT: &str = "SELECT queue_limit FROM orgs WHERE id = $1";
+
+/// `$1` fresh task sequence numbers (creation order; the public id encodes them).
+const NEXT_SEQS: &str = "SELECT nextval('tasks_seq') FROM generate_series(1, $1::bigint)";
+
+/// The accepted tasks as QUEUED rows of organization `$9` created at `$10`, from column
+/// arrays; a row whose idempotency key the organization already uses is not inserted (the
+/// seqs that come back are the ones that were).
+const INSERT_TASKS: &str = "INSERT INTO tasks(seq, id, org, task_type, priority, status, credits_to_charge, idem_key,
+                                       webhook_url, payload, created_ms)
+                     SELECT u.seq, u.id, $9, u.task_type, u.priority, 0, u.cost, u.idem, u.webhook, u.payload, $10
+                       FROM unnest($1::bigint[], $2::uuid[], $3::smallint[], $4::smallint[], $5::bigint[],
+                                   $6::text[], $7::text[], $8::text[])
+                            AS u(seq, id, task_type, priority, cost, idem, webhook, payload)
+                     ON CONFLICT (org, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+                     RETURNING seq";
+
+/// Locks organization `$1`'s row: orders a clear against claims and submissions.
+const LOCK_ORG: &str = "SELECT 1 FROM orgs WHERE id = $1 FOR UPDATE";
+
+/// Deletes organization `$1`'s QUEUED tasks (waiting retries included).
+const DELETE_QUEUED: &str = "DELETE FROM tasks WHERE org = $1 AND status = 0 RETURNING priority";
+
+/// The accepted tasks as [`INSERT_TASKS`]'s column arrays.
+#[derive(Default)]
+struct Columns {
+    seq: Vec<i64>,
+    id: Vec<Uuid>,
+    task_type: Vec<i16>,
+    priority: Vec<i16>,
+    cost: Vec<i64>,
+    idem: Vec<Option<String>>,
+    webhook: Vec<Option<String>>,
+    payload: Vec<String>,
+}
+
+/// [`Store::submit`](crate::store::Store::submit).
+pub(crate) async fn submit(
+    store: &PgStore,
+    org: OrgKey,
+    tasks: Vec<NewTask>,
+) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>> {
+    let n = tasks.len();
+    let mut out: ItemResults = vec![None; n];
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    let balance: i64 = tx
+        .query_opt(BALANCE_OF, &[&org])
+        .await
+        .map_err(pg_err)?
+        .ok_or(crate::store::Error::NotFound)?
+        .get(0);
+    let accepted = crate::store::screen_submission(tasks, balance, &mut out);
+    if !accepted.is_empty() {
+        // Room under the queue limit, atomically for the whole cluster.
+        let d = deltas(
+            accepted
+                .iter()
+                .map(|(_, t)| (t.priority, 1i64))
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let count = accepted.len() as i64;
+        let mut params: Params = vec![&org, &count];
+        push_deltas(&mut params, &d);
+        if tx
+            .query_opt(TAKE_ROOM, &params)
+            .await
+            .map_err(pg_err)?
+            .is_none()
+        {
+            let limit: i64 = tx
+                .query_one(QUEUE_LIMIT, &[&org])
+                .await
+                .map_err(pg_err)?
+                .get(0);
+            return Ok(Err(SubmitError::QueueLimit(limit)));
+        }
+        let seqs: Vec<i64> = tx
+            .query(NEXT_SEQS, &[&count])
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let now = store.shared.clock.now_ms();
+        let mut cols = Columns::default();
+        for ((_, t), seq) in accepted.iter().zip(&seqs) {
+            cols.seq.push(*seq);
+            cols.id
+                .push(task_id(now, *seq, store.shared.mask, rand::random::<u16>()));
+            cols.task_type.push(t.task_type.code() as i16);
+            cols.priority.push(i16::from(t.priority));
+            cols.cost.push(t.credits_to_charge);
+            cols.idem.push(t.idempotency_key.clone());
+            cols.webhook.push(t.webhook_url.clone());
+            cols.payload.push(t.payload.to_string());
+        }
+        let inserted: HashSet<i64> = tx
+            .query(
+                INSERT_TASKS,
+                &[
+                    &cols.seq,
+                    &cols.id,
+                    &cols.task_type,
+                    &cols.priority,
+                    &cols.cost,
+                    &cols.idem,
+                    &cols.webhook,
+                    &cols.payload,
+                    &org,
+                    &now,
+                ],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut lost = Vec::new();
+        for (i, ((index, t), seq)) in accepted.into_iter().zip(&seqs).enumerate() {
+            if inserted.contains(seq) {
+                out[index] = Some(Ok(TaskRecord {
+                    id: cols.id[i],
+                    task_type: t.task_type,
+                    status: TaskStatus::Queued,
+                    priority: t.priority,
+                    created_ms: now,
+                    started_ms: None,
+                    finished_ms: None,
+                    attempts: 0,
+                    idempotency_key: t.idempotency_key,
+                    webhook_url: t.webhook_url,
+                    credits_to_charge: t.credits_to_charge,
+                    credits_charged: None,
+                    response: None,
+                    webhook_delivered_ms: None,
+                }));
+            } else {
+                lost.push((t.priority, -1i64));
+                out[index] = Some(Err(ItemError::DuplicateKey(
+                    t.idempotency_key.unwrap_or_default(),
+                )));
+            }
+        }
+        // The rows an idempotency key dropped give their room back.
+        if !lost.is_empty() {
+            add_queued(&tx, &org, &lost).await?;
+        }
+        if !inserted.is_empty() {
+            tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
+        }
+    }
+    tx.commit().await.map_err(pg_err)?;
+    store.shared.bump();
+    Ok(Ok(out
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(ItemError::InsufficientCredits)))
+        .collect()))
+}
+
+/// [`Store::clear_queue`](crate::store::Store::clear_queue).
+pub(crate) async fn clear_queue(store: &PgStore, org: OrgKey) -> Result<u64> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg_err)?;
+    tx.execute(LOCK_ORG, &[&org]).await.map_err(pg_err)?;
+    let rows = tx.query(DELETE_QUEUED, &[&org]).await.map_err(pg_err)?;
+    let removed: Vec<(u8, i64)> = rows
+        .iter()
+        .map(|r| (r.get::<_, i16>(0) as u8, -1))
+        .collect();
+    if !removed.is_empty() {
+        add_queued(&tx, &org, &removed).await?;
+    }
+    tx.commit().await.map_err(pg_err)?;
+    store.shared.bump();
+    Ok(removed.len() as u64)
+}
