@@ -319,13 +319,10 @@ pub struct QueueStatus {
     pub concurrency_max: u64,
 }
 
-/// The store contract (see the module docs).
+/// The task queue: submissions, reads of tasks and counts, the scheduler's claim and finish,
+/// and the upkeep (purge, billing cycles). The rules of the module docs are this contract's.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Resolves an API key digest (not cached here).
-    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>>;
-    /// Loads an organization, making it known to the scheduler.
-    async fn org(&self, org: OrgKey) -> Result<Org>;
+pub trait TaskQueue: Send + Sync + 'static {
     /// Inserts tasks atomically as one submission. Items are answered in input order.
     async fn submit(
         &self,
@@ -351,22 +348,42 @@ pub trait Store: Send + Sync + 'static {
     fn work_notify(&self) -> &tokio::sync::Notify;
     /// `(queued, processing)` over every organization.
     async fn totals(&self) -> Result<(u64, u64)>;
-    /// Stops background work and releases the database (shutdown, tests).
-    fn close(&self);
-    /// Waits until the background work stopped by [`Store::close`] has ended (a cluster node
-    /// has left the cluster).
-    async fn closed(&self) {}
-    /// The concrete store, for tests and operator hooks.
-    fn as_any(&self) -> &dyn std::any::Any;
     /// Changes after every committed state change.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
-    /// Answers while the store can serve requests.
-    async fn ping(&self) -> Result<()>;
+}
 
-    // Webhook outbox. A terminal finish of a task with a webhook URL makes its delivery
-    // pending in the same transaction (SQLite: in the task's own row; PostgreSQL: a delivery
-    // row); purge removes deliveries with their tasks.
+/// The directory: organizations, their API keys and webhook signing secrets, reads and the
+/// administrative writes (`cloro org create`, `key create`, `key revoke`, `org webhook-secret`,
+/// the `default` organization at start-up). The writes go straight to the database, so they
+/// work while servers run on it, and servers see new organizations and keys at once. A full
+/// [`Store`] is a directory; so is the lighter handle of [`admin::open`], which the CLI uses
+/// without starting a scheduler.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// Resolves an API key digest (not cached here).
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>>;
+    /// Loads an organization (a full store also makes it known to its scheduler).
+    async fn org(&self, org: OrgKey) -> Result<Org>;
+    /// The organization's signing secret (`whsec_...`), read at delivery time.
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>>;
+    /// Creates an organization (from its plan, with explicit overrides) and its first key.
+    async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg>;
+    /// A new API key for the organization with public id `org_id`: `(key id, key)`.
+    async fn create_key(&self, org_id: &str) -> Result<(String, crate::domain::apikey::ApiKey)>;
+    /// Revokes a key (revoking it again keeps the first revocation time).
+    async fn revoke_key(&self, key_id: &str) -> Result<()>;
+    /// Sets (or, with `None`, removes) an organization's webhook signing secret; running
+    /// servers read it at delivery time.
+    async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()>;
+    /// How many organizations exist.
+    async fn count_orgs(&self) -> Result<i64>;
+}
 
+/// The webhook outbox. A terminal finish of a task with a webhook URL makes its delivery
+/// pending in the same transaction (SQLite: in the task's own row; PostgreSQL: a delivery row);
+/// purge removes deliveries with their tasks.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
     /// Claims up to `max` deliveries that are due, oldest due first. A claimed delivery is
     /// not handed out again until it is recorded (or, in cluster mode, its lease ran out
     /// because its node died: `lease_ms`, longer than a delivery may take); its attempt
@@ -379,6 +396,17 @@ pub trait Store: Send + Sync + 'static {
     fn webhook_notify(&self) -> &tokio::sync::Notify;
     /// Earliest due time this node knows of (None: nothing known; poll).
     fn next_webhook_ms(&self) -> Option<i64>;
-    /// The organization's signing secret (`whsec_...`), read at delivery time.
-    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>>;
+}
+
+/// A whole store: the three contracts above over one database, and its lifecycle. Components
+/// take the part they use (`Arc<dyn Store>` coerces to `Arc<dyn TaskQueue>` and the others).
+#[async_trait]
+pub trait Store: TaskQueue + Directory + Outbox {
+    /// Stops background work and releases the database (shutdown, tests).
+    fn close(&self);
+    /// Waits until the background work stopped by [`Store::close`] has ended (a cluster node
+    /// has left the cluster).
+    async fn closed(&self) {}
+    /// Answers while the store can serve requests.
+    async fn ping(&self) -> Result<()>;
 }

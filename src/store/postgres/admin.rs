@@ -5,12 +5,13 @@
 //! join the cluster), and so read the system clock for their `created_ms` / `revoked_ms`
 //! stamps: the same wall-clock instant the embedded store records.
 
+use async_trait::async_trait;
 use deadpool_postgres::Pool;
 
 use super::errors::{pg_err, pool_err};
 use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
-use crate::store::{CreatedOrg, Error, Org, OrgKey, OrgSpec, Result};
+use crate::store::{CreatedOrg, Directory, Error, KeyRecord, Org, OrgKey, OrgSpec, Result};
 
 /// A new organization; its key (`id`) comes from the database's sequence.
 const INSERT_ORG: &str = "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
@@ -131,4 +132,54 @@ pub async fn count_orgs(pool: &Pool) -> Result<i64> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client.query_one(COUNT_ORGS, &[]).await.map_err(pg_err)?;
     Ok(row.get(0))
+}
+
+/// The directory on a plain pool of two connections: the CLI's handle, which neither joins
+/// the cluster nor schedules anything.
+pub struct PgDirectory {
+    pool: Pool,
+}
+
+impl PgDirectory {
+    /// Connects and migrates the database if needed.
+    pub async fn open(url: &str) -> Result<PgDirectory> {
+        let pool = super::pool(url, 2)?;
+        super::migrate(&pool).await?;
+        Ok(PgDirectory { pool })
+    }
+}
+
+#[async_trait]
+impl Directory for PgDirectory {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        super::reads::find_key(&self.pool, digest).await
+    }
+
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        super::reads::org(&self.pool, key).await
+    }
+
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        super::reads::webhook_secret(&self.pool, org).await
+    }
+
+    async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
+        create_org(&self.pool, spec).await
+    }
+
+    async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
+        create_key(&self.pool, org_id).await
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<()> {
+        revoke_key(&self.pool, key_id).await
+    }
+
+    async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
+        set_webhook_secret(&self.pool, org_id, secret).await
+    }
+
+    async fn count_orgs(&self) -> Result<i64> {
+        count_orgs(&self.pool).await
+    }
 }

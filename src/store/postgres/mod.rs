@@ -117,7 +117,7 @@ mod store_impl;
 mod submit;
 mod upkeep;
 
-pub use admin::{count_orgs, create_key, create_org, revoke_key, set_webhook_secret};
+pub use admin::{PgDirectory, count_orgs, create_key, create_org, revoke_key, set_webhook_secret};
 pub use schema::{migrate, pool};
 
 /// Cluster settings.
@@ -239,10 +239,15 @@ impl PgStore {
 
     /// A pooled connection, unless the store is shut down.
     async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.live_pool()?.get().await.map_err(errors::pool_err)
+    }
+
+    /// The pool, unless the store was closed.
+    fn live_pool(&self) -> Result<&Pool> {
         if self.cancel.is_cancelled() {
             return Err(Error::Unavailable("store is shut down".into()));
         }
-        self.shared.pool.get().await.map_err(errors::pool_err)
+        Ok(&self.shared.pool)
     }
 
     /// Stops this node's background work as if its process had died: it does not leave the

@@ -6,7 +6,9 @@
 use uuid::Uuid;
 
 use super::PgStore;
-use super::errors::pg_err;
+use deadpool_postgres::Pool;
+
+use super::errors::{pg_err, pool_err};
 use crate::domain::apikey::constant_time_eq;
 use crate::domain::task::{TaskStatus, seq_of};
 use crate::domain::types::TaskType;
@@ -51,8 +53,8 @@ const WEBHOOK_SECRET: &str = "SELECT webhook_secret FROM orgs WHERE id = $1";
 /// A round trip to the database.
 const PING: &str = "SELECT 1";
 
-pub(crate) async fn find_key(store: &PgStore, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
-    let client = store.client().await?;
+pub(crate) async fn find_key(pool: &Pool, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+    let client = pool.get().await.map_err(pool_err)?;
     let row = client
         .query_opt(FIND_KEY, &[&&digest[..]])
         .await
@@ -68,8 +70,8 @@ pub(crate) async fn find_key(store: &PgStore, digest: [u8; 32]) -> Result<Option
     }))
 }
 
-pub(crate) async fn org(store: &PgStore, key: OrgKey) -> Result<Org> {
-    let client = store.client().await?;
+pub(crate) async fn org(pool: &Pool, key: OrgKey) -> Result<Org> {
+    let client = pool.get().await.map_err(pool_err)?;
     let r = client
         .query_opt(ORG, &[&key])
         .await
@@ -157,8 +159,8 @@ pub(crate) async fn totals(store: &PgStore) -> Result<(u64, u64)> {
     ))
 }
 
-pub(crate) async fn webhook_secret(store: &PgStore, org: OrgKey) -> Result<Option<String>> {
-    let client = store.client().await?;
+pub(crate) async fn webhook_secret(pool: &Pool, org: OrgKey) -> Result<Option<String>> {
+    let client = pool.get().await.map_err(pool_err)?;
     let row = client
         .query_opt(WEBHOOK_SECRET, &[&org])
         .await

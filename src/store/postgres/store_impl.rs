@@ -1,26 +1,21 @@
-//! The [`Store`] contract on PostgreSQL: one impl block, each method delegating to the file
-//! that owns the operation (see the module docs of [`super`]).
+//! The store contracts on PostgreSQL ([`TaskQueue`], [`Directory`], [`Outbox`], [`Store`]):
+//! each method delegates to the file that owns the operation (see the module docs of
+//! [`super`]).
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{PgStore, claim, cluster, finisher, next_due, outbox, reads, submit, upkeep};
+use super::{PgStore, admin, claim, cluster, finisher, next_due, outbox, reads, submit, upkeep};
+use crate::domain::apikey::ApiKey;
 use crate::store::{
-    ClaimedTask, ItemError, KeyRecord, NewTask, Org, OrgKey, Outcome, QueueStatus, Result, Store,
-    SubmitError, TaskRecord, WebhookJob, WebhookResult,
+    ClaimedTask, CreatedOrg, Directory, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec,
+    Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue, TaskRecord, WebhookJob,
+    WebhookResult,
 };
 
 #[async_trait]
-impl Store for PgStore {
-    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
-        reads::find_key(self, digest).await
-    }
-
-    async fn org(&self, key: OrgKey) -> Result<Org> {
-        reads::org(self, key).await
-    }
-
+impl TaskQueue for PgStore {
     async fn submit(
         &self,
         org: OrgKey,
@@ -79,27 +74,45 @@ impl Store for PgStore {
         self.shared.changed.subscribe()
     }
 
-    fn close(&self) {
-        self.shared
-            .leave
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        self.cancel.cancel();
-        self.tracker.close();
+}
+
+#[async_trait]
+impl Directory for PgStore {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        reads::find_key(self.live_pool()?, digest).await
     }
 
-    async fn closed(&self) {
-        self.tracker.wait().await;
-        if self.shared.leave.load(std::sync::atomic::Ordering::SeqCst) {
-            cluster::leave(&self.shared).await;
-        }
-        // Idle connections go now, not when the last handle on the store is dropped.
-        self.shared.pool.close();
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        reads::org(self.live_pool()?, key).await
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        reads::webhook_secret(self.live_pool()?, org).await
     }
 
+    async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
+        admin::create_org(self.live_pool()?, spec).await
+    }
+
+    async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
+        admin::create_key(self.live_pool()?, org_id).await
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<()> {
+        admin::revoke_key(self.live_pool()?, key_id).await
+    }
+
+    async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
+        admin::set_webhook_secret(self.live_pool()?, org_id, secret).await
+    }
+
+    async fn count_orgs(&self) -> Result<i64> {
+        admin::count_orgs(self.live_pool()?).await
+    }
+}
+
+#[async_trait]
+impl Outbox for PgStore {
     async fn claim_webhooks(&self, max: usize, lease_ms: i64) -> Result<Vec<WebhookJob>> {
         outbox::claim_webhooks(self, max, lease_ms).await
     }
@@ -120,9 +133,25 @@ impl Store for PgStore {
             self.shared.cfg.poll_ms,
         ))
     }
+}
 
-    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
-        reads::webhook_secret(self, org).await
+#[async_trait]
+impl Store for PgStore {
+    fn close(&self) {
+        self.shared
+            .leave
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+
+    async fn closed(&self) {
+        self.tracker.wait().await;
+        if self.shared.leave.load(std::sync::atomic::Ordering::SeqCst) {
+            cluster::leave(&self.shared).await;
+        }
+        // Idle connections go now, not when the last handle on the store is dropped.
+        self.shared.pool.close();
     }
 
     async fn ping(&self) -> Result<()> {
