@@ -11,6 +11,7 @@
 //! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
 //!   their outbox).
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
+//! * [`wire`]: the JSON shapes cloro speaks (HTTP answers, webhook bodies, the OpenAPI schemas).
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
 //!   [`cli`]: the administrative commands; [`bench`]: the benchmark; [`testing`]: throw-away
 //!   databases for tests and the benchmark.
@@ -29,3 +30,4 @@ pub mod store;
 pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;
+pub mod wire;
