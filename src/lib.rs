@@ -30,4 +30,4 @@ pub mod store;
 pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;
-pub mod wire;
+pub(crate) mod wire;

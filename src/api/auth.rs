@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::SharedState;
 use super::error::ApiError;
 
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     State(state): State<SharedState>,
     mut req: Request,
     next: Next,

@@ -12,7 +12,7 @@ use crate::wire::CreditsResponse;
 #[utoipa::path(get, path = "/v1/credits", tag = "account", operation_id = "getCredits",
     summary = "Credit balance and billing cycle",
     responses((status = 200, description = "Balance", body = CreditsResponse)))]
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<SharedState>,
     Auth(caller): Auth,
 ) -> Result<Json<CreditsResponse>, ApiError> {

@@ -92,7 +92,7 @@ impl ApiError {
     }
 
     /// The `error` object of the envelope (also used per item in batch results).
-    pub fn body(self) -> ErrorBody {
+    pub(crate) fn body(self) -> ErrorBody {
         ErrorBody {
             code: self.code,
             message: self.message,

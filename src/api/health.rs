@@ -10,14 +10,14 @@ use crate::wire::Health;
 #[utoipa::path(get, path = "/healthz", tag = "operator", operation_id = "healthz",
     summary = "200 while the process runs",
     responses((status = 200, description = "Alive", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operator", operation_id = "readyz",
     summary = "200 while the store answers, 503 otherwise",
     responses((status = 200, description = "Ready", body = Health)))]
-pub async fn readyz(State(s): State<SharedState>) -> Result<Json<Health>, ApiError> {
+pub(crate) async fn readyz(State(s): State<SharedState>) -> Result<Json<Health>, ApiError> {
     s.store.ping().await?;
     Ok(Json(Health { status: "ready" }))
 }

@@ -15,15 +15,15 @@
 //! Answers are [`crate::wire`] types; errors are [`error::ApiError`], the only way to the cloro
 //! error envelope. The extractors ([`extract`]) reject in that envelope too.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod credits;
 pub mod edge;
 pub mod error;
-pub mod extract;
-pub mod health;
+pub(crate) mod extract;
+pub(crate) mod health;
 pub mod listener;
 pub mod openapi;
-pub mod queue;
+pub(crate) mod queue;
 pub mod ratelimit;
 pub mod reference;
 pub mod tasks;

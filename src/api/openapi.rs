@@ -32,7 +32,6 @@ use crate::wire::ErrorEnvelope;
 /// hand, field by field, with upstream's exact messages (a derived `Deserialize` could not
 /// produce them), so this type is never built. Its description in the document is the
 /// `description` attribute below.
-#[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(description = "`BatchTaskRequest`: one async task (also each item of a batch).")]
@@ -56,7 +55,6 @@ pub(crate) struct TaskRequest {
 
 // The `webhook` of a [`TaskRequest`], for the document only and never built, like it. (A `//`
 // comment: a doc comment would become the schema's description.)
-#[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookRequest {

@@ -12,7 +12,7 @@ use crate::wire::{ClearQueueResponse, StatusResponse};
 #[utoipa::path(get, path = "/v1/async/status", tag = "async", operation_id = "getAsyncStatus",
     summary = "The organization's queue",
     responses((status = 200, description = "Queue numbers", body = StatusResponse)))]
-pub async fn status(
+pub(crate) async fn status(
     State(s): State<SharedState>,
     Auth(caller): Auth,
 ) -> Result<Json<StatusResponse>, ApiError> {
@@ -23,7 +23,7 @@ pub async fn status(
 #[utoipa::path(delete, path = "/v1/async/queue", tag = "async", operation_id = "clearAsyncQueue",
     summary = "Delete every QUEUED task of the organization",
     responses((status = 200, description = "How many were deleted", body = ClearQueueResponse)))]
-pub async fn clear(
+pub(crate) async fn clear(
     State(s): State<SharedState>,
     Auth(caller): Auth,
 ) -> Result<Json<ClearQueueResponse>, ApiError> {

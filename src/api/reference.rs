@@ -25,7 +25,7 @@ fn param(query: &Option<String>, name: &str) -> Option<String> {
         (status = 200, description = "Country codes", body = Vec<String>),
         (status = 400, description = "Unknown model", body = ErrorEnvelope),
     ))]
-pub async fn countries(
+pub(crate) async fn countries(
     Auth(_): Auth,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<&'static str>>, ApiError> {
@@ -48,7 +48,7 @@ pub async fn countries(
         (status = 200, description = "States", body = Vec<UsState>),
         (status = 400, description = "Missing or invalid country", body = ErrorEnvelope),
     ))]
-pub async fn states(
+pub(crate) async fn states(
     Auth(_): Auth,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<UsState>>, ApiError> {

@@ -54,7 +54,7 @@ fn queue_limit(limit: i64) -> ApiError {
         (status = 409, description = "RESOURCE_ALREADY_EXISTS (idempotency key in use)", body = ErrorEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
     ))]
-pub async fn create(
+pub(crate) async fn create(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     JsonBody(body): JsonBody,
@@ -80,7 +80,7 @@ pub async fn create(
         (status = 400, description = "Not a JSON array of 1 to 500 objects", body = ErrorEnvelope),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
     ))]
-pub async fn create_batch(
+pub(crate) async fn create_batch(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     JsonBody(body): JsonBody,
@@ -143,7 +143,7 @@ pub async fn create_batch(
         (status = 200, description = "The task", body = GetTaskResponse),
         (status = 404, description = "RESOURCE_NOT_FOUND (unknown, not a UUID, or another organization's)", body = ErrorEnvelope),
     ))]
-pub async fn get(
+pub(crate) async fn get(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     Path(task_id): Path<String>,

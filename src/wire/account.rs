@@ -9,19 +9,19 @@ use crate::time_fmt::format_ms;
 // `GET /v1/credits`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CreditsResponse {
-    pub remaining: i64,
+pub(crate) struct CreditsResponse {
+    pub(crate) remaining: i64,
     /// Null on the free plan.
     #[schema(required)]
-    pub per_cycle: Option<i64>,
+    pub(crate) per_cycle: Option<i64>,
     #[schema(format = DateTime, required)]
-    pub cycle_resets_at: Option<String>,
+    pub(crate) cycle_resets_at: Option<String>,
 }
 
 impl CreditsResponse {
     /// The live balance (completed charges only), the plan's credits per cycle and the next
     /// reset.
-    pub fn new(org: &Org) -> CreditsResponse {
+    pub(crate) fn new(org: &Org) -> CreditsResponse {
         CreditsResponse {
             remaining: org.credits,
             per_cycle: org.per_cycle,

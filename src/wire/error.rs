@@ -7,22 +7,22 @@ use utoipa::ToSchema;
 
 /// The cloro error envelope (every 4xx and 5xx).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub success: bool,
-    pub error: ErrorBody,
+pub(crate) struct ErrorEnvelope {
+    pub(crate) success: bool,
+    pub(crate) error: ErrorBody,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// Stable machine key (see `ErrorCode`).
     #[schema(value_type = String)]
-    pub code: &'static str,
-    pub message: String,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Extra context: a list of `{field, message}` for validation errors, an object otherwise;
     /// omitted when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, nullable = false)]
-    pub details: Option<Value>,
+    pub(crate) details: Option<Value>,
     #[schema(format = DateTime)]
-    pub timestamp: String,
+    pub(crate) timestamp: String,
 }

@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 
 // `GET /healthz` (`ok`) and `GET /readyz` (`ready`).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     #[schema(value_type = String)]
-    pub status: &'static str,
+    pub(crate) status: &'static str,
 }

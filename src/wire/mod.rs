@@ -4,9 +4,11 @@
 //!
 //! Why a module of its own (and not in `api`): the webhook sender posts the task-status answer
 //! ([`GetTaskResponse`] without its `webhook` block), and `webhooks` must not depend on `api`
-//! (the HTTP layer sits on top of the queue, which drives the sender). Both depend on `wire`
-//! instead; `wire` depends only on the data it renders (`store::TaskRecord`, `domain`) and on
-//! [`crate::time_fmt`], never on axum.
+//! (dependencies point inward from the HTTP edge; a background component reaching into a
+//! handler's module is what this module replaces). Both depend on `wire` instead; `wire`
+//! depends only on the records it renders (`store::TaskRecord`, `store::QueueStatus`,
+//! `store::Org`, `domain`) and on [`crate::time_fmt`], never on axum or on the store's
+//! behaviour.
 //!
 //! The bytes are part of the contract (`tests/api/bodies.rs` pins them): fields are written in
 //! declaration order, an `Option` that the API shows as `null` is a plain field (marked
@@ -25,15 +27,12 @@ mod queue;
 mod reference;
 mod task;
 
-pub use account::CreditsResponse;
-pub use error::{ErrorBody, ErrorEnvelope};
-pub use health::Health;
-pub use queue::{ClearQueueResponse, Concurrency, PriorityCount, StatusResponse};
-pub use reference::UsState;
-pub use task::{
-    BatchItem, BatchResponse, BatchSummary, CreateTaskResponse, GetTaskResponse, Task, TaskCredits,
-    WebhookStatus,
-};
+pub(crate) use account::CreditsResponse;
+pub(crate) use error::{ErrorBody, ErrorEnvelope};
+pub(crate) use health::Health;
+pub(crate) use queue::{ClearQueueResponse, StatusResponse};
+pub(crate) use reference::UsState;
+pub(crate) use task::{BatchItem, BatchResponse, CreateTaskResponse, GetTaskResponse};
 
 #[cfg(test)]
 mod tests;

@@ -6,32 +6,32 @@ use utoipa::ToSchema;
 use crate::store::QueueStatus;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PriorityCount {
+pub(crate) struct PriorityCount {
     #[schema(minimum = 1, maximum = 10)]
-    pub priority: u8,
-    pub count: u64,
+    pub(crate) priority: u8,
+    pub(crate) count: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Concurrency {
-    pub used: u64,
-    pub max: u64,
+pub(crate) struct Concurrency {
+    pub(crate) used: u64,
+    pub(crate) max: u64,
 }
 
 // `GET /v1/async/status`.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusResponse {
-    pub queued_tasks: u64,
-    pub processing_tasks: u64,
-    pub priority_breakdown: Vec<PriorityCount>,
+pub(crate) struct StatusResponse {
+    pub(crate) queued_tasks: u64,
+    pub(crate) processing_tasks: u64,
+    pub(crate) priority_breakdown: Vec<PriorityCount>,
     /// Null when it cannot be read.
     #[schema(required)]
-    pub concurrency: Option<Concurrency>,
+    pub(crate) concurrency: Option<Concurrency>,
 }
 
 impl StatusResponse {
-    pub fn new(st: &QueueStatus) -> StatusResponse {
+    pub(crate) fn new(st: &QueueStatus) -> StatusResponse {
         StatusResponse {
             queued_tasks: st.queued,
             processing_tasks: st.processing,
@@ -51,8 +51,8 @@ impl StatusResponse {
 
 // `DELETE /v1/async/queue`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ClearQueueResponse {
+pub(crate) struct ClearQueueResponse {
     // Always `true` (a `const` in the document).
-    pub success: bool,
-    pub cleared: u64,
+    pub(crate) success: bool,
+    pub(crate) cleared: u64,
 }

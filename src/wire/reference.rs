@@ -5,9 +5,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UsState {
+pub(crate) struct UsState {
     #[schema(value_type = String)]
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     #[schema(value_type = String)]
-    pub name: &'static str,
+    pub(crate) name: &'static str,
 }

@@ -13,31 +13,31 @@ use crate::time_fmt::format_ms;
 /// A task's public record (plus `startedAt`, `completedAt`, `attempts`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Task {
+pub(crate) struct Task {
     #[schema(value_type = String, format = "uuid")]
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     #[schema(value_type = String)]
-    pub task_type: &'static str,
+    pub(crate) task_type: &'static str,
     #[schema(value_type = String)]
-    pub status: &'static str,
+    pub(crate) status: &'static str,
     #[schema(minimum = 1, maximum = 10)]
-    pub priority: u8,
+    pub(crate) priority: u8,
     #[schema(format = DateTime)]
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// First pickup to final outcome; null until terminal.
     #[schema(required)]
-    pub latency_ms: Option<i64>,
+    pub(crate) latency_ms: Option<i64>,
     #[schema(required)]
-    pub idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     #[schema(format = DateTime, required)]
-    pub started_at: Option<String>,
+    pub(crate) started_at: Option<String>,
     #[schema(format = DateTime, required)]
-    pub completed_at: Option<String>,
-    pub attempts: u32,
+    pub(crate) completed_at: Option<String>,
+    pub(crate) attempts: u32,
 }
 
 impl Task {
-    pub fn new(t: &TaskRecord) -> Task {
+    pub(crate) fn new(t: &TaskRecord) -> Task {
         Task {
             id: t.id,
             task_type: t.task_type.as_str(),
@@ -58,15 +58,15 @@ impl Task {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskCredits {
-    pub credits_to_charge: i64,
+pub(crate) struct TaskCredits {
+    pub(crate) credits_to_charge: i64,
     /// Null until the task is terminal.
     #[schema(required)]
-    pub credits_charged: Option<i64>,
+    pub(crate) credits_charged: Option<i64>,
 }
 
 impl TaskCredits {
-    pub fn new(t: &TaskRecord) -> TaskCredits {
+    pub(crate) fn new(t: &TaskRecord) -> TaskCredits {
         TaskCredits {
             credits_to_charge: t.credits_to_charge,
             credits_charged: if t.status.is_terminal() {
@@ -81,15 +81,15 @@ impl TaskCredits {
 // `POST /v1/async/task`: the queued task. (No doc comments on the schema types beyond those the
 // document shows: utoipa turns them into descriptions.)
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreateTaskResponse {
+pub(crate) struct CreateTaskResponse {
     // Always `true` (the document says so with a `const`).
-    pub success: bool,
-    pub task: Task,
-    pub credits: TaskCredits,
+    pub(crate) success: bool,
+    pub(crate) task: Task,
+    pub(crate) credits: TaskCredits,
 }
 
 impl CreateTaskResponse {
-    pub fn new(t: &TaskRecord) -> CreateTaskResponse {
+    pub(crate) fn new(t: &TaskRecord) -> CreateTaskResponse {
         CreateTaskResponse {
             success: true,
             task: Task::new(t),
@@ -99,30 +99,30 @@ impl CreateTaskResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchSummary {
-    pub total: u32,
-    pub succeeded: u32,
-    pub failed: u32,
+pub(crate) struct BatchSummary {
+    pub(crate) total: u32,
+    pub(crate) succeeded: u32,
+    pub(crate) failed: u32,
 }
 
 /// One item's outcome: `task` and `credits` when it was queued, `error` when it was not.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchItem {
-    pub success: bool,
-    pub index: u32,
+pub(crate) struct BatchItem {
+    pub(crate) success: bool,
+    pub(crate) index: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub task: Option<Task>,
+    pub(crate) task: Option<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub credits: Option<TaskCredits>,
+    pub(crate) credits: Option<TaskCredits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub error: Option<ErrorBody>,
+    pub(crate) error: Option<ErrorBody>,
 }
 
 impl BatchItem {
-    pub fn queued(index: u32, t: &TaskRecord) -> BatchItem {
+    pub(crate) fn queued(index: u32, t: &TaskRecord) -> BatchItem {
         BatchItem {
             success: true,
             index,
@@ -132,7 +132,7 @@ impl BatchItem {
         }
     }
 
-    pub fn refused(index: u32, error: ErrorBody) -> BatchItem {
+    pub(crate) fn refused(index: u32, error: ErrorBody) -> BatchItem {
         BatchItem {
             success: false,
             index,
@@ -145,18 +145,18 @@ impl BatchItem {
 
 // `POST /v1/async/task/batch`: one result per item, in input order.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct BatchResponse {
+pub(crate) struct BatchResponse {
     // Always `true`: each item carries its own outcome.
-    pub success: bool,
-    pub summary: BatchSummary,
+    pub(crate) success: bool,
+    pub(crate) summary: BatchSummary,
     // `null` only for an item the store did not answer (the store answers every item).
     #[schema(value_type = Vec<BatchItem>)]
-    pub results: Vec<Option<BatchItem>>,
+    pub(crate) results: Vec<Option<BatchItem>>,
 }
 
 impl BatchResponse {
     /// The answer over `results`, counting the successes.
-    pub fn new(results: Vec<Option<BatchItem>>) -> BatchResponse {
+    pub(crate) fn new(results: Vec<Option<BatchItem>>) -> BatchResponse {
         let total = results.len() as u32;
         let succeeded = results.iter().flatten().filter(|r| r.success).count() as u32;
         BatchResponse {
@@ -173,36 +173,36 @@ impl BatchResponse {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WebhookStatus {
-    pub url: String,
-    pub delivered: bool,
+pub(crate) struct WebhookStatus {
+    pub(crate) url: String,
+    pub(crate) delivered: bool,
     #[schema(format = DateTime, required)]
-    pub delivered_at: Option<String>,
+    pub(crate) delivered_at: Option<String>,
 }
 
 /// `webhook` when the task has one and is terminal; `response` (the engine result, or
 /// `{"error": …}`) once terminal.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct GetTaskResponse {
-    pub task: Task,
-    pub credits: TaskCredits,
+pub(crate) struct GetTaskResponse {
+    pub(crate) task: Task,
+    pub(crate) credits: TaskCredits,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    pub webhook: Option<WebhookStatus>,
+    pub(crate) webhook: Option<WebhookStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object, nullable = false)]
-    pub response: Option<Value>,
+    pub(crate) response: Option<Value>,
 }
 
 impl GetTaskResponse {
     /// `GET /v1/async/task/{taskId}`. Takes the record to move its result out (it is written
     /// as stored, never re-parsed or copied).
-    pub fn new(t: TaskRecord) -> GetTaskResponse {
+    pub(crate) fn new(t: TaskRecord) -> GetTaskResponse {
         GetTaskResponse::build(t, true)
     }
 
     /// A webhook delivery's body: the status answer without the `webhook` block.
-    pub fn webhook_body(t: TaskRecord) -> GetTaskResponse {
+    pub(crate) fn webhook_body(t: TaskRecord) -> GetTaskResponse {
         GetTaskResponse::build(t, false)
     }
 
