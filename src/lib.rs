@@ -11,6 +11,7 @@
 //! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
 //!   their outbox).
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
+//! * [`wire`]: the JSON shapes cloro speaks (HTTP answers, webhook bodies, the OpenAPI schemas).
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
 //!   [`cli`]: the administrative commands; [`clock`]: the injected wall clock; `testing` (the
 //!   `testing` feature, on for this package's own tests): throw-away databases for tests.
@@ -30,3 +31,4 @@ pub mod store;
 pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;
+pub(crate) mod wire;

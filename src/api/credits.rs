@@ -1,19 +1,21 @@
 //! `GET /v1/credits`.
 
+use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
-use serde_json::json;
 
+use super::SharedState;
 use super::error::ApiError;
-use super::{Auth, SharedState, ok};
-use crate::time_fmt::format_ms;
+use super::extract::Auth;
+use crate::wire::CreditsResponse;
 
 /// The live balance (completed charges only), the plan's credits per cycle and the next reset.
-pub async fn get(State(s): State<SharedState>, Auth(caller): Auth) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/credits", tag = "account", operation_id = "getCredits",
+    summary = "Credit balance and billing cycle",
+    responses((status = 200, description = "Balance", body = CreditsResponse)))]
+pub(crate) async fn get(
+    State(s): State<SharedState>,
+    Auth(caller): Auth,
+) -> Result<Json<CreditsResponse>, ApiError> {
     let org = s.store.org(caller.org).await?;
-    Ok(ok(json!({
-        "remaining": org.credits,
-        "perCycle": org.per_cycle,
-        "cycleResetsAt": org.cycle_resets_ms.map(format_ms),
-    })))
+    Ok(Json(CreditsResponse::new(&org)))
 }

@@ -1,6 +1,7 @@
 //! The one place that knows HTTP error meaning: every stable error code, its status and its
 //! default message, and the cloro error envelope
-//! `{"success": false, "error": {"code", "message", "details"?, "timestamp"}}`.
+//! `{"success": false, "error": {"code", "message", "details"?, "timestamp"}}` (its shape is
+//! [`crate::wire::ErrorEnvelope`]; only [`ApiError`] builds one).
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::domain::types::FieldError;
 use crate::time_fmt::{format_ms, now_ms};
+use crate::wire::{ErrorBody, ErrorEnvelope};
 
 /// Stable error codes: (code, status, default message). One line per code.
 pub const ERROR_CODES: &[(&str, u16, &str)] = &[
@@ -90,16 +92,13 @@ impl ApiError {
     }
 
     /// The `error` object of the envelope (also used per item in batch results).
-    pub fn body(&self) -> Value {
-        let mut error = json!({
-            "code": self.code,
-            "message": self.message,
-        });
-        if let Some(d) = &self.details {
-            error["details"] = d.clone();
+    pub(crate) fn body(self) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message,
+            details: self.details,
+            timestamp: format_ms(now_ms()),
         }
-        error["timestamp"] = Value::String(format_ms(now_ms()));
-        error
     }
 }
 
@@ -114,9 +113,13 @@ pub fn field_errors(errors: &[FieldError]) -> Value {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "success": false, "error": self.body() });
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(s) = self.retry_after {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let body = ErrorEnvelope {
+            success: false,
+            error: self.body(),
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(s) = retry_after {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(s));
         }
@@ -154,7 +157,7 @@ mod tests {
 
     #[test]
     fn details_are_omitted_when_absent() {
-        let b = ApiError::new("MISSING_API_KEY").body();
+        let b = serde_json::to_value(ApiError::new("MISSING_API_KEY").body()).expect("JSON");
         assert!(b.get("details").is_none());
         assert!(b["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     }

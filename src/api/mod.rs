@@ -1,35 +1,44 @@
-//! The HTTP API: the route table, the middleware, and the extractors that keep every error in
-//! the cloro envelope.
+//! The HTTP API: the route table, read top to bottom; the handlers sit in one file per resource.
+//!
+//! Each route is declared once, in [`routes`]: the handler carries its OpenAPI operation
+//! (`#[utoipa::path]`, method and path included), and utoipa-axum's `routes!` registers it in
+//! the axum router and in the document together. The rate limit's buckets
+//! ([`rate_limit_buckets`]) and `/openapi.json` ([`openapi`]) are derived from the same table,
+//! so none of the three can list a route the others lack.
 //!
 //! Middleware, outermost first (see `docs/ARCHITECTURE.md`): the edge ([`edge`]: request id,
-//! `X-Latency-Ms`, request timeout, panics → 500) → authentication for `/v1/*` (an unknown
-//! `/v1/...` path without a key is a 401, as upstream) → the rate limit per key and route
-//! template ([`ratelimit`], `X-RateLimit-*` on every authenticated response) → the handler. Unknown routes are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
+//! `X-Latency-Ms`, request timeout, panics → 500) → authentication for `/v1/*` and the rate
+//! limit per key and route template ([`auth`], [`ratelimit`]; `X-RateLimit-*` on every
+//! authenticated response) → the handler. Unknown routes, and known routes with another
+//! method, are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
+//!
+//! Answers are [`crate::wire`] types; errors are [`error::ApiError`], the only way to the cloro
+//! error envelope. The extractors ([`extract`]) reject in that envelope too.
 
+pub(crate) mod auth;
 pub mod credits;
 pub mod edge;
 pub mod error;
+pub(crate) mod extract;
+pub(crate) mod health;
 pub mod listener;
-pub mod monitor;
 pub mod openapi;
+pub(crate) mod queue;
 pub mod ratelimit;
 pub mod reference;
 pub mod tasks;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use axum::Router;
+use axum::middleware;
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use self::error::ApiError;
-use crate::auth::{Authenticator, Caller};
+use crate::auth::Authenticator;
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -63,145 +72,59 @@ impl AppState {
     }
 }
 
-/// Every route template, the rate limit's bucket names (anything else shares `*`).
-pub const ROUTES: &[&str] = &[
-    "/v1/async/task",
-    "/v1/async/task/batch",
-    "/v1/async/task/{task_id}",
-    "/v1/async/status",
-    "/v1/async/queue",
-    "/v1/credits",
-    "/v1/countries",
-    "/v1/states",
-];
-
 pub type SharedState = Arc<AppState>;
 
-/// The route table.
+/// The route table: every documented route, once. A new route is one line here plus its
+/// handler, with its `#[utoipa::path]`, in the file of its resource.
+pub(crate) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        // The asynchronous task queue.
+        .routes(routes!(tasks::create))
+        .routes(routes!(tasks::create_batch))
+        .routes(routes!(tasks::get))
+        .routes(routes!(queue::status))
+        .routes(routes!(queue::clear))
+        // The account and reference lists.
+        .routes(routes!(credits::get))
+        .routes(routes!(reference::countries))
+        .routes(routes!(reference::states))
+        // The operator's probes.
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The rate limit's buckets: every `/v1` route template of [`routes`] (a request on anything
+/// else counts against `*`).
+pub fn rate_limit_buckets() -> &'static [String] {
+    static BUCKETS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        routes()
+            .into_openapi()
+            .paths
+            .paths
+            .into_keys()
+            .filter(|p| p.starts_with("/v1/"))
+            .collect()
+    });
+    &BUCKETS
+}
+
+/// The server's router: the route table, the two undocumented document routes, the fallbacks
+/// and the middleware.
 pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/v1/async/task", post(tasks::create))
-        .route("/v1/async/task/batch", post(tasks::create_batch))
-        .route("/v1/async/task/{task_id}", get(tasks::get))
-        .route("/v1/async/status", get(monitor::status))
-        .route("/v1/async/queue", delete(monitor::clear_queue))
-        .route("/v1/credits", get(credits::get))
-        .route("/v1/countries", get(reference::countries))
-        .route("/v1/states", get(reference::states))
-        .route("/healthz", get(monitor::healthz))
-        .route("/readyz", get(monitor::readyz))
+    let (documented, _) = routes().split_for_parts();
+    documented
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(uri.path(), "Route not found")
-}
-
-async fn authenticate(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    if path == "/v1" || path.starts_with("/v1/") {
-        let header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match state.auth.authenticate(&*state.store, header).await {
-            Ok(caller) => {
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()))
-                    .copied()
-                    .unwrap_or("*");
-                let d = state
-                    .limiter
-                    .check(&caller.key_id, route, caller.rate_limit);
-                let mut resp = if d.allowed {
-                    req.extensions_mut().insert(caller);
-                    next.run(req).await
-                } else {
-                    tracing::info!(route, limit = d.limit, "Rate limited");
-                    ApiError::new("RATE_LIMIT_EXCEEDED").into_response()
-                };
-                let h = resp.headers_mut();
-                h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-                h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-                return resp;
-            }
-            Err(e) => return e.into_response(),
-        }
-    }
-    next.run(req).await
-}
-
-/// The authenticated organization of a `/v1/*` request.
-pub struct Auth(pub Caller);
-
-impl<S: Send + Sync> FromRequestParts<S> for Auth {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .map(Auth)
-            .ok_or_else(|| ApiError::new("MISSING_API_KEY"))
-    }
-}
-
-/// A JSON request body: `Content-Type: application/json`, at most `max_body_bytes`, valid JSON.
-pub struct JsonBody(pub Value);
-
-impl FromRequest<SharedState> for JsonBody {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::new("VALIDATION_ERROR")
-                .message("Content-Type must be application/json")
-                .details(json!([{ "field": "body", "message": "Content-Type must be application/json" }])));
-        }
-        let limit = state.max_body_bytes;
-        let too_large = || {
-            ApiError::new("PAYLOAD_TOO_LARGE")
-                .message(format!("Request body is too large (max {limit} bytes)"))
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| too_large())?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::new("VALIDATION_ERROR")
-                .message("Request body is empty")
-                .details(json!([{ "field": "body", "message": "Request body is empty" }])));
-        }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new("VALIDATION_ERROR")
-                .message("Request body is not valid JSON")
-                .details(json!([{ "field": "body", "message": e.to_string() }]))
-        })?;
-        Ok(JsonBody(value))
-    }
-}
-
-/// A 200 JSON response.
-pub fn ok(body: Value) -> Response {
-    (StatusCode::OK, Json(body)).into_response()
 }

@@ -1,13 +1,13 @@
 //! `GET /v1/countries[?model=]` and `GET /v1/states?country=`.
 
+use axum::Json;
 use axum::extract::RawQuery;
-use axum::response::Response;
-use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::{Auth, ok};
+use super::extract::Auth;
 use crate::domain::countries::{CountryModel, US_STATES, countries_for};
 use crate::domain::types::FieldError;
+use crate::wire::{ErrorEnvelope, UsState};
 
 const MODELS: &str = "aimode, aioverview, chatgpt, copilot, gemini, google, grok, perplexity";
 
@@ -18,7 +18,17 @@ fn param(query: &Option<String>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-pub async fn countries(Auth(_): Auth, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/countries", tag = "reference", operation_id = "getCountries",
+    summary = "Supported ISO 3166-1 country codes, for every engine or one",
+    params(("model" = Option<String>, Query, description = "aimode, aioverview, chatgpt, copilot, gemini, google, grok or perplexity")),
+    responses(
+        (status = 200, description = "Country codes", body = Vec<String>),
+        (status = 400, description = "Unknown model", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn countries(
+    Auth(_): Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<&'static str>>, ApiError> {
     let model = match param(&query, "model") {
         None => None,
         Some(m) => Some(CountryModel::parse(&m).ok_or_else(|| {
@@ -28,10 +38,20 @@ pub async fn countries(Auth(_): Auth, RawQuery(query): RawQuery) -> Result<Respo
             )])
         })?),
     };
-    Ok(ok(Value::from(countries_for(model))))
+    Ok(Json(countries_for(model)))
 }
 
-pub async fn states(Auth(_): Auth, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/states", tag = "reference", operation_id = "getStates",
+    summary = "US states for state targeting (empty for other countries)",
+    params(("country" = String, Query, description = "2-letter uppercase country code, e.g. US")),
+    responses(
+        (status = 200, description = "States", body = Vec<UsState>),
+        (status = 400, description = "Missing or invalid country", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn states(
+    Auth(_): Auth,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<UsState>>, ApiError> {
     let country = param(&query, "country").ok_or_else(|| {
         ApiError::validation(&[FieldError::new(
             "country",
@@ -44,13 +64,13 @@ pub async fn states(Auth(_): Auth, RawQuery(query): RawQuery) -> Result<Response
             "country must be a 2-letter uppercase ISO 3166-1 code, e.g. US",
         )]));
     }
-    let list: Vec<Value> = if country == "US" {
+    let list = if country == "US" {
         US_STATES
             .iter()
-            .map(|(code, name)| json!({ "code": code, "name": name }))
+            .map(|&(code, name)| UsState { code, name })
             .collect()
     } else {
         Vec::new()
     };
-    Ok(ok(Value::Array(list)))
+    Ok(Json(list))
 }

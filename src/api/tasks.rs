@@ -1,16 +1,18 @@
 //! `POST /v1/async/task`, `POST /v1/async/task/batch`, `GET /v1/async/task/{taskId}`.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::response::Response;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{ApiError, field_errors};
-use super::{AppState, Auth, JsonBody, SharedState, ok};
+use super::extract::{Auth, JsonBody};
+use super::openapi;
+use super::{AppState, SharedState};
 use crate::domain::request::{TaskRequest, parse_task_request};
 use crate::domain::types::FieldError;
-use crate::store::{ItemError, NewTask, SubmitError, TaskRecord};
-use crate::time_fmt::format_ms;
+use crate::store::{ItemError, NewTask, SubmitError};
+use crate::wire::{BatchItem, BatchResponse, CreateTaskResponse, ErrorEnvelope, GetTaskResponse};
 
 /// Most tasks in one batch.
 pub const MAX_BATCH: usize = 500;
@@ -24,29 +26,6 @@ fn new_task(r: TaskRequest) -> NewTask {
         webhook_url: r.webhook_url,
         credits_to_charge: i64::from(r.credits_to_charge),
     }
-}
-
-/// The task summary (public fields plus `startedAt`, `completedAt`, `attempts`).
-pub fn summary(t: &TaskRecord) -> Value {
-    json!({
-        "id": t.id.to_string(),
-        "taskType": t.task_type.as_str(),
-        "status": t.status.as_str(),
-        "priority": t.priority,
-        "createdAt": format_ms(t.created_ms),
-        "latencyMs": t.latency_ms(),
-        "idempotencyKey": t.idempotency_key,
-        "startedAt": t.started_ms.map(format_ms),
-        "completedAt": t.finished_ms.filter(|_| t.status.is_terminal()).map(format_ms),
-        "attempts": t.attempts,
-    })
-}
-
-pub fn credits(t: &TaskRecord) -> Value {
-    json!({
-        "creditsToCharge": t.credits_to_charge,
-        "creditsCharged": if t.status.is_terminal() { t.credits_charged.or(Some(0)) } else { None },
-    })
 }
 
 fn item_error(e: &ItemError) -> ApiError {
@@ -65,11 +44,21 @@ fn queue_limit(limit: i64) -> ApiError {
         .details(json!({ "limit": limit }))
 }
 
-pub async fn create(
+#[utoipa::path(post, path = "/v1/async/task", tag = "async", operation_id = "createAsyncTask",
+    summary = "Queue one task",
+    request_body(content = openapi::TaskRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued", body = CreateTaskResponse),
+        (status = 400, description = "Invalid body; `details` lists every invalid field", body = ErrorEnvelope),
+        (status = 403, description = "INSUFFICIENT_CREDITS", body = ErrorEnvelope),
+        (status = 409, description = "RESOURCE_ALREADY_EXISTS (idempotency key in use)", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn create(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
+) -> Result<Json<CreateTaskResponse>, ApiError> {
     let req = parse_task_request(&body).map_err(|e| ApiError::validation(&e))?;
     if let Some(e) = refused_webhook(&s, &req) {
         return Err(ApiError::validation(&e));
@@ -77,19 +66,25 @@ pub async fn create(
     let result = s.store.submit(caller.org, vec![new_task(req)]).await?;
     let mut items = result.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
     match items.pop() {
-        Some(Ok(t)) => Ok(ok(
-            json!({ "success": true, "task": summary(&t), "credits": credits(&t) }),
-        )),
+        Some(Ok(t)) => Ok(Json(CreateTaskResponse::new(&t))),
         Some(Err(e)) => Err(item_error(&e)),
         None => Err(ApiError::new("INTERNAL_SERVER_ERROR")),
     }
 }
 
-pub async fn create_batch(
+#[utoipa::path(post, path = "/v1/async/task/batch", tag = "async", operation_id = "createBatchAsyncTasks",
+    summary = "Queue 1 to 500 tasks; each item is answered on its own",
+    request_body(content = Vec<openapi::TaskRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Per-item results in input order", body = BatchResponse),
+        (status = 400, description = "Not a JSON array of 1 to 500 objects", body = ErrorEnvelope),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn create_batch(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
+) -> Result<Json<BatchResponse>, ApiError> {
     let bad = |msg: &str| {
         ApiError::new("VALIDATION_ERROR").details(json!([{ "field": "body", "message": msg }]))
     };
@@ -110,7 +105,7 @@ pub async fn create_batch(
             .details(json!([{ "field": format!("[{i}]"), "message": "Each batch item must be a JSON object" }])));
     }
     let total = items.len();
-    let mut results: Vec<Option<Value>> = vec![None; total];
+    let mut results: Vec<Option<BatchItem>> = std::iter::repeat_with(|| None).take(total).collect();
     let mut valid = Vec::with_capacity(total);
     let mut valid_index = Vec::with_capacity(total);
     for (i, v) in items.iter().enumerate() {
@@ -124,7 +119,7 @@ pub async fn create_batch(
                 let e = ApiError::new("VALIDATION_ERROR")
                     .message(format!("Invalid task at index {i}"))
                     .details(json!({ "errors": field_errors(&errors) }));
-                results[i] = Some(json!({ "success": false, "index": i, "error": e.body() }));
+                results[i] = Some(BatchItem::refused(i as u32, e.body()));
             }
         }
     }
@@ -133,30 +128,26 @@ pub async fn create_batch(
         let done = outcome.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
         for (r, i) in done.into_iter().zip(valid_index) {
             results[i] = Some(match r {
-                Ok(t) => {
-                    json!({ "success": true, "index": i, "task": summary(&t), "credits": credits(&t) })
-                }
-                Err(e) => json!({ "success": false, "index": i, "error": item_error(&e).body() }),
+                Ok(t) => BatchItem::queued(i as u32, &t),
+                Err(e) => BatchItem::refused(i as u32, item_error(&e).body()),
             });
         }
     }
-    let results: Vec<Value> = results
-        .into_iter()
-        .map(|r| r.unwrap_or(Value::Null))
-        .collect();
-    let succeeded = results.iter().filter(|r| r["success"] == true).count();
-    Ok(ok(json!({
-        "success": true,
-        "summary": { "total": total, "succeeded": succeeded, "failed": total - succeeded },
-        "results": results,
-    })))
+    Ok(Json(BatchResponse::new(results)))
 }
 
-pub async fn get(
+#[utoipa::path(get, path = "/v1/async/task/{taskId}", tag = "async", operation_id = "getTaskStatus",
+    summary = "A task's state, credits and, once terminal, its response",
+    params(("taskId" = String, Path, description = "The task id (a UUID)")),
+    responses(
+        (status = 200, description = "The task", body = GetTaskResponse),
+        (status = 404, description = "RESOURCE_NOT_FOUND (unknown, not a UUID, or another organization's)", body = ErrorEnvelope),
+    ))]
+pub(crate) async fn get(
     State(s): State<SharedState>,
     Auth(caller): Auth,
     Path(task_id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<GetTaskResponse>, ApiError> {
     let not_found = || ApiError::not_found(&task_id, "Task not found");
     let id = Uuid::parse_str(&task_id).map_err(|_| not_found())?;
     let t = s
@@ -164,26 +155,7 @@ pub async fn get(
         .get_task(caller.org, id)
         .await?
         .ok_or_else(not_found)?;
-    Ok(ok(status_body(&t, true)))
-}
-
-/// The task-status response (`GET /v1/async/task/{id}`). A webhook delivery's body is the same
-/// without the `webhook` block (`with_webhook: false`).
-pub fn status_body(t: &TaskRecord, with_webhook: bool) -> Value {
-    let mut body = json!({ "task": summary(t), "credits": credits(t) });
-    if t.status.is_terminal() {
-        if let (true, Some(url)) = (with_webhook, &t.webhook_url) {
-            body["webhook"] = json!({
-                "url": url,
-                "delivered": t.webhook_delivered_ms.is_some(),
-                "deliveredAt": t.webhook_delivered_ms.map(format_ms),
-            });
-        }
-        if let Some(r) = &t.response {
-            body["response"] = r.clone();
-        }
-    }
-    body
+    Ok(Json(GetTaskResponse::new(t)))
 }
 
 /// A webhook URL naming a refused destination literally (a private address, `localhost`) is a

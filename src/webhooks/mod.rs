@@ -428,7 +428,7 @@ impl Sender {
             Ok(None) => return Attempted::Failed("the task no longer exists".into()),
             Err(_) => return Attempted::Deferred,
         };
-        let body = match serde_json::to_vec(&crate::api::tasks::status_body(&task, false)) {
+        let body = match serde_json::to_vec(&crate::wire::GetTaskResponse::webhook_body(task)) {
             Ok(b) => b,
             Err(e) => return Attempted::Failed(format!("cannot serialize the body: {e}")),
         };

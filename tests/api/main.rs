@@ -4,6 +4,7 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod bodies;
 mod edge;
 mod monitor;
 mod openapi;
