@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
-use crate::store::admin::Admin;
+use crate::store::{Directory, admin};
 use crate::store::postgres::{PgConfig, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{CreatedOrg, Database, OrgSpec, Store};
@@ -44,7 +44,7 @@ async fn open_store(opts: &ServeOptions) -> anyhow::Result<(Arc<dyn Store>, Opti
         Database::Sqlite(p) => p.display().to_string(),
         Database::Postgres(_) => "the PostgreSQL database".to_owned(),
     };
-    let admin = Admin::open(&opts.database)
+    let admin = admin::open(&opts.database)
         .await
         .with_context(|| format!("opening {what}"))?;
     let created = if admin.count_orgs().await? == 0 {

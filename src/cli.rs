@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::config::{self, DbArgs, KeyCommand, OrgCommand};
-use crate::store::admin::Admin;
+use crate::store::{Directory, admin};
 use crate::store::{Error, OrgSpec};
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -16,9 +16,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-async fn open(db: &DbArgs) -> anyhow::Result<Admin> {
+async fn open(db: &DbArgs) -> anyhow::Result<Box<dyn Directory>> {
     let database = config::parse_database(db.database.as_deref()).map_err(anyhow::Error::msg)?;
-    Admin::open(&database).await.context("opening the database")
+    admin::open(&database).await.context("opening the database")
 }
 
 pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {

@@ -82,7 +82,7 @@ use cloro::engines::{
 };
 use cloro::queue::{self, QueueConfig};
 use cloro::store::OrgSpec;
-use cloro::store::admin::Admin;
+use cloro::store::admin;
 
 mod load;
 mod scratch;

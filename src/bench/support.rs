@@ -75,7 +75,7 @@ impl BenchServer {
             None => ScratchDb::sqlite().context("creating the scratch database")?,
             Some(url) => ScratchDb::postgres(url).await?,
         };
-        let admin = Admin::open(&db.database)
+        let admin = admin::open(&db.database)
             .await
             .context("opening the database")?;
         let mut orgs = Vec::with_capacity(plans.len());

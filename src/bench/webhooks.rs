@@ -86,7 +86,7 @@ async fn run_once(args: &BenchArgs, hook: Option<(&str, &Arc<Seen>)>) -> anyhow:
     let bench = BenchServer::start(&plans, args.workers, simulated(), false).await?;
     let store = bench.store()?;
     if let Some((_, seen)) = hook {
-        let admin = Admin::open(&bench._db.database).await?;
+        let admin = admin::open(&bench._db.database).await?;
         for o in &bench.orgs {
             admin
                 .set_webhook_secret(&o.id, Some(&cloro::webhooks::new_secret()))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use cloro::app::{self, ServeOptions, Server};
 use cloro::engines::{LatencyRange, SimulatedEngine};
 use cloro::queue::{self, QueueConfig};
-use cloro::store::admin::Admin;
+use cloro::store::{Directory, admin};
 use cloro::store::{CreatedOrg, Database, OrgSpec, Store};
 use cloro::testing::TestDb;
 use reqwest::StatusCode;
@@ -31,7 +31,7 @@ pub struct TestApp {
 /// code, whatever runtime they are in).
 fn admin<T: Send + 'static>(
     db: &Database,
-    act: impl FnOnce(Admin) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+    act: impl FnOnce(Box<dyn Directory>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
 ) -> T {
     let db = db.clone();
     std::thread::spawn(move || {
@@ -40,7 +40,7 @@ fn admin<T: Send + 'static>(
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let a = Admin::open(&db).await.expect("admin connection");
+            let a = admin::open(&db).await.expect("admin connection");
             act(a).await
         })
     })

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cloro::domain::types::TaskType;
-use cloro::store::admin::Admin;
+use cloro::store::admin;
 use cloro::store::postgres::{PgConfig, PgStore};
 use cloro::store::sqlite::SqliteStore;
 use cloro::store::{
@@ -68,7 +68,7 @@ impl Fixture {
             Backend::Sqlite => TestDb::sqlite().expect("test database"),
             Backend::Postgres(url) => TestDb::postgres(url).await.expect("test database"),
         };
-        let admin = Admin::open(&db.database).await.expect("admin");
+        let admin = admin::open(&db.database).await.expect("admin");
         let mut keys = Vec::new();
         for (i, &(concurrency, credits, queue_limit)) in orgs.iter().enumerate() {
             let spec = OrgSpec {
@@ -685,7 +685,7 @@ async fn postgres_task_times_come_from_the_stores_clock() {
         return cloro::testing::announce_pg_skipped();
     };
     let db = TestDb::postgres(&url).await.expect("test database");
-    let admin = Admin::open(&db.database).await.expect("admin");
+    let admin = admin::open(&db.database).await.expect("admin");
     let spec = OrgSpec {
         name: "org0".into(),
         plan: "business".into(),
