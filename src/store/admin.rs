@@ -3,6 +3,7 @@
 //! works while servers run on it; they see new organizations and keys at once.
 
 use super::{CreatedOrg, Database, OrgSpec, Result, postgres, sqlite};
+use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
 
 /// An administrative connection.
@@ -15,7 +16,7 @@ impl Admin {
     /// Opens the database, creating and migrating it if needed.
     pub async fn open(db: &Database) -> Result<Admin> {
         match db {
-            Database::Sqlite(path) => Ok(Admin::Sqlite(sqlite::open_admin(path)?)),
+            Database::Sqlite(path) => Ok(Admin::Sqlite(sqlite::schema::open_admin(path)?)),
             Database::Postgres(url) => {
                 let pool = postgres::pool(url, 2)?;
                 postgres::migrate(&pool).await?;
@@ -26,21 +27,21 @@ impl Admin {
 
     pub async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
         match self {
-            Admin::Sqlite(c) => sqlite::create_org(c, spec),
+            Admin::Sqlite(c) => sqlite::admin::create_org(c, spec, Clock::system().now_ms()),
             Admin::Postgres(p) => postgres::create_org(p, spec).await,
         }
     }
 
     pub async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
         match self {
-            Admin::Sqlite(c) => sqlite::create_key(c, org_id),
+            Admin::Sqlite(c) => sqlite::admin::create_key(c, org_id, Clock::system().now_ms()),
             Admin::Postgres(p) => postgres::create_key(p, org_id).await,
         }
     }
 
     pub async fn revoke_key(&self, key_id: &str) -> Result<()> {
         match self {
-            Admin::Sqlite(c) => sqlite::revoke_key(c, key_id),
+            Admin::Sqlite(c) => sqlite::admin::revoke_key(c, key_id, Clock::system().now_ms()),
             Admin::Postgres(p) => postgres::revoke_key(p, key_id).await,
         }
     }
@@ -49,14 +50,14 @@ impl Admin {
     /// servers read it at delivery time.
     pub async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
         match self {
-            Admin::Sqlite(c) => sqlite::set_webhook_secret(c, org_id, secret),
+            Admin::Sqlite(c) => sqlite::admin::set_webhook_secret(c, org_id, secret),
             Admin::Postgres(p) => postgres::set_webhook_secret(p, org_id, secret).await,
         }
     }
 
     pub async fn count_orgs(&self) -> Result<i64> {
         match self {
-            Admin::Sqlite(c) => sqlite::count_orgs(c),
+            Admin::Sqlite(c) => sqlite::admin::count_orgs(c),
             Admin::Postgres(p) => postgres::count_orgs(p).await,
         }
     }
