@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{self, AppState};
 use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
-use crate::store::{Directory, admin};
+use crate::store::admin;
 use crate::store::postgres::{PgConfig, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{CreatedOrg, Database, OrgSpec, Store};

@@ -26,8 +26,6 @@
 
 pub mod admin;
 pub mod postgres;
-pub mod ready;
-pub mod result_log;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -60,23 +58,6 @@ pub enum Error {
     Unavailable(String),
     #[error("store error: {0}")]
     Other(String),
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-            {
-                Error::Unavailable(e.to_string())
-            }
-            rusqlite::Error::QueryReturnedNoRows => Error::NotFound,
-            other => Error::Other(other.to_string()),
-        }
-    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

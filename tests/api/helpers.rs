@@ -12,8 +12,8 @@ use std::time::Duration;
 use cloro::app::{self, ServeOptions, Server};
 use cloro::engines::{LatencyRange, SimulatedEngine};
 use cloro::queue::{self, QueueConfig};
-use cloro::store::{Directory, admin};
 use cloro::store::{CreatedOrg, Database, OrgSpec, Store};
+use cloro::store::{Directory, admin};
 use cloro::testing::TestDb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -31,7 +31,9 @@ pub struct TestApp {
 /// code, whatever runtime they are in).
 fn admin<T: Send + 'static>(
     db: &Database,
-    act: impl FnOnce(Box<dyn Directory>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+    act: impl FnOnce(Box<dyn Directory>) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>>
+    + Send
+    + 'static,
 ) -> T {
     let db = db.clone();
     std::thread::spawn(move || {

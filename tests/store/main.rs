@@ -12,6 +12,7 @@ use cloro::store::postgres::{PgConfig, PgStore};
 use cloro::store::sqlite::SqliteStore;
 use cloro::store::{
     ClaimedTask, Database, ItemError, NewTask, OrgKey, OrgSpec, Outcome, Store, SubmitError,
+    TaskQueue,
 };
 use cloro::testing::TestDb;
 use cloro::time_fmt::now_ms;
@@ -511,12 +512,12 @@ async fn purge_deletes_old_terminal_tasks_and_frees_their_keys(b: Backend) {
     // result log.
     if let Database::Sqlite(path) = &f.db.database {
         let segments = || {
-            std::fs::read_dir(cloro::store::result_log::dir_for(path))
+            std::fs::read_dir(cloro::store::sqlite::result_log::dir_for(path))
                 .expect("result log dir")
                 .count()
         };
         assert_eq!(segments(), 1);
-        s.purge(now_ms() + 2 * cloro::store::result_log::SEGMENT_SPAN_MS)
+        s.purge(now_ms() + 2 * cloro::store::sqlite::result_log::SEGMENT_SPAN_MS)
             .await
             .expect("purge");
         assert_eq!(segments(), 0);

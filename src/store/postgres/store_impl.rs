@@ -73,7 +73,6 @@ impl TaskQueue for PgStore {
     fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changed.subscribe()
     }
-
 }
 
 #[async_trait]

@@ -17,7 +17,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use super::OrgKey;
+use crate::store::OrgKey;
 
 /// Limits and balance of an organization, as loaded from the store.
 #[derive(Debug, Clone, Copy)]

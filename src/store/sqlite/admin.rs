@@ -1,0 +1,192 @@
+//! The directory writes of the embedded store: organizations, API keys and webhook secrets,
+//! as the CLI (`cloro org …`, `cloro key …`) and `serve`'s first start make them.
+//!
+//! They run on their own connection ([`super::schema::open_admin`]), outside the writer thread,
+//! so they work while a server owns the database; the server reads a new organization or key
+//! on first use (see [`super::SqliteStore`]'s organization cache). Each function is one short
+//! autocommitted statement or two; the time they record is passed in (`now_ms`), so the
+//! caller's clock decides it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::clock::Clock;
+use crate::domain::apikey::ApiKey;
+use crate::store::{CreatedOrg, Directory, Error, KeyRecord, Org, OrgKey, OrgSpec, Result};
+
+/// A new organization; its id (`orgs.id`, the [`OrgKey`]) is the row id.
+const INSERT_ORG: &str = "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// An organization's rate limit: a column of migration 0002, so set apart from the insert
+/// that 0001 shaped.
+const SET_RATE_LIMIT: &str = "UPDATE orgs SET rate_limit = ?1 WHERE id = ?2";
+
+/// A new API key: only its digest is stored (`api_keys.hash`, unique: the lookup index).
+const INSERT_KEY: &str =
+    "INSERT INTO api_keys(key_id, org, hash, created_ms) VALUES (?1, ?2, ?3, ?4)";
+
+/// An organization's key from its public id (`orgs.public_id` is unique, so indexed).
+const ORG_BY_PUBLIC_ID: &str = "SELECT id FROM orgs WHERE public_id = ?1";
+
+/// Revokes a key; revoking it again keeps the first revocation time.
+const REVOKE_KEY: &str =
+    "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, ?2) WHERE key_id = ?1";
+
+/// Sets (or, with NULL, removes) an organization's webhook signing secret.
+const SET_WEBHOOK_SECRET: &str = "UPDATE orgs SET webhook_secret = ?2 WHERE public_id = ?1";
+
+/// How many organizations exist (`serve` creates `default` when there are none).
+const COUNT_ORGS: &str = "SELECT COUNT(*) FROM orgs";
+
+/// An organization by its key (the primary key).
+const READ_ORG: &str = "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
+         FROM orgs WHERE id = ?1";
+
+/// Creates an organization and its first API key at `now_ms` (a paid plan's first billing
+/// cycle ends one cycle later).
+pub(crate) fn create_org(conn: &Connection, spec: &OrgSpec, now_ms: i64) -> Result<CreatedOrg> {
+    let org = Org::from_spec(spec, now_ms)?;
+    conn.execute(
+        INSERT_ORG,
+        params![
+            org.public_id,
+            org.name,
+            org.plan,
+            org.concurrency,
+            org.credits,
+            org.per_cycle,
+            org.cycle_resets_ms,
+            org.queue_limit,
+            now_ms
+        ],
+    )?;
+    let key = conn.last_insert_rowid();
+    conn.execute(SET_RATE_LIMIT, params![spec.rate_limit, key])?;
+    let (key_id, api_key) = insert_key(conn, key, now_ms)?;
+    Ok(CreatedOrg {
+        org: Org { key, ..org },
+        key_id,
+        api_key,
+    })
+}
+
+/// Generates a key for `org` and stores its digest.
+fn insert_key(conn: &Connection, org: OrgKey, now_ms: i64) -> Result<(String, ApiKey)> {
+    let api_key = ApiKey::generate();
+    let key_id = crate::store::new_key_id();
+    conn.execute(
+        INSERT_KEY,
+        params![key_id, org, api_key.digest().to_vec(), now_ms],
+    )?;
+    Ok((key_id, api_key))
+}
+
+/// Creates another API key for the organization with public id `org_id`.
+pub(crate) fn create_key(conn: &Connection, org_id: &str, now_ms: i64) -> Result<(String, ApiKey)> {
+    let org: OrgKey = conn
+        .query_row(ORG_BY_PUBLIC_ID, [org_id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound)?;
+    insert_key(conn, org, now_ms)
+}
+
+/// Revokes a key at `now_ms`; `NotFound` if there is no such key.
+pub(crate) fn revoke_key(conn: &Connection, key_id: &str, now_ms: i64) -> Result<()> {
+    let n = conn.execute(REVOKE_KEY, params![key_id, now_ms])?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+/// Sets (or, with `None`, removes) an organization's webhook signing secret.
+pub(crate) fn set_webhook_secret(
+    conn: &Connection,
+    org_id: &str,
+    secret: Option<&str>,
+) -> Result<()> {
+    let n = conn.execute(SET_WEBHOOK_SECRET, params![org_id, secret])?;
+    if n == 0 { Err(Error::NotFound) } else { Ok(()) }
+}
+
+/// Number of organizations (the server creates `default` when there are none).
+pub(crate) fn count_orgs(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(COUNT_ORGS, [], |r| r.get(0))?)
+}
+
+/// Reads an organization (`NotFound` if there is none with that key).
+pub(crate) fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
+    conn.query_row(READ_ORG, [key], |r| {
+        Ok(Org {
+            key: r.get(0)?,
+            public_id: r.get(1)?,
+            name: r.get(2)?,
+            plan: r.get(3)?,
+            concurrency: r.get(4)?,
+            credits: r.get(5)?,
+            per_cycle: r.get(6)?,
+            cycle_resets_ms: r.get(7)?,
+            queue_limit: r.get(8)?,
+        })
+    })
+    .map_err(Error::from)
+}
+
+/// The directory on one connection of its own: the CLI's handle, and `serve`'s before the store
+/// starts. It takes no lock file and starts no writer, so it works beside a running server.
+pub struct SqliteDirectory {
+    conn: Mutex<Connection>,
+    clock: Clock,
+}
+
+impl SqliteDirectory {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteDirectory> {
+        Ok(SqliteDirectory {
+            conn: Mutex::new(super::schema::open_admin(path)?),
+            clock: Clock::system(),
+        })
+    }
+
+    /// Runs `f` on the connection (one short statement or two: done in place, as the CLI's
+    /// commands and a start-up have nothing else to do meanwhile).
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&super::lock(&self.conn))
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteDirectory {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        self.with(|c| super::reader::find_key(c, &digest))
+    }
+
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        self.with(|c| read_org(c, key))
+    }
+
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        self.with(|c| super::reader::webhook_secret(c, org))
+    }
+
+    async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
+        self.with(|c| create_org(c, spec, self.clock.now_ms()))
+    }
+
+    async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
+        self.with(|c| create_key(c, org_id, self.clock.now_ms()))
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<()> {
+        self.with(|c| revoke_key(c, key_id, self.clock.now_ms()))
+    }
+
+    async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
+        self.with(|c| set_webhook_secret(c, org_id, secret))
+    }
+
+    async fn count_orgs(&self) -> Result<i64> {
+        self.with(count_orgs)
+    }
+}

@@ -1,0 +1,379 @@
+//! The [`Store`] contract, as the embedded store honours it: what each call reads from the
+//! in-memory indexes, which command it sends to the writer, and which point read it runs.
+//!
+//! One impl block per contract ([`TaskQueue`], [`Directory`], [`Outbox`], [`Store`]). The work is in the modules it calls: [`super::writer`]
+//! for every mutation, [`super::reader`] for point reads, [`super::ready`] and
+//! [`super::hook_index`] for what needs no I/O.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::writer::Cmd;
+use super::writer::finish::{Attempt, FinishRow};
+use super::writer::purge::PURGE_BATCH;
+use super::writer::submit::InsertItem;
+use super::{SqliteStore, admin, lock, reader, result_log};
+use crate::domain::apikey::ApiKey;
+use crate::domain::task::seq_of;
+use crate::domain::types::TaskType;
+use crate::store::{
+    ClaimedTask, CreatedOrg, Directory, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec,
+    Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue, TaskRecord, WebhookJob,
+    WebhookResult,
+};
+
+#[async_trait]
+impl TaskQueue for SqliteStore {
+    async fn submit(
+        &self,
+        org: OrgKey,
+        tasks: Vec<NewTask>,
+    ) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>>
+    {
+        let o = self.org(org).await?;
+        let n = tasks.len();
+        let mut out: Vec<Option<std::result::Result<TaskRecord, ItemError>>> = vec![None; n];
+        let items;
+        let reserved;
+        {
+            let mut ready = lock(&self.shared.ready);
+            let balance = ready.credits(o.key);
+            items = crate::store::screen_submission(tasks, balance, &mut out)
+                .into_iter()
+                .map(|(index, task)| {
+                    let payload = task.payload.to_string();
+                    InsertItem {
+                        index,
+                        task,
+                        payload,
+                    }
+                })
+                .collect::<Vec<_>>();
+            reserved = items.len() as u64;
+            if let Err(limit) = ready.reserve_submission(o.key, reserved) {
+                return Ok(Err(SubmitError::QueueLimit(limit)));
+            }
+        }
+        if !items.is_empty() {
+            let results = self
+                .send(|reply| Cmd::Submit {
+                    org: o.key,
+                    items,
+                    reserved,
+                    reply,
+                })
+                .await?;
+            for (index, r) in results {
+                out[index] = Some(r);
+            }
+        }
+        Ok(Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ItemError::InsufficientCredits)))
+            .collect()))
+    }
+
+    async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
+        let seq = seq_of(&id, self.shared.mask);
+        let log_dir = self.log_dir.clone();
+        self.readers
+            .read(move |c| reader::task(c, &log_dir, org, id, seq))
+            .await
+    }
+
+    async fn status(&self, org: OrgKey) -> Result<QueueStatus> {
+        let c = lock(&self.shared.ready).counts(org);
+        Ok(QueueStatus {
+            queued: c.queued,
+            processing: c.processing,
+            by_priority: c.by_priority,
+            concurrency_used: c.processing,
+            concurrency_max: u64::from(c.concurrency),
+        })
+    }
+
+    async fn clear_queue(&self, org: OrgKey) -> Result<u64> {
+        let taken = lock(&self.shared.ready).take_queued(org);
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        self.send(|reply| Cmd::Delete { org, taken, reply }).await
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
+        let picks = {
+            let mut ready = lock(&self.shared.ready);
+            ready.promote_due(self.shared.clock.now_ms());
+            ready.claim(max)
+        };
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw = self.send(|reply| Cmd::Claim { picks, reply }).await?;
+        Ok(raw
+            .into_iter()
+            .map(|c| ClaimedTask {
+                seq: c.pick.seq,
+                id: Uuid::from_slice(&c.id).unwrap_or_default(),
+                org: c.pick.org,
+                task_type: TaskType::from_code(c.task_type).unwrap_or(TaskType::Chatgpt),
+                payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
+                attempt: c.attempts.max(1) as u32,
+                credits_to_charge: c.pick.cost,
+            })
+            .collect())
+    }
+
+    async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {
+        let rows = outcomes
+            .iter()
+            .map(|(t, o)| {
+                let row = match o {
+                    Outcome::Completed { result, credits } => FinishRow::Completed {
+                        response: result.to_string(),
+                        credits: *credits,
+                    },
+                    Outcome::Retry { run_after_ms } => FinishRow::Retry {
+                        run_after_ms: *run_after_ms,
+                    },
+                    Outcome::Failed { error } => FinishRow::Failed {
+                        response: error.to_string(),
+                    },
+                };
+                let key = Attempt {
+                    seq: t.seq,
+                    org: t.org,
+                    attempt: t.attempt,
+                    cost: t.credits_to_charge,
+                };
+                (key, row)
+            })
+            .collect();
+        self.send(|reply| Cmd::Finish {
+            outcomes: rows,
+            reply,
+        })
+        .await
+    }
+
+    async fn purge(&self, cutoff_ms: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .send(|reply| Cmd::Purge {
+                    cutoff: cutoff_ms,
+                    reply,
+                })
+                .await?;
+            total += n;
+            if n < PURGE_BATCH {
+                break;
+            }
+        }
+        {
+            // Their deliveries went with them (one transaction per batch, above).
+            lock(&self.shared.hooks).purge(cutoff_ms);
+        }
+        // Every task that finished before the cutoff is gone: so are whole segments before it.
+        let dir = self.log_dir.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || result_log::remove_before(&dir, cutoff_ms))
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?
+                .map_err(|e| Error::Other(format!("cannot remove old result segments: {e}")))?;
+        if removed > 0 {
+            tracing::info!(segments = removed, "Removed expired result segments");
+        }
+        Ok(total)
+    }
+
+    async fn renew_cycles(&self, now_ms: i64) -> Result<u64> {
+        let rows = self.send(|reply| Cmd::Renew { now: now_ms, reply }).await?;
+        let mut orgs = lock(&self.orgs);
+        for (org, _, resets) in &rows {
+            if let Some(o) = orgs.get_mut(org) {
+                o.cycle_resets_ms = Some(*resets);
+            }
+        }
+        Ok(rows.len() as u64)
+    }
+
+    fn next_retry_ms(&self) -> Option<i64> {
+        lock(&self.shared.ready).earliest_timer()
+    }
+
+    fn work_notify(&self) -> &Notify {
+        &self.shared.notify
+    }
+
+    async fn totals(&self) -> Result<(u64, u64)> {
+        Ok(lock(&self.shared.ready).totals())
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+}
+
+#[async_trait]
+impl Directory for SqliteStore {
+    async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
+        self.readers
+            .read(move |c| reader::find_key(c, &digest))
+            .await
+    }
+
+    async fn org(&self, key: OrgKey) -> Result<Org> {
+        let cached = lock(&self.orgs).get(&key).cloned();
+        let mut org = match cached {
+            Some(o) => o,
+            None => {
+                let o = self.readers.read(move |c| admin::read_org(c, key)).await?;
+                self.ensure_loaded(&o);
+                lock(&self.orgs).insert(key, o.clone());
+                o
+            }
+        };
+        org.credits = lock(&self.shared.ready).credits(key);
+        Ok(org)
+    }
+
+    async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
+        self.readers
+            .read(move |c| reader::webhook_secret(c, org))
+            .await
+    }
+
+    async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
+        let spec = spec.clone();
+        self.admin_write(move |c, now| admin::create_org(c, &spec, now))
+            .await
+    }
+
+    async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
+        let org_id = org_id.to_owned();
+        self.admin_write(move |c, now| admin::create_key(c, &org_id, now))
+            .await
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<()> {
+        let key_id = key_id.to_owned();
+        self.admin_write(move |c, now| admin::revoke_key(c, &key_id, now))
+            .await
+    }
+
+    async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
+        let (org_id, secret) = (org_id.to_owned(), secret.map(str::to_owned));
+        self.admin_write(move |c, _| admin::set_webhook_secret(c, &org_id, secret.as_deref()))
+            .await
+    }
+
+    async fn count_orgs(&self) -> Result<i64> {
+        self.readers.read(admin::count_orgs).await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim_webhooks(&self, max: usize, _lease_ms: i64) -> Result<Vec<WebhookJob>> {
+        // One process owns the file: in-flight state lives in memory; a crash makes it due again.
+        let now = self.shared.clock.now_ms();
+        let taken = lock(&self.shared.hooks).take_due(now, max);
+        if taken.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The task id and the URL come from the task rows (a reader, not the writer).
+        let seqs: Vec<i64> = taken.iter().map(|t| t.0).collect();
+        let rows = self
+            .readers
+            .read(move |c| reader::webhook_targets(c, seqs))
+            .await;
+        let mut hooks = lock(&self.shared.hooks);
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Not claimed after all: due again at once.
+                for (seq, _, _) in &taken {
+                    if let Some(h) = hooks.pending.get_mut(seq) {
+                        h.in_flight = false;
+                        hooks.due.insert((now, *seq));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut jobs = Vec::with_capacity(taken.len());
+        for ((seq, org, attempt), row) in taken.into_iter().zip(rows) {
+            match row {
+                Some((id, Some(url))) => jobs.push(WebhookJob {
+                    seq,
+                    org,
+                    task_id: Uuid::from_slice(&id).unwrap_or_default(),
+                    url,
+                    attempt,
+                }),
+                // The task was purged meanwhile: its delivery went with it.
+                _ => {
+                    hooks.pending.remove(&seq);
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn record_webhook(&self, job: &WebhookJob, result: WebhookResult) -> Result<()> {
+        let (attempt, result) = match result {
+            WebhookResult::Deferred { delay_ms } => {
+                (job.attempt - 1, WebhookResult::Retry { delay_ms })
+            }
+            other => (job.attempt, other),
+        };
+        self.send(|reply| Cmd::Webhook {
+            seq: job.seq,
+            claimed: job.attempt,
+            attempt,
+            result,
+            reply,
+        })
+        .await
+    }
+
+    fn webhook_notify(&self) -> &Notify {
+        &self.shared.hook_notify
+    }
+
+    fn next_webhook_ms(&self) -> Option<i64> {
+        lock(&self.shared.hooks).next_due()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn close(&self) {
+        SqliteStore::close(self);
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if lock(&self.tx).is_none() {
+            return Err(Error::Unavailable("store is shut down".into()));
+        }
+        self.readers.read(reader::ping).await
+    }
+}
+
+impl SqliteStore {
+    /// Runs an administrative write on a connection of its own, off the runtime's threads,
+    /// as the CLI would (see [`admin`]): directory writes are rare and bypass the writer.
+    async fn admin_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let now = self.shared.clock.now_ms();
+        tokio::task::spawn_blocking(move || f(&super::schema::open_admin(&path)?, now))
+            .await
+            .map_err(|e| Error::Other(format!("an administrative write stopped: {e}")))?
+    }
+}

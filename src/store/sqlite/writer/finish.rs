@@ -1,0 +1,130 @@
+//! Finish: ends attempts (COMPLETED, FAILED, or back to QUEUED for a retry) and charges the
+//! completed ones, in the group's transaction.
+//!
+//! Only the attempt that holds the claim may end it (`status = 1 AND attempts = ?`): a second
+//! finish of the same attempt changes nothing and charges nothing. A terminal outcome's
+//! response is staged in the result log first; the row points at it, and a task with a webhook
+//! becomes due for delivery in the same row update (the outbox is the row itself).
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::Group;
+use crate::store::OrgKey;
+use crate::store::sqlite::error::io_err;
+use crate::store::sqlite::hook_index::{NewHooks, PendingHook};
+
+/// The attempt a finish ends: the claim it holds and the credits it reserved.
+pub(crate) struct Attempt {
+    pub(crate) seq: i64,
+    pub(crate) org: OrgKey,
+    pub(crate) attempt: u32,
+    pub(crate) cost: i64,
+}
+
+/// How an attempt ended, with the response already serialized (outside the writer thread).
+pub(crate) enum FinishRow {
+    Completed { response: String, credits: i64 },
+    Retry { run_after_ms: i64 },
+    Failed { response: String },
+}
+
+/// In-memory effect of one finished attempt, applied to the ready index after the commit.
+pub(crate) struct FinishEffect {
+    pub(crate) org: OrgKey,
+    /// Credits reserved at pickup, released now.
+    pub(crate) cost: i64,
+    pub(crate) charged: i64,
+    /// `(seq, priority, due)` when the task waits for a retry.
+    pub(crate) retry: Option<(i64, u8, i64)>,
+}
+
+/// Ends an attempt with a terminal status (?3: COMPLETED 2 or FAILED 3), what it charged, when,
+/// and where its response is; a task with a webhook becomes pending for delivery
+/// (`wh_state = 0`), and `RETURNING` says whether it has one. By primary key.
+const DONE: &str = concat!(
+    "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
+                                res_seg = ?6, res_off = ?7, res_len = ?8,
+                                wh_state = CASE WHEN ",
+    has_webhook!(),
+    " THEN 0 END
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
+                         RETURNING ",
+    has_webhook!()
+);
+
+/// Puts a task back to QUEUED, runnable at `run_after_ms` (kept in the row so a restart
+/// restores the timer); `RETURNING` gives the priority the ready index files it under.
+const RETRY: &str = "UPDATE tasks SET status = 0, run_after_ms = ?3
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
+                         RETURNING priority";
+
+/// Charges an organization the credits its completions in this command cost (one statement
+/// per organization, not per task).
+const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
+
+/// Records the outcomes: their effects on the ready index, and the webhook deliveries that
+/// became pending (`(seq, hook)`).
+pub(super) fn finish(
+    g: &mut Group<'_, '_>,
+    outcomes: &[(Attempt, FinishRow)],
+) -> rusqlite::Result<(Vec<FinishEffect>, NewHooks)> {
+    let now = g.now;
+    let mut done = g.tx.prepare_cached(DONE)?;
+    let mut hooks = Vec::new();
+    let mut retry = g.tx.prepare_cached(RETRY)?;
+    let mut charges: HashMap<OrgKey, i64> = HashMap::new();
+    let mut effects = Vec::with_capacity(outcomes.len());
+    for (t, row) in outcomes {
+        let effect = |charged, retry| FinishEffect {
+            org: t.org,
+            cost: t.cost,
+            charged,
+            retry,
+        };
+        let (status, response, charged) = match row {
+            FinishRow::Completed { response, credits } => (2, response, *credits),
+            FinishRow::Failed { response } => (3, response, 0),
+            FinishRow::Retry { run_after_ms } => {
+                let prio: Option<u8> = retry
+                    .query_row(params![t.seq, t.attempt, run_after_ms], |r| r.get(0))
+                    .optional()?;
+                if let Some(prio) = prio {
+                    effects.push(effect(0, Some((t.seq, prio, *run_after_ms))));
+                }
+                continue;
+            }
+        };
+        let at = g.log.stage(now, response.as_bytes()).map_err(io_err)?;
+        let params = params![
+            t.seq,
+            t.attempt,
+            status,
+            charged,
+            now,
+            at.segment,
+            at.offset as i64,
+            at.len
+        ];
+        let updated: Option<bool> = done.query_row(params, |r| r.get(0)).optional()?;
+        if let Some(hooked) = updated {
+            if hooked {
+                hooks.push((t.seq, PendingHook::fresh(t.org, now)));
+            }
+            if charged != 0 {
+                *charges.entry(t.org).or_default() += charged;
+            }
+            effects.push(effect(charged, None));
+        } else {
+            g.log.unstage(at);
+        }
+    }
+    let mut charge = g.tx.prepare_cached(CHARGE)?;
+    for (org, amount) in charges {
+        if amount != 0 {
+            charge.execute(params![org, amount])?;
+        }
+    }
+    Ok((effects, hooks))
+}

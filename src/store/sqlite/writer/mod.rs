@@ -1,0 +1,297 @@
+//! The writer thread: every mutation of the embedded store, applied in groups.
+//!
+//! Every mutation is a [`Cmd`] sent to one dedicated thread that owns the write connection. It
+//! takes every command waiting (up to [`MAX_GROUP`]), applies them in ONE transaction
+//! (`BEGIN IMMEDIATE` … `COMMIT`), appends and syncs the group's responses to the result log
+//! *before* the commit, and only then answers the commands and updates the in-memory indexes
+//! ([`super::after`]): group commit, so many small requests share one fsync and a reply always
+//! means "durable". If any statement fails, the whole group is rolled back and every command in
+//! it is answered `Unavailable`, with what the store took out of the ready index put back.
+//!
+//! [`Writer::apply`] only dispatches: each command is a named function in its own file, with
+//! its SQL beside it ([`submit`], [`claim`], [`finish`], [`clear`], [`purge`], [`renew`],
+//! [`webhook`]). This is the hottest code of the project (docs/PERFORMANCE.md): the command
+//! functions run no statement, allocation or lock per task beyond what the operation needs.
+
+pub(crate) mod after;
+pub(crate) mod claim;
+pub(crate) mod clear;
+pub(crate) mod finish;
+pub(crate) mod purge;
+pub(crate) mod renew;
+pub(crate) mod submit;
+pub(crate) mod webhook;
+
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use self::after::{After, FailedReply, unapplied};
+use self::claim::RawClaim;
+use self::finish::{Attempt, FinishRow};
+use self::renew::Renewed;
+pub(crate) use self::submit::Queued;
+use self::submit::{InsertItem, ItemAnswers};
+use super::error::io_err;
+use super::result_log::ResultLog;
+use super::url_cache::UrlCache;
+use super::{Shared, lock};
+use crate::store::sqlite::ready::Pick;
+use crate::store::{OrgKey, Result, WebhookResult};
+
+/// Most commands folded into one transaction.
+const MAX_GROUP: usize = 512;
+
+/// How a command is answered: once its group committed (or failed).
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// A mutation, sent to the writer thread.
+pub(crate) enum Cmd {
+    Submit {
+        org: OrgKey,
+        items: Vec<InsertItem>,
+        /// Room reserved under the queue limit, released once the group ends.
+        reserved: u64,
+        reply: Reply<ItemAnswers>,
+    },
+    Claim {
+        picks: Vec<Pick>,
+        reply: Reply<Vec<RawClaim>>,
+    },
+    Finish {
+        outcomes: Vec<(Attempt, FinishRow)>,
+        reply: Reply<()>,
+    },
+    /// Clear: the queued tasks taken out of the ready index.
+    Delete {
+        org: OrgKey,
+        taken: Vec<Queued>,
+        reply: Reply<u64>,
+    },
+    Purge {
+        cutoff: i64,
+        reply: Reply<u64>,
+    },
+    Renew {
+        now: i64,
+        reply: Reply<Vec<Renewed>>,
+    },
+    Webhook {
+        seq: i64,
+        /// The attempt number the claim handed out.
+        claimed: u32,
+        /// Attempts counted once this is recorded.
+        attempt: u32,
+        result: WebhookResult,
+        reply: Reply<()>,
+    },
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) shared: Arc<Shared>,
+    /// The next task's sequence number (restored if a group fails).
+    pub(crate) next_seq: i64,
+    pub(crate) log: ResultLog,
+    pub(crate) urls: UrlCache,
+}
+
+/// What a command may use while its group's transaction is open.
+pub(crate) struct Group<'a, 'c> {
+    pub(crate) tx: &'a rusqlite::Transaction<'c>,
+    /// The group's time: every row the group writes says the same time.
+    pub(crate) now: i64,
+    /// The database's id mask (public task ids).
+    pub(crate) mask: u64,
+    pub(crate) log: &'a mut ResultLog,
+    pub(crate) urls: &'a mut UrlCache,
+    pub(crate) next_seq: &'a mut i64,
+}
+
+impl Writer {
+    /// Applies groups of commands until every sender is gone.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let (mut groups, mut cmds, mut busy) = (0u64, 0u64, Duration::ZERO);
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(c) => group.push(c),
+                    Err(_) => break,
+                }
+            }
+            groups += 1;
+            cmds += group.len() as u64;
+            let started = std::time::Instant::now();
+            self.apply_group(group);
+            busy += started.elapsed();
+        }
+        tracing::debug!(
+            groups,
+            cmds,
+            busy_ms = busy.as_millis() as u64,
+            "Store writer stopped"
+        );
+    }
+
+    /// One transaction for the whole group, then the answers and the in-memory effects.
+    fn apply_group(&mut self, mut group: Vec<Cmd>) {
+        let now = self.shared.clock.now_ms();
+        let seq_before = self.next_seq;
+        let mut afters = Vec::with_capacity(group.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let tx = match self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+            {
+                Ok(tx) => tx,
+                Err(e) => {
+                    afters.extend(group.drain(..).map(unapplied));
+                    return Err(e);
+                }
+            };
+            let mut g = Group {
+                tx: &tx,
+                now,
+                mask: self.shared.mask,
+                log: &mut self.log,
+                urls: &mut self.urls,
+                next_seq: &mut self.next_seq,
+            };
+            let mut cmds = group.drain(..);
+            for cmd in cmds.by_ref() {
+                match Self::apply(&mut g, cmd) {
+                    Ok(after) => afters.push(after),
+                    Err((e, reply)) => {
+                        afters.push(After::Failed {
+                            reply,
+                            error: e.to_string(),
+                        });
+                        // The whole group fails: every command not applied yet is answered too.
+                        afters.extend(cmds.map(unapplied));
+                        return Err(e);
+                    }
+                }
+            }
+            drop(cmds);
+            // Responses are durable before the rows that point at them.
+            g.log.flush().map_err(io_err)?;
+            tx.commit()
+        })();
+        let mut ready = lock(&self.shared.ready);
+        match outcome {
+            Ok(()) => {
+                let mut hooks_changed = false;
+                {
+                    let mut hooks = lock(&self.shared.hooks);
+                    for a in &mut afters {
+                        hooks_changed |= after::hooks_after_commit(&mut hooks, a);
+                    }
+                }
+                for a in afters {
+                    after::after_commit(&mut ready, a);
+                }
+                drop(ready);
+                if hooks_changed {
+                    self.shared.hook_notify.notify_one();
+                }
+                self.shared.notify.notify_one();
+                self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+            }
+            Err(e) => {
+                self.log.discard();
+                // Ids interned in the rolled-back transaction do not exist.
+                self.urls.forget_ids();
+                self.next_seq = seq_before;
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "Store transaction failed");
+                for a in afters {
+                    after::after_failure(&mut ready, a, &msg);
+                }
+            }
+        }
+    }
+
+    /// Applies one command inside the open transaction: what to do once the group commits, or
+    /// the statement error (which ends the group) and how to answer the command.
+    fn apply(
+        g: &mut Group<'_, '_>,
+        cmd: Cmd,
+    ) -> std::result::Result<After, (rusqlite::Error, FailedReply)> {
+        match cmd {
+            Cmd::Submit {
+                org,
+                items,
+                reserved,
+                reply,
+            } => match submit::insert(g, org, items) {
+                Ok((results, pushed)) => Ok(After::Submit {
+                    org,
+                    reserved,
+                    pushed,
+                    reply,
+                    results,
+                }),
+                Err(e) => Err((e, FailedReply::Submit(reply, org, reserved))),
+            },
+            Cmd::Claim { picks, reply } => match claim::claim(g, &picks) {
+                Ok((claims, hooks)) => Ok(After::Claim {
+                    picks,
+                    reply,
+                    claims,
+                    hooks,
+                }),
+                Err(e) => Err((e, FailedReply::Claim(reply, picks))),
+            },
+            Cmd::Finish { outcomes, reply } => match finish::finish(g, &outcomes) {
+                Ok((effects, hooks)) => Ok(After::Finish {
+                    effects,
+                    hooks,
+                    reply,
+                }),
+                Err(e) => Err((e, FailedReply::Finish(reply))),
+            },
+            Cmd::Delete { org, taken, reply } => match clear::delete(g.tx, &taken) {
+                Ok(n) => Ok(After::Count {
+                    reply,
+                    n,
+                    restore: None,
+                }),
+                Err(e) => Err((e, FailedReply::Count(reply, Some((org, taken))))),
+            },
+            Cmd::Renew { now, reply } => match renew::renew(g.tx, now) {
+                Ok(rows) => Ok(After::Renew { rows, reply }),
+                Err(e) => Err((e, FailedReply::Renew(reply))),
+            },
+            Cmd::Webhook {
+                seq,
+                claimed,
+                attempt,
+                result,
+                reply,
+            } => match webhook::record(g, seq, claimed, attempt, result) {
+                Ok(applied) => Ok(After::Webhook {
+                    seq,
+                    attempt,
+                    result,
+                    now: g.now,
+                    applied,
+                    reply,
+                }),
+                Err(e) => Err((e, FailedReply::Finish(reply))),
+            },
+            Cmd::Purge { cutoff, reply } => match purge::purge(g, cutoff) {
+                Ok(n) => Ok(After::Count {
+                    reply,
+                    n,
+                    restore: None,
+                }),
+                Err(e) => Err((e, FailedReply::Count(reply, None))),
+            },
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Submit: inserts a submission's accepted tasks as QUEUED rows.
+//!
+//! The store has already screened the submission (duplicate keys within it, credits) and
+//! reserved room under the queue limit in the ready index; here each task gets the next
+//! sequence number and its public id, and a repeated idempotency key (another task of the
+//! organization still holds it) fails that item only, through the unique index.
+
+use rusqlite::params;
+
+use super::Group;
+use crate::domain::task::{TaskStatus, task_id};
+use crate::store::sqlite::error::is_unique_violation;
+use crate::store::{ItemError, NewTask, OrgKey, TaskRecord};
+
+/// One accepted item of a submission: its index in the request, the task, and its payload
+/// already serialized (outside the writer thread).
+pub(crate) struct InsertItem {
+    pub(crate) index: usize,
+    pub(crate) task: NewTask,
+    pub(crate) payload: String,
+}
+
+/// Each item's answer, by its index in the request.
+pub(crate) type ItemAnswers = Vec<(usize, std::result::Result<TaskRecord, ItemError>)>;
+
+/// A queued task as the ready index knows it: `(seq, priority, cost)`.
+pub(crate) type Queued = (i64, u8, i64);
+
+/// A new QUEUED task (status 0). `seq` is the primary key (the row id, so appended in order);
+/// the unique index `tasks_idem (org, idem_key)` refuses a key still in use. The webhook URL
+/// goes either in the row or, interned, as `webhook_id` (see [`crate::store::sqlite::url_cache`]).
+const INSERT_TASK: &str =
+    "INSERT INTO tasks(seq, id, org, task_type, priority, status, credits_to_charge,
+                                           idem_key, webhook_url, payload, created_ms, webhook_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// Inserts the items: their answers, and the tasks to push onto the ready index once the
+/// group commits.
+pub(super) fn insert(
+    g: &mut Group<'_, '_>,
+    org: OrgKey,
+    items: Vec<InsertItem>,
+) -> rusqlite::Result<(ItemAnswers, Vec<Queued>)> {
+    let now = g.now;
+    let mut stmt = g.tx.prepare_cached(INSERT_TASK)?;
+    let mut results = Vec::with_capacity(items.len());
+    let mut pushed = Vec::with_capacity(items.len());
+    for it in items {
+        let seq = *g.next_seq;
+        let id = task_id(now, seq, g.mask, rand::random::<u16>());
+        let t = &it.task;
+        let (url, url_id) = g.urls.store(g.tx, t.webhook_url.as_deref())?;
+        let res = stmt.execute(params![
+            seq,
+            &id.as_bytes()[..],
+            org,
+            t.task_type.code(),
+            t.priority,
+            t.credits_to_charge,
+            t.idempotency_key,
+            url,
+            it.payload,
+            now,
+            url_id
+        ]);
+        match res {
+            Ok(_) => {
+                *g.next_seq += 1;
+                pushed.push((seq, t.priority, t.credits_to_charge));
+                results.push((
+                    it.index,
+                    Ok(TaskRecord {
+                        id,
+                        task_type: t.task_type,
+                        status: TaskStatus::Queued,
+                        priority: t.priority,
+                        created_ms: now,
+                        started_ms: None,
+                        finished_ms: None,
+                        attempts: 0,
+                        idempotency_key: t.idempotency_key.clone(),
+                        webhook_url: t.webhook_url.clone(),
+                        credits_to_charge: t.credits_to_charge,
+                        credits_charged: None,
+                        response: None,
+                        webhook_delivered_ms: None,
+                    }),
+                ));
+            }
+            Err(e) if is_unique_violation(&e) => {
+                let key = t.idempotency_key.clone().unwrap_or_default();
+                results.push((it.index, Err(ItemError::DuplicateKey(key))));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((results, pushed))
+}
