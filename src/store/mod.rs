@@ -47,17 +47,86 @@ pub enum Database {
 /// Internal organization key (small integer; the public id is a UUID string).
 pub type OrgKey = i64;
 
-/// Store errors, classified by kind.
-#[derive(Debug, thiserror::Error)]
+/// Store errors, classified by kind (the way sqlx's portable error kind does): callers decide
+/// what to do by the kind (404, 409, 503 and back off, 500), and each backend maps its own
+/// driver's errors into these kinds (`sqlite/error.rs`, `postgres/errors.rs`), keeping the
+/// driver's error as the [`Cause`] so a log line or a `source()` chain shows what really failed.
+#[derive(Debug)]
 pub enum Error {
-    #[error("not found")]
     NotFound,
-    #[error("conflict: {0}")]
     Conflict(String),
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store error: {0}")]
-    Other(String),
+    /// The store cannot serve right now (database down or busy, shutting down): retry later.
+    Unavailable(Cause),
+    Other(Cause),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("not found"),
+            Error::Conflict(m) => write!(f, "conflict: {m}"),
+            Error::Unavailable(c) => write!(f, "store unavailable: {c}"),
+            Error::Other(c) => write!(f, "store error: {c}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Unavailable(c) | Error::Other(c) => c.source(),
+            Error::NotFound | Error::Conflict(_) => None,
+        }
+    }
+}
+
+/// Why a store call failed: a message and, when a driver produced the failure, the driver's
+/// own error (its kind, code and position survive, not only its text).
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// `message`, caused by the driver error `source`.
+    pub fn new(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// The driver's error, if a driver produced this failure.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_owned())
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -6,7 +6,7 @@
 //! API answers 503 with `Retry-After`, the dispatcher backs off) and which mean the statement
 //! itself is wrong; the driver's message travels along as the cause.
 
-use crate::store::Error;
+use crate::store::{Cause, Error};
 
 /// Server errors that say the database cannot serve right now rather than that the statement
 /// is wrong: connection exceptions (08), insufficient resources (53, e.g. too many
@@ -24,19 +24,19 @@ pub(crate) fn pg_err(e: tokio_postgres::Error) -> Error {
         return if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
             Error::Conflict(db.message().to_owned())
         } else if transient_sqlstate(db.code().code()) {
-            Error::Unavailable(db.to_string())
+            Error::Unavailable(Cause::new(db.to_string(), e))
         } else {
-            Error::Other(db.to_string())
+            Error::Other(Cause::new(db.to_string(), e))
         };
     }
     // Anything without a server error is the connection: closed, refused, timed out.
-    Error::Unavailable(e.to_string())
+    Error::Unavailable(Cause::new(e.to_string(), e))
 }
 
 /// No connection from the pool (the database is down or every connection is busy for longer
 /// than the pool's wait timeout): an outage.
 pub(crate) fn pool_err(e: deadpool_postgres::PoolError) -> Error {
-    Error::Unavailable(format!("no database connection: {e}"))
+    Error::Unavailable(Cause::new(format!("no database connection: {e}"), e))
 }
 
 #[cfg(test)]

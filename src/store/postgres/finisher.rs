@@ -178,7 +178,7 @@ pub(crate) async fn run_finisher(
             for g in group {
                 let _ = g.reply.send(match &result {
                     Ok(()) => Ok(()),
-                    Err(e) => Err(Error::Unavailable(e.to_string())),
+                    Err(e) => Err(Error::Unavailable(e.to_string().into())),
                 });
             }
         });

@@ -49,9 +49,12 @@ const READ_ID_MASK: &str = "SELECT value FROM meta WHERE key = 'id_mask'";
 
 /// Builds a connection pool for `url` (nothing is connected yet).
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
-    let mut cfg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| Error::Other(format!("invalid PostgreSQL URL: {e}")))?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::Other(crate::store::Cause::new(
+            format!("invalid PostgreSQL URL: {e}"),
+            e,
+        ))
+    })?;
     // Every query of the store is a key lookup or an ordered index walk. A burst of inserts
     // leaves the planner's statistics behind, and it then prefers a bitmap scan plus a sort of
     // an organization's whole queue over walking `tasks_ready` in order: forbid that.
@@ -74,7 +77,12 @@ pub fn pool(url: &str, size: usize) -> Result<Pool> {
         .create_timeout(Some(Duration::from_secs(2)))
         .recycle_timeout(Some(Duration::from_secs(2)))
         .build()
-        .map_err(|e| Error::Other(format!("cannot build the connection pool: {e}")))
+        .map_err(|e| {
+            Error::Other(crate::store::Cause::new(
+                format!("cannot build the connection pool: {e}"),
+                e,
+            ))
+        })
 }
 
 /// Creates or upgrades the schema. Safe when several nodes start together: the migration runs
@@ -95,10 +103,13 @@ pub async fn migrate(pool: &Pool) -> Result<()> {
         .and_then(|r| r.get(0));
     let version = version.unwrap_or(0);
     if version as usize > MIGRATIONS.len() {
-        return Err(Error::Other(format!(
-            "the database's schema (version {version}) is newer than this cloro (version {})",
-            MIGRATIONS.len()
-        )));
+        return Err(Error::Other(
+            format!(
+                "the database's schema (version {version}) is newer than this cloro (version {})",
+                MIGRATIONS.len()
+            )
+            .into(),
+        ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         tx.batch_execute(sql).await.map_err(pg_err)?;

@@ -140,9 +140,9 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let log_dir = result_log::dir_for(path);
         let log = ResultLog::open(&log_dir).map_err(|e| {
-            Error::Unavailable(format!(
-                "cannot open the result log {}: {e}",
-                log_dir.display()
+            Error::Unavailable(crate::store::Cause::new(
+                format!("cannot open the result log {}: {e}", log_dir.display()),
+                e,
             ))
         })?;
         let writer = Writer {
@@ -155,7 +155,12 @@ impl SqliteStore {
         let handle = std::thread::Builder::new()
             .name("cloro-sqlite-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| Error::Other(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| {
+                Error::Other(crate::store::Cause::new(
+                    format!("cannot start writer thread: {e}"),
+                    e,
+                ))
+            })?;
         Ok(SqliteStore {
             shared,
             tx: Mutex::new(Some(tx)),

@@ -96,7 +96,12 @@ impl Readers {
             out
         })
         .await
-        .map_err(|e| Error::Other(format!("reader task failed: {e}")))?
+        .map_err(|e| {
+            Error::Other(crate::store::Cause::new(
+                format!("reader task failed: {e}"),
+                e,
+            ))
+        })?
     }
 }
 
@@ -179,12 +184,18 @@ pub(crate) fn task(
         return Ok(None);
     }
     if let Some(at) = at {
-        let bytes = result_log::read(log_dir, at)
-            .map_err(|e| Error::Other(format!("cannot read the response of task {id}: {e}")))?;
-        rec.response = Some(
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Other(format!("corrupt response of task {id}: {e}")))?,
-        );
+        let bytes = result_log::read(log_dir, at).map_err(|e| {
+            Error::Other(crate::store::Cause::new(
+                format!("cannot read the response of task {id}: {e}"),
+                e,
+            ))
+        })?;
+        rec.response = Some(serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Other(crate::store::Cause::new(
+                format!("corrupt response of task {id}: {e}"),
+                e,
+            ))
+        })?);
     }
     Ok(Some(rec))
 }

@@ -47,8 +47,12 @@ pub(crate) fn open(path: &Path, read_only: bool) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)
-        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        Error::Unavailable(crate::store::Cause::new(
+            format!("cannot open {}: {e}", path.display()),
+            e,
+        ))
+    })?;
     conn.busy_timeout(Duration::from_secs(5))?;
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -61,8 +65,12 @@ pub(crate) fn open(path: &Path, read_only: bool) -> Result<Connection> {
 /// Opens the database for administration (the CLI), creating and migrating it if needed.
 pub(crate) fn open_admin(path: &Path) -> Result<Connection> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(crate::store::Cause::new(
+                format!("cannot create {}: {e}", dir.display()),
+                e,
+            ))
+        })?;
     }
     let mut conn = open(path, false)?;
     migrate(&mut conn)?;
@@ -74,10 +82,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row(READ_VERSION, [], |r| r.get(0))?;
     if version > MIGRATIONS.len() as i64 {
-        return Err(Error::Other(format!(
-            "the database's schema (version {version}) is newer than this cloro (version {})",
-            MIGRATIONS.len()
-        )));
+        return Err(Error::Other(
+            format!(
+                "the database's schema (version {version}) is newer than this cloro (version {})",
+                MIGRATIONS.len()
+            )
+            .into(),
+        ));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
         tx.execute_batch(sql)?;
@@ -108,7 +119,12 @@ pub(crate) fn take_lock(path: &Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+        .map_err(|e| {
+            Error::Unavailable(crate::store::Cause::new(
+                format!("cannot open {}: {e}", lock_path.display()),
+                e,
+            ))
+        })?;
     file.try_lock().map_err(|_| {
         Error::Conflict(format!(
             "another cloro server is using {} (lock file {})",

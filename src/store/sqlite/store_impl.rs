@@ -181,8 +181,13 @@ impl TaskQueue for SqliteStore {
         let removed =
             tokio::task::spawn_blocking(move || result_log::remove_before(&dir, cutoff_ms))
                 .await
-                .map_err(|e| Error::Other(e.to_string()))?
-                .map_err(|e| Error::Other(format!("cannot remove old result segments: {e}")))?;
+                .map_err(|e| Error::Other(crate::store::Cause::new(e.to_string(), e)))?
+                .map_err(|e| {
+                    Error::Other(crate::store::Cause::new(
+                        format!("cannot remove old result segments: {e}"),
+                        e,
+                    ))
+                })?;
         if removed > 0 {
             tracing::info!(segments = removed, "Removed expired result segments");
         }
@@ -374,6 +379,11 @@ impl SqliteStore {
         let now = self.shared.clock.now_ms();
         tokio::task::spawn_blocking(move || f(&super::schema::open_admin(&path)?, now))
             .await
-            .map_err(|e| Error::Other(format!("an administrative write stopped: {e}")))?
+            .map_err(|e| {
+                Error::Other(crate::store::Cause::new(
+                    format!("an administrative write stopped: {e}"),
+                    e,
+                ))
+            })?
     }
 }

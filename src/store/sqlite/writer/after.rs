@@ -173,7 +173,7 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
 /// Answers a command of a failed group (`msg`: the group's error) and puts back in the ready
 /// index what the store took out for it.
 pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
-    let err = || Error::Unavailable(msg.to_owned());
+    let err = || Error::Unavailable(msg.into());
     match a {
         After::Submit {
             org,
@@ -199,11 +199,14 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
             let _ = reply.send(Err(err()));
         }
         After::Failed { reply, error } => {
-            let e = Error::Unavailable(if msg.is_empty() {
-                error
-            } else {
-                msg.to_owned()
-            });
+            let e = Error::Unavailable(
+                if msg.is_empty() {
+                    error
+                } else {
+                    msg.to_owned()
+                }
+                .into(),
+            );
             match reply {
                 FailedReply::Submit(r, org, reserved) => {
                     ready.release_submission(org, reserved);
