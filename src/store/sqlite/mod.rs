@@ -30,6 +30,9 @@
 //!
 //! The `impl Store for SqliteStore` is in [`store_impl`].
 
+// The map above links to the crate-private modules (`cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
 /// SQL: whether a task row has a webhook (in the row, or interned: migration 0005). A macro,
 /// so `concat!` can put it into the statements' constants.
 macro_rules! has_webhook {

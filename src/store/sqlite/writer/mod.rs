@@ -4,7 +4,7 @@
 //! takes every command waiting (up to [`MAX_GROUP`]), applies them in ONE transaction
 //! (`BEGIN IMMEDIATE` … `COMMIT`), appends and syncs the group's responses to the result log
 //! *before* the commit, and only then answers the commands and updates the in-memory indexes
-//! ([`super::after`]): group commit, so many small requests share one fsync and a reply always
+//! ([`after`]): group commit, so many small requests share one fsync and a reply always
 //! means "durable". If any statement fails, the whole group is rolled back and every command in
 //! it is answered `Unavailable`, with what the store took out of the ready index put back.
 //!
