@@ -10,6 +10,8 @@
 //! * [`engines`]: the [`engines::Engine`] trait and the deterministic simulated engine.
 //! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
 //!   their outbox).
+//! * [`worker`]: what the dispatcher and the sender share: the claim loop, the pause gate,
+//!   the backoff schedules; [`clock`]: the injected wall clock.
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
 //!   [`cli`]: the administrative commands; [`bench`]: the benchmark; [`testing`]: throw-away
@@ -29,3 +31,4 @@ pub mod store;
 pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;
+pub mod worker;

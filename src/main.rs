@@ -1,4 +1,6 @@
-//! The `cloro` binary: parses the command line, sets up logging, runs a command.
+//! The `cloro` binary: parses the command line, sets up logging, runs a command. `serve` runs
+//! until SIGINT or SIGTERM (exit code 0) or until one of the server's components dies (logged,
+//! then a graceful shutdown and a non-zero exit code; see [`cloro::app`]).
 
 use std::time::Duration;
 
@@ -94,11 +96,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         println!("cloro listening on http://{}", server.addr);
-        shutdown_signal().await;
+        // A signal, or a component that died (already logged; the server is stopping).
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            failure = server.failed() => Some(failure),
+        };
         tracing::info!("Shutting down");
         server.shutdown();
         server.stopped(Duration::from_secs(30)).await;
-        anyhow::Ok(())
+        match failure {
+            None => anyhow::Ok(()),
+            Some(failure) => Err(anyhow::anyhow!("{failure}")),
+        }
     })
 }
 
