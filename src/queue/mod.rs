@@ -108,14 +108,12 @@ impl Source for Dispatcher {
         self.store.claim(n).await
     }
 
-    fn run(self: Arc<Self>, task: ClaimedTask) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let outcome = execute(&*self.engine, &task, &self.cfg).await;
-            finish_durably(&*self.store, task, outcome).await;
-            // Counted once the outcome is recorded; the worker slot is freed right after, so
-            // this node never has more than `workers` tasks PROCESSING.
-            self.gate.count_finished();
-        }
+    async fn run(self: Arc<Self>, task: ClaimedTask) {
+        let outcome = execute(&*self.engine, &task, &self.cfg).await;
+        finish_durably(&*self.store, task, outcome).await;
+        // Counted once the outcome is recorded; the worker slot is freed right after, so this
+        // node never has more than `workers` tasks PROCESSING.
+        self.gate.count_finished();
     }
 
     fn next_due_ms(&self) -> Option<i64> {

@@ -201,8 +201,8 @@ impl Source for Sender {
         self.store.claim_webhooks(n, self.cfg.lease_ms()).await
     }
 
-    fn run(self: Arc<Self>, job: WebhookJob) -> impl Future<Output = ()> + Send + 'static {
-        async move { self.deliver(job).await }
+    async fn run(self: Arc<Self>, job: WebhookJob) {
+        self.deliver(job).await
     }
 
     fn next_due_ms(&self) -> Option<i64> {
