@@ -108,7 +108,7 @@ impl Source for Dispatcher {
         self.store.claim(n).await
     }
 
-    async fn run(self: Arc<Self>, task: ClaimedTask) {
+    async fn run(&self, task: ClaimedTask) {
         let outcome = execute(&*self.engine, &task, &self.cfg).await;
         finish_durably(&*self.store, task, outcome).await;
         // Counted once the outcome is recorded; the worker slot is freed right after, so this

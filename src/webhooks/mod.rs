@@ -201,7 +201,7 @@ impl Source for Sender {
         self.store.claim_webhooks(n, self.cfg.lease_ms()).await
     }
 
-    async fn run(self: Arc<Self>, job: WebhookJob) {
+    async fn run(&self, job: WebhookJob) {
         self.deliver(job).await
     }
 

@@ -4,9 +4,9 @@
 //! 1. **Hold.** The [`Pacer`] may hold the loop off (the dispatcher's [`super::Gate`] is
 //!    paused; the sender is paced behind a busy task queue). The loop waits for what the pacer
 //!    says, then starts the round again.
-//! 2. **Register for wake-ups** before looking at anything: the source's notify (new work
-//!    committed, a retry scheduled) and the loop's own "an item finished" signal, so that a
-//!    wake-up arriving while the loop claims is not lost.
+//! 2. **Register for the wake-up** before looking at anything: the source's notify (new work
+//!    committed, a retry scheduled), which the loop also signals when an item ends (a place is
+//!    free), so that a wake-up arriving while the loop claims is not lost.
 //! 3. **Claim.** With `free` places left under [`LoopConfig::max_in_flight`], the pacer says how
 //!    many to ask for ([`Pacer::batch`]) and the source claims up to that many. Each item runs on
 //!    its own Tokio task ([`Source::run`]); its place is taken until that future ends (the
@@ -15,7 +15,7 @@
 //! 4. **Back off.** A claim that fails (the store is unavailable) is retried after
 //!    [`LoopConfig::claim_backoff`] (doubling per consecutive failure); nothing is polled
 //!    meanwhile.
-//! 5. **Sleep** until the source's notify, an item finishing, the next due time
+//! 5. **Sleep** until the source's notify (an item ending included), the next due time
 //!    ([`Source::next_due_ms`], read against [`LoopConfig::clock`], at most [`MAX_IDLE`] away) or
 //!    cancellation. There is no polling of the database.
 //!
@@ -43,14 +43,15 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// Why a claim failed (the store's error).
     type Error: Send;
 
-    /// Notified when new work may be claimable (committed, scheduled, a slot freed elsewhere).
+    /// Notified when new work may be claimable (committed, scheduled); the loop signals it too
+    /// when one of its items ends. The loop is its only waiter.
     fn wake(&self) -> &Notify;
 
     /// Claims up to `n` items that are due now.
     fn claim(&self, n: usize) -> impl Future<Output = Result<Vec<Self::Item>, Self::Error>> + Send;
 
     /// Runs one claimed item to its recorded end (spawned; holds a place until it ends).
-    fn run(self: Arc<Self>, item: Self::Item) -> impl Future<Output = ()> + Send + 'static;
+    fn run(&self, item: Self::Item) -> impl Future<Output = ()> + Send + '_;
 
     /// Earliest wall-clock time (epoch ms) an item not claimable now becomes due, if known.
     fn next_due_ms(&self) -> Option<i64>;
@@ -84,13 +85,6 @@ pub(crate) struct LoopConfig {
     pub clock: Clock,
 }
 
-/// Places taken by running items, and the signal that one was freed.
-#[derive(Default)]
-struct Places {
-    taken: AtomicUsize,
-    freed: Notify,
-}
-
 /// Runs the claim loop until `cancel` fires; running items end before it returns.
 pub(crate) async fn run<S: Source, P: Pacer>(
     source: Arc<S>,
@@ -98,7 +92,8 @@ pub(crate) async fn run<S: Source, P: Pacer>(
     cfg: LoopConfig,
     cancel: CancellationToken,
 ) {
-    let places = Arc::new(Places::default());
+    // Places taken by running items.
+    let taken = Arc::new(AtomicUsize::new(0));
     let tracker = TaskTracker::new();
     let mut failures = 0u32;
     loop {
@@ -113,13 +108,11 @@ pub(crate) async fn run<S: Source, P: Pacer>(
             continue;
         }
         let woken = source.wake().notified();
-        let freed = places.freed.notified();
-        tokio::pin!(woken, freed);
+        tokio::pin!(woken);
         woken.as_mut().enable();
-        freed.as_mut().enable();
         let free = cfg
             .max_in_flight
-            .saturating_sub(places.taken.load(Ordering::SeqCst));
+            .saturating_sub(taken.load(Ordering::SeqCst));
         let want = if free > 0 {
             pacer.batch(free).min(free)
         } else {
@@ -132,17 +125,16 @@ pub(crate) async fn run<S: Source, P: Pacer>(
                     let got = items.len();
                     pacer.started(got);
                     for item in items {
-                        if places.taken.fetch_add(1, Ordering::SeqCst) >= cfg.max_in_flight {
-                            places.taken.fetch_sub(1, Ordering::SeqCst);
+                        if taken.fetch_add(1, Ordering::SeqCst) >= cfg.max_in_flight {
+                            taken.fetch_sub(1, Ordering::SeqCst);
                             tracing::error!("The store handed out more than was claimed");
                             break;
                         }
-                        let run = source.clone().run(item);
-                        let places = places.clone();
+                        let (source, taken) = (source.clone(), taken.clone());
                         tracker.spawn(async move {
-                            run.await;
-                            places.taken.fetch_sub(1, Ordering::SeqCst);
-                            places.freed.notify_one();
+                            source.run(item).await;
+                            taken.fetch_sub(1, Ordering::SeqCst);
+                            source.wake().notify_one();
                         });
                     }
                     if got == want {
@@ -168,7 +160,6 @@ pub(crate) async fn run<S: Source, P: Pacer>(
         };
         tokio::select! {
             _ = &mut woken => {}
-            _ = &mut freed => {}
             _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => break,
         }

@@ -32,8 +32,8 @@ struct Fake {
     failing: AtomicU32,
     failures_told: AtomicU32,
     /// Items run until they get a permit.
-    release: Arc<Semaphore>,
-    stats: Arc<Stats>,
+    release: Semaphore,
+    stats: Stats,
 }
 
 impl Fake {
@@ -46,8 +46,8 @@ impl Fake {
             later: Mutex::new(None),
             failing: AtomicU32::new(0),
             failures_told: AtomicU32::new(0),
-            release: Arc::new(Semaphore::new(if gated { 0 } else { 1 << 20 })),
-            stats: Arc::default(),
+            release: Semaphore::new(if gated { 0 } else { 1 << 20 }),
+            stats: Stats::default(),
         })
     }
 
@@ -92,15 +92,13 @@ impl Source for Fake {
         Ok(items)
     }
 
-    fn run(self: Arc<Self>, _item: u32) -> impl Future<Output = ()> + Send + 'static {
-        let (release, stats) = (self.release.clone(), self.stats.clone());
-        async move {
-            let now = stats.running.fetch_add(1, Ordering::SeqCst) + 1;
-            stats.most_running.fetch_max(now, Ordering::SeqCst);
-            release.acquire().await.expect("open").forget();
-            stats.running.fetch_sub(1, Ordering::SeqCst);
-            stats.done.fetch_add(1, Ordering::SeqCst);
-        }
+    async fn run(&self, _item: u32) {
+        let stats = &self.stats;
+        let now = stats.running.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.most_running.fetch_max(now, Ordering::SeqCst);
+        self.release.acquire().await.expect("open").forget();
+        stats.running.fetch_sub(1, Ordering::SeqCst);
+        stats.done.fetch_add(1, Ordering::SeqCst);
     }
 
     fn next_due_ms(&self) -> Option<i64> {
