@@ -1,16 +1,25 @@
 //! Wiring and lifecycle: the store, the dispatcher, the purger, the webhook sender and the HTTP
-//! server run as
-//! sibling tasks under one cancellation token. Shutdown stops accepting connections, lets
-//! in-flight requests and running tasks finish (their outcomes are recorded), then closes the
-//! store.
+//! server run as sibling tasks under one cancellation token. Shutdown stops accepting
+//! connections, lets in-flight requests and running tasks finish (their outcomes are recorded),
+//! then closes the store.
+//!
+//! The components are supervised ([`supervisor`]): one that ends while no shutdown was asked
+//! for (it returned or panicked) is logged as an error naming it and how it ended ("Component
+//! failed: the dispatcher panicked: …; shutting the server down"), and the whole server shuts
+//! down. [`Server::failed`] resolves with that [`ComponentFailure`]; `cloro serve` waits for it
+//! beside the shutdown signals and then exits non-zero.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod supervisor;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use supervisor::Supervisor;
+pub use supervisor::{ComponentFailure, Ended};
 
 use crate::api::{self, AppState};
 use crate::engines::Engine;
@@ -80,8 +89,7 @@ pub struct Server {
     pub created_default: Option<CreatedOrg>,
     /// Pauses and resumes claiming on this node.
     pub gate: Arc<queue::Gate>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    supervisor: Supervisor,
 }
 
 /// Opens the store, creates the `default` organization on an empty database, binds the
@@ -93,30 +101,34 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
+    let supervisor = Supervisor::new(cancel.clone());
     let dyn_store = store.clone();
     let engine = opts.engine.clone();
 
     let gate = Arc::new(queue::Gate::default());
-    tracker.spawn(queue::run_dispatcher(
-        dyn_store.clone(),
-        engine,
-        opts.queue.clone(),
-        gate.clone(),
-        cancel.clone(),
-    ));
-    tracker.spawn(queue::run_purger(
-        dyn_store.clone(),
-        opts.queue.clone(),
-        cancel.clone(),
-    ));
-
-    tracker.spawn(crate::webhooks::run_sender(
-        dyn_store.clone(),
-        opts.webhooks.clone(),
-        gate.clone(),
-        cancel.clone(),
-    ));
+    supervisor.spawn(
+        "dispatcher",
+        queue::run_dispatcher(
+            dyn_store.clone(),
+            engine,
+            opts.queue.clone(),
+            gate.clone(),
+            cancel.clone(),
+        ),
+    );
+    supervisor.spawn(
+        "purger",
+        queue::run_purger(dyn_store.clone(), opts.queue.clone(), cancel.clone()),
+    );
+    supervisor.spawn(
+        "webhook sender",
+        crate::webhooks::run_sender(
+            dyn_store.clone(),
+            opts.webhooks.clone(),
+            gate.clone(),
+            cancel.clone(),
+        ),
+    );
 
     let state = Arc::new(AppState::new(
         dyn_store,
@@ -125,34 +137,41 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         opts.webhooks.allow_private,
     ));
     let app = api::router(state);
-    tracker.spawn(api::listener::serve(
-        listener,
-        app,
-        opts.edge.clone(),
-        cancel.clone(),
-    ));
-    tracker.close();
+    supervisor.spawn(
+        "HTTP listener",
+        api::listener::serve(listener, app, opts.edge.clone(), cancel.clone()),
+    );
     tracing::info!(%addr, "cloro is listening");
     Ok(Server {
         addr,
         store,
         created_default,
         gate,
-        cancel,
-        tracker,
+        supervisor,
     })
 }
 
 impl Server {
     /// Starts a graceful shutdown.
     pub fn shutdown(&self) {
-        self.cancel.cancel();
+        self.supervisor.shutdown();
+    }
+
+    /// Resolves when a component ended while the server was running (it returned or
+    /// panicked); the server is then already shutting down. Never resolves otherwise.
+    pub async fn failed(&self) -> ComponentFailure {
+        self.supervisor.failed().await
+    }
+
+    /// The first component that ended while the server was running, if one did.
+    pub fn failure(&self) -> Option<ComponentFailure> {
+        self.supervisor.failure()
     }
 
     /// Waits for every component to stop (after [`shutdown`](Self::shutdown)), then closes the
     /// store. Gives up waiting after `grace`.
     pub async fn stopped(self, grace: Duration) {
-        if tokio::time::timeout(grace, self.tracker.wait())
+        if tokio::time::timeout(grace, self.supervisor.wait())
             .await
             .is_err()
         {
@@ -168,3 +187,6 @@ impl Server {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

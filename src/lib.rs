@@ -10,6 +10,8 @@
 //! * [`engines`]: the [`engines::Engine`] trait and the deterministic simulated engine.
 //! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
 //!   their outbox).
+//! * [`worker`]: what the dispatcher and the sender share: the claim loop, the pause gate,
+//!   the backoff schedules.
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`wire`]: the JSON shapes cloro speaks (HTTP answers, webhook bodies, the OpenAPI schemas).
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
@@ -32,3 +34,4 @@ pub mod testing;
 pub mod time_fmt;
 pub mod webhooks;
 pub(crate) mod wire;
+pub mod worker;

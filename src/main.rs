@@ -1,4 +1,6 @@
-//! The `cloro` binary: parses the command line, sets up logging, runs a command.
+//! The `cloro` binary: parses the command line, sets up logging, runs a command. `serve` runs
+//! until SIGINT or SIGTERM (exit code 0) or until one of the server's components dies (logged,
+//! then a graceful shutdown and a non-zero exit code; see [`cloro::app`]).
 //!
 //! Everything but the benchmark lives in the library (`src/lib.rs`). `cloro bench`
 //! (`src/bench/`) is compiled into this binary only: it is a tool, not part of the service, so
@@ -121,11 +123,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
         println!("cloro listening on http://{}", server.addr);
-        shutdown_signal().await;
+        // A signal, or a component that died (already logged; the server is stopping).
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            failure = server.failed() => Some(failure),
+        };
         tracing::info!("Shutting down");
         server.shutdown();
         server.stopped(Duration::from_secs(30)).await;
-        anyhow::Ok(())
+        match failure {
+            None => anyhow::Ok(()),
+            Some(failure) => Err(anyhow::anyhow!("{failure}")),
+        }
     })
 }
 

@@ -15,21 +15,31 @@
 //!    fatal engine error. A finish that cannot be written is retried until it is; the slot
 //!    stays taken meanwhile, so a cap is never exceeded and never leaked.
 //! 4. **Wake-ups.** The dispatcher sleeps until new work is committed, a slot frees, the next
-//!    retry is due, or shutdown; no polling of the database.
+//!    retry is due, or shutdown; no polling of the database. Claiming, spawning, backing off
+//!    and sleeping are the shared claim loop's ([`crate::worker::claim_loop`]); this module
+//!    says what a task is, how it runs and when the next one is due.
 //!
-//! A purger deletes terminal tasks once their retention (default 24 h) has passed.
+//! A purger deletes terminal tasks once their retention (default 24 h) has passed, and starts
+//! the billing cycles that are due.
+//!
+//! Wall-clock times (a retry's due time, the purge cutoff, the cycle renewal) are read from
+//! [`QueueConfig::clock`]; durations (the engine's time limit, back-offs, the purge interval)
+//! are slept on `tokio::time`, so tests run both on a paused clock.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::engines::{Engine, EngineError, execute_stored};
 use crate::store::{ClaimedTask, Outcome, Store};
-use crate::time_fmt::now_ms;
+use crate::worker::backoff::Doubling;
+use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
+
+pub use crate::worker::Gate;
+pub use crate::worker::backoff::backoff_ms;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -43,6 +53,8 @@ pub struct QueueConfig {
     /// How long terminal tasks are kept.
     pub retention_ms: i64,
     pub purge_interval: Duration,
+    /// The wall clock retry due times, the purge cutoff and billing cycles are read from.
+    pub clock: Clock,
 }
 
 impl Default for QueueConfig {
@@ -54,46 +66,71 @@ impl Default for QueueConfig {
             engine_timeout: Duration::from_secs(300),
             retention_ms: 24 * 3600 * 1000,
             purge_interval: Duration::from_secs(60),
+            clock: Clock::system(),
         }
     }
 }
 
-/// Backoff before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
-pub fn backoff_ms(base: u64, attempt: u32) -> u64 {
-    base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
-}
+/// Wait after a failed claim: 100 ms, doubling per consecutive failure up to 3.2 s.
+const CLAIM_BACKOFF: Doubling = Doubling {
+    first: Duration::from_millis(100),
+    max: Duration::from_millis(3_200),
+};
+
+/// Wait while an outcome cannot be recorded: 20 ms, doubling up to 5 s.
+const FINISH_RETRY: Doubling = Doubling {
+    first: Duration::from_millis(20),
+    max: Duration::from_secs(5),
+};
 
 /// The body of a task that failed every attempt.
 pub fn max_retries_error() -> serde_json::Value {
     json!({"error": {"code": "INTERNAL_SERVER_ERROR", "message": "Maximum retries exceeded"}})
 }
 
-/// Holds the dispatcher: while paused it claims nothing (running tasks still finish).
-/// Operators use it to drain a node; tests use it to look at a queue that does not move.
-#[derive(Debug, Default)]
-pub struct Gate {
-    paused: std::sync::atomic::AtomicBool,
-    changed: tokio::sync::Notify,
-    /// Attempts this node has finished (the webhook sender reads how busy the queue is).
-    finished: std::sync::atomic::AtomicU64,
+/// What the dispatcher's claim loop claims and runs: tasks, on the engine.
+struct Dispatcher {
+    store: Arc<dyn Store>,
+    engine: Arc<dyn Engine>,
+    cfg: QueueConfig,
+    gate: Arc<Gate>,
 }
 
-impl Gate {
-    pub fn pause(&self) {
-        self.paused.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
+impl Source for Dispatcher {
+    type Item = ClaimedTask;
+    type Error = crate::store::Error;
+
+    fn wake(&self) -> &tokio::sync::Notify {
+        self.store.work_notify()
     }
-    pub fn resume(&self) {
-        self.paused
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.changed.notify_waiters();
+
+    async fn claim(&self, n: usize) -> crate::store::Result<Vec<ClaimedTask>> {
+        self.store.claim(n).await
     }
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::SeqCst)
+
+    async fn run(&self, task: ClaimedTask) {
+        let outcome = execute(&*self.engine, &task, &self.cfg).await;
+        finish_durably(&*self.store, task, outcome).await;
+        // Counted once the outcome is recorded; the worker slot is freed right after, so this
+        // node never has more than `workers` tasks PROCESSING.
+        self.gate.count_finished();
     }
-    /// Attempts this node's dispatcher has finished since it started.
-    pub fn finished(&self) -> u64 {
-        self.finished.load(std::sync::atomic::Ordering::Relaxed)
+
+    fn next_due_ms(&self) -> Option<i64> {
+        self.store.next_retry_ms()
+    }
+
+    fn claim_failed(&self, error: &crate::store::Error, _failures: u32) {
+        tracing::warn!(%error, "Claim failed; backing off");
+    }
+}
+
+/// The dispatcher claims nothing while its gate is paused.
+struct GatePacer(Arc<Gate>);
+
+impl Pacer for GatePacer {
+    fn hold(&mut self) -> Option<impl Future<Output = ()> + Send + '_> {
+        self.0.is_paused().then(|| self.0.changed_if_paused())
     }
 }
 
@@ -105,80 +142,18 @@ pub async fn run_dispatcher(
     gate: Arc<Gate>,
     cancel: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(cfg.workers));
-    let tracker = TaskTracker::new();
-    let mut failures = 0u32;
-    loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        if gate.is_paused() {
-            let changed = gate.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if gate.is_paused() {
-                tokio::select! {
-                    _ = &mut changed => {}
-                    _ = cancel.cancelled() => break,
-                }
-            }
-            continue;
-        }
-        let notified = store.work_notify().notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let free = slots.available_permits();
-        if free > 0 {
-            match store.claim(free).await {
-                Ok(tasks) => {
-                    failures = 0;
-                    let n = tasks.len();
-                    for task in tasks {
-                        let Ok(permit) = slots.clone().try_acquire_owned() else {
-                            tracing::error!("Worker slot accounting is inconsistent");
-                            break;
-                        };
-                        let (store, engine, cfg) = (store.clone(), engine.clone(), cfg.clone());
-                        let gate = gate.clone();
-                        tracker.spawn(async move {
-                            let outcome = execute(&*engine, &task, &cfg).await;
-                            finish_durably(&*store, task, outcome).await;
-                            gate.finished
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            // The worker slot is free only once the outcome is recorded, so
-                            // this node never has more than `workers` tasks PROCESSING.
-                            drop(permit);
-                            store.work_notify().notify_one();
-                        });
-                    }
-                    if n == free {
-                        continue;
-                    }
-                }
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, "Claim failed; backing off");
-                    let wait = Duration::from_millis(50u64 << failures.min(6));
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = cancel.cancelled() => break,
-                    }
-                    continue;
-                }
-            }
-        }
-        let wait = match store.next_retry_ms() {
-            Some(due) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
-            None => Duration::from_secs(60),
-        };
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => break,
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
+    let limits = LoopConfig {
+        max_in_flight: cfg.workers,
+        claim_backoff: CLAIM_BACKOFF,
+        clock: cfg.clock.clone(),
+    };
+    let dispatcher = Arc::new(Dispatcher {
+        store,
+        engine,
+        cfg,
+        gate: gate.clone(),
+    });
+    claim_loop::run(dispatcher, GatePacer(gate), limits, cancel).await;
 }
 
 /// Runs one attempt and decides its outcome.
@@ -201,7 +176,8 @@ pub async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig)
         Err(EngineError::Retryable(reason)) if task.attempt < cfg.max_attempts => {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, %reason, "Attempt failed; retrying");
             Outcome::Retry {
-                run_after_ms: now_ms() + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
+                run_after_ms: cfg.clock.now_ms()
+                    + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
             }
         }
         Err(EngineError::Retryable(reason)) => {
@@ -218,14 +194,14 @@ pub async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig)
 
 /// Writes an outcome, retrying until the store takes it (its slot stays taken meanwhile).
 async fn finish_durably(store: &dyn Store, task: ClaimedTask, outcome: Outcome) {
-    let mut wait = Duration::from_millis(20);
+    let mut failures = 0;
     loop {
         match store.finish(&[(&task, &outcome)]).await {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(task_id = %task.id, %error, "Cannot record a task outcome; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                failures += 1;
+                tokio::time::sleep(FINISH_RETRY.after(failures)).await;
             }
         }
     }
@@ -239,16 +215,22 @@ pub async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: Cancell
             _ = tokio::time::sleep(cfg.purge_interval) => {}
             _ = cancel.cancelled() => return,
         }
-        match store.purge(now_ms() - cfg.retention_ms).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "Purged expired tasks"),
-            Err(error) => tracing::warn!(%error, "Purge failed"),
-        }
-        match store.renew_cycles(now_ms()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(organizations = n, "Started new billing cycles"),
-            Err(error) => tracing::warn!(%error, "Billing cycle renewal failed"),
-        }
+        purge_once(&*store, &cfg).await;
+    }
+}
+
+/// One round of the purger, at the clock's now.
+async fn purge_once(store: &dyn Store, cfg: &QueueConfig) {
+    let now = cfg.clock.now_ms();
+    match store.purge(now.saturating_sub(cfg.retention_ms)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "Purged expired tasks"),
+        Err(error) => tracing::warn!(%error, "Purge failed"),
+    }
+    match store.renew_cycles(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(organizations = n, "Started new billing cycles"),
+        Err(error) => tracing::warn!(%error, "Billing cycle renewal failed"),
     }
 }
 
@@ -268,14 +250,4 @@ pub async fn wait_idle(store: &dyn Store) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_the_base() {
-        assert_eq!(backoff_ms(100, 1), 100);
-        assert_eq!(backoff_ms(100, 2), 200);
-        assert_eq!(backoff_ms(100, 4), 800);
-        assert_eq!(backoff_ms(u64::MAX, 3), u64::MAX);
-    }
-}
+mod tests;

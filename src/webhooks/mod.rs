@@ -6,7 +6,8 @@
 //!    makes its delivery pending in the same transaction as the terminal status (SQLite: in the
 //!    task row itself, in the writer's group commit; PostgreSQL: a delivery row in the finish
 //!    transaction). Nothing is lost on a crash.
-//! 2. **Claim.** One sender loop per node ([`run_sender`]) claims due deliveries
+//! 2. **Claim.** One sender loop per node ([`run_sender`], the claim loop of
+//!    [`crate::worker::claim_loop`] it shares with the dispatcher) claims due deliveries
 //!    ([`Store::claim_webhooks`]). SQLite keeps the due set in memory (rebuilt at start-up);
 //!    PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, counts the attempt and moves the row one
 //!    lease ahead, so a node that dies mid-delivery leaves it due again after the lease and two
@@ -22,17 +23,20 @@
 //!    [`WebhookConfig::busy_tasks_per_sec`] attempts per second (its CPU is busy with the
 //!    queue), the sender starts at most [`WebhookConfig::busy_deliveries_per_sec`] attempts per
 //!    second; the backlog goes out at full speed once the queue has been quieter for a second
-//!    (a short dip does not count). Deliveries
-//!    are delayed a little under heavy load, never lost, and task throughput stays first.
+//!    (a short dip does not count; see `pace.rs`). Deliveries are delayed a little under
+//!    heavy load, never lost, and task throughput stays first.
 //! 5. **Record.** Any 2xx: delivered (`deliveredAt`). Anything else (non-2xx, timeout,
 //!    connection error, refused address): the attempt failed; attempt `n+1` is due
 //!    `base·2^(n-1)` later (2, 4, 8, 16 minutes with the default base), and after the fifth
 //!    failed attempt the delivery is given up (`delivered: false` stays).
+//!
+//! The next due time and the signature's timestamp are read from [`WebhookConfig::clock`];
+//! the pace, the time limits and the back-offs are durations on `tokio::time`.
 
+mod pace;
 pub mod ssrf;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,9 +44,12 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::store::{Store, WEBHOOK_MAX_ATTEMPTS, WebhookJob, WebhookResult};
+use crate::worker::Gate;
+use crate::worker::backoff::{Doubling, backoff_ms};
+use crate::worker::claim_loop::{self, LoopConfig, Source};
 
 /// Sender settings.
 #[derive(Debug, Clone)]
@@ -61,6 +68,8 @@ pub struct WebhookConfig {
     pub busy_tasks_per_sec: u64,
     /// Attempts started per second while the queue has the CPU.
     pub busy_deliveries_per_sec: u64,
+    /// The wall clock due times and signature timestamps are read from.
+    pub clock: Clock,
 }
 
 impl Default for WebhookConfig {
@@ -73,6 +82,7 @@ impl Default for WebhookConfig {
             total: 512,
             busy_tasks_per_sec: 2_000,
             busy_deliveries_per_sec: 200,
+            clock: Clock::system(),
         }
     }
 }
@@ -93,7 +103,7 @@ impl WebhookConfig {
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` (1-based) failed.
 pub fn retry_delay_ms(base: u64, attempt: u32) -> i64 {
-    crate::queue::backoff_ms(base, attempt).min(i64::MAX as u64) as i64
+    backoff_ms(base, attempt).min(i64::MAX as u64) as i64
 }
 
 /// `v1=` + lowercase hex HMAC-SHA256, key = the secret as-is (`whsec_...` included), message =
@@ -148,218 +158,94 @@ impl Hosts {
     }
 }
 
+/// Wait after a failed claim: 200 ms, doubling per consecutive failure up to 3.2 s.
+const CLAIM_BACKOFF: Doubling = Doubling {
+    first: Duration::from_millis(200),
+    max: Duration::from_millis(3_200),
+};
+
+/// Wait while an attempt's outcome cannot be recorded: 50 ms, doubling up to 5 s.
+const RECORD_RETRY: Doubling = Doubling {
+    first: Duration::from_millis(50),
+    max: Duration::from_secs(5),
+};
+
+/// Most deliveries claimed at once.
+const MAX_CLAIM_BATCH: usize = 256;
+
+/// Claimed deliveries per connection allowed ([`WebhookConfig::total`]) that may wait for their
+/// host or a connection.
+const CLAIMED_PER_CONNECTION: usize = 4;
+
+/// When a deferred delivery (not attempted) is due again.
+const DEFERRED_DELAY_MS: i64 = 1_000;
+
 struct Sender {
     store: Arc<dyn Store>,
     cfg: WebhookConfig,
     client: reqwest::Client,
     hosts: Hosts,
     total: Semaphore,
-    in_flight: AtomicUsize,
-    /// A delivery ended (capacity freed, maybe a retry to schedule).
-    done: Notify,
     cancel: CancellationToken,
 }
 
+impl Source for Sender {
+    type Item = WebhookJob;
+    type Error = crate::store::Error;
+
+    fn wake(&self) -> &Notify {
+        self.store.webhook_notify()
+    }
+
+    async fn claim(&self, n: usize) -> crate::store::Result<Vec<WebhookJob>> {
+        self.store.claim_webhooks(n, self.cfg.lease_ms()).await
+    }
+
+    async fn run(&self, job: WebhookJob) {
+        self.deliver(job).await
+    }
+
+    fn next_due_ms(&self) -> Option<i64> {
+        self.store.next_webhook_ms()
+    }
+
+    fn claim_failed(&self, error: &crate::store::Error, failures: u32) {
+        if failures == 1 {
+            tracing::warn!(%error, "Cannot claim webhook deliveries");
+        }
+    }
+}
+
 /// Runs the webhook sender of this node until `cancel` fires; attempts in flight end first.
+/// Returns early only if its HTTP client cannot be built.
 pub async fn run_sender(
     store: Arc<dyn Store>,
     cfg: WebhookConfig,
-    gate: Arc<crate::queue::Gate>,
+    gate: Arc<Gate>,
     cancel: CancellationToken,
 ) {
     let client = match client(&cfg) {
         Ok(c) => c,
         Err(error) => {
-            tracing::error!(%error, "Cannot build the webhook HTTP client; webhooks are off");
+            tracing::error!(%error, "Cannot build the webhook HTTP client");
             return;
         }
     };
+    let limits = LoopConfig {
+        max_in_flight: cfg.total.saturating_mul(CLAIMED_PER_CONNECTION),
+        claim_backoff: CLAIM_BACKOFF,
+        clock: cfg.clock.clone(),
+    };
+    let pacer = pace::SenderPacer::new(&cfg, gate, MAX_CLAIM_BATCH);
     let sender = Arc::new(Sender {
         store,
         total: Semaphore::new(cfg.total),
         cfg,
         client,
         hosts: Hosts::default(),
-        in_flight: AtomicUsize::new(0),
-        done: Notify::new(),
         cancel: cancel.clone(),
     });
-    // Claimed deliveries waiting for their host or a connection, at most.
-    let max_in_flight = sender.cfg.total * 4;
-    let tracker = TaskTracker::new();
-    let mut failures = 0u32;
-    let mut pace = Pace::new(&sender.cfg, gate.finished());
-    loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        // Tasks first: while the queue is busy, wait for the next start allowed.
-        if let Some(wait) = pace.wait(gate.finished()) {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = cancel.cancelled() => break,
-            }
-            continue;
-        }
-        let notified = sender.store.webhook_notify().notified();
-        let done = sender.done.notified();
-        tokio::pin!(notified, done);
-        notified.as_mut().enable();
-        done.as_mut().enable();
-        let free = max_in_flight.saturating_sub(sender.in_flight.load(Ordering::SeqCst));
-        let mut full = false;
-        if free > 0 {
-            let want = free.min(256).min(pace.allowed());
-            match sender
-                .store
-                .claim_webhooks(want, sender.cfg.lease_ms())
-                .await
-            {
-                Ok(jobs) => {
-                    failures = 0;
-                    full = jobs.len() == want;
-                    pace.started(jobs.len());
-                    for job in jobs {
-                        sender.in_flight.fetch_add(1, Ordering::SeqCst);
-                        let s = sender.clone();
-                        tracker.spawn(async move {
-                            s.deliver(job).await;
-                            s.in_flight.fetch_sub(1, Ordering::SeqCst);
-                            s.done.notify_one();
-                        });
-                    }
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    if failures == 1 {
-                        tracing::warn!(%error, "Cannot claim webhook deliveries");
-                    }
-                    let pause = Duration::from_millis(100u64 << failures.min(5));
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = cancel.cancelled() => break,
-                    }
-                    continue;
-                }
-            }
-        }
-        if full {
-            continue;
-        }
-        let wait = match sender.store.next_webhook_ms() {
-            Some(due) => {
-                Duration::from_millis((due - crate::time_fmt::now_ms()).clamp(0, 60_000) as u64)
-            }
-            None => Duration::from_secs(60),
-        };
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = &mut done => {}
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled() => break,
-        }
-    }
-    tracker.close();
-    tracker.wait().await;
-}
-
-/// The sender's pace: unlimited while the queue is quiet, `busy_deliveries_per_sec` while this
-/// node finishes more than `busy_tasks_per_sec` task attempts per second (measured over 100 ms
-/// windows). Busy starts with the first busy window and ends only after [`Pace::QUIET`] without
-/// one, so a short dip in a busy queue (a burst of submissions, a slow commit) does not let a
-/// burst of deliveries in.
-struct Pace {
-    busy_tasks_per_sec: u64,
-    per_sec: u64,
-    window_start: tokio::time::Instant,
-    finished_at_start: u64,
-    busy: bool,
-    /// When the last busy window ended.
-    last_busy: tokio::time::Instant,
-    /// Starts allowed now while busy (refilled at `per_sec`).
-    tokens: f64,
-    refilled: tokio::time::Instant,
-}
-
-impl Pace {
-    const WINDOW: Duration = Duration::from_millis(100);
-    const QUIET: Duration = Duration::from_secs(1);
-
-    fn new(cfg: &WebhookConfig, finished: u64) -> Pace {
-        Pace::new_at(cfg, finished, tokio::time::Instant::now())
-    }
-
-    fn new_at(cfg: &WebhookConfig, finished: u64, now: tokio::time::Instant) -> Pace {
-        Pace {
-            busy_tasks_per_sec: cfg.busy_tasks_per_sec,
-            per_sec: cfg.busy_deliveries_per_sec.max(1),
-            window_start: now,
-            finished_at_start: finished,
-            busy: false,
-            last_busy: now.checked_sub(Self::QUIET).unwrap_or(now),
-            tokens: 0.0,
-            refilled: now,
-        }
-    }
-
-    /// Updates the busy state; while busy and out of tokens, how long to wait.
-    fn wait(&mut self, finished: u64) -> Option<Duration> {
-        self.wait_at(finished, tokio::time::Instant::now())
-    }
-
-    fn wait_at(&mut self, finished: u64, now: tokio::time::Instant) -> Option<Duration> {
-        let span = now.duration_since(self.window_start);
-        let done = finished.saturating_sub(self.finished_at_start) as f64;
-        let busy_per_window = self.busy_tasks_per_sec as f64 * Self::WINDOW.as_secs_f64();
-        let was = self.busy;
-        if span >= Self::WINDOW {
-            if done / span.as_secs_f64() > self.busy_tasks_per_sec as f64 {
-                self.last_busy = now;
-                self.busy = true;
-            } else if now.duration_since(self.last_busy) >= Self::QUIET {
-                self.busy = false;
-            }
-            self.window_start = now;
-            self.finished_at_start = finished;
-        } else if done > busy_per_window {
-            // Busy already within this window (a queue starting to drain): no need to wait
-            // for its end, while a burst of deliveries would get in.
-            self.last_busy = now;
-            self.busy = true;
-        }
-        if self.busy && !was {
-            self.tokens = 0.0;
-            self.refilled = now;
-        }
-        if !self.busy {
-            return None;
-        }
-        let per_sec = self.per_sec as f64;
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * per_sec)
-            .min(per_sec / 10.0 + 1.0);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            None
-        } else {
-            let until_token = Duration::from_secs_f64((1.0 - self.tokens) / per_sec);
-            Some(until_token.min(Self::WINDOW))
-        }
-    }
-
-    /// How many attempts may start now.
-    fn allowed(&self) -> usize {
-        if self.busy {
-            self.tokens.max(0.0) as usize
-        } else {
-            usize::MAX
-        }
-    }
-
-    fn started(&mut self, n: usize) {
-        if self.busy {
-            self.tokens -= n as f64;
-        }
-    }
+    claim_loop::run(sender, pacer, limits, cancel).await;
 }
 
 /// How one attempt went.
@@ -376,7 +262,9 @@ impl Sender {
         let result = self.attempt(&job).await;
         let record = match &result {
             Attempted::Acked => WebhookResult::Delivered,
-            Attempted::Deferred => WebhookResult::Deferred { delay_ms: 1_000 },
+            Attempted::Deferred => WebhookResult::Deferred {
+                delay_ms: DEFERRED_DELAY_MS,
+            },
             Attempted::Failed(_) if job.attempt >= WEBHOOK_MAX_ATTEMPTS => WebhookResult::GaveUp,
             Attempted::Failed(_) => WebhookResult::Retry {
                 delay_ms: retry_delay_ms(self.cfg.retry_base_ms, job.attempt),
@@ -401,7 +289,7 @@ impl Sender {
     /// Records the outcome, retrying until the store takes it or the node stops (the attempt
     /// stays claimed meanwhile; after a crash or a stop it is simply due again).
     async fn record(&self, job: &WebhookJob, result: WebhookResult) {
-        let mut pause = Duration::from_millis(50);
+        let mut failures = 0;
         loop {
             match self.store.record_webhook(job, result).await {
                 Ok(()) => return,
@@ -409,11 +297,11 @@ impl Sender {
                     tracing::warn!(%error, task = %job.task_id, "Cannot record a webhook attempt")
                 }
             }
+            failures += 1;
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(RECORD_RETRY.after(failures)) => {}
                 _ = self.cancel.cancelled() => return,
             }
-            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -460,7 +348,7 @@ impl Sender {
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = secret {
-            let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+            let ts = self.cfg.clock.now_ms().div_euclid(1_000);
             req = req
                 .header("X-Cloro-Timestamp", ts.to_string())
                 .header("X-Cloro-Signature", signature(&secret, ts, &body))
@@ -496,52 +384,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_pace_stays_busy_through_a_short_dip_and_ends_after_a_quiet_second() {
-        let cfg = WebhookConfig {
-            busy_tasks_per_sec: 1_000,
-            busy_deliveries_per_sec: 100,
-            ..WebhookConfig::default()
-        };
-        let start = tokio::time::Instant::now();
-        let (mut finished, mut ms) = (0, 0);
-        let mut pace = Pace::new_at(&cfg, finished, start);
-        // `n` more attempts finished after `after_ms` more milliseconds.
-        let mut step = |pace: &mut Pace, after_ms: u64, n: u64| {
-            ms += after_ms;
-            finished += n;
-            pace.wait_at(finished, start + Duration::from_millis(ms))
-        };
-        assert_eq!(step(&mut pace, 0, 0), None, "a quiet queue: no wait");
-        assert_eq!(pace.allowed(), usize::MAX);
-        assert_eq!(step(&mut pace, 10, 50), None, "not busy yet");
-        // 150 attempts within 20 ms of the window: more than a busy window's 100 already, so
-        // busy at once, and out of tokens at first.
-        assert!(step(&mut pace, 10, 100).is_some(), "busy: wait for a token");
-        step(&mut pace, 80, 50);
-        assert!(pace.busy, "still busy at the window's end");
-        assert!(
-            pace.allowed() <= 11,
-            "{} starts allowed while busy",
-            pace.allowed()
-        );
-        // A dip (nothing finished for 300 ms) does not end it.
-        step(&mut pace, 300, 0);
-        assert!(pace.busy, "a short dip keeps the pace");
-        assert!(
-            pace.allowed() <= 11,
-            "{} starts allowed while busy",
-            pace.allowed()
-        );
-        // A second without a busy window does.
-        for _ in 0..10 {
-            step(&mut pace, 100, 10);
-        }
-        assert!(!pace.busy, "a quiet second ends it");
-        assert_eq!(step(&mut pace, 0, 0), None);
-        assert_eq!(pace.allowed(), usize::MAX);
-    }
 
     #[test]
     fn the_signature_is_v1_and_lowercase_hex_hmac_over_timestamp_dot_body() {

@@ -1,0 +1,208 @@
+//! The dispatcher's time rules on a manual wall clock and Tokio's paused clock: the retry
+//! schedule, the engine's time limit, the purge cutoff and the billing-cycle renewal, none of
+//! which waits for real time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::domain::types::TaskType;
+use crate::engines::{EngineOutput, EngineTask};
+
+/// An engine whose every call fails (retryably) and that counts its calls.
+#[derive(Default)]
+struct Failing {
+    calls: AtomicU32,
+}
+
+#[async_trait]
+impl Engine for Failing {
+    async fn execute(&self, _task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(EngineError::Retryable("the engine is down".into()))
+    }
+}
+
+/// An engine that never answers.
+struct Hanging;
+
+#[async_trait]
+impl Engine for Hanging {
+    async fn execute(&self, _task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        std::future::pending().await
+    }
+}
+
+fn claimed(attempt: u32) -> ClaimedTask {
+    ClaimedTask {
+        seq: 1,
+        id: uuid::Uuid::new_v4(),
+        org: 1,
+        task_type: TaskType::Chatgpt,
+        payload: json!({"prompt": "p", "country": "US"}),
+        attempt,
+        credits_to_charge: 5,
+    }
+}
+
+#[test]
+fn the_max_retries_body_is_the_reference_envelope() {
+    assert_eq!(
+        max_retries_error().to_string(),
+        r#"{"error":{"code":"INTERNAL_SERVER_ERROR","message":"Maximum retries exceeded"}}"#
+    );
+}
+
+#[tokio::test]
+async fn a_failing_task_is_due_again_base_times_two_to_the_n_minus_one_after_the_clock_s_now() {
+    let clock = Clock::manual(1_700_000_000_000);
+    let cfg = QueueConfig {
+        retry_base_ms: 1_000,
+        max_attempts: 5,
+        clock: clock.clone(),
+        ..QueueConfig::default()
+    };
+    let engine = Failing::default();
+    for attempt in 1..=4u32 {
+        let now = clock.now_ms();
+        let outcome = execute(&engine, &claimed(attempt), &cfg).await;
+        let Outcome::Retry { run_after_ms } = outcome else {
+            panic!("attempt {attempt}: {outcome:?}");
+        };
+        assert_eq!(
+            run_after_ms - now,
+            1_000 << (attempt - 1),
+            "attempt {attempt}"
+        );
+        // The retry runs when it is due; the clock says when that is.
+        clock.set(run_after_ms + 3);
+    }
+    let Outcome::Failed { error } = execute(&engine, &claimed(5), &cfg).await else {
+        panic!("the last attempt fails the task");
+    };
+    assert_eq!(error, max_retries_error());
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 5);
+    // An attempt above the maximum (its node died during the last one) is not run again.
+    let Outcome::Failed { error } = execute(&engine, &claimed(6), &cfg).await else {
+        panic!("an extra attempt fails the task");
+    };
+    assert_eq!(error, max_retries_error());
+    assert_eq!(engine.calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_past_its_time_limit_is_a_retryable_failure_without_waiting() {
+    let clock = Clock::manual(5_000);
+    let cfg = QueueConfig {
+        retry_base_ms: 250,
+        engine_timeout: Duration::from_secs(300),
+        clock,
+        ..QueueConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let outcome = execute(&Hanging, &claimed(2), &cfg).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(300));
+    let Outcome::Retry { run_after_ms } = outcome else {
+        panic!("{outcome:?}");
+    };
+    // Attempt 2 failed: due 2·base after the wall clock's now (which did not move).
+    assert_eq!(run_after_ms, 5_000 + 500);
+}
+
+/// A SQLite store with one `business` organization and one COMPLETED task.
+async fn store_with_a_finished_task() -> (
+    Arc<dyn Store>,
+    crate::store::OrgKey,
+    uuid::Uuid,
+    crate::testing::TestDb,
+) {
+    use crate::store::admin;
+    use crate::store::{NewTask, OrgSpec};
+    let db = crate::testing::TestDb::sqlite().expect("test database");
+    let admin = admin::open(&db.database).await.expect("admin");
+    let spec = OrgSpec {
+        name: "org".into(),
+        plan: "business".into(),
+        concurrency: Some(5),
+        credits: Some(1_000),
+        queue_limit: Some(100),
+        rate_limit: None,
+    };
+    let org = admin.create_org(&spec).await.expect("org").org.key;
+    drop(admin);
+    let crate::store::Database::Sqlite(path) = &db.database else {
+        unreachable!("a SQLite test database")
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(path).expect("store"));
+    let task = NewTask {
+        task_type: TaskType::Chatgpt,
+        payload: json!({"prompt": "p", "country": "US"}),
+        priority: 1,
+        idempotency_key: None,
+        webhook_url: None,
+        credits_to_charge: 5,
+    };
+    let id = store
+        .submit(org, vec![task])
+        .await
+        .expect("store ok")
+        .expect("under the limit")
+        .remove(0)
+        .expect("accepted")
+        .id;
+    let t = store.claim(1).await.expect("claim").remove(0);
+    let done = Outcome::Completed {
+        result: json!({"text": "ok"}),
+        credits: 5,
+    };
+    store.finish(&[(&t, &done)]).await.expect("finish");
+    (store, org, id, db)
+}
+
+#[tokio::test]
+async fn the_purger_cuts_off_at_the_clock_s_now_minus_the_retention() {
+    let (store, org, id, _db) = store_with_a_finished_task().await;
+    let finished = store
+        .get_task(org, id)
+        .await
+        .expect("get")
+        .and_then(|t| t.finished_ms)
+        .expect("finished");
+    let clock = Clock::manual(0);
+    let cfg = QueueConfig {
+        retention_ms: 24 * 3600 * 1000,
+        clock: clock.clone(),
+        ..QueueConfig::default()
+    };
+    // A day later, less a minute: kept.
+    clock.set(finished + cfg.retention_ms - 60_000);
+    purge_once(&*store, &cfg).await;
+    assert!(store.get_task(org, id).await.expect("get").is_some());
+    // A day and a minute later: gone.
+    clock.set(finished + cfg.retention_ms + 60_000);
+    purge_once(&*store, &cfg).await;
+    assert!(store.get_task(org, id).await.expect("get").is_none());
+    store.close();
+}
+
+#[tokio::test]
+async fn the_purger_starts_a_billing_cycle_once_the_clock_reaches_its_end() {
+    let (store, org, _id, _db) = store_with_a_finished_task().await;
+    let before = store.org(org).await.expect("org");
+    let resets = before.cycle_resets_ms.expect("a paid plan has a cycle");
+    let clock = Clock::manual(resets - 1);
+    let cfg = QueueConfig {
+        clock: clock.clone(),
+        ..QueueConfig::default()
+    };
+    purge_once(&*store, &cfg).await;
+    assert_eq!(store.org(org).await.expect("org"), before, "not due yet");
+    clock.set(resets + 1);
+    purge_once(&*store, &cfg).await;
+    let after = store.org(org).await.expect("org");
+    assert_eq!(after.cycle_resets_ms, Some(resets + crate::store::CYCLE_MS));
+    assert_eq!(after.credits, after.per_cycle.expect("a paid plan"));
+    store.close();
+}
