@@ -22,6 +22,7 @@ use supervisor::Supervisor;
 pub use supervisor::{ComponentFailure, Ended};
 
 use crate::api::{self, AppState};
+use crate::clock::Clock;
 use crate::engines::Engine;
 use crate::queue::{self, QueueConfig};
 use crate::store::admin;
@@ -45,6 +46,10 @@ pub struct ServeOptions {
     pub edge: api::edge::EdgeConfig,
     /// The webhook sender (retry base, time limit, private destinations).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// The server's one wall clock: [`start`] gives it to the store, the dispatcher, the purger
+    /// and the webhook sender (the `clock` fields of [`QueueConfig`] and
+    /// [`WebhookConfig`](crate::webhooks::WebhookConfig) are for tests that drive those alone).
+    pub clock: Clock,
 }
 
 /// Opens the configured store; on an empty database, first creates the `default` organization.
@@ -72,11 +77,15 @@ async fn open_store(opts: &ServeOptions) -> anyhow::Result<(Arc<dyn Store>, Opti
     drop(admin);
     let store: Arc<dyn Store> = match &opts.database {
         Database::Sqlite(path) => {
-            let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+            let (path, clock) = (path.clone(), opts.clock.clone());
+            let store =
+                tokio::task::spawn_blocking(move || SqliteStore::open_with_clock(&path, clock))
+                    .await??;
             Arc::new(store)
         }
-        Database::Postgres(url) => Arc::new(PgStore::open(url, opts.cluster.clone()).await?),
+        Database::Postgres(url) => {
+            Arc::new(PgStore::open_with_clock(url, opts.cluster.clone(), opts.clock.clone()).await?)
+        }
     };
     Ok((store, created))
 }
@@ -105,29 +114,32 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let dyn_store = store.clone();
     let engine = opts.engine.clone();
 
+    let queue_cfg = QueueConfig {
+        clock: opts.clock.clone(),
+        ..opts.queue.clone()
+    };
+    let webhook_cfg = crate::webhooks::WebhookConfig {
+        clock: opts.clock.clone(),
+        ..opts.webhooks.clone()
+    };
     let gate = Arc::new(queue::Gate::default());
     supervisor.spawn(
         "dispatcher",
         queue::run_dispatcher(
             dyn_store.clone(),
             engine,
-            opts.queue.clone(),
+            queue_cfg.clone(),
             gate.clone(),
             cancel.clone(),
         ),
     );
     supervisor.spawn(
         "purger",
-        queue::run_purger(dyn_store.clone(), opts.queue.clone(), cancel.clone()),
+        queue::run_purger(dyn_store.clone(), queue_cfg, cancel.clone()),
     );
     supervisor.spawn(
         "webhook sender",
-        crate::webhooks::run_sender(
-            dyn_store.clone(),
-            opts.webhooks.clone(),
-            gate.clone(),
-            cancel.clone(),
-        ),
+        crate::webhooks::run_sender(dyn_store.clone(), webhook_cfg, gate.clone(), cancel.clone()),
     );
 
     let state = Arc::new(AppState::new(

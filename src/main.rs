@@ -104,6 +104,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_private: args.allow_private_webhooks,
             ..Default::default()
         },
+        clock: cloro::clock::Clock::system(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

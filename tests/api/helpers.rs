@@ -329,6 +329,7 @@ impl Builder {
             default_plan: "free".into(),
             edge: self.edge.clone(),
             webhooks: self.webhooks,
+            clock: cloro::clock::Clock::system(),
         };
         let server = app::start(opts).await.expect("server starts");
         if self.paused {

@@ -1,9 +1,9 @@
 //! The administrative writes on the cluster's database: what `cloro org create`, `key create`,
 //! `key revoke`, `org webhook-secret` and the start-up `default` organization do.
 //!
-//! They run on a plain pool, without a running [`PgStore`](super::PgStore) (the CLI does not
-//! join the cluster), and so read the system clock for their `created_ms` / `revoked_ms`
-//! stamps: the same wall-clock instant the embedded store records.
+//! They run on a plain pool, with or without a running [`PgStore`](super::PgStore) (the CLI does
+//! not join the cluster); the time they record (`created_ms`, `revoked_ms`) is passed in, from
+//! the caller's clock ([`PgDirectory`]: the system's; a store: its own).
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -38,14 +38,8 @@ const SET_WEBHOOK_SECRET: &str = "UPDATE orgs SET webhook_secret = $2 WHERE publ
 /// How many organizations exist (start-up decides whether to create `default`).
 const COUNT_ORGS: &str = "SELECT count(*) FROM orgs";
 
-/// The wall clock of the administrative writes.
-fn now_ms() -> i64 {
-    Clock::system().now_ms()
-}
-
 /// Creates an organization and its first API key in one transaction.
-pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
-    let now = now_ms();
+pub async fn create_org(pool: &Pool, spec: &OrgSpec, now: i64) -> Result<CreatedOrg> {
     let org = Org::from_spec(spec, now)?;
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
@@ -70,7 +64,7 @@ pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
     tx.execute(SET_RATE_LIMIT, &[&spec.rate_limit.map(i64::from), &key])
         .await
         .map_err(pg_err)?;
-    let (key_id, api_key) = insert_key(&*tx, key).await?;
+    let (key_id, api_key) = insert_key(&*tx, key, now).await?;
     tx.commit().await.map_err(pg_err)?;
     Ok(CreatedOrg {
         org: Org { key, ..org },
@@ -83,13 +77,14 @@ pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
 async fn insert_key(
     client: &impl tokio_postgres::GenericClient,
     org: OrgKey,
+    now: i64,
 ) -> Result<(String, ApiKey)> {
     let api_key = ApiKey::generate();
     let key_id = crate::store::new_key_id();
     client
         .execute(
             INSERT_KEY,
-            &[&key_id, &org, &api_key.digest().to_vec(), &now_ms()],
+            &[&key_id, &org, &api_key.digest().to_vec(), &now],
         )
         .await
         .map_err(pg_err)?;
@@ -97,21 +92,21 @@ async fn insert_key(
 }
 
 /// A new API key for the organization with public id `org_id`.
-pub async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
+pub async fn create_key(pool: &Pool, org_id: &str, now: i64) -> Result<(String, ApiKey)> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
         .query_opt(ORG_BY_PUBLIC_ID, &[&org_id])
         .await
         .map_err(pg_err)?
         .ok_or(Error::NotFound)?;
-    insert_key(&**client, row.get(0)).await
+    insert_key(&**client, row.get(0), now).await
 }
 
 /// Revokes an API key (idempotent); `NotFound` if there is no such key.
-pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
+pub async fn revoke_key(pool: &Pool, key_id: &str, now: i64) -> Result<()> {
     let client = pool.get().await.map_err(pool_err)?;
     let n = client
-        .execute(REVOKE_KEY, &[&key_id, &now_ms()])
+        .execute(REVOKE_KEY, &[&key_id, &now])
         .await
         .map_err(pg_err)?;
     if n == 0 { Err(Error::NotFound) } else { Ok(()) }
@@ -138,6 +133,7 @@ pub async fn count_orgs(pool: &Pool) -> Result<i64> {
 /// the cluster nor schedules anything.
 pub struct PgDirectory {
     pool: Pool,
+    clock: Clock,
 }
 
 impl PgDirectory {
@@ -145,7 +141,10 @@ impl PgDirectory {
     pub async fn open(url: &str) -> Result<PgDirectory> {
         let pool = super::pool(url, 2)?;
         super::migrate(&pool).await?;
-        Ok(PgDirectory { pool })
+        Ok(PgDirectory {
+            pool,
+            clock: Clock::system(),
+        })
     }
 }
 
@@ -164,15 +163,15 @@ impl Directory for PgDirectory {
     }
 
     async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
-        create_org(&self.pool, spec).await
+        create_org(&self.pool, spec, self.clock.now_ms()).await
     }
 
     async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
-        create_key(&self.pool, org_id).await
+        create_key(&self.pool, org_id, self.clock.now_ms()).await
     }
 
     async fn revoke_key(&self, key_id: &str) -> Result<()> {
-        revoke_key(&self.pool, key_id).await
+        revoke_key(&self.pool, key_id, self.clock.now_ms()).await
     }
 
     async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {

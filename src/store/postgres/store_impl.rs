@@ -90,15 +90,15 @@ impl Directory for PgStore {
     }
 
     async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
-        admin::create_org(self.live_pool()?, spec).await
+        admin::create_org(self.live_pool()?, spec, self.shared.clock.now_ms()).await
     }
 
     async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
-        admin::create_key(self.live_pool()?, org_id).await
+        admin::create_key(self.live_pool()?, org_id, self.shared.clock.now_ms()).await
     }
 
     async fn revoke_key(&self, key_id: &str) -> Result<()> {
-        admin::revoke_key(self.live_pool()?, key_id).await
+        admin::revoke_key(self.live_pool()?, key_id, self.shared.clock.now_ms()).await
     }
 
     async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
