@@ -44,7 +44,7 @@ fn now_ms() -> i64 {
 }
 
 /// Creates an organization and its first API key in one transaction.
-pub async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
+pub(crate) async fn create_org(pool: &Pool, spec: &OrgSpec) -> Result<CreatedOrg> {
     let now = now_ms();
     let org = Org::from_spec(spec, now)?;
     let mut client = pool.get().await.map_err(pool_err)?;
@@ -97,7 +97,7 @@ async fn insert_key(
 }
 
 /// A new API key for the organization with public id `org_id`.
-pub async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
+pub(crate) async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
         .query_opt(ORG_BY_PUBLIC_ID, &[&org_id])
@@ -108,7 +108,7 @@ pub async fn create_key(pool: &Pool, org_id: &str) -> Result<(String, ApiKey)> {
 }
 
 /// Revokes an API key (idempotent); `NotFound` if there is no such key.
-pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
+pub(crate) async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
     let client = pool.get().await.map_err(pool_err)?;
     let n = client
         .execute(REVOKE_KEY, &[&key_id, &now_ms()])
@@ -118,7 +118,11 @@ pub async fn revoke_key(pool: &Pool, key_id: &str) -> Result<()> {
 }
 
 /// Sets (or, with `None`, removes) an organization's webhook signing secret.
-pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>) -> Result<()> {
+pub(crate) async fn set_webhook_secret(
+    pool: &Pool,
+    org_id: &str,
+    secret: Option<&str>,
+) -> Result<()> {
     let client = pool.get().await.map_err(pool_err)?;
     let n = client
         .execute(SET_WEBHOOK_SECRET, &[&org_id, &secret])
@@ -128,7 +132,7 @@ pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>)
 }
 
 /// How many organizations exist.
-pub async fn count_orgs(pool: &Pool) -> Result<i64> {
+pub(crate) async fn count_orgs(pool: &Pool) -> Result<i64> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client.query_one(COUNT_ORGS, &[]).await.map_err(pg_err)?;
     Ok(row.get(0))
@@ -136,13 +140,13 @@ pub async fn count_orgs(pool: &Pool) -> Result<i64> {
 
 /// The directory on a plain pool of two connections: the CLI's handle, which neither joins
 /// the cluster nor schedules anything.
-pub struct PgDirectory {
+pub(crate) struct PgDirectory {
     pool: Pool,
 }
 
 impl PgDirectory {
     /// Connects and migrates the database if needed.
-    pub async fn open(url: &str) -> Result<PgDirectory> {
+    pub(crate) async fn open(url: &str) -> Result<PgDirectory> {
         let pool = super::pool(url, 2)?;
         super::migrate(&pool).await?;
         Ok(PgDirectory { pool })
