@@ -13,26 +13,26 @@ use crate::api::error::ApiError;
 use crate::domain::apikey::{ApiKey, constant_time_eq};
 use crate::store::{OrgKey, Store};
 
-pub const CACHE_TTL: Duration = Duration::from_secs(10);
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(10);
 const CACHE_MAX: usize = 100_000;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
-pub struct Caller {
-    pub org: OrgKey,
-    pub key_id: String,
+pub(crate) struct Caller {
+    pub(crate) org: OrgKey,
+    pub(crate) key_id: String,
     /// The organization's own rate limit (requests/s per key per endpoint), if it set one.
-    pub rate_limit: Option<u32>,
+    pub(crate) rate_limit: Option<u32>,
 }
 
 #[derive(Default)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     cache: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
 }
 
 impl Authenticator {
     /// Resolves the `Authorization` header value to a caller, or the right 401.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         store: &dyn Store,
         header: Option<&str>,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     /// `None`: the system clock. `Some`: a manual clock, moved only by [`Clock::advance`] and
-    /// [`Clock::set`].
+    /// `Clock::set` (unit tests).
     manual: Option<Arc<AtomicI64>>,
 }
 
@@ -29,7 +29,7 @@ impl Clock {
     }
 
     /// A clock that starts at `start_ms` and moves only when told to ([`Clock::advance`],
-    /// [`Clock::set`]). Clones share the same time.
+    /// `Clock::set` in unit tests). Clones share the same time.
     pub fn manual(start_ms: i64) -> Clock {
         Clock {
             manual: Some(Arc::new(AtomicI64::new(start_ms))),
@@ -44,11 +44,6 @@ impl Clock {
         }
     }
 
-    /// Whether this is a manual clock.
-    pub fn is_manual(&self) -> bool {
-        self.manual.is_some()
-    }
-
     /// Moves a manual clock forward by `ms` (backwards with a negative value). A system clock
     /// ignores it.
     pub fn advance(&self, ms: i64) {
@@ -58,7 +53,8 @@ impl Clock {
     }
 
     /// Sets a manual clock to `ms`. A system clock ignores it.
-    pub fn set(&self, ms: i64) {
+    #[cfg(test)]
+    pub(crate) fn set(&self, ms: i64) {
         if let Some(t) = &self.manual {
             t.store(ms, Ordering::Release);
         }

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use crate::engines::LatencyRange;
 
 /// The default embedded database.
-pub const DEFAULT_DB: &str = "./cloro-data/cloro.db";
+pub(crate) const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 
 /// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
 /// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
@@ -42,7 +42,7 @@ pub struct ServeArgs {
     pub db: DbArgs,
     /// A file of `name = value` lines with the options below.
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Simulated engine latency in ms: `N` or `MIN..MAX`.
     #[arg(long, env = "CLORO_SIM_LATENCY_MS", default_value = "0")]
     pub sim_latency_ms: LatencyRange,
@@ -160,7 +160,7 @@ pub enum KeyCommand {
     },
 }
 
-pub use crate::store::Database;
+pub(crate) use crate::store::Database;
 
 /// Parses `--database` / `DATABASE_URL` (absent: the embedded default).
 pub fn parse_database(url: Option<&str>) -> Result<Database, String> {

@@ -18,10 +18,15 @@
 //!   [`cli`]: the administrative commands; [`clock`]: the injected wall clock; `testing` (the
 //!   `testing` feature, on for this package's own tests): throw-away databases for tests.
 //!   The benchmark, `cloro bench`, is part of the binary (`src/bench/`), not of the library.
+//!
+//! Items are `pub(crate)` unless the binary, the integration tests (`tests/`) or the fuzz targets
+//! (`fuzz/`) use them; the docs of what stays `pub` may link to crate-private items.
+
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod api;
 pub mod app;
-pub mod auth;
+pub(crate) mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

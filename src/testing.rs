@@ -50,7 +50,7 @@ enum Cleanup {
 }
 
 /// A unique new directory under the system temporary directory.
-pub fn scratch_dir(prefix: &str) -> std::io::Result<PathBuf> {
+pub(crate) fn scratch_dir(prefix: &str) -> std::io::Result<PathBuf> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -73,14 +73,6 @@ impl TestDb {
             database: Database::Sqlite(dir.join("cloro.db")),
             cleanup: Cleanup::Dir(dir),
         })
-    }
-
-    /// The directory of a SQLite test database.
-    pub fn dir(&self) -> Option<&PathBuf> {
-        match &self.cleanup {
-            Cleanup::Dir(d) => Some(d),
-            Cleanup::Pg { .. } => None,
-        }
     }
 
     /// A new PostgreSQL database on the server of `admin_url`.

@@ -51,13 +51,13 @@ impl Default for EdgeConfig {
 }
 
 /// The request id a client asked for, when it is a UUID.
-pub fn client_request_id(value: Option<&HeaderValue>) -> Option<Uuid> {
+pub(crate) fn client_request_id(value: Option<&HeaderValue>) -> Option<Uuid> {
     value
         .and_then(|v| v.to_str().ok())
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
 }
 
-pub async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+pub(crate) async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id =
         client_request_id(req.headers().get("x-request-id")).unwrap_or_else(Uuid::new_v4);

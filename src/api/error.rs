@@ -12,7 +12,7 @@ use crate::time_fmt::{format_ms, now_ms};
 use crate::wire::{ErrorBody, ErrorEnvelope};
 
 /// Stable error codes: (code, status, default message). One line per code.
-pub const ERROR_CODES: &[(&str, u16, &str)] = &[
+pub(crate) const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("VALIDATION_ERROR", 400, "Request validation failed"),
     ("MISSING_API_KEY", 401, "Missing or invalid API key"),
     ("INVALID_API_KEY_FORMAT", 401, "Invalid API key format"),
@@ -38,18 +38,18 @@ pub const ERROR_CODES: &[(&str, u16, &str)] = &[
 
 /// An error answered to a client.
 #[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub details: Option<Value>,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) details: Option<Value>,
     /// Seconds, sent as `Retry-After` (503 only).
-    pub retry_after: Option<u32>,
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
     /// The error with `code`'s status and default message.
-    pub fn new(code: &'static str) -> ApiError {
+    pub(crate) fn new(code: &'static str) -> ApiError {
         let (status, message) = ERROR_CODES
             .iter()
             .find(|(c, _, _)| *c == code)
@@ -64,28 +64,28 @@ impl ApiError {
         }
     }
 
-    pub fn message(mut self, m: impl Into<String>) -> ApiError {
+    pub(crate) fn message(mut self, m: impl Into<String>) -> ApiError {
         self.message = m.into();
         self
     }
 
-    pub fn details(mut self, d: Value) -> ApiError {
+    pub(crate) fn details(mut self, d: Value) -> ApiError {
         self.details = Some(d);
         self
     }
 
     /// 400 listing every invalid field.
-    pub fn validation(errors: &[FieldError]) -> ApiError {
+    pub(crate) fn validation(errors: &[FieldError]) -> ApiError {
         ApiError::new("VALIDATION_ERROR").details(field_errors(errors))
     }
 
-    pub fn not_found(id: &str, message: &str) -> ApiError {
+    pub(crate) fn not_found(id: &str, message: &str) -> ApiError {
         ApiError::new("RESOURCE_NOT_FOUND")
             .message(message)
             .details(json!({ "id": id }))
     }
 
-    pub fn unavailable() -> ApiError {
+    pub(crate) fn unavailable() -> ApiError {
         let mut e = ApiError::new("SERVICE_UNAVAILABLE");
         e.retry_after = Some(1);
         e
@@ -102,7 +102,7 @@ impl ApiError {
     }
 }
 
-pub fn field_errors(errors: &[FieldError]) -> Value {
+pub(crate) fn field_errors(errors: &[FieldError]) -> Value {
     Value::Array(
         errors
             .iter()

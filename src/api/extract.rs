@@ -13,7 +13,7 @@ use crate::auth::Caller;
 
 /// The authenticated organization of a `/v1/*` request (put there by
 /// [`authenticate`](super::auth::authenticate)).
-pub(crate) struct Auth(pub Caller);
+pub(crate) struct Auth(pub(crate) Caller);
 
 impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
@@ -28,7 +28,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 }
 
 /// A JSON request body: `Content-Type: application/json`, at most `max_body_bytes`, valid JSON.
-pub(crate) struct JsonBody(pub Value);
+pub(crate) struct JsonBody(pub(crate) Value);
 
 impl FromRequest<SharedState> for JsonBody {
     type Rejection = ApiError;

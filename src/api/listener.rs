@@ -27,7 +27,7 @@ use super::edge::EdgeConfig;
 const MIN_BUF: usize = 8192;
 
 /// Serves `app` on `listener` until `cancel`, then drains the open connections.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     edge: EdgeConfig,

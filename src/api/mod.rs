@@ -16,17 +16,17 @@
 //! error envelope. The extractors ([`extract`]) reject in that envelope too.
 
 pub(crate) mod auth;
-pub mod credits;
+pub(crate) mod credits;
 pub mod edge;
-pub mod error;
+pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod health;
-pub mod listener;
+pub(crate) mod listener;
 pub mod openapi;
 pub(crate) mod queue;
-pub mod ratelimit;
-pub mod reference;
-pub mod tasks;
+pub(crate) mod ratelimit;
+pub(crate) mod reference;
+pub(crate) mod tasks;
 
 use std::sync::{Arc, LazyLock};
 
@@ -42,20 +42,20 @@ use crate::auth::Authenticator;
 use crate::store::Store;
 
 /// Shared state of every handler.
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub auth: Authenticator,
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) auth: Authenticator,
     /// Largest accepted request body (a 500-task batch of long prompts fits).
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Bounds of the HTTP edge.
-    pub edge: edge::EdgeConfig,
-    pub limiter: ratelimit::RateLimiter,
+    pub(crate) edge: edge::EdgeConfig,
+    pub(crate) limiter: ratelimit::RateLimiter,
     /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
-    pub allow_private_webhooks: bool,
+    pub(crate) allow_private_webhooks: bool,
 }
 
 impl AppState {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         max_body_bytes: usize,
         edge: edge::EdgeConfig,
@@ -72,7 +72,7 @@ impl AppState {
     }
 }
 
-pub type SharedState = Arc<AppState>;
+pub(crate) type SharedState = Arc<AppState>;
 
 /// The route table: every documented route, once. A new route is one line here plus its
 /// handler, with its `#[utoipa::path]`, in the file of its resource.
@@ -110,7 +110,7 @@ pub fn rate_limit_buckets() -> &'static [String] {
 
 /// The server's router: the route table, the two undocumented document routes, the fallbacks
 /// and the middleware.
-pub fn router(state: SharedState) -> Router {
+pub(crate) fn router(state: SharedState) -> Router {
     let (documented, _) = routes().split_for_parts();
     documented
         .route("/openapi.json", get(openapi::openapi_json))

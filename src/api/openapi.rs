@@ -103,7 +103,7 @@ fn header(schema: Value, description: &str) -> Value {
 }
 
 /// The document: utoipa's output plus what every operation shares.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut doc =
         serde_json::to_value(super::routes().into_openapi()).unwrap_or_else(|_| json!({}));
     let codes: Vec<Value> = ERROR_CODES.iter().map(|(c, _, _)| json!(c)).collect();
@@ -233,7 +233,7 @@ pub fn document() -> Value {
 static DOCUMENT: LazyLock<String> =
     LazyLock::new(|| serde_json::to_string_pretty(&document()).unwrap_or_else(|_| "{}".to_owned()));
 
-pub async fn openapi_json() -> Response {
+pub(crate) async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         DOCUMENT.as_str(),
@@ -255,7 +255,7 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 </html>
 "#;
 
-pub async fn docs() -> Response {
+pub(crate) async fn docs() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         DOCS_PAGE,

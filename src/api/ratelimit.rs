@@ -13,18 +13,18 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// The default limit: requests per second per key per endpoint.
-pub const DEFAULT_RATE_LIMIT: u32 = 1_000;
+pub(crate) const DEFAULT_RATE_LIMIT: u32 = 1_000;
 /// Most counters kept at once.
-pub const MAX_ENTRIES: usize = 200_000;
+pub(crate) const MAX_ENTRIES: usize = 200_000;
 
 /// What the limiter decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub allowed: bool,
+pub(crate) struct Decision {
+    pub(crate) allowed: bool,
     /// `X-RateLimit-Limit`.
-    pub limit: u32,
+    pub(crate) limit: u32,
     /// `X-RateLimit-Remaining`: requests left in this window after this one.
-    pub remaining: u32,
+    pub(crate) remaining: u32,
 }
 
 struct Inner {
@@ -33,14 +33,14 @@ struct Inner {
 }
 
 /// The fixed-window counters of one server.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     default_limit: u32,
     start: Instant,
     inner: Mutex<Inner>,
 }
 
 impl RateLimiter {
-    pub fn new(default_limit: u32) -> RateLimiter {
+    pub(crate) fn new(default_limit: u32) -> RateLimiter {
         RateLimiter {
             default_limit: default_limit.max(1),
             start: Instant::now(),
@@ -52,13 +52,18 @@ impl RateLimiter {
     }
 
     /// Counts one request of `key_id` on `route` now; `org_limit` overrides the default.
-    pub fn check(&self, key_id: &str, route: &'static str, org_limit: Option<u32>) -> Decision {
+    pub(crate) fn check(
+        &self,
+        key_id: &str,
+        route: &'static str,
+        org_limit: Option<u32>,
+    ) -> Decision {
         let second = self.start.elapsed().as_secs();
         self.check_at(key_id, route, org_limit, second)
     }
 
     /// [`check`](Self::check) in window `second` (tests drive the clock).
-    pub fn check_at(
+    pub(crate) fn check_at(
         &self,
         key_id: &str,
         route: &'static str,
@@ -97,16 +102,13 @@ impl RateLimiter {
     }
 
     /// Counters held now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .counters
             .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

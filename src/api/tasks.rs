@@ -15,7 +15,7 @@ use crate::store::{ItemError, NewTask, SubmitError};
 use crate::wire::{BatchItem, BatchResponse, CreateTaskResponse, ErrorEnvelope, GetTaskResponse};
 
 /// Most tasks in one batch.
-pub const MAX_BATCH: usize = 500;
+pub(crate) const MAX_BATCH: usize = 500;
 
 fn new_task(r: TaskRequest) -> NewTask {
     NewTask {

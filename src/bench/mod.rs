@@ -102,7 +102,7 @@ const MAX_BATCH: usize = 500;
 
 /// Which scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
+pub(crate) enum Scenario {
     All,
     Enqueue,
     Drain,
@@ -116,61 +116,61 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Scenario to run (all: enqueue, drain, latency, status, in this order).
     #[arg(long, value_enum, default_value_t = Scenario::All)]
-    pub scenario: Scenario,
+    pub(crate) scenario: Scenario,
     /// Tasks to enqueue (`enqueue`), and to enqueue and run (`drain`).
     #[arg(long, default_value_t = 200_000)]
-    pub tasks: usize,
+    pub(crate) tasks: usize,
     /// Tasks per batch request (1 to 500).
     #[arg(long, default_value_t = 500)]
-    pub batch: usize,
+    pub(crate) batch: usize,
     /// Concurrent HTTP clients submitting batches (`enqueue`, `status`).
     #[arg(long, default_value_t = 4)]
-    pub clients: usize,
+    pub(crate) clients: usize,
     /// Server workers (`drain`, `latency`).
     #[arg(long, default_value_t = 256)]
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Organizations submitting concurrently (`drain`).
     #[arg(long, default_value_t = 4)]
-    pub orgs: usize,
+    pub(crate) orgs: usize,
     /// Sequential single-task submissions timed (`latency`).
     #[arg(long, default_value_t = 2000)]
-    pub samples: usize,
+    pub(crate) samples: usize,
     /// Tasks kept queued while status is timed and memory is read (`status`).
     #[arg(long, default_value_t = 1_000_000)]
-    pub queued: usize,
+    pub(crate) queued: usize,
     /// Sequential status requests timed per organization (`status`).
     #[arg(long, default_value_t = 5000)]
-    pub status_samples: usize,
+    pub(crate) status_samples: usize,
     /// Length of the `load` scenario, seconds.
     #[arg(long, default_value_t = 60)]
-    pub duration_secs: u64,
+    pub(crate) duration_secs: u64,
     /// Offered requests per second of the `load` scenario, over all clients.
     #[arg(long, default_value_t = 2000)]
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// Print one JSON object per scenario on stdout (human lines go to stderr).
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Benchmark the cluster store: a PostgreSQL URL whose server gets a fresh database per
     /// scenario (the URL's own database is used only to create and drop them). Default: SQLite.
     #[arg(long)]
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// Server nodes sharing the database (more than 1 needs `--database postgres://…`); clients
     /// spread their requests over them.
     #[arg(long, default_value_t = 1)]
-    pub nodes: usize,
+    pub(crate) nodes: usize,
     /// Cluster store only: keep a REPEATABLE READ transaction open on the benchmark's database
     /// for the whole scenario, holding back vacuum (as a long report or a forgotten session
     /// would).
     #[arg(long)]
-    pub long_transaction: bool,
+    pub(crate) long_transaction: bool,
     /// `--scenario webhooks`: rounds of (with webhooks, without) after a first run without;
     /// each run with webhooks is compared with the runs without on either side of it, and the
     /// median over the rounds is reported.
     #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
+    pub(crate) rounds: usize,
 }
 
 /// Where the scenarios run: set once from the arguments.
@@ -179,7 +179,7 @@ static TARGET: std::sync::OnceLock<(Option<String>, usize)> = std::sync::OnceLoc
 static LONG_TXN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(
         (1..=MAX_BATCH).contains(&args.batch),
         "--batch must be between 1 and {MAX_BATCH}"

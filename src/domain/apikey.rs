@@ -8,7 +8,7 @@ use std::fmt;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-pub const PREFIX: &str = "sk_live_";
+pub(crate) const PREFIX: &str = "sk_live_";
 
 /// A well-formed API key. `Debug` never prints the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl ApiKey {
     }
 
     /// A fresh key from the operating system's CSPRNG (128 random bits).
-    pub fn generate() -> ApiKey {
+    pub(crate) fn generate() -> ApiKey {
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         ApiKey(format!("{PREFIX}{}", hex::encode(bytes)))
@@ -50,7 +50,7 @@ impl ApiKey {
 }
 
 /// Compares two byte strings in time that depends only on their length.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -261,12 +261,13 @@ pub static ALL_COUNTRIES: &[(&str, &str)] = &[
 ];
 
 /// Whether `code` is one of the 250 supported codes. Case-sensitive: codes are uppercase.
-pub fn is_known_country(code: &str) -> bool {
+pub(crate) fn is_known_country(code: &str) -> bool {
     ALL_COUNTRIES.iter().any(|(c, _)| *c == code)
 }
 
 /// The English name of a supported country code.
-pub fn country_name(code: &str) -> Option<&'static str> {
+#[cfg(test)]
+pub(crate) fn country_name(code: &str) -> Option<&'static str> {
     ALL_COUNTRIES
         .iter()
         .find(|(c, _)| *c == code)
@@ -275,7 +276,7 @@ pub fn country_name(code: &str) -> Option<&'static str> {
 
 /// The `model` query values of `GET /v1/countries`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CountryModel {
+pub(crate) enum CountryModel {
     Aimode,
     Aioverview,
     Chatgpt,
@@ -287,7 +288,7 @@ pub enum CountryModel {
 }
 
 impl CountryModel {
-    pub const ALL: [CountryModel; 8] = [
+    pub(crate) const ALL: [CountryModel; 8] = [
         CountryModel::Aimode,
         CountryModel::Aioverview,
         CountryModel::Chatgpt,
@@ -299,7 +300,7 @@ impl CountryModel {
     ];
 
     /// Wire name (lowercase), e.g. `aioverview`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CountryModel::Aimode => "aimode",
             CountryModel::Aioverview => "aioverview",
@@ -313,12 +314,12 @@ impl CountryModel {
     }
 
     /// Parses the exact lowercase wire name; anything else (including other casings) is `None`.
-    pub fn parse(s: &str) -> Option<CountryModel> {
+    pub(crate) fn parse(s: &str) -> Option<CountryModel> {
         CountryModel::ALL.into_iter().find(|m| m.as_str() == s)
     }
 
     /// Codes excluded for this model (reference §7.1). ChatGPT re-enabled CZ on 2026-09-24.
-    pub fn blocked(self) -> &'static [&'static str] {
+    pub(crate) fn blocked(self) -> &'static [&'static str] {
         match self {
             CountryModel::Aimode => &["CN", "CU", "IR", "KP"],
             CountryModel::Aioverview => &[
@@ -335,13 +336,13 @@ impl CountryModel {
     }
 
     /// Whether `code` is blocked for this model.
-    pub fn is_blocked(self, code: &str) -> bool {
+    pub(crate) fn is_blocked(self, code: &str) -> bool {
         self.blocked().contains(&code)
     }
 }
 
 /// The supported codes for `model` (all 250 when `None`), in name order, minus blocked ones.
-pub fn countries_for(model: Option<CountryModel>) -> Vec<&'static str> {
+pub(crate) fn countries_for(model: Option<CountryModel>) -> Vec<&'static str> {
     ALL_COUNTRIES
         .iter()
         .map(|(code, _)| *code)
@@ -350,7 +351,7 @@ pub fn countries_for(model: Option<CountryModel>) -> Vec<&'static str> {
 }
 
 /// The 50 US states plus DC, as `(USPS code, name)`, in the order `GET /v1/states` returns them.
-pub static US_STATES: &[(&str, &str)] = &[
+pub(crate) static US_STATES: &[(&str, &str)] = &[
     ("AL", "Alabama"),
     ("AK", "Alaska"),
     ("AZ", "Arizona"),
@@ -405,7 +406,7 @@ pub static US_STATES: &[(&str, &str)] = &[
 ];
 
 /// Whether `code` is a USPS code of `US_STATES` (case-sensitive, uppercase).
-pub fn is_us_state(code: &str) -> bool {
+pub(crate) fn is_us_state(code: &str) -> bool {
     US_STATES.iter().any(|(c, _)| *c == code)
 }
 

@@ -13,7 +13,7 @@
 //! `percent_decode` (JavaScript's `decodeURIComponent`).
 
 /// Google / Google News page depth (also the cap of a URL's `num`).
-pub const MAX_PAGES: i64 = 10;
+pub(crate) const MAX_PAGES: i64 = 10;
 
 /// The message of a URL that is not an absolute `http`/`https` URL (also used for
 /// `webhook.url`).
@@ -21,7 +21,7 @@ pub(crate) const MSG_BAD_HTTP_URL: &str = "url must be a valid absolute http(s) 
 
 /// Why a Google search URL was refused (reference §5.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GoogleUrlRejection {
+pub(crate) enum GoogleUrlRejection {
     Malformed,
     Host,
     Path,
@@ -30,7 +30,7 @@ pub enum GoogleUrlRejection {
 }
 
 impl GoogleUrlRejection {
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             GoogleUrlRejection::Malformed => MSG_BAD_HTTP_URL,
             GoogleUrlRejection::Host => {
@@ -48,25 +48,25 @@ impl GoogleUrlRejection {
 /// The parts of a Google web-search URL the scraper honours (`q, gl, hl, uule, num, start, tbs,
 /// safe`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GoogleSearchUrl {
+pub(crate) struct GoogleSearchUrl {
     /// `q`, trimmed, never empty.
-    pub query: String,
+    pub(crate) query: String,
     /// `gl`, uppercased; `None` when absent or blank.
-    pub country: Option<String>,
+    pub(crate) country: Option<String>,
     /// `hl`, lower-cased; `None` when absent or blank.
-    pub language: Option<String>,
+    pub(crate) language: Option<String>,
     /// `uule`, percent-decoded without turning `+` into a space.
-    pub uule: Option<String>,
+    pub(crate) uule: Option<String>,
     /// `start` (default 0; junk or negative values fall back to 0).
-    pub start_offset: u64,
+    pub(crate) start_offset: u64,
     /// `ceil(num / 10)` capped to 1..=10 (default `num` 10 → 1 page).
-    pub pages: u32,
-    pub tbs: Option<String>,
-    pub safe: Option<String>,
+    pub(crate) pages: u32,
+    pub(crate) tbs: Option<String>,
+    pub(crate) safe: Option<String>,
 }
 
 /// Parses a caller-supplied Google web-search URL (Google `url` mode, reference §5.7).
-pub fn parse_google_search_url(raw: &str) -> Result<GoogleSearchUrl, GoogleUrlRejection> {
+pub(crate) fn parse_google_search_url(raw: &str) -> Result<GoogleSearchUrl, GoogleUrlRejection> {
     let url = url::Url::parse(raw).map_err(|_| GoogleUrlRejection::Malformed)?;
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(GoogleUrlRejection::Malformed);

@@ -15,9 +15,9 @@
 pub mod apikey;
 pub mod countries;
 pub mod fuzz_checks;
-pub mod google_url;
-pub mod plan;
-pub mod request;
+pub(crate) mod google_url;
+pub(crate) mod plan;
+pub(crate) mod request;
 pub mod task;
 pub mod types;
 

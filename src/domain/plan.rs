@@ -2,13 +2,13 @@
 
 /// One plan row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Plan {
-    pub name: &'static str,
-    pub credits: i64,
-    pub concurrency: u32,
+pub(crate) struct Plan {
+    pub(crate) name: &'static str,
+    pub(crate) credits: i64,
+    pub(crate) concurrency: u32,
 }
 
-pub const PLANS: &[Plan] = &[
+pub(crate) const PLANS: &[Plan] = &[
     Plan {
         name: "free",
         credits: 500,
@@ -62,9 +62,9 @@ pub const PLANS: &[Plan] = &[
 ];
 
 /// Queue limit of every plan (reference §2).
-pub const DEFAULT_QUEUE_LIMIT: i64 = 100_000;
+pub(crate) const DEFAULT_QUEUE_LIMIT: i64 = 100_000;
 
-pub fn plan(name: &str) -> Option<Plan> {
+pub(crate) fn plan(name: &str) -> Option<Plan> {
     PLANS.iter().copied().find(|p| p.name == name)
 }
 

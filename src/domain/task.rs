@@ -16,7 +16,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Queued => "QUEUED",
             TaskStatus::Processing => "PROCESSING",
@@ -24,7 +24,8 @@ impl TaskStatus {
             TaskStatus::Failed => "FAILED",
         }
     }
-    pub fn code(self) -> i64 {
+    #[cfg(test)]
+    pub(crate) fn code(self) -> i64 {
         match self {
             TaskStatus::Queued => 0,
             TaskStatus::Processing => 1,
@@ -32,7 +33,7 @@ impl TaskStatus {
             TaskStatus::Failed => 3,
         }
     }
-    pub fn from_code(c: i64) -> TaskStatus {
+    pub(crate) fn from_code(c: i64) -> TaskStatus {
         match c {
             0 => TaskStatus::Queued,
             1 => TaskStatus::Processing,
@@ -40,7 +41,7 @@ impl TaskStatus {
             _ => TaskStatus::Failed,
         }
     }
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(self, TaskStatus::Completed | TaskStatus::Failed)
     }
 }
@@ -48,7 +49,7 @@ impl TaskStatus {
 const LOW62: u64 = (1 << 62) - 1;
 
 /// Builds the id of the task with sequence `seq`, created at `created_ms`.
-pub fn task_id(created_ms: i64, seq: i64, mask: u64, rand12: u16) -> Uuid {
+pub(crate) fn task_id(created_ms: i64, seq: i64, mask: u64, rand12: u16) -> Uuid {
     let ms = (created_ms as u64) & 0xFFFF_FFFF_FFFF;
     let hi = (ms << 16) | (0x7 << 12) | u64::from(rand12 & 0x0FFF);
     let lo = (0b10 << 62) | (((seq as u64) ^ mask) & LOW62);
@@ -57,7 +58,7 @@ pub fn task_id(created_ms: i64, seq: i64, mask: u64, rand12: u16) -> Uuid {
 
 /// Recovers the sequence number from an id made by [`task_id`] (the caller still checks the
 /// whole id against the stored one).
-pub fn seq_of(id: &Uuid, mask: u64) -> i64 {
+pub(crate) fn seq_of(id: &Uuid, mask: u64) -> i64 {
     let (_, lo) = id.as_u64_pair();
     ((lo & LOW62) ^ (mask & LOW62)) as i64
 }

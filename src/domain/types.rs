@@ -17,7 +17,7 @@ pub enum TaskType {
 }
 
 impl TaskType {
-    pub const ALL: [TaskType; 8] = [
+    pub(crate) const ALL: [TaskType; 8] = [
         TaskType::Aimode,
         TaskType::Google,
         TaskType::GoogleNews,
@@ -29,7 +29,7 @@ impl TaskType {
     ];
 
     /// Wire name, e.g. `GOOGLE_NEWS`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TaskType::Aimode => "AIMODE",
             TaskType::Google => "GOOGLE",
@@ -42,12 +42,12 @@ impl TaskType {
         }
     }
 
-    pub fn parse(s: &str) -> Option<TaskType> {
+    pub(crate) fn parse(s: &str) -> Option<TaskType> {
         TaskType::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     /// Compact code stored in the database.
-    pub fn code(self) -> i64 {
+    pub(crate) fn code(self) -> i64 {
         match self {
             TaskType::Aimode => 0,
             TaskType::Google => 1,
@@ -60,20 +60,20 @@ impl TaskType {
         }
     }
 
-    pub fn from_code(c: i64) -> Option<TaskType> {
+    pub(crate) fn from_code(c: i64) -> Option<TaskType> {
         TaskType::ALL.into_iter().find(|t| t.code() == c)
     }
 }
 
 /// One invalid field of a request: `field` is a dotted path (`payload.country`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
+pub(crate) struct FieldError {
+    pub(crate) field: String,
+    pub(crate) message: String,
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
             message: message.into(),

@@ -11,7 +11,7 @@
 //! A real adapter (OpenAI Responses, Gemini, SerpApi…) is a new file or folder here
 //! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
 
-pub mod simulated;
+pub(crate) mod simulated;
 
 pub use simulated::{LatencyRange, SimulatedEngine};
 
@@ -29,16 +29,16 @@ pub struct EngineTask<'a> {
     /// Always `payload.task_type()`.
     pub task_type: TaskType,
     /// The validated payload, typed by engine family.
-    pub payload: &'a Payload,
+    pub(crate) payload: &'a Payload,
     /// 1 for the first attempt.
-    pub attempt: u32,
+    pub(crate) attempt: u32,
 }
 
 /// A successful result: the object served as `response` and extra credits (AI Mode products).
 #[derive(Debug, Clone)]
 pub struct EngineOutput {
-    pub result: Value,
-    pub extra_credits: i64,
+    pub(crate) result: Value,
+    pub(crate) extra_credits: i64,
 }
 
 /// A failed attempt. Retryable failures are retried with backoff; fatal ones fail the task.

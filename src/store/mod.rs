@@ -90,7 +90,7 @@ pub struct Cause {
 
 impl Cause {
     /// `message`, caused by the driver error `source`.
-    pub fn new(
+    pub(crate) fn new(
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Cause {
@@ -101,7 +101,7 @@ impl Cause {
     }
 
     /// The driver's error, if a driver produced this failure.
-    pub fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    pub(crate) fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
@@ -129,20 +129,20 @@ impl From<&str> for Cause {
     }
 }
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// An organization as the scheduler and the API see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
     pub key: OrgKey,
     pub public_id: String,
-    pub name: String,
-    pub plan: String,
-    pub concurrency: u32,
+    pub(crate) name: String,
+    pub(crate) plan: String,
+    pub(crate) concurrency: u32,
     pub credits: i64,
-    pub per_cycle: Option<i64>,
+    pub(crate) per_cycle: Option<i64>,
     pub cycle_resets_ms: Option<i64>,
-    pub queue_limit: i64,
+    pub(crate) queue_limit: i64,
 }
 
 /// Length of a billing cycle.
@@ -171,7 +171,7 @@ pub struct CreatedOrg {
 impl Org {
     /// A new organization from its spec: the plan's credits and concurrency unless overridden;
     /// paid plans start a billing cycle now. `key` is 0 until the store assigns one.
-    pub fn from_spec(spec: &OrgSpec, now_ms: i64) -> Result<Org> {
+    pub(crate) fn from_spec(spec: &OrgSpec, now_ms: i64) -> Result<Org> {
         let p = crate::domain::plan::plan(&spec.plan).ok_or_else(|| {
             let names: Vec<&str> = crate::domain::plan::PLANS.iter().map(|p| p.name).collect();
             Error::Conflict(format!(
@@ -198,19 +198,19 @@ impl Org {
 }
 
 /// A fresh API key id.
-pub fn new_key_id() -> String {
+pub(crate) fn new_key_id() -> String {
     format!("key_{}", Uuid::new_v4().simple())
 }
 
 /// What an API key resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
-    pub key_id: String,
+    pub(crate) key_id: String,
     pub org: OrgKey,
-    pub digest: Vec<u8>,
-    pub revoked: bool,
+    pub(crate) digest: Vec<u8>,
+    pub(crate) revoked: bool,
     /// The organization's rate limit (`orgs.rate_limit`), if set.
-    pub rate_limit: Option<u32>,
+    pub(crate) rate_limit: Option<u32>,
 }
 
 /// A validated task to insert.
@@ -238,12 +238,12 @@ pub enum SubmitError {
 }
 
 /// One answer per submitted item, filled in as the submission is decided.
-pub type ItemResults = Vec<Option<std::result::Result<TaskRecord, ItemError>>>;
+pub(crate) type ItemResults = Vec<Option<std::result::Result<TaskRecord, ItemError>>>;
 
 /// The submission rules both stores share: within the submission a repeated idempotency key
 /// fails (the first one wins), and credits are checked cumulatively in input order against
 /// `balance`. Refused items are answered in `out`; the accepted ones come back with their index.
-pub fn screen_submission(
+pub(crate) fn screen_submission(
     tasks: Vec<NewTask>,
     balance: i64,
     out: &mut ItemResults,
@@ -272,16 +272,16 @@ pub fn screen_submission(
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub id: Uuid,
-    pub task_type: TaskType,
+    pub(crate) task_type: TaskType,
     pub status: TaskStatus,
-    pub priority: u8,
+    pub(crate) priority: u8,
     pub created_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
-    pub attempts: u32,
-    pub idempotency_key: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) idempotency_key: Option<String>,
     pub webhook_url: Option<String>,
-    pub credits_to_charge: i64,
+    pub(crate) credits_to_charge: i64,
     pub credits_charged: Option<i64>,
     /// The result (COMPLETED) or `{"error": ...}` (FAILED).
     pub response: Option<Value>,
@@ -302,14 +302,14 @@ impl TaskRecord {
 /// A task handed to a worker.
 #[derive(Debug, Clone)]
 pub struct ClaimedTask {
-    pub seq: i64,
+    pub(crate) seq: i64,
     pub id: Uuid,
     pub org: OrgKey,
-    pub task_type: TaskType,
-    pub payload: Value,
+    pub(crate) task_type: TaskType,
+    pub(crate) payload: Value,
     /// 1-based number of this attempt.
     pub attempt: u32,
-    pub credits_to_charge: i64,
+    pub(crate) credits_to_charge: i64,
 }
 
 /// How an attempt ended.
@@ -329,13 +329,13 @@ pub enum Outcome {
 }
 
 /// Most attempts of one webhook delivery (reference §3).
-pub const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
+pub(crate) const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
 
 /// A webhook delivery claimed by this node: send it, then [`Store::record_webhook`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookJob {
     /// The task's sequence number (the delivery's key).
-    pub seq: i64,
+    pub(crate) seq: i64,
     pub org: OrgKey,
     pub task_id: Uuid,
     pub url: String,
@@ -364,9 +364,9 @@ pub struct QueueStatus {
     pub queued: u64,
     pub processing: u64,
     /// `(priority, queued count)`, priority descending, only non-zero levels.
-    pub by_priority: Vec<(u8, u64)>,
+    pub(crate) by_priority: Vec<(u8, u64)>,
     pub concurrency_used: u64,
-    pub concurrency_max: u64,
+    pub(crate) concurrency_max: u64,
 }
 
 /// The task queue: submissions, reads of tasks and counts, the scheduler's claim and finish,

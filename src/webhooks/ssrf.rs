@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// True if a delivery must not reach `ip` (unless private webhooks are allowed).
-pub fn is_refused_ip(ip: IpAddr) -> bool {
+pub(crate) fn is_refused_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_refused_v4(v4),
         IpAddr::V6(v6) => is_refused_v6(v6),
@@ -55,7 +55,7 @@ fn is_refused_v6(ip: Ipv6Addr) -> bool {
 
 /// True if the URL names a refused destination literally: an IP address in a refused range,
 /// or `localhost` / `*.localhost` (RFC 6761). Such a URL is a 400 at submission.
-pub fn is_refused_literal(url: &str) -> bool {
+pub(crate) fn is_refused_literal(url: &str) -> bool {
     let Ok(u) = url::Url::parse(url) else {
         return false;
     };
@@ -72,7 +72,7 @@ pub fn is_refused_literal(url: &str) -> bool {
 
 /// True if the URL's host is an IP address in a refused range (addresses never reach the
 /// resolver, so the sender checks them itself; names are checked by [`FilteringResolver`]).
-pub fn is_refused_address_literal(url: &url::Url) -> bool {
+pub(crate) fn is_refused_address_literal(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(v4)) => is_refused_v4(v4),
         Some(url::Host::Ipv6(v6)) => is_refused_v6(v6),
@@ -84,8 +84,8 @@ pub fn is_refused_address_literal(url: &url::Url) -> bool {
 /// only go to a vetted address (the check and the connect use the same answer: no rebinding
 /// window).
 #[derive(Debug, Clone, Copy)]
-pub struct FilteringResolver {
-    pub allow_private: bool,
+pub(crate) struct FilteringResolver {
+    pub(crate) allow_private: bool,
 }
 
 impl reqwest::dns::Resolve for FilteringResolver {

@@ -19,39 +19,39 @@ const AIMODE_DEVICES: &[&str] = &["desktop", "mobile"];
 /// A validated AI Mode payload (stored as `{prompt, gl, country, hl?, location?, uule?,
 /// device, include?}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AiModePayload {
+pub(crate) struct AiModePayload {
     /// Trimmed, 1–10,000 characters.
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// The resolved country, lowercase (`gl` or the deprecated `country` as sent).
-    pub gl: String,
+    pub(crate) gl: String,
     /// The same country, uppercase.
-    pub country: String,
+    pub(crate) country: String,
     /// Trimmed and lower-cased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hl: Option<String>,
+    pub(crate) hl: Option<String>,
     /// A canonical location name; never together with `uule`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
+    pub(crate) location: Option<String>,
     /// An encoded location token; never together with `location`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uule: Option<String>,
+    pub(crate) uule: Option<String>,
     /// `desktop` (default) or `mobile`.
-    pub device: Device,
+    pub(crate) device: Device,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include: Option<AiModeInclude>,
+    pub(crate) include: Option<AiModeInclude>,
 }
 
 /// AI Mode's `include` flags as sent (`googleGoto` is accepted and dropped).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AiModeInclude {
+pub(crate) struct AiModeInclude {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<bool>,
+    pub(crate) html: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub markdown: Option<bool>,
+    pub(crate) markdown: Option<bool>,
     /// Expand product clusters (billed per cluster returned, after the run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expand_products: Option<bool>,
+    pub(crate) expand_products: Option<bool>,
 }
 
 impl AiModePayload {

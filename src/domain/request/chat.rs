@@ -33,7 +33,7 @@ const LLM_INCLUDE: &[&str] = &["html", "markdown", "rawResponse"];
 
 /// Which chat engine a [`ChatPayload`] is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChatEngine {
+pub(crate) enum ChatEngine {
     Chatgpt,
     Gemini,
     Grok,
@@ -42,7 +42,7 @@ pub enum ChatEngine {
 }
 
 impl ChatEngine {
-    pub fn task_type(self) -> TaskType {
+    pub(crate) fn task_type(self) -> TaskType {
         match self {
             ChatEngine::Chatgpt => TaskType::Chatgpt,
             ChatEngine::Gemini => TaskType::Gemini,
@@ -53,7 +53,7 @@ impl ChatEngine {
     }
 
     /// The chat engine of `task_type`, `None` for the Google family.
-    pub fn of(task_type: TaskType) -> Option<ChatEngine> {
+    pub(crate) fn of(task_type: TaskType) -> Option<ChatEngine> {
         match task_type {
             TaskType::Chatgpt => Some(ChatEngine::Chatgpt),
             TaskType::Gemini => Some(ChatEngine::Gemini),
@@ -80,41 +80,41 @@ impl ChatEngine {
 /// disableWebSearch?}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatPayload {
+pub(crate) struct ChatPayload {
     /// Trimmed, 1–10,000 characters.
-    pub prompt: String,
+    pub(crate) prompt: String,
     /// Uppercase ISO code, allowed for the engine.
-    pub country: String,
+    pub(crate) country: String,
     /// Uppercase US state code (only with country `US`; costs 2 credits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include: Option<ChatInclude>,
+    pub(crate) include: Option<ChatInclude>,
     /// ChatGPT only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legacy: Option<bool>,
+    pub(crate) legacy: Option<bool>,
     /// ChatGPT only: answer without searching the web.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disable_web_search: Option<bool>,
+    pub(crate) disable_web_search: Option<bool>,
 }
 
 /// The `include` flags a chat request sent (the last three and `searchQueries` are ChatGPT's
 /// only). A flag left out is `None`; [`ChatInclude::on`] reads one as a plain boolean.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ChatInclude {
+pub(crate) struct ChatInclude {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<bool>,
+    pub(crate) html: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub markdown: Option<bool>,
+    pub(crate) markdown: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub raw_response: Option<bool>,
+    pub(crate) raw_response: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search_queries: Option<bool>,
+    pub(crate) search_queries: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ads: Option<bool>,
+    pub(crate) ads: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shopping: Option<bool>,
+    pub(crate) shopping: Option<bool>,
 }
 
 impl ChatInclude {
@@ -130,7 +130,7 @@ impl ChatInclude {
     }
 
     /// `true` when the flag was sent as `true`.
-    pub fn on(flag: Option<bool>) -> bool {
+    pub(crate) fn on(flag: Option<bool>) -> bool {
         flag == Some(true)
     }
 

@@ -68,28 +68,21 @@ mod payload;
 mod pricing;
 mod validator;
 
-pub use super::google_url::{
-    GoogleSearchUrl, GoogleUrlRejection, MAX_PAGES, parse_google_search_url,
-};
-pub use aimode::{AiModeInclude, AiModePayload};
-pub use chat::{ChatEngine, ChatInclude, ChatPayload};
-pub use google::{Aioverview, AioverviewOptions, GoogleInclude, GooglePayload};
-pub use news::{NewsInclude, NewsPayload};
-pub use payload::{Device, Payload, StoredPayloadError};
-pub use pricing::SYNC_SURCHARGE;
-pub use validator::{MAX_HL_CHARS, MAX_TEXT_CHARS};
+pub(crate) use chat::ChatEngine;
+pub(crate) use google::Aioverview;
+pub(crate) use payload::Payload;
 
 use super::google_url::MSG_BAD_HTTP_URL;
 
 /// Default task priority.
-pub const DEFAULT_PRIORITY: u8 = 1;
+pub(crate) const DEFAULT_PRIORITY: u8 = 1;
 /// Lowest and highest priority.
-pub const MIN_PRIORITY: u8 = 1;
-pub const MAX_PRIORITY: u8 = 10;
+pub(crate) const MIN_PRIORITY: u8 = 1;
+pub(crate) const MAX_PRIORITY: u8 = 10;
 /// Maximum length of `idempotencyKey`, in characters.
-pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
+pub(crate) const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 /// Maximum length of `webhook.url`, in characters.
-pub const MAX_WEBHOOK_URL_CHARS: usize = 2048;
+pub(crate) const MAX_WEBHOOK_URL_CHARS: usize = 2048;
 
 const TOP_LEVEL_FIELDS: &[&str] = &[
     "taskType",
@@ -102,24 +95,24 @@ const WEBHOOK_FIELDS: &[&str] = &["url"];
 
 /// One validated task request, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskRequest {
-    pub task_type: TaskType,
+pub(crate) struct TaskRequest {
+    pub(crate) task_type: TaskType,
     /// The normalised payload in its stored form (see the module docs): the typed [`Payload`]
     /// turned into JSON by [`Payload::into_stored`] (read it back with
     /// [`Payload::from_stored`]).
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// 1..=10, default 1.
-    pub priority: u8,
-    pub idempotency_key: Option<String>,
-    pub webhook_url: Option<String>,
+    pub(crate) priority: u8,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     /// Async price: engine base + add-ons (no sync surcharge).
-    pub credits_to_charge: u32,
+    pub(crate) credits_to_charge: u32,
 }
 
 /// Parses and validates one task request. `value` is one already-parsed JSON value (the request
 /// body, or one batch item). On error returns every invalid field, with paths like `taskType`,
 /// `priority`, `payload.country`, `payload.include.html`, `webhook.url`.
-pub fn parse_task_request(value: &Value) -> Result<TaskRequest, Vec<FieldError>> {
+pub(crate) fn parse_task_request(value: &Value) -> Result<TaskRequest, Vec<FieldError>> {
     let Some(obj) = value.as_object() else {
         return Err(vec![FieldError::new("", expected("object", Some(value)))]);
     };
@@ -212,7 +205,7 @@ pub fn parse_task_request(value: &Value) -> Result<TaskRequest, Vec<FieldError>>
 /// Validates a payload alone (the same rules as the engine's sync endpoint). Field paths are
 /// prefixed with `prefix` (e.g. `"payload"`; `""` for a sync body). Returns the typed payload
 /// and its async price in credits.
-pub fn validate_payload(
+pub(crate) fn validate_payload(
     task_type: TaskType,
     payload: &Value,
     prefix: &str,

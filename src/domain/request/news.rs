@@ -16,28 +16,28 @@ const NEWS_INCLUDE: &[&str] = &["html"];
 /// A validated Google News payload (stored as `{query, gl, country, hl?, device, pages,
 /// include?}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewsPayload {
+pub(crate) struct NewsPayload {
     /// Trimmed, 1–10,000 characters.
-    pub query: String,
+    pub(crate) query: String,
     /// The resolved country, lowercase.
-    pub gl: String,
+    pub(crate) gl: String,
     /// The same country, uppercase.
-    pub country: String,
+    pub(crate) country: String,
     /// Trimmed and lower-cased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hl: Option<String>,
-    pub device: Device,
+    pub(crate) hl: Option<String>,
+    pub(crate) device: Device,
     /// 1..=10 (default 1).
-    pub pages: u32,
+    pub(crate) pages: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include: Option<NewsInclude>,
+    pub(crate) include: Option<NewsInclude>,
 }
 
 /// Google News' `include` flags as sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NewsInclude {
+pub(crate) struct NewsInclude {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<bool>,
+    pub(crate) html: Option<bool>,
 }
 
 impl NewsPayload {

@@ -22,7 +22,7 @@ use super::news::NewsPayload;
 
 /// One validated payload, by engine family.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// CHATGPT, GEMINI, GROK, COPILOT, PERPLEXITY.
     Chat(ChatEngine, ChatPayload),
     /// AIMODE.
@@ -36,15 +36,15 @@ pub enum Payload {
 /// Why a stored payload could not be read back as its task type's typed payload.
 #[derive(Debug, thiserror::Error)]
 #[error("the stored {task_type} payload cannot be read: {source}")]
-pub struct StoredPayloadError {
-    pub task_type: &'static str,
+pub(crate) struct StoredPayloadError {
+    pub(crate) task_type: &'static str,
     #[source]
-    pub source: serde_json::Error,
+    pub(crate) source: serde_json::Error,
 }
 
 impl Payload {
     /// The task type this payload belongs to.
-    pub fn task_type(&self) -> TaskType {
+    pub(crate) fn task_type(&self) -> TaskType {
         match self {
             Payload::Chat(engine, _) => engine.task_type(),
             Payload::AiMode(_) => TaskType::Aimode,
@@ -55,7 +55,10 @@ impl Payload {
 
     /// Reads a stored (normalised) payload back. It only fails for JSON this code never
     /// stores (a corrupted row, or a payload of another task type).
-    pub fn from_stored(task_type: TaskType, stored: &Value) -> Result<Payload, StoredPayloadError> {
+    pub(crate) fn from_stored(
+        task_type: TaskType,
+        stored: &Value,
+    ) -> Result<Payload, StoredPayloadError> {
         let wrap = |source| StoredPayloadError {
             task_type: task_type.as_str(),
             source,
@@ -76,7 +79,7 @@ impl Payload {
 
     /// The stored form (the normalised JSON), built by moving the fields: the same value as
     /// `serde_json::to_value(&payload)`, without copying the strings.
-    pub fn into_stored(self) -> Value {
+    pub(crate) fn into_stored(self) -> Value {
         Value::Object(match self {
             Payload::Chat(_, p) => p.into_map(),
             Payload::AiMode(p) => p.into_map(),
@@ -100,7 +103,7 @@ impl Serialize for Payload {
 /// The device a Google-family search runs as (AI Mode allows only desktop and mobile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Device {
+pub(crate) enum Device {
     #[default]
     Desktop,
     Mobile,
@@ -110,7 +113,7 @@ pub enum Device {
 
 impl Device {
     /// Wire name, e.g. `desktop`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Device::Desktop => "desktop",
             Device::Mobile => "mobile",

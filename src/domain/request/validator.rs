@@ -18,9 +18,9 @@ use super::payload::Device;
 pub(crate) use super::super::google_url::trim_text;
 
 /// Maximum length of `prompt` / `query` after trimming, in characters.
-pub const MAX_TEXT_CHARS: usize = 10_000;
+pub(crate) const MAX_TEXT_CHARS: usize = 10_000;
 /// Maximum length of `hl`, in characters.
-pub const MAX_HL_CHARS: usize = 35;
+pub(crate) const MAX_HL_CHARS: usize = 35;
 
 pub(super) const MSG_BLOCKED_COUNTRY: &str =
     "This model is not available in this country. Please select a different country.";

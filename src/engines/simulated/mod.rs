@@ -108,15 +108,15 @@ impl Engine for SimulatedEngine {
 /// A simulated result: the object served as the task's `result`, and extra credits to bill
 /// (AI Mode `expandProducts`: one per product cluster returned).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SimOutput {
-    pub result: Value,
-    pub extra_credits: u32,
+pub(crate) struct SimOutput {
+    pub(crate) result: Value,
+    pub(crate) extra_credits: u32,
 }
 
 /// A deterministic result with the same shape as the real engine's `result` object for the
 /// payload's task type, derived only from the typed payload. Every result says it is
 /// simulated. Never panics.
-pub fn simulate(payload: &Payload) -> SimOutput {
+pub(crate) fn simulate(payload: &Payload) -> SimOutput {
     let mut ctx = Ctx::new(payload);
     let mut extra_credits = 0;
     let result = match payload {
@@ -137,7 +137,7 @@ pub fn simulate(payload: &Payload) -> SimOutput {
 
 /// Deterministic pseudo-random decision in [0,1) for failure injection: the same
 /// `(seed_text, attempt)` always gives the same value.
-pub fn unit_interval(seed_text: &str, attempt: u32) -> f64 {
+pub(crate) fn unit_interval(seed_text: &str, attempt: u32) -> f64 {
     let h = fnv1a(FNV_OFFSET, seed_text.as_bytes());
     let h = fnv1a(h, &attempt.to_le_bytes());
     to_unit(mix(h))

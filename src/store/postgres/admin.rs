@@ -39,7 +39,7 @@ const SET_WEBHOOK_SECRET: &str = "UPDATE orgs SET webhook_secret = $2 WHERE publ
 const COUNT_ORGS: &str = "SELECT count(*) FROM orgs";
 
 /// Creates an organization and its first API key in one transaction.
-pub async fn create_org(pool: &Pool, spec: &OrgSpec, now: i64) -> Result<CreatedOrg> {
+pub(crate) async fn create_org(pool: &Pool, spec: &OrgSpec, now: i64) -> Result<CreatedOrg> {
     let org = Org::from_spec(spec, now)?;
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
@@ -92,7 +92,7 @@ async fn insert_key(
 }
 
 /// A new API key for the organization with public id `org_id`.
-pub async fn create_key(pool: &Pool, org_id: &str, now: i64) -> Result<(String, ApiKey)> {
+pub(crate) async fn create_key(pool: &Pool, org_id: &str, now: i64) -> Result<(String, ApiKey)> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
         .query_opt(ORG_BY_PUBLIC_ID, &[&org_id])
@@ -103,7 +103,7 @@ pub async fn create_key(pool: &Pool, org_id: &str, now: i64) -> Result<(String, 
 }
 
 /// Revokes an API key (idempotent); `NotFound` if there is no such key.
-pub async fn revoke_key(pool: &Pool, key_id: &str, now: i64) -> Result<()> {
+pub(crate) async fn revoke_key(pool: &Pool, key_id: &str, now: i64) -> Result<()> {
     let client = pool.get().await.map_err(pool_err)?;
     let n = client
         .execute(REVOKE_KEY, &[&key_id, &now])
@@ -113,7 +113,11 @@ pub async fn revoke_key(pool: &Pool, key_id: &str, now: i64) -> Result<()> {
 }
 
 /// Sets (or, with `None`, removes) an organization's webhook signing secret.
-pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>) -> Result<()> {
+pub(crate) async fn set_webhook_secret(
+    pool: &Pool,
+    org_id: &str,
+    secret: Option<&str>,
+) -> Result<()> {
     let client = pool.get().await.map_err(pool_err)?;
     let n = client
         .execute(SET_WEBHOOK_SECRET, &[&org_id, &secret])
@@ -123,7 +127,7 @@ pub async fn set_webhook_secret(pool: &Pool, org_id: &str, secret: Option<&str>)
 }
 
 /// How many organizations exist.
-pub async fn count_orgs(pool: &Pool) -> Result<i64> {
+pub(crate) async fn count_orgs(pool: &Pool) -> Result<i64> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client.query_one(COUNT_ORGS, &[]).await.map_err(pg_err)?;
     Ok(row.get(0))
@@ -131,14 +135,14 @@ pub async fn count_orgs(pool: &Pool) -> Result<i64> {
 
 /// The directory on a plain pool of two connections: the CLI's handle, which neither joins
 /// the cluster nor schedules anything.
-pub struct PgDirectory {
+pub(crate) struct PgDirectory {
     pool: Pool,
     clock: Clock,
 }
 
 impl PgDirectory {
     /// Connects and migrates the database if needed.
-    pub async fn open(url: &str) -> Result<PgDirectory> {
+    pub(crate) async fn open(url: &str) -> Result<PgDirectory> {
         let pool = super::pool(url, 2)?;
         super::migrate(&pool).await?;
         Ok(PgDirectory {

@@ -117,8 +117,8 @@ mod store_impl;
 mod submit;
 mod upkeep;
 
-pub use admin::{PgDirectory, count_orgs, create_key, create_org, revoke_key, set_webhook_secret};
-pub use schema::{migrate, pool};
+pub(crate) use admin::PgDirectory;
+pub(crate) use schema::{migrate, pool};
 
 /// Cluster settings.
 #[derive(Debug, Clone)]

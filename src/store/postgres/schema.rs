@@ -48,7 +48,7 @@ const INSERT_ID_MASK: &str =
 const READ_ID_MASK: &str = "SELECT value FROM meta WHERE key = 'id_mask'";
 
 /// Builds a connection pool for `url` (nothing is connected yet).
-pub fn pool(url: &str, size: usize) -> Result<Pool> {
+pub(crate) fn pool(url: &str, size: usize) -> Result<Pool> {
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
         Error::Other(crate::store::Cause::new(
             format!("invalid PostgreSQL URL: {e}"),
@@ -87,7 +87,7 @@ pub fn pool(url: &str, size: usize) -> Result<Pool> {
 
 /// Creates or upgrades the schema. Safe when several nodes start together: the migration runs
 /// in one transaction under an advisory lock.
-pub async fn migrate(pool: &Pool) -> Result<()> {
+pub(crate) async fn migrate(pool: &Pool) -> Result<()> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.execute(LOCK_MIGRATIONS, &[&MIGRATION_LOCK])

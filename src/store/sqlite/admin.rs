@@ -135,14 +135,14 @@ pub(crate) fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
 
 /// The directory on one connection of its own: the CLI's handle, and `serve`'s before the store
 /// starts. It takes no lock file and starts no writer, so it works beside a running server.
-pub struct SqliteDirectory {
+pub(crate) struct SqliteDirectory {
     conn: Mutex<Connection>,
     clock: Clock,
 }
 
 impl SqliteDirectory {
     /// Opens (creating and migrating) the database at `path`.
-    pub fn open(path: &Path) -> Result<SqliteDirectory> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteDirectory> {
         Ok(SqliteDirectory {
             conn: Mutex::new(super::schema::open_admin(path)?),
             clock: Clock::system(),

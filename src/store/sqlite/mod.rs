@@ -69,14 +69,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 
-pub use self::admin::SqliteDirectory;
+pub(crate) use self::admin::SqliteDirectory;
 use self::hook_index::HookIndex;
 use self::reader::Readers;
 use self::ready::{OrgLimits, ReadySet};
 use self::result_log::ResultLog;
 use self::url_cache::UrlCache;
 use self::writer::{Cmd, Reply, Writer};
-pub use super::{CYCLE_MS, CreatedOrg, OrgSpec};
+pub use super::CYCLE_MS;
 use super::{Error, Org, OrgKey, Result};
 use crate::clock::Clock;
 
@@ -125,7 +125,7 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`], reading the time from `clock` (tests move a manual clock instead
     /// of waiting).
-    pub fn open_with_clock(path: &Path, clock: Clock) -> Result<SqliteStore> {
+    pub(crate) fn open_with_clock(path: &Path, clock: Clock) -> Result<SqliteStore> {
         let mut conn = schema::open_admin(path)?;
         let lock = schema::take_lock(path)?;
         let mask = schema::id_mask(&conn)?;
@@ -177,15 +177,11 @@ impl SqliteStore {
     }
 
     /// Stops the writer after the commands already sent (used on shutdown and by tests).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         lock(&self.tx).take();
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Sends a command to the writer and waits for its answer (after its group's commit).

@@ -21,10 +21,10 @@ use crate::store::OrgKey;
 
 /// Limits and balance of an organization, as loaded from the store.
 #[derive(Debug, Clone, Copy)]
-pub struct OrgLimits {
-    pub concurrency: u32,
-    pub queue_limit: i64,
-    pub credits: i64,
+pub(crate) struct OrgLimits {
+    pub(crate) concurrency: u32,
+    pub(crate) queue_limit: i64,
+    pub(crate) credits: i64,
 }
 
 #[derive(Debug, Default)]
@@ -61,29 +61,29 @@ impl OrgState {
 
 /// What a claim decided for one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pick {
-    pub org: OrgKey,
-    pub seq: i64,
-    pub priority: u8,
-    pub cost: i64,
+pub(crate) struct Pick {
+    pub(crate) org: OrgKey,
+    pub(crate) seq: i64,
+    pub(crate) priority: u8,
+    pub(crate) cost: i64,
     /// `false`: the cost did not fit the live balance; the task must be FAILED with
     /// `INSUFFICIENT_CREDITS` (it holds no slot).
-    pub run: bool,
+    pub(crate) run: bool,
 }
 
 /// Per-organization numbers for the status endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrgCounts {
-    pub queued: u64,
-    pub processing: u64,
-    pub by_priority: Vec<(u8, u64)>,
-    pub concurrency: u32,
-    pub credits: i64,
+pub(crate) struct OrgCounts {
+    pub(crate) queued: u64,
+    pub(crate) processing: u64,
+    pub(crate) by_priority: Vec<(u8, u64)>,
+    pub(crate) concurrency: u32,
+    pub(crate) credits: i64,
 }
 
 /// The ready index (see the module docs).
 #[derive(Debug, Default)]
-pub struct ReadySet {
+pub(crate) struct ReadySet {
     orgs: HashMap<OrgKey, OrgState>,
     /// Runnable organizations by `(served_at, org)`: the first was served longest ago.
     ring: BTreeSet<(u64, OrgKey)>,
@@ -102,16 +102,16 @@ fn idx(priority: u8) -> usize {
 }
 
 impl ReadySet {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    pub fn knows(&self, org: OrgKey) -> bool {
+    pub(crate) fn knows(&self, org: OrgKey) -> bool {
         self.orgs.contains_key(&org)
     }
 
     /// Makes an organization known, or refreshes its limits (balance included).
-    pub fn set_org(&mut self, org: OrgKey, limits: OrgLimits) {
+    pub(crate) fn set_org(&mut self, org: OrgKey, limits: OrgLimits) {
         let st = self.orgs.entry(org).or_default();
         st.concurrency = limits.concurrency;
         st.queue_limit = limits.queue_limit;
@@ -130,7 +130,7 @@ impl ReadySet {
     }
 
     /// Reserves room for `n` tasks under the queue limit; `Err(limit)` if they do not fit.
-    pub fn reserve_submission(&mut self, org: OrgKey, n: u64) -> Result<(), i64> {
+    pub(crate) fn reserve_submission(&mut self, org: OrgKey, n: u64) -> Result<(), i64> {
         let st = self.orgs.entry(org).or_default();
         if (st.queued() + st.pending + n) as i64 > st.queue_limit {
             return Err(st.queue_limit);
@@ -140,14 +140,14 @@ impl ReadySet {
     }
 
     /// Releases a reservation made by [`reserve_submission`](Self::reserve_submission).
-    pub fn release_submission(&mut self, org: OrgKey, n: u64) {
+    pub(crate) fn release_submission(&mut self, org: OrgKey, n: u64) {
         if let Some(st) = self.orgs.get_mut(&org) {
             st.pending = st.pending.saturating_sub(n);
         }
     }
 
     /// Sets the committed balance (a new billing cycle).
-    pub fn set_credits(&mut self, org: OrgKey, credits: i64) {
+    pub(crate) fn set_credits(&mut self, org: OrgKey, credits: i64) {
         if let Some(st) = self.orgs.get_mut(&org) {
             st.credits = credits;
         }
@@ -155,12 +155,12 @@ impl ReadySet {
     }
 
     /// The committed balance, for the submission-time credit check.
-    pub fn credits(&self, org: OrgKey) -> i64 {
+    pub(crate) fn credits(&self, org: OrgKey) -> i64 {
         self.orgs.get(&org).map_or(0, |s| s.credits)
     }
 
     /// Adds a committed QUEUED task (a new one, or one restored at start-up).
-    pub fn push(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64) {
+    pub(crate) fn push(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64) {
         let st = self.orgs.entry(org).or_default();
         st.ready[idx(priority)].push(Reverse((seq, cost)));
         st.ready_count += 1;
@@ -170,7 +170,14 @@ impl ReadySet {
     }
 
     /// Adds a QUEUED task waiting for a retry until `due`.
-    pub fn push_delayed(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64, due: i64) {
+    pub(crate) fn push_delayed(
+        &mut self,
+        org: OrgKey,
+        seq: i64,
+        priority: u8,
+        cost: i64,
+        due: i64,
+    ) {
         let st = self.orgs.entry(org).or_default();
         st.delayed.insert(seq, (priority, cost));
         st.per_prio[idx(priority)] += 1;
@@ -179,12 +186,12 @@ impl ReadySet {
     }
 
     /// Counts a task recovered as PROCESSING (used only by tests and recovery bookkeeping).
-    pub fn earliest_timer(&self) -> Option<i64> {
+    pub(crate) fn earliest_timer(&self) -> Option<i64> {
         self.timers.peek().map(|Reverse((due, _, _))| *due)
     }
 
     /// Moves retries whose time has come to the ready heaps.
-    pub fn promote_due(&mut self, now: i64) {
+    pub(crate) fn promote_due(&mut self, now: i64) {
         while let Some(Reverse((due, org, seq))) = self.timers.peek().copied() {
             if due > now {
                 break;
@@ -203,7 +210,7 @@ impl ReadySet {
 
     /// Picks up to `max` tasks to run, fairly (see the module docs). Tasks whose cost does not
     /// fit the balance are returned with `run: false` and do not count toward `max`.
-    pub fn claim(&mut self, max: usize) -> Vec<Pick> {
+    pub(crate) fn claim(&mut self, max: usize) -> Vec<Pick> {
         let mut picks = Vec::new();
         let mut started = 0;
         while started < max {
@@ -250,7 +257,7 @@ impl ReadySet {
     }
 
     /// Ends a running pick: frees its slot and reservation, charges `charged`.
-    pub fn finish(&mut self, org: OrgKey, cost: i64, charged: i64) {
+    pub(crate) fn finish(&mut self, org: OrgKey, cost: i64, charged: i64) {
         if let Some(st) = self.orgs.get_mut(&org) {
             st.processing = st.processing.saturating_sub(1);
             st.reserved -= cost;
@@ -262,7 +269,7 @@ impl ReadySet {
 
     /// Takes every QUEUED task of `org` (ready and delayed) out of the index; returns their
     /// `(seq, priority, cost)` so a failed delete can put them back.
-    pub fn take_queued(&mut self, org: OrgKey) -> Vec<(i64, u8, i64)> {
+    pub(crate) fn take_queued(&mut self, org: OrgKey) -> Vec<(i64, u8, i64)> {
         let Some(st) = self.orgs.get_mut(&org) else {
             return Vec::new();
         };
@@ -280,7 +287,7 @@ impl ReadySet {
         out
     }
 
-    pub fn counts(&self, org: OrgKey) -> OrgCounts {
+    pub(crate) fn counts(&self, org: OrgKey) -> OrgCounts {
         let Some(st) = self.orgs.get(&org) else {
             return OrgCounts {
                 queued: 0,
@@ -305,13 +312,13 @@ impl ReadySet {
     }
 
     /// Queued (including picks still settling) and processing, over every organization.
-    pub fn totals(&self) -> (u64, u64) {
+    pub(crate) fn totals(&self) -> (u64, u64) {
         (self.total_queued + self.settling, self.total_processing)
     }
 
     /// The claim that returned `picks` has committed or failed: its rejected picks are no
     /// longer counted as queued by [`ReadySet::totals`] (a failed claim pushes them back).
-    pub fn settle(&mut self, picks: &[Pick]) {
+    pub(crate) fn settle(&mut self, picks: &[Pick]) {
         let n = picks.iter().filter(|p| !p.run).count() as u64;
         self.settling = self.settling.saturating_sub(n);
     }

@@ -24,14 +24,14 @@ pub const SEGMENT_SPAN_MS: i64 = 3_600_000;
 
 /// Where a response lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Location {
-    pub segment: i64,
-    pub offset: u64,
-    pub len: u32,
+pub(crate) struct Location {
+    pub(crate) segment: i64,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
 }
 
 /// The appending side, owned by the writer thread.
-pub struct ResultLog {
+pub(crate) struct ResultLog {
     dir: PathBuf,
     current: Option<(i64, File, u64)>,
     /// Bytes of the group being built, not yet written.
@@ -52,7 +52,7 @@ fn segment_path(dir: &Path, segment: i64) -> PathBuf {
 }
 
 impl ResultLog {
-    pub fn open(dir: &Path) -> io::Result<ResultLog> {
+    pub(crate) fn open(dir: &Path) -> io::Result<ResultLog> {
         fs::create_dir_all(dir)?;
         Ok(ResultLog {
             dir: dir.to_owned(),
@@ -81,7 +81,7 @@ impl ResultLog {
 
     /// Stages `bytes` for the group finishing at `now_ms`; returns where they will be.
     /// Nothing reaches the file until [`flush`](Self::flush).
-    pub fn stage(&mut self, now_ms: i64, bytes: &[u8]) -> io::Result<Location> {
+    pub(crate) fn stage(&mut self, now_ms: i64, bytes: &[u8]) -> io::Result<Location> {
         let segment = now_ms.div_euclid(SEGMENT_SPAN_MS);
         if self.pending.is_empty() {
             let (_, len) = self.current(segment)?;
@@ -100,7 +100,7 @@ impl ResultLog {
     }
 
     /// Writes and syncs the staged bytes (call before committing the rows that point at them).
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -121,7 +121,7 @@ impl ResultLog {
     }
 
     /// Takes back the bytes staged last at `at` (their row was not updated after all).
-    pub fn unstage(&mut self, at: Location) {
+    pub(crate) fn unstage(&mut self, at: Location) {
         if at.segment == self.pending_segment && at.offset >= self.pending_start {
             let keep = (at.offset - self.pending_start) as usize;
             if keep + at.len as usize == self.pending.len() {
@@ -131,13 +131,13 @@ impl ResultLog {
     }
 
     /// Forgets staged bytes (their group failed).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.pending.clear();
     }
 }
 
 /// Reads one response.
-pub fn read(dir: &Path, at: Location) -> io::Result<Vec<u8>> {
+pub(crate) fn read(dir: &Path, at: Location) -> io::Result<Vec<u8>> {
     let file = File::open(segment_path(dir, at.segment))?;
     let mut buf = vec![0; at.len as usize];
     file.read_exact_at(&mut buf, at.offset)?;
@@ -145,7 +145,7 @@ pub fn read(dir: &Path, at: Location) -> io::Result<Vec<u8>> {
 }
 
 /// Deletes the segments whose every task finished before `cutoff_ms`; returns how many.
-pub fn remove_before(dir: &Path, cutoff_ms: i64) -> io::Result<usize> {
+pub(crate) fn remove_before(dir: &Path, cutoff_ms: i64) -> io::Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
