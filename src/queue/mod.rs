@@ -38,8 +38,8 @@ use crate::store::{ClaimedTask, Outcome, Store};
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
 
-pub use crate::worker::Gate;
-pub use crate::worker::backoff::backoff_ms;
+pub(crate) use crate::worker::Gate;
+pub(crate) use crate::worker::backoff::backoff_ms;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ const FINISH_RETRY: Doubling = Doubling {
 };
 
 /// The body of a task that failed every attempt.
-pub fn max_retries_error() -> serde_json::Value {
+pub(crate) fn max_retries_error() -> serde_json::Value {
     json!({"error": {"code": "INTERNAL_SERVER_ERROR", "message": "Maximum retries exceeded"}})
 }
 
@@ -135,7 +135,7 @@ impl Pacer for GatePacer {
 }
 
 /// Runs the dispatcher until `cancel` fires; running tasks are finished before it returns.
-pub async fn run_dispatcher(
+pub(crate) async fn run_dispatcher(
     store: Arc<dyn Store>,
     engine: Arc<dyn Engine>,
     cfg: QueueConfig,
@@ -157,7 +157,7 @@ pub async fn run_dispatcher(
 }
 
 /// Runs one attempt and decides its outcome.
-pub async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
+pub(crate) async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
     if task.attempt > cfg.max_attempts {
         return Outcome::Failed {
             error: max_retries_error(),
@@ -209,7 +209,7 @@ async fn finish_durably(store: &dyn Store, task: ClaimedTask, outcome: Outcome) 
 
 /// Every `purge_interval` until `cancel` fires: deletes expired terminal tasks and starts new
 /// billing cycles that are due.
-pub async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: CancellationToken) {
+pub(crate) async fn run_purger(store: Arc<dyn Store>, cfg: QueueConfig, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(cfg.purge_interval) => {}

@@ -34,7 +34,7 @@
 //! the pace, the time limits and the back-offs are durations on `tokio::time`.
 
 mod pace;
-pub mod ssrf;
+pub(crate) mod ssrf;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -102,13 +102,13 @@ impl WebhookConfig {
 }
 
 /// Delay before attempt `attempt + 1` after attempt `attempt` (1-based) failed.
-pub fn retry_delay_ms(base: u64, attempt: u32) -> i64 {
+pub(crate) fn retry_delay_ms(base: u64, attempt: u32) -> i64 {
     backoff_ms(base, attempt).min(i64::MAX as u64) as i64
 }
 
 /// `v1=` + lowercase hex HMAC-SHA256, key = the secret as-is (`whsec_...` included), message =
 /// `<timestamp>.<raw body>` (SPEC decision 10).
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     // HMAC accepts keys of any length.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -125,7 +125,7 @@ pub fn new_secret() -> String {
 
 /// The HTTP client for deliveries: no redirects, no proxies from the environment (they would
 /// bypass the address checks), addresses filtered at resolution.
-pub fn client(cfg: &WebhookConfig) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn client(cfg: &WebhookConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -218,7 +218,7 @@ impl Source for Sender {
 
 /// Runs the webhook sender of this node until `cancel` fires; attempts in flight end first.
 /// Returns early only if its HTTP client cannot be built.
-pub async fn run_sender(
+pub(crate) async fn run_sender(
     store: Arc<dyn Store>,
     cfg: WebhookConfig,
     gate: Arc<Gate>,

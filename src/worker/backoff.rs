@@ -10,15 +10,15 @@
 use std::time::Duration;
 
 /// Backoff before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
-pub fn backoff_ms(base: u64, attempt: u32) -> u64 {
+pub(crate) fn backoff_ms(base: u64, attempt: u32) -> u64 {
     base.saturating_mul(1u64 << attempt.saturating_sub(1).min(20))
 }
 
 /// A wait that doubles with each consecutive failure: `first` after the first, capped at `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Doubling {
-    pub first: Duration,
-    pub max: Duration,
+    pub(crate) first: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Doubling {

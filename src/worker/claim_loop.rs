@@ -78,11 +78,11 @@ pub(crate) trait Pacer: Send {
 #[derive(Debug, Clone)]
 pub(crate) struct LoopConfig {
     /// Items running (or waiting inside their run) at once.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Wait after a failed claim (per consecutive failure).
-    pub claim_backoff: Doubling,
+    pub(crate) claim_backoff: Doubling,
     /// The wall clock due times are compared with.
-    pub clock: Clock,
+    pub(crate) clock: Clock,
 }
 
 /// Runs the claim loop until `cancel` fires; running items end before it returns.

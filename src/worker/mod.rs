@@ -17,4 +17,4 @@ pub(crate) mod backoff;
 pub(crate) mod claim_loop;
 mod gate;
 
-pub use gate::Gate;
+pub(crate) use gate::Gate;
