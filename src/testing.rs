@@ -77,22 +77,10 @@ impl TestDb {
 
     /// A new PostgreSQL database on the server of `admin_url`.
     pub async fn postgres(admin_url: &str) -> Result<TestDb, String> {
-        let name = format!("cloro_t_{}", uuid::Uuid::new_v4().simple());
-        let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-            .await
-            .map_err(|e| format!("cannot connect to {admin_url}: {e}"))?;
-        let driver = tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .map_err(|e| format!("cannot create database {name}: {e}"))?;
-        drop(client);
-        let _ = driver.await;
-        let mut url =
-            url::Url::parse(admin_url).map_err(|e| format!("invalid CLORO_TEST_PG: {e}"))?;
-        url.set_path(&format!("/{name}"));
+        let (url, name) =
+            crate::store::postgres::scratch::create_database(admin_url, "cloro_t").await?;
         Ok(TestDb {
-            database: Database::Postgres(url.to_string()),
+            database: Database::Postgres(url),
             cleanup: Cleanup::Pg {
                 admin_url: admin_url.to_owned(),
                 name,
@@ -108,26 +96,7 @@ impl Drop for TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Cleanup::Pg { admin_url, name } => {
-                let (admin_url, name) = (admin_url.clone(), name.clone());
-                // Drop may run inside a runtime: use a thread with its own.
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .ok()?;
-                    rt.block_on(async {
-                        let (client, conn) =
-                            tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
-                                .await
-                                .ok()?;
-                        tokio::spawn(conn);
-                        client
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .await
-                            .ok()
-                    })
-                })
-                .join();
+                crate::store::postgres::scratch::drop_database(admin_url, name);
             }
         }
     }

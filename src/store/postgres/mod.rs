@@ -111,6 +111,7 @@ mod listener;
 mod outbox;
 mod reads;
 mod schema;
+pub mod scratch;
 #[cfg(test)]
 mod sql_tests;
 mod store_impl;
