@@ -12,6 +12,9 @@
 //! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
 
 pub(crate) mod simulated;
+// Shared by the real adapters that come next (issue 10); only its tests use it until then.
+#[allow(dead_code)]
+pub(crate) mod upstream;
 
 pub use simulated::{LatencyRange, SimulatedEngine};
 
@@ -42,12 +45,25 @@ pub struct EngineOutput {
 }
 
 /// A failed attempt. Retryable failures are retried with backoff; fatal ones fail the task.
+///
+/// `RateLimited` and `Unauthorized` come from real upstreams ([`upstream`]): the engine, not the
+/// task, is the problem. Until the scheduler pauses engines (issue 10), the queue treats them
+/// as retryable; no configuration routes a task to a real adapter yet.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error("retryable engine failure: {0}")]
     Retryable(String),
     #[error("fatal engine failure: {code}: {message}")]
     Fatal { code: String, message: String },
+    /// The upstream said 429: wait `retry_after` (when it announced one) before calling it again.
+    #[error("upstream rate limit: {message}")]
+    RateLimited {
+        retry_after: Option<std::time::Duration>,
+        message: String,
+    },
+    /// The upstream refused the key (wrong key, no access, quota or plan exhausted).
+    #[error("upstream refused the key: {message}")]
+    Unauthorized { message: String },
 }
 
 #[async_trait]

@@ -168,19 +168,33 @@ pub(crate) async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &Queue
         Ok(r) => r,
         Err(_) => Err(EngineError::Retryable("engine call timed out".into())),
     };
+    // An upstream's 429 or refused key is the engine's trouble, not the task's. Until engines
+    // pause on their own (issue 10), they are retried like any transient failure.
     match result {
         Ok(out) => Outcome::Completed {
             result: out.result,
             credits: task.credits_to_charge + out.extra_credits,
         },
-        Err(EngineError::Retryable(reason)) if task.attempt < cfg.max_attempts => {
+        Err(
+            EngineError::Retryable(reason)
+            | EngineError::RateLimited {
+                message: reason, ..
+            }
+            | EngineError::Unauthorized { message: reason },
+        ) if task.attempt < cfg.max_attempts => {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, %reason, "Attempt failed; retrying");
             Outcome::Retry {
                 run_after_ms: cfg.clock.now_ms()
                     + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
             }
         }
-        Err(EngineError::Retryable(reason)) => {
+        Err(
+            EngineError::Retryable(reason)
+            | EngineError::RateLimited {
+                message: reason, ..
+            }
+            | EngineError::Unauthorized { message: reason },
+        ) => {
             tracing::info!(task_id = %task.id, attempt = task.attempt, %reason, "Task failed after the last attempt");
             Outcome::Failed {
                 error: max_retries_error(),
