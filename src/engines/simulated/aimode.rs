@@ -20,15 +20,16 @@ pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Valu
     let (currency, _) = ctx.currency();
     let ads: Vec<Value> = (0..n_ads)
         .map(|i| {
-            let (_, raw) = ctx.price();
+            let (value, raw) = ctx.price();
             json!({
                 "title": format!("{} {}", a.brands[i], ctx.topic),
                 "url": format!("https://shop.example.com/{}/{}-{}", ctx.gl, ctx.slug, i + 1),
                 "position": i + 1,
-                "price": raw,
+                // Reference §5.6: a price object, and `reviews` as a string.
+                "price": {"value": value, "currency": currency, "raw": raw},
                 "store": "Example Shop",
                 "rating": ctx.rng.rating(35, 50),
-                "reviews": 5 + ctx.rng.below(900),
+                "reviews": (5 + ctx.rng.below(900)).to_string(),
                 "imageUrl": format!("https://shop.example.com/img/{}-{}.jpg", ctx.slug, i + 1)
             })
         })
