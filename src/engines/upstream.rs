@@ -66,7 +66,10 @@ pub(crate) async fn send(
     })?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    if resp.content_length().is_some_and(|n| n > max_body as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > max_body as u64)
+    {
         return Err(EngineError::Retryable(format!(
             "the upstream's answer is larger than {max_body} bytes"
         )));
@@ -137,9 +140,10 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         {
             return Some(Duration::from_secs_f64(secs));
         }
-        if let Ok(at) =
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822)
-        {
+        if let Ok(at) = time::OffsetDateTime::parse(
+            v,
+            &time::format_description::well_known::Rfc2822,
+        ) {
             let wait = at - time::OffsetDateTime::now_utc();
             return Some(Duration::try_from(wait).unwrap_or(Duration::ZERO));
         }
