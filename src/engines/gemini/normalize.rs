@@ -1,0 +1,505 @@
+//! The `generateContent` answer → the cloro GEMINI result (reference §5.2), and Gemini's error
+//! bodies → [`EngineError`] kinds. Pure functions, unit-tested on fixtures.
+//!
+//! Field mapping (docs/ENGINES.md will carry the table):
+//! * `text` ← `candidates[0].content.parts[].text`, concatenated (parts marked `thought: true`
+//!   are left out);
+//! * `sources[]` ← `candidates[0].groundingMetadata.groundingChunks[].web{uri,title}`: one per
+//!   distinct `uri`, `position` 1-based by first appearance, `label` = `title` (the uri's host
+//!   when absent), `description` = "" (Gemini gives no snippet). The `uri`s are kept as Gemini
+//!   returns them (`vertexaisearch.cloud.google.com/grounding-api-redirect/…` links): they are
+//!   not resolved in this increment;
+//! * `citationPills[]` ← `groundingSupports[]`: one pill per distinct cited source, in the order
+//!   of the first span citing it; `citationPillId` 1-based, `position` = the source's position,
+//!   `domain` = `web.domain` when present (Vertex AI sends it), else the `title` when it is a
+//!   bare host name (what the Gemini API puts there), else the uri's host; no `description`;
+//! * `markdown` (include.markdown) ← the text with ` [n](uri)` inserted after each supported
+//!   segment. `segment.startIndex`/`endIndex` are **UTF-8 byte** offsets from the start of part
+//!   `partIndex`; Rust strings are UTF-8, so they index the text directly once the part's own
+//!   start is added. An offset outside the text or inside a character (a provider counting in
+//!   characters) falls back to finding `segment.text`; a span found neither way is dropped;
+//! * `searchQueries` ← `groundingMetadata.webSearchQueries[]` (only when include.searchQueries,
+//!   which the GEMINI request schema does not accept today: ready for when it does);
+//! * `model` ← `modelVersion` (null when absent);
+//! * `rawResponse` (include.rawResponse) ← `[<the upstream's JSON answer>]`: an array, the type
+//!   the shape gives `rawResponse`, holding the one answer.
+//!
+//! Blocked answers: a `promptFeedback.blockReason` with no candidate, or a candidate without
+//! text that stopped for a reason other than `STOP`/`MAX_TOKENS` (`SAFETY`, `RECITATION`,
+//! `PROHIBITED_CONTENT`…) is a fatal `UPSTREAM_BLOCKED` error carrying the reason: asking again
+//! gives the same refusal, and an empty "answer" would read as if Gemini had said nothing. A
+//! candidate that stopped normally with no text is a valid empty answer. No candidate at all
+//! (and no block reason) is retryable.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::super::EngineError;
+use super::super::upstream;
+
+/// The include flags that shape a GEMINI result.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Options {
+    pub(crate) markdown: bool,
+    pub(crate) raw_response: bool,
+    pub(crate) search_queries: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Response {
+    candidates: Vec<Candidate>,
+    prompt_feedback: Option<PromptFeedback>,
+    model_version: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct PromptFeedback {
+    block_reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Candidate {
+    content: Option<Content>,
+    finish_reason: Option<String>,
+    grounding_metadata: Option<GroundingMetadata>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Content {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Part {
+    text: Option<String>,
+    thought: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct GroundingMetadata {
+    grounding_chunks: Vec<Chunk>,
+    grounding_supports: Vec<Support>,
+    web_search_queries: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Chunk {
+    web: Option<Web>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Web {
+    uri: Option<String>,
+    title: Option<String>,
+    /// Vertex AI only; the Gemini API does not document it.
+    domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Support {
+    segment: Option<Segment>,
+    grounding_chunk_indices: Vec<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Segment {
+    part_index: Option<usize>,
+    start_index: Option<usize>,
+    end_index: Option<usize>,
+    text: Option<String>,
+}
+
+struct Source {
+    url: String,
+    label: String,
+    domain: String,
+}
+
+/// A supported segment of the text: byte range `start..end` of the concatenated text, and the
+/// 1-based positions of the sources it cites.
+#[derive(Debug, PartialEq)]
+struct Span {
+    start: usize,
+    end: usize,
+    sources: Vec<usize>,
+}
+
+fn retryable_shape(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Retryable(format!(
+        "the upstream's answer is not the expected JSON: {e}"
+    ))
+}
+
+/// The cloro GEMINI result of a 2xx `body`. `secret` (the API key) is removed from the raw
+/// answer before it is kept.
+pub(crate) fn normalize(body: &[u8], opts: Options, secret: &str) -> Result<Value, EngineError> {
+    let raw: Value =
+        if !secret.is_empty() && body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+            let text = upstream::redact(&String::from_utf8_lossy(body), secret);
+            serde_json::from_str(&text).map_err(retryable_shape)?
+        } else {
+            serde_json::from_slice(body).map_err(retryable_shape)?
+        };
+    let resp = Response::deserialize(&raw).map_err(retryable_shape)?;
+    let Some(cand) = resp.candidates.first() else {
+        return Err(match resp.prompt_feedback.and_then(|f| f.block_reason) {
+            Some(reason) => EngineError::Fatal {
+                code: "UPSTREAM_BLOCKED".into(),
+                message: format!("Gemini blocked the prompt (blockReason {reason})"),
+            },
+            None => EngineError::Retryable("Gemini returned no candidate".into()),
+        });
+    };
+
+    // The text, and where each part starts in it.
+    let mut text = String::new();
+    let mut part_starts = Vec::new();
+    for part in cand.content.iter().flat_map(|c| &c.parts) {
+        part_starts.push(text.len());
+        if part.thought != Some(true)
+            && let Some(t) = &part.text
+        {
+            text.push_str(t);
+        }
+    }
+    if text.is_empty()
+        && let Some(reason) = cand.finish_reason.as_deref()
+        && !matches!(reason, "STOP" | "MAX_TOKENS" | "FINISH_REASON_UNSPECIFIED")
+    {
+        return Err(EngineError::Fatal {
+            code: "UPSTREAM_BLOCKED".into(),
+            message: format!("Gemini returned no answer (finishReason {reason})"),
+        });
+    }
+
+    let empty = GroundingMetadata::default();
+    let gm = cand.grounding_metadata.as_ref().unwrap_or(&empty);
+    let (sources, chunk_pos) = sources(&gm.grounding_chunks);
+    let spans = spans(&text, &part_starts, &gm.grounding_supports, &chunk_pos);
+
+    let mut m = Map::new();
+    m.insert(
+        "sources".into(),
+        Value::Array(
+            sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    json!({"position": i + 1, "url": s.url, "label": s.label, "description": ""})
+                })
+                .collect(),
+        ),
+    );
+    m.insert("citationPills".into(), pills(&spans, &sources));
+    if opts.markdown {
+        m.insert(
+            "markdown".into(),
+            Value::String(markdown(&text, &spans, &sources)),
+        );
+    }
+    if opts.search_queries {
+        m.insert("searchQueries".into(), json!(gm.web_search_queries));
+    }
+    m.insert(
+        "model".into(),
+        resp.model_version.map_or(Value::Null, Value::String),
+    );
+    let mut out = Map::new();
+    out.insert("text".into(), Value::String(text));
+    out.extend(m);
+    if opts.raw_response {
+        out.insert("rawResponse".into(), Value::Array(vec![raw]));
+    }
+    Ok(Value::Object(out))
+}
+
+fn host(url: &str) -> Option<String> {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+}
+
+/// Distinct sources by first appearance of their uri, and each chunk's source position.
+fn sources(chunks: &[Chunk]) -> (Vec<Source>, Vec<Option<usize>>) {
+    let mut out: Vec<Source> = Vec::new();
+    let mut by_url: HashMap<&str, usize> = HashMap::new();
+    let mut chunk_pos = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let Some(web) = &chunk.web else {
+            chunk_pos.push(None);
+            continue;
+        };
+        let Some(uri) = web.uri.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            chunk_pos.push(None);
+            continue;
+        };
+        if let Some(&p) = by_url.get(uri) {
+            chunk_pos.push(Some(p));
+            continue;
+        }
+        let title = web
+            .title
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let uri_host = host(uri).unwrap_or_default();
+        let label = title.map_or_else(|| uri_host.clone(), str::to_owned);
+        let domain = web
+            .domain
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                title
+                    .filter(|t| t.contains('.') && !t.contains(char::is_whitespace))
+                    .map(str::to_owned)
+            })
+            .unwrap_or(uri_host);
+        out.push(Source {
+            url: uri.to_owned(),
+            label,
+            domain,
+        });
+        by_url.insert(uri, out.len());
+        chunk_pos.push(Some(out.len()));
+    }
+    (out, chunk_pos)
+}
+
+/// The supported segments, as byte ranges of `text`, sorted by start.
+fn spans(
+    text: &str,
+    part_starts: &[usize],
+    supports: &[Support],
+    chunk_pos: &[Option<usize>],
+) -> Vec<Span> {
+    let mut out = Vec::new();
+    for s in supports {
+        let Some(seg) = &s.segment else { continue };
+        let mut sources = Vec::new();
+        for &i in &s.grounding_chunk_indices {
+            if let Some(Some(p)) = usize::try_from(i).ok().and_then(|i| chunk_pos.get(i))
+                && !sources.contains(p)
+            {
+                sources.push(*p);
+            }
+        }
+        if sources.is_empty() {
+            continue;
+        }
+        let Some((start, end)) = locate(text, part_starts, seg) else {
+            continue;
+        };
+        out.push(Span {
+            start,
+            end,
+            sources,
+        });
+    }
+    out.sort_by_key(|s| (s.start, s.end));
+    out
+}
+
+/// The byte range of `seg` in `text`: its offsets when they hold (inside the text, on
+/// character boundaries, and matching `seg.text` when given), else the first occurrence of
+/// `seg.text`.
+fn locate(text: &str, part_starts: &[usize], seg: &Segment) -> Option<(usize, usize)> {
+    let base = part_starts
+        .get(seg.part_index.unwrap_or(0))
+        .copied()
+        .unwrap_or(0);
+    let by_offsets = seg.end_index.and_then(|e| {
+        let start = base + seg.start_index.unwrap_or(0);
+        let end = base + e;
+        let piece = text.get(start..end)?;
+        (start < end && seg.text.as_deref().is_none_or(|t| t == piece)).then_some((start, end))
+    });
+    by_offsets.or_else(|| {
+        let t = seg.text.as_deref().filter(|t| !t.is_empty())?;
+        text.find(t).map(|i| (i, i + t.len()))
+    })
+}
+
+fn pills(spans: &[Span], sources: &[Source]) -> Value {
+    let mut seen = Vec::new();
+    for span in spans {
+        for &p in &span.sources {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+    }
+    Value::Array(
+        seen.iter()
+            .enumerate()
+            .filter_map(|(i, &p)| {
+                let s = sources.get(p - 1)?;
+                Some(
+                    json!({"label": s.label, "citationPillId": i + 1, "url": s.url,
+                            "domain": s.domain, "position": p}),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `url` safe inside a markdown link target.
+fn md_url(url: &str) -> String {
+    url.replace(' ', "%20")
+        .replace('(', "%28")
+        .replace(')', "%29")
+}
+
+/// The text with ` [n](url)` after each supported segment (a source cited twice at the same
+/// place is linked once).
+fn markdown(text: &str, spans: &[Span], sources: &[Source]) -> String {
+    let mut marks: Vec<(usize, usize)> = Vec::new();
+    for span in spans {
+        for &p in &span.sources {
+            if !marks.contains(&(span.end, p)) {
+                marks.push((span.end, p));
+            }
+        }
+    }
+    marks.sort_by_key(|&(end, _)| end);
+    let mut out = String::with_capacity(text.len() + marks.len() * 64);
+    let mut at = 0;
+    for (end, p) in marks {
+        let Some(s) = sources.get(p - 1) else {
+            continue;
+        };
+        out.push_str(&text[at..end]);
+        at = end;
+        out.push_str(&format!(" [{p}]({})", md_url(&s.url)));
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// The character range (what a JavaScript or Python client counts) of a byte range of `text`.
+/// The GEMINI result has no offsets today; kept for the `html` page and for tests.
+pub(crate) fn char_range(text: &str, start: usize, end: usize) -> (usize, usize) {
+    let s = text[..start].chars().count();
+    (s, s + text[start..end].chars().count())
+}
+
+/// What the answer cost upstream (`usageMetadata`), for the `usage` object the scheduler will
+/// record per attempt: `{inputTokens, outputTokens, totalTokens, searches}`; `None` when Gemini
+/// reported nothing. `outputTokens` adds the thinking tokens (billed as output).
+pub(crate) fn usage(raw: &Value) -> Option<Value> {
+    let u = raw.get("usageMetadata")?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    let output = match (n("candidatesTokenCount"), n("thoughtsTokenCount")) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    };
+    let searches = raw
+        .pointer("/candidates/0/groundingMetadata/webSearchQueries")
+        .and_then(Value::as_array)
+        .map(Vec::len);
+    Some(json!({
+        "inputTokens": n("promptTokenCount").map(|p| p + n("toolUsePromptTokenCount").unwrap_or(0)),
+        "outputTokens": output,
+        "totalTokens": n("totalTokenCount"),
+        "searches": searches,
+    }))
+}
+
+// ------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorBody {
+    error: Option<ErrorObj>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorObj {
+    message: Option<String>,
+    status: Option<String>,
+    details: Vec<Value>,
+}
+
+/// `"13s"`, `"0.5s"` (protobuf Duration in JSON).
+pub(crate) fn parse_proto_duration(s: &str) -> Option<Duration> {
+    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// The error kind of a non-2xx answer from Gemini (`{"error": {code, message, status,
+/// details[]}}`, the Google API error format):
+/// * 429 `RESOURCE_EXHAUSTED` → RateLimited, waiting `RetryInfo.retryDelay` when a detail gives
+///   it, else `Retry-After`;
+/// * an `ErrorInfo` detail with reason `API_KEY_INVALID` (Gemini sends it as **400**
+///   `INVALID_ARGUMENT`), 401, 403 `PERMISSION_DENIED`, and 400 `FAILED_PRECONDITION` (Gemini's
+///   "free tier is not available in your country, enable billing") → Unauthorized;
+/// * 500, 503 `UNAVAILABLE`, 504 → Retryable; any other 4xx (`INVALID_ARGUMENT`…) → Fatal.
+///
+/// The message is `STATUS: message` (never the `DebugInfo` detail, which can quote the key),
+/// with the key redacted anyway.
+pub(crate) fn error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    secret: &str,
+) -> EngineError {
+    let parsed = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.error);
+    let Some(e) = parsed else {
+        let snippet: String = String::from_utf8_lossy(body).chars().take(300).collect();
+        return upstream::classify(status, headers, snippet, secret);
+    };
+    let message = match (&e.status, &e.message) {
+        (Some(s), Some(m)) => format!("{s}: {m}"),
+        (Some(s), None) => s.clone(),
+        (None, Some(m)) => m.clone(),
+        (None, None) => status.to_string(),
+    };
+    let message = upstream::redact(&message, secret);
+    let detail_type = |d: &Value, t: &str| {
+        d.get("@type")
+            .and_then(Value::as_str)
+            .is_some_and(|x| x.ends_with(t))
+    };
+    let key_invalid = e.details.iter().any(|d| {
+        detail_type(d, "google.rpc.ErrorInfo")
+            && d.get("reason").and_then(Value::as_str) == Some("API_KEY_INVALID")
+    });
+    if key_invalid
+        || (status == StatusCode::BAD_REQUEST && e.status.as_deref() == Some("FAILED_PRECONDITION"))
+    {
+        return EngineError::Unauthorized { message };
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let delay = e
+            .details
+            .iter()
+            .filter(|d| detail_type(d, "google.rpc.RetryInfo"))
+            .find_map(|d| d.get("retryDelay").and_then(Value::as_str))
+            .and_then(parse_proto_duration);
+        return EngineError::RateLimited {
+            retry_after: delay.or_else(|| upstream::retry_after(headers)),
+            message,
+        };
+    }
+    upstream::classify(status, headers, message, secret)
+}
