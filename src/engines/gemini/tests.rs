@@ -351,6 +351,12 @@ fn results_have_the_simulated_shape() {
         for body in [GROUNDED, MULTIBYTE, NO_CITATIONS, EMPTY] {
             let real = norm(body, opts).expect("normalised");
             same_shape("", &sim, &real);
+            // And the published shape itself (reference §5.2), types included.
+            assert_eq!(
+                crate::engines::shape::check(TaskType::Gemini, &real),
+                Vec::<String>::new(),
+                "{include}"
+            );
         }
     }
 }
