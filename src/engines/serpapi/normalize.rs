@@ -6,7 +6,7 @@
 //! api-status-and-error-codes, search-errors) are read from `serde_json::Value` tolerantly: a
 //! missing array is an empty one, an unknown block type is rendered from its `snippet` when it
 //! has one and skipped otherwise. cloro fields SerpApi has no equivalent for in this mapping
-//! stay empty (`ads`, `places`, `shoppingCards`, `inlineProducts`, `videos`, `map`) or absent
+//! stay empty (AI Mode's `ads`, `places`, `shoppingCards`, `inlineProducts`, `videos`, `map`) or absent
 //! (`productResults`, `peopleAreSaying`, `localResults`, `knowledgeGraph`, `html` until cloro
 //! serves its own result pages).
 
@@ -408,7 +408,7 @@ pub(crate) fn google(
         })
         .collect();
     m.insert("relatedSearches".into(), Value::Array(related));
-    m.insert("ads".into(), Value::Array(Vec::new()));
+    m.insert("ads".into(), Value::Array(ads(pages)));
 
     if flags.aioverview {
         // The follow-up answers `{ai_overview: {text_blocks, references}}`; accept the blocks
@@ -430,6 +430,53 @@ pub(crate) fn google(
         }
     }
     m
+}
+
+/// cloro's text ads (`type: RESULT`) from SerpApi's `ads[]` of every page
+/// (serpapi.com/google-ads-organic-results: `position`, `block_position` top|bottom|middle|right,
+/// `title`, `link`, `displayed_link`, `description`, `sitelinks`). Shopping ads are SerpApi's
+/// separate `shopping_results`, not mapped: no `SHOPPING_CARD` entries.
+fn ads(pages: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        for a in arr(page, "ads") {
+            let Some(link) = s(a, "link") else { continue };
+            let block = match s(a, "block_position") {
+                Some("right") => "rhs",
+                Some(b @ ("top" | "bottom" | "middle")) => b,
+                _ => "top",
+            };
+            // Sitelinks come as a list, or as `{inline, expanded}` like organic results'.
+            let sl = a.get("sitelinks");
+            let links: Vec<&Value> = match sl {
+                Some(Value::Array(l)) => l.iter().collect(),
+                Some(o @ Value::Object(_)) => {
+                    arr(o, "inline").iter().chain(arr(o, "expanded")).collect()
+                }
+                _ => Vec::new(),
+            };
+            let sitelinks: Vec<Value> = links
+                .into_iter()
+                .filter_map(|l| {
+                    Some(json!({"url": s(l, "link")?, "title": s(l, "title").unwrap_or(""),
+                                "description": s(l, "snippet").or_else(|| s(l, "description")).unwrap_or("")}))
+                })
+                .collect();
+            out.push(json!({
+                "position": a.get("position").and_then(Value::as_u64).unwrap_or(out.len() as u64 + 1),
+                "blockPosition": block,
+                "type": "RESULT",
+                "title": s(a, "title").unwrap_or(""),
+                "url": link,
+                "page": i + 1,
+                "displayedUrl": s(a, "displayed_link").unwrap_or(""),
+                "domain": domain(link),
+                "description": s(a, "description").unwrap_or(""),
+                "sitelinks": sitelinks,
+            }));
+        }
+    }
+    out
 }
 
 /// The AI Overview `page_token` of a first page whose overview was not inlined.

@@ -208,7 +208,16 @@ fn google_pages_merge_with_continuous_positions() {
         json!([{"query": "machine expresso broyeur", "link": "https://www.google.com/search?q=machine+expresso+broyeur"},
                {"query": "machine expresso pas cher", "link": "https://www.google.com/search?q=machine+expresso+pas+cher"}])
     );
-    assert_eq!(m["ads"], json!([]));
+    assert_eq!(
+        m["ads"],
+        json!([{"position": 1, "blockPosition": "top", "type": "RESULT",
+                "title": "Machines à expresso – jusqu'à -30 %",
+                "url": "https://www.boutique.example.com/expresso", "page": 1,
+                "displayedUrl": "https://www.boutique.example.com › expresso",
+                "domain": "boutique.example.com", "description": "Livraison gratuite dès 50 €.",
+                "sitelinks": [{"url": "https://www.boutique.example.com/promos",
+                               "title": "Promotions", "description": ""}]}])
+    );
     assert!(m.get("aioverview").is_none(), "not requested");
     assert!(m.get("html").is_none());
 }
