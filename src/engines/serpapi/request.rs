@@ -5,7 +5,8 @@
 //! Parameters (serpapi.com/search-api, /google-news-api-style `tbm=nws`, /google-ai-mode-api,
 //! /google-ai-overview-api): `engine`, `q`, `gl`, `hl`, `location` XOR `uule`, `device`
 //! (`desktop` | `tablet` | `mobile`: cloro's `mobile`, `ios` and `android` all become `mobile`),
-//! `start` (result offset, omitted when 0), `tbs`, `safe` (Google's url form only), and
+//! `start` (result offset, omitted when 0), `google_domain`, `tbs`, `safe` (the last three from
+//! Google's url form only), and
 //! `no_cache=true` (SerpApi serves a cached search for an identical query for 1 h otherwise).
 
 use crate::domain::google_url::parse_google_search_url;
@@ -51,6 +52,15 @@ pub(crate) fn calls(payload: &Payload) -> Vec<Params> {
                 .as_deref()
                 .and_then(|u| parse_google_search_url(u).ok());
             let first_start = url.as_ref().map_or(0, |u| u.start_offset);
+            // The url's Google host (e.g. `www.google.co.uk`) is SerpApi's `google_domain`.
+            let domain = g
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| {
+                    u.host_str()
+                        .map(|h| h.trim_start_matches("www.").to_owned())
+                });
             let pages = g.pages.max(1);
             (1..=pages)
                 .map(|page| {
@@ -63,6 +73,7 @@ pub(crate) fn calls(payload: &Payload) -> Vec<Params> {
                     if start > 0 {
                         p.push(("start", start.to_string()));
                     }
+                    push_opt(&mut p, "google_domain", domain.as_deref());
                     if let Some(u) = &url {
                         push_opt(&mut p, "tbs", u.tbs.as_deref());
                         push_opt(&mut p, "safe", u.safe.as_deref());

@@ -76,6 +76,11 @@ fn google_structured_request_passes_geo_device_and_pages() {
     assert_eq!(get(&first, "uule"), None);
     assert_eq!(get(&first, "device"), Some("mobile"));
     assert_eq!(get(&first, "start"), None);
+    assert_eq!(
+        get(&first, "google_domain"),
+        None,
+        "google.com, SerpApi's default"
+    );
     assert_eq!(get(&first, "no_cache"), Some("true"));
     assert_eq!(
         get(&first, "api_key"),
@@ -101,6 +106,7 @@ fn google_url_form_maps_its_parameters() {
     assert_eq!(get(&first, "start"), Some("20"));
     assert_eq!(get(&first, "tbs"), Some("qdr:w"));
     assert_eq!(get(&first, "safe"), Some("active"));
+    assert_eq!(get(&first, "google_domain"), Some("google.co.uk"));
     assert_eq!(get(&first, "uule"), Some("w+CAIQICIFUGFyaXM"));
     assert_eq!(get(&first, "device"), Some("desktop"));
     assert_eq!(get(&params_map(&calls[1]), "start"), Some("30"));
