@@ -2,12 +2,12 @@
 //! list of `(name, value)` pairs per upstream call. The caller appends `api_key` last, so
 //! nothing built here ever holds the secret.
 //!
-//! Parameters (serpapi.com/search-api, /google-news-api-style `tbm=nws`, /google-ai-mode-api,
+//! Parameters (serpapi.com/search-api with `tbm=nws` for news, /google-ai-mode-api,
 //! /google-ai-overview-api): `engine`, `q`, `gl`, `hl`, `location` XOR `uule`, `device`
 //! (`desktop` | `tablet` | `mobile`: cloro's `mobile`, `ios` and `android` all become `mobile`),
 //! `start` (result offset, omitted when 0), `google_domain`, `tbs`, `safe` (the last three from
-//! Google's url form only), and
-//! `no_cache=true` (SerpApi serves a cached search for an identical query for 1 h otherwise).
+//! Google's url form only), and `no_cache=true` (SerpApi serves a cached search for an
+//! identical query for 1 h otherwise).
 
 use crate::domain::google_url::parse_google_search_url;
 use crate::domain::request::Payload;
