@@ -11,16 +11,18 @@
 //! A real adapter (OpenAI Responses, Gemini, SerpApi…) is a new file or folder here
 //! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
 
-// The real adapters (issue 10): tested offline, not routed to yet (the engines file comes
-// next), hence the allowances.
+// The real adapters (issue 10) and what they share: tested offline, not routed to yet (the
+// engines file comes next), hence the allowances.
 #[allow(dead_code)]
 pub(crate) mod gemini;
+#[allow(dead_code)]
+pub(crate) mod serpapi;
+#[allow(dead_code)]
+pub(crate) mod upstream;
+
 #[cfg(test)]
 pub(crate) mod shape;
 pub(crate) mod simulated;
-// Shared by the real adapters that come next (issue 10); only its tests use it until then.
-#[allow(dead_code)]
-pub(crate) mod upstream;
 
 pub use simulated::{LatencyRange, SimulatedEngine};
 
