@@ -488,6 +488,7 @@ async fn results_have_the_simulators_shapes() {
         },
     ));
     same_shape(&real, &simulated(&p).await, "google");
+    published(TaskType::Google, &real);
 
     // PAA as AI overviews.
     let p = payload(
@@ -508,16 +509,15 @@ async fn results_have_the_simulators_shapes() {
         },
     ));
     same_shape(&real, &simulated(&p).await, "google-paa");
+    published(TaskType::Google, &real);
 
     let p = payload(
         TaskType::GoogleNews,
         json!({"query": "espresso", "gl": "us"}),
     );
-    same_shape(
-        &Value::Object(normalize::news(&[j(NEWS)])),
-        &simulated(&p).await,
-        "news",
-    );
+    let news = Value::Object(normalize::news(&[j(NEWS)]));
+    same_shape(&news, &simulated(&p).await, "news");
+    published(TaskType::GoogleNews, &news);
 
     let p = payload(
         TaskType::Aimode,
@@ -534,6 +534,16 @@ async fn results_have_the_simulators_shapes() {
     // The simulator's ads are an object whose `ads` list may be empty or not; ours is empty.
     sim["ads"]["ads"] = json!([]);
     same_shape(&real, &sim, "aimode");
+    published(TaskType::Aimode, &real);
+}
+
+/// `v` conforms to the published shape of `t` (reference §5, `engines::shape`).
+fn published(t: TaskType, v: &Value) {
+    assert_eq!(
+        crate::engines::shape::check(t, v),
+        Vec::<String>::new(),
+        "{t:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
