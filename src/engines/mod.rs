@@ -11,6 +11,8 @@
 //! A real adapter (OpenAI Responses, Gemini, SerpApi…) is a new file or folder here
 //! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
 
+#[allow(dead_code)]
+pub(crate) mod responses;
 pub(crate) mod simulated;
 // Shared by the real adapters that come next (issue 10); only its tests use it until then.
 #[allow(dead_code)]
