@@ -264,7 +264,7 @@ impl Engine for ResponsesEngine {
                 EngineError::Retryable(upstream::redact(&message, secret))
             }
         })?;
-        let result = normalize::shape(shape, &parsed, &payload, &json, secret);
+        let result = normalize::shape(shape, &parsed, &payload, json, secret);
         Ok(EngineOutput {
             result,
             extra_credits: 0,

@@ -14,6 +14,9 @@
 //!   `search_results.queries[]`;
 //! * `model`, `status` (`failed`/`cancelled` arrive with HTTP 200), `error`, `usage`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use serde_json::{Map, Value, json};
 
 use super::super::EngineError;
@@ -256,11 +259,14 @@ pub(crate) struct Source {
 /// OpenAI appends `utm_source=openai` (earlier `utm_source=chatgpt.com`) to the URLs it
 /// cites; the consulted list may not have it. Two URLs that differ only by it are the same
 /// source.
-pub(crate) fn same_url_key(url: &str) -> String {
+pub(crate) fn same_url_key(url: &str) -> Cow<'_, str> {
     let url = url.trim();
     let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
+        return Cow::Borrowed(url);
     };
+    if !query.contains("utm_source=") {
+        return Cow::Borrowed(url);
+    }
     let (query, fragment) = match query.split_once('#') {
         Some((q, f)) => (q, Some(f)),
         None => (query, None),
@@ -278,7 +284,7 @@ pub(crate) fn same_url_key(url: &str) -> String {
         out.push('#');
         out.push_str(f);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Sources by first appearance: cited URLs in the order of their spans in the text
@@ -287,43 +293,55 @@ pub(crate) fn same_url_key(url: &str) -> String {
 pub(crate) fn sources(n: &Normalized) -> Vec<Source> {
     let mut cits: Vec<&Citation> = n.citations.iter().collect();
     cits.sort_by_key(|c| c.span.map_or(usize::MAX, |(s, _)| s));
-    let mut out: Vec<Source> = Vec::new();
-    let mut keys: Vec<String> = Vec::new();
-    let mut add = |url: &str, title: &Option<String>, snippet: &Option<String>, cited: bool| {
+    let mentions = cits
+        .into_iter()
+        .map(|c| (c.url.as_str(), c.title.as_ref(), None, true))
+        .chain(
+            n.consulted
+                .iter()
+                .map(|c| (c.url.as_str(), c.title.as_ref(), c.snippet.as_ref(), false)),
+        );
+    let mut out: Vec<Source> = Vec::with_capacity(n.citations.len() + n.consulted.len());
+    let mut keys: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(out.capacity());
+    for (url, title, snippet, cited) in mentions {
         let key = same_url_key(url);
-        if let Some(i) = keys.iter().position(|k| *k == key) {
+        if let Some(&i) = keys.get(&key) {
             let s = &mut out[i];
             if s.title.is_none() {
-                s.title.clone_from(title);
+                s.title = title.cloned();
             }
             if s.snippet.is_none() {
-                s.snippet.clone_from(snippet);
+                s.snippet = snippet.cloned();
             }
         } else {
-            keys.push(key);
+            keys.insert(key, out.len());
             out.push(Source {
                 url: url.to_owned(),
-                title: title.clone(),
-                snippet: snippet.clone(),
+                title: title.cloned(),
+                snippet: snippet.cloned(),
                 cited,
             });
         }
-    };
-    for c in cits {
-        add(&c.url, &c.title, &None, true);
-    }
-    for c in &n.consulted {
-        add(&c.url, &c.title, &c.snippet, false);
     }
     out
 }
 
-/// The host of `url` (`""` when it has none).
+/// The host of an absolute URL, lowercased (`""` when it has none): what follows `scheme://`
+/// up to the path, query or fragment, without user info or port.
 pub(crate) fn domain(url: &str) -> String {
-    reqwest::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_default()
+    let Some((_, rest)) = url.trim().split_once("://") else {
+        return String::new();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host.starts_with('[') {
+        // An IPv6 literal keeps its brackets, loses its port.
+        host.split_once(']')
+            .map_or(host, |(h, _)| &host[..=h.len()])
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host.to_ascii_lowercase()
 }
 
 /// `label`: the title, else the domain.
@@ -331,22 +349,19 @@ fn label(s: &Source) -> String {
     s.title.clone().unwrap_or_else(|| domain(&s.url))
 }
 
-fn position_of(sources: &[Source], url: &str) -> Option<usize> {
-    let key = same_url_key(url);
-    sources
-        .iter()
-        .position(|s| same_url_key(&s.url) == key)
-        .map(|i| i + 1)
-}
-
 /// The answer with its citations as markdown links: ` [n](url)` after each cited span (unless
 /// the span is already a link to that URL, as OpenAI writes them), and the citations without a
 /// span in a closing `Sources:` line.
 pub(crate) fn markdown(n: &Normalized, sources: &[Source]) -> String {
+    let positions: HashMap<Cow<'_, str>, usize> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (same_url_key(&s.url), i + 1))
+        .collect();
     let mut inserts: Vec<(usize, String)> = Vec::new();
     let mut footer: Vec<String> = Vec::new();
     for c in &n.citations {
-        let Some(pos) = position_of(sources, &c.url) else {
+        let Some(&pos) = positions.get(&same_url_key(&c.url)) else {
             continue;
         };
         let link = format!("[{pos}]({})", c.url);
@@ -436,10 +451,10 @@ fn pills(sources: &[Source], first_id: usize, chatgpt: bool) -> Value {
 
 /// `rawResponse`: the provider's own JSON answer (one element, so the field keeps the array
 /// type of the published shape), with the key removed should it appear anywhere in it.
-fn raw(json: &Value, secret: &str) -> Value {
-    if !secret.is_empty() {
+fn raw(json: Value, secret: &str) -> Value {
+    if !secret.is_empty() && mentions(&json, secret) {
         let text = json.to_string();
-        if text.contains(secret) {
+        {
             let clean = upstream::redact(&text, secret);
             // Should the redaction break the JSON (a key with a quote in it), keep the text.
             return Value::Array(vec![
@@ -447,7 +462,19 @@ fn raw(json: &Value, secret: &str) -> Value {
             ]);
         }
     }
-    Value::Array(vec![json.clone()])
+    Value::Array(vec![json])
+}
+
+/// Whether any key or string of `v` contains `secret` (without serialising it).
+fn mentions(v: &Value, secret: &str) -> bool {
+    match v {
+        Value::String(s) => s.contains(secret),
+        Value::Array(a) => a.iter().any(|x| mentions(x, secret)),
+        Value::Object(o) => o
+            .iter()
+            .any(|(k, x)| k.contains(secret) || mentions(x, secret)),
+        _ => false,
+    }
 }
 
 /// The cloro result of `shape` for a parsed answer.
@@ -455,7 +482,7 @@ pub(crate) fn shape(
     shape: Shape,
     n: &Normalized,
     payload: &Chat<'_>,
-    json: &Value,
+    json: Value,
     secret: &str,
 ) -> Value {
     let srcs = sources(n);
@@ -550,7 +577,8 @@ pub(crate) fn shape(
 /// The error kind of a non-2xx answer, refined with the provider's error body:
 /// `{"error": {"message", "type", "code"}}` (OpenAI, Azure, Perplexity), `{"error": "…",
 /// "code": "…"}` (xAI). OpenAI's 429 `insufficient_quota` is a refused key (billing), not a
-/// rate limit.
+/// rate limit; xAI's 400 for a wrong key and any 404 (no such model, deployment or endpoint)
+/// are refused keys too.
 pub(crate) fn classify_error(reply: &Reply, secret: &str) -> EngineError {
     let body: Option<Value> = serde_json::from_slice(&reply.body).ok();
     let err = body.as_ref().and_then(|b| b.get("error"));
@@ -579,7 +607,19 @@ pub(crate) fn classify_error(reply: &Reply, secret: &str) -> EngineError {
         str_of(e, "code") == Some("insufficient_quota")
             || str_of(e, "type") == Some("insufficient_quota")
     });
-    if reply.status.as_u16() == 429 && quota {
+    let lower = message.to_ascii_lowercase();
+    // xAI answers a wrong key with 400 "Incorrect API key provided"; a missing model or Azure
+    // deployment, or a base URL without the Responses endpoint, is 404. Each is the engine's
+    // configuration, not the task: the engine must stop, not fail its queue.
+    let refused = match reply.status.as_u16() {
+        429 => quota,
+        400 => {
+            lower.contains("api key") && (lower.contains("incorrect") || lower.contains("invalid"))
+        }
+        404 => true,
+        _ => false,
+    };
+    if refused {
         return EngineError::Unauthorized {
             message: upstream::redact(&message, secret),
         };

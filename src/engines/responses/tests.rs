@@ -60,7 +60,7 @@ fn shaped(shape: Shape, task_type: TaskType, fixture_text: &str) -> (Normalized,
     let n = normalize::parse(&json).expect("a completed run");
     let p = full_payload(task_type);
     let (_, chat) = Chat::of(&p).expect("a chat payload");
-    let result = normalize::shape(shape, &n, &chat, &json, KEY);
+    let result = normalize::shape(shape, &n, &chat, json, KEY);
     (n, result)
 }
 
@@ -255,7 +255,7 @@ fn include_flags_decide_the_optional_fields() {
     let n = normalize::parse(&json).expect("completed");
     let p = payload(TaskType::Chatgpt, json!({"prompt": "x", "country": "US"}));
     let (_, chat) = Chat::of(&p).expect("chat");
-    let r = normalize::shape(Shape::Chatgpt, &n, &chat, &json, KEY);
+    let r = normalize::shape(Shape::Chatgpt, &n, &chat, json, KEY);
     assert_shape_like_simulator_for(&r, &p, &[]);
     for key in [
         "markdown",
@@ -529,6 +529,16 @@ fn several_text_parts_join_and_keep_their_offsets() {
         })
         .collect();
     assert_eq!(covered, vec!["first", "second"]);
+}
+
+#[test]
+fn domains_are_read_without_a_url_parser() {
+    use normalize::domain;
+    assert_eq!(domain("https://WWW.Example.com/a?b#c"), "www.example.com");
+    assert_eq!(domain("https://user:pw@example.org:8443/x"), "example.org");
+    assert_eq!(domain("http://example.net?q=1"), "example.net");
+    assert_eq!(domain("https://[2001:db8::1]:443/x"), "[2001:db8::1]");
+    assert_eq!(domain("example.com/no-scheme"), "");
 }
 
 #[test]
@@ -1005,12 +1015,24 @@ async fn an_authentication_error_is_unauthorized_and_never_shows_the_key() {
     };
     let r = run(Provider::Xai, reply, TaskType::Grok).await;
     match &r.out {
-        Err(EngineError::Fatal { message, .. }) => {
+        Err(EngineError::Unauthorized { message }) => {
             assert!(message.contains("Incorrect API key provided"), "{message}")
         }
-        other => panic!("expected Fatal, got {other:?}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
     }
     assert_no_key(&r);
+    // A model or Azure deployment that does not exist: the engine's configuration.
+    let reply = Reply::Json {
+        status: 404,
+        headers: Vec::new(),
+        body: r#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#.into(),
+    };
+    let r = run(Provider::AzureOpenAi, reply, TaskType::Copilot).await;
+    assert!(
+        matches!(r.out, Err(EngineError::Unauthorized { ref message }) if message.contains("DeploymentNotFound")),
+        "{:?}",
+        r.out
+    );
 }
 
 #[tokio::test]
@@ -1091,4 +1113,74 @@ async fn task_types_it_does_not_serve_fail_without_a_call() {
         );
     }
     assert!(seen.lock().expect("lock").is_empty());
+}
+
+// ------------------------------------------------------------------------------------------
+// CPU per task (issue 10: parse + normalise a typical answer with 20 sources under 200 µs)
+
+/// A typical OpenAI answer: ~3 KB of text with multi-byte characters, 20 cited sources, 20
+/// consulted ones (half of them the cited URLs), 3 queries.
+fn typical_answer() -> String {
+    let mut text = String::new();
+    let mut annotations = Vec::new();
+    let mut sources = Vec::new();
+    for i in 0..20 {
+        let sentence =
+            format!("Paragraphe {i}: la marque n°{i} est appréciée ☕ pour sa qualité. ");
+        let start = text.chars().count();
+        text.push_str(&sentence);
+        let end = text.chars().count();
+        let url = format!("https://site{i}.example.com/article-{i}?utm_source=openai");
+        annotations.push(
+            json!({"type": "url_citation", "start_index": start, "end_index": end,
+                                "url": url, "title": format!("Article {i}")}),
+        );
+        sources.push(
+            json!({"type": "url", "url": format!("https://site{}.example.com/article-{}", i, i)}),
+        );
+        sources.push(json!({"type": "url", "url": format!("https://other{i}.example.org/")}));
+        text.push_str("Plus de détails sur les prix et la durabilité suivent. ");
+    }
+    json!({"status": "completed", "model": "gpt-5-mini", "output": [
+        {"type": "web_search_call", "action": {"type": "search",
+            "queries": ["q one", "q two", "q three"], "sources": sources}},
+        {"type": "message", "content": [{"type": "output_text", "text": text,
+                                         "annotations": annotations}]}],
+        "usage": {"input_tokens": 1, "output_tokens": 1}})
+    .to_string()
+}
+
+#[test]
+#[ignore = "a measurement: cargo test --release --lib engines::responses -- --ignored --nocapture"]
+fn cpu_per_task_for_a_typical_answer() {
+    let body = typical_answer();
+    let rounds = 2000;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let json: Value = serde_json::from_slice(body.as_bytes()).expect("json");
+        assert!(json.is_object());
+    }
+    let json_only = started.elapsed() / rounds;
+    for (what, p) in [
+        (
+            "no include flags",
+            payload(TaskType::Chatgpt, json!({"prompt": "q", "country": "US"})),
+        ),
+        ("every include flag", full_payload(TaskType::Chatgpt)),
+    ] {
+        let (_, chat) = Chat::of(&p).expect("chat");
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            let json: Value = serde_json::from_slice(body.as_bytes()).expect("json");
+            let n = normalize::parse(&json).expect("completed");
+            let r = normalize::shape(Shape::Chatgpt, &n, &chat, json, KEY);
+            assert_eq!(r["sources"].as_array().map(Vec::len), Some(40));
+        }
+        let per_task = started.elapsed() / rounds;
+        println!(
+            "parse + normalise, {} bytes, 20 citations, {what}: {per_task:?} per task \
+             (JSON parsing alone: {json_only:?})",
+            body.len()
+        );
+    }
 }
