@@ -101,6 +101,11 @@ impl Provider {
     fn documents_user_location(self) -> bool {
         !matches!(self, Provider::Xai)
     }
+
+    /// Whether the provider documents `include: ["web_search_call.action.sources"]`.
+    fn documents_include_sources(self) -> bool {
+        matches!(self, Provider::OpenAi | Provider::AzureOpenAi)
+    }
 }
 
 /// The configuration of one Responses-format engine.
@@ -121,6 +126,12 @@ pub(crate) struct ResponsesConfig {
     /// Send `user_location` (from the payload's `country`/`state`) on the `web_search` tool;
     /// `None`: only where the provider documents it (OpenAI, Azure, Perplexity).
     pub(crate) user_location: Option<bool>,
+    /// The search tool's `type` (`web_search`; Azure deployments that only know the preview
+    /// tool: `web_search_preview`).
+    pub(crate) web_search_tool: String,
+    /// Ask for every consulted URL with `include: ["web_search_call.action.sources"]`; `None`:
+    /// where the provider documents it (OpenAI, Azure).
+    pub(crate) include_sources: Option<bool>,
 }
 
 impl ResponsesConfig {
@@ -135,6 +146,8 @@ impl ResponsesConfig {
             timeout: Duration::from_secs(120),
             max_body_bytes: upstream::MAX_BODY_BYTES,
             user_location: None,
+            web_search_tool: "web_search".into(),
+            include_sources: None,
         }
     }
 }
@@ -181,6 +194,9 @@ impl ResponsesEngine {
         }
         if cfg.timeout.is_zero() {
             return Err("the timeout must be above zero".into());
+        }
+        if cfg.web_search_tool.trim().is_empty() {
+            return Err("the web search tool type is empty".into());
         }
         if cfg.max_body_bytes == 0 {
             return Err("the body cap must be above zero".into());
@@ -252,11 +268,21 @@ impl Engine for ResponsesEngine {
         };
         let (engine, payload) = Chat::of(task.payload).ok_or_else(unsupported)?;
         let shape = normalize::Shape::of(engine).ok_or_else(unsupported)?;
-        let send_location = self
-            .cfg
-            .user_location
-            .unwrap_or(self.cfg.provider.documents_user_location());
-        let body = request::body(self.cfg.provider, &self.cfg.model, &payload, send_location);
+        let provider = self.cfg.provider;
+        let opts = request::Options {
+            provider,
+            model: &self.cfg.model,
+            tool: &self.cfg.web_search_tool,
+            user_location: self
+                .cfg
+                .user_location
+                .unwrap_or(provider.documents_user_location()),
+            include_sources: self
+                .cfg
+                .include_sources
+                .unwrap_or(provider.documents_include_sources()),
+        };
+        let body = request::body(&opts, &payload);
         let json = self.call(&body).await?;
         let secret = self.cfg.api_key.trim();
         let parsed = normalize::parse(&json).map_err(|e| match e {

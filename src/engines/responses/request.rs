@@ -11,18 +11,37 @@
 //!   `ToolWebSearchToolUserLocation` in perplexityai/perplexity-py
 //!   `src/perplexity/types/response_create_params.py`.
 //!
+//! * Azure OpenAI: as OpenAI; its web search page recommends `web_search` and still accepts
+//!   the older `web_search_preview` (the configuration's `web_search_tool`) —
+//!   <https://learn.microsoft.com/azure/foundry/openai/how-to/web-search>.
+//!
 //! ChatGPT's `disableWebSearch: true` sends no tool at all.
 
 use serde_json::{Map, Value, json};
 
 use super::{Chat, Provider};
 
-pub(super) fn body(
-    provider: Provider,
-    model: &str,
-    payload: &Chat<'_>,
-    user_location: bool,
-) -> Value {
+/// What the request carries besides the prompt (from the engine's configuration).
+#[derive(Debug, Clone)]
+pub(super) struct Options<'a> {
+    pub(super) provider: Provider,
+    pub(super) model: &'a str,
+    /// The search tool's `type`: `web_search` (Azure's older deployments: `web_search_preview`).
+    pub(super) tool: &'a str,
+    /// Send `user_location` from `country`/`state`.
+    pub(super) user_location: bool,
+    /// Ask for every consulted URL (`include: ["web_search_call.action.sources"]`).
+    pub(super) include_sources: bool,
+}
+
+pub(super) fn body(opts: &Options<'_>, payload: &Chat<'_>) -> Value {
+    let Options {
+        provider,
+        model,
+        tool: tool_type,
+        user_location,
+        include_sources,
+    } = *opts;
     let mut m = Map::new();
     m.insert("model".into(), Value::String(model.trim().to_owned()));
     m.insert("input".into(), Value::String(payload.prompt.to_owned()));
@@ -30,7 +49,7 @@ pub(super) fn body(
         return Value::Object(m);
     }
     let mut tool = Map::new();
-    tool.insert("type".into(), json!("web_search"));
+    tool.insert("type".into(), json!(tool_type));
     if user_location {
         let mut loc = Map::new();
         if provider != Provider::Perplexity {
@@ -48,7 +67,7 @@ pub(super) fn body(
         tool.insert("user_location".into(), Value::Object(loc));
     }
     m.insert("tools".into(), json!([tool]));
-    if matches!(provider, Provider::OpenAi | Provider::AzureOpenAi) {
+    if include_sources {
         m.insert("include".into(), json!(["web_search_call.action.sources"]));
     }
     Value::Object(m)

@@ -564,7 +564,14 @@ fn tracking_parameters_do_not_split_a_source() {
 fn chat_body(provider: Provider, stored: Value, location: bool) -> Value {
     let p = payload(TaskType::Chatgpt, stored);
     let (_, chat) = Chat::of(&p).expect("chat");
-    request::body(provider, "m-1", &chat, location)
+    let opts = request::Options {
+        provider,
+        model: "m-1",
+        tool: "web_search",
+        user_location: location,
+        include_sources: matches!(provider, Provider::OpenAi | Provider::AzureOpenAi),
+    };
+    request::body(&opts, &chat)
 }
 
 #[test]
@@ -834,6 +841,27 @@ async fn openai_call_sends_the_documented_request_and_maps_the_answer() {
                "include": ["web_search_call.action.sources"]})
     );
     assert_no_key(&r);
+}
+
+#[tokio::test]
+async fn azure_preview_tool_and_no_sources_when_configured() {
+    let r = run_with(
+        Provider::AzureOpenAi,
+        ok(AZURE_ANSWER),
+        TaskType::Copilot,
+        json!({"prompt": "q", "country": "GB"}),
+        |cfg| {
+            cfg.web_search_tool = "web_search_preview".into();
+            cfg.include_sources = Some(false);
+            cfg.user_location = Some(false);
+        },
+    )
+    .await;
+    assert!(r.out.is_ok(), "{:?}", r.out);
+    assert_eq!(
+        r.seen[0].body,
+        json!({"model": "model-x", "input": "q", "tools": [{"type": "web_search_preview"}]})
+    );
 }
 
 #[tokio::test]
