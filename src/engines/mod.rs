@@ -16,6 +16,8 @@
 #[allow(dead_code)]
 pub(crate) mod gemini;
 #[allow(dead_code)]
+pub(crate) mod responses;
+#[allow(dead_code)]
 pub(crate) mod serpapi;
 #[allow(dead_code)]
 pub(crate) mod upstream;
