@@ -132,6 +132,13 @@ fn assert_shape_like_simulator_for(result: &Value, payload: &Payload, extra: &[&
         result.get("simulated").is_none(),
         "a real result is not simulated"
     );
+    // And the published shape itself (reference §5), types included; COPILOT's `model` is the
+    // one key the adapter adds (it names what actually answered).
+    let problems: Vec<String> = crate::engines::shape::check(payload.task_type(), result)
+        .into_iter()
+        .filter(|p| !(extra.contains(&"model") && p == "model: not in the published shape"))
+        .collect();
+    assert_eq!(problems, Vec::<String>::new(), "{:?}", payload.task_type());
 }
 
 // ------------------------------------------------------------------------------------------
