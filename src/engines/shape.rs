@@ -68,21 +68,17 @@ const PILL: Ty = Obj(&[
     ("redirectLink", O, Str),
 ]);
 
-/// What every chat engine answers: text, sources, and the include-driven extras.
-const CHAT_COMMON: [Field; 5] = [
+/// What every chat engine answers besides its sources (whose item shape differs for Grok):
+/// the text and the include-driven extras. Each chat shape below is this plus its own fields.
+const CHAT_BASE: &[Field] = &[
     ("text", R, Str),
-    ("sources", R, Arr(&SOURCE)),
     ("markdown", O, Str),
     ("html", O, Str),
     ("rawResponse", O, Any),
 ];
 
 const CHATGPT: &[Field] = &[
-    CHAT_COMMON[0],
-    CHAT_COMMON[1],
-    CHAT_COMMON[2],
-    CHAT_COMMON[3],
-    CHAT_COMMON[4],
+    ("sources", R, Arr(&SOURCE)),
     ("searchQueries", O, Arr(&Str)),
     ("mapSearchQueries", O, Arr(&Str)),
     ("model", R, StrOrNull),
@@ -99,11 +95,7 @@ const CHATGPT: &[Field] = &[
 ];
 
 const GEMINI: &[Field] = &[
-    CHAT_COMMON[0],
-    CHAT_COMMON[1],
-    CHAT_COMMON[2],
-    CHAT_COMMON[3],
-    CHAT_COMMON[4],
+    ("sources", R, Arr(&SOURCE)),
     ("citationPills", O, Arr(&PILL)),
     ("places", O, Arr(&AnyObj)),
     ("shoppingCards", O, Arr(&AnyObj)),
@@ -127,21 +119,13 @@ const GROK_SOURCE: Ty = Obj(&[
 ]);
 
 const GROK: &[Field] = &[
-    CHAT_COMMON[0],
     ("sources", R, Arr(&GROK_SOURCE)),
-    CHAT_COMMON[2],
-    CHAT_COMMON[3],
-    CHAT_COMMON[4],
     ("searchQueries", R, Arr(&Str)),
     ("model", R, StrOrNull),
 ];
 
 const COPILOT: &[Field] = &[
-    CHAT_COMMON[0],
-    CHAT_COMMON[1],
-    CHAT_COMMON[2],
-    CHAT_COMMON[3],
-    CHAT_COMMON[4],
+    ("sources", R, Arr(&SOURCE)),
     ("citationPills", O, Arr(&PILL)),
     ("shoppingCards", O, Arr(&AnyObj)),
     ("map", O, Arr(&AnyObj)),
@@ -150,11 +134,7 @@ const COPILOT: &[Field] = &[
 ];
 
 const PERPLEXITY: &[Field] = &[
-    CHAT_COMMON[0],
-    CHAT_COMMON[1],
-    CHAT_COMMON[2],
-    CHAT_COMMON[3],
-    CHAT_COMMON[4],
+    ("sources", R, Arr(&SOURCE)),
     ("citationPills", O, Arr(&PILL)),
     ("related_queries", R, Arr(&Str)),
     ("videos", R, Arr(&AnyObj)),
@@ -303,17 +283,17 @@ const NEWS: &[Field] = &[
 /// The top-level field by which every simulated result says it is one (SPEC §5).
 const SIMULATED_MARKER: &str = "simulated";
 
-/// The fields of a task type's result.
-fn shape(t: TaskType) -> &'static [Field] {
+/// The fields of a task type's result, in groups.
+fn shape(t: TaskType) -> &'static [&'static [Field]] {
     match t {
-        TaskType::Chatgpt => CHATGPT,
-        TaskType::Gemini => GEMINI,
-        TaskType::Grok => GROK,
-        TaskType::Copilot => COPILOT,
-        TaskType::Perplexity => PERPLEXITY,
-        TaskType::Aimode => AIMODE,
-        TaskType::Google => GOOGLE,
-        TaskType::GoogleNews => NEWS,
+        TaskType::Chatgpt => &[CHAT_BASE, CHATGPT],
+        TaskType::Gemini => &[CHAT_BASE, GEMINI],
+        TaskType::Grok => &[CHAT_BASE, GROK],
+        TaskType::Copilot => &[CHAT_BASE, COPILOT],
+        TaskType::Perplexity => &[CHAT_BASE, PERPLEXITY],
+        TaskType::Aimode => &[AIMODE],
+        TaskType::Google => &[GOOGLE],
+        TaskType::GoogleNews => &[NEWS],
     }
 }
 
@@ -325,7 +305,7 @@ pub(crate) fn check(t: TaskType, result: &Value) -> Vec<String> {
     out
 }
 
-fn check_obj(fields: &[Field], v: &Value, path: &str, out: &mut Vec<String>) {
+fn check_obj(groups: &[&[Field]], v: &Value, path: &str, out: &mut Vec<String>) {
     let Some(map) = v.as_object() else {
         out.push(format!(
             "{}: expected an object, got {}",
@@ -334,7 +314,8 @@ fn check_obj(fields: &[Field], v: &Value, path: &str, out: &mut Vec<String>) {
         ));
         return;
     };
-    for (name, need, ty) in fields {
+    let fields = || groups.iter().flat_map(|g| g.iter());
+    for (name, need, ty) in fields() {
         let p = if path.is_empty() {
             (*name).to_owned()
         } else {
@@ -356,7 +337,7 @@ fn check_obj(fields: &[Field], v: &Value, path: &str, out: &mut Vec<String>) {
         if path.is_empty() && key == SIMULATED_MARKER && map[key].is_boolean() {
             continue;
         }
-        if !fields.iter().any(|(name, _, _)| name == key) {
+        if !fields().any(|(name, _, _)| name == key) {
             out.push(format!("{}: not in the published shape", join(path, key)));
         }
     }
@@ -372,7 +353,7 @@ fn check_ty(ty: Ty, v: &Value, path: &str, out: &mut Vec<String>) {
         AnyObj => v.is_object(),
         Any => true,
         Obj(fields) => {
-            check_obj(fields, v, path, out);
+            check_obj(&[fields], v, path, out);
             true
         }
         Arr(item) => match v.as_array() {
