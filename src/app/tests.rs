@@ -82,3 +82,52 @@ async fn a_shutdown_is_not_a_failure() {
     assert_eq!(server.failure(), None);
     server.stopped(Duration::from_secs(10)).await;
 }
+
+/// The server's one clock reaches the store: a task submitted through a server started on a
+/// manual clock is stamped with that clock's time, and so is its completion.
+#[tokio::test]
+async fn the_servers_clock_stamps_the_tasks() {
+    const T0: i64 = 1_800_000_000_000;
+    let db = TestDb::sqlite().expect("test database");
+    let clock = crate::clock::Clock::manual(T0);
+    let server = start(ServeOptions {
+        clock: clock.clone(),
+        ..options(&db)
+    })
+    .await
+    .expect("server starts");
+    let org = server
+        .created_default
+        .as_ref()
+        .expect("the default organization")
+        .org
+        .key;
+    let task = crate::store::NewTask {
+        task_type: crate::domain::types::TaskType::Chatgpt,
+        payload: serde_json::json!({"prompt": "p", "country": "US"}),
+        priority: 1,
+        idempotency_key: None,
+        webhook_url: None,
+        credits_to_charge: 5,
+    };
+    let id = server
+        .store
+        .submit(org, vec![task])
+        .await
+        .expect("store ok")
+        .expect("under the queue limit")
+        .remove(0)
+        .expect("accepted")
+        .id;
+    queue::wait_idle(&*server.store).await;
+    let record = server
+        .store
+        .get_task(org, id)
+        .await
+        .expect("store ok")
+        .expect("the task");
+    assert_eq!(record.created_ms, T0);
+    assert_eq!(record.finished_ms, Some(T0));
+    server.shutdown();
+    server.stopped(Duration::from_secs(10)).await;
+}
