@@ -24,7 +24,7 @@ pub use supervisor::{ComponentFailure, Ended};
 use crate::api::{self, AppState};
 use crate::clock::Clock;
 use crate::engines::Engine;
-use crate::queue::{self, QueueConfig};
+use crate::queue::{self, EngineRoutes, QueueConfig};
 use crate::store::admin;
 use crate::store::postgres::{PgConfig, PgStore};
 use crate::store::sqlite::SqliteStore;
@@ -38,8 +38,12 @@ pub struct ServeOptions {
     /// Lease, heartbeat and polling of cluster mode (PostgreSQL only).
     pub cluster: PgConfig,
     pub queue: QueueConfig,
-    /// The engine that runs every task type (the simulated one unless a caller brings its own).
+    /// The engine that runs the task types `engines` does not route (the simulated one unless a
+    /// caller brings its own).
     pub engine: Arc<dyn Engine>,
+    /// The engines file's engines and which task types they serve (`--engines`); by default
+    /// none, so every task type runs on `engine`.
+    pub engines: Arc<EngineRoutes>,
     pub max_body_bytes: usize,
     pub default_plan: String,
     /// Rate limit, timeouts and connection bounds of the HTTP edge.
@@ -90,6 +94,27 @@ async fn open_store(opts: &ServeOptions) -> anyhow::Result<(Arc<dyn Store>, Opti
     Ok((store, created))
 }
 
+/// One start-up line per task type: which engine serves it.
+fn log_routes(routes: &EngineRoutes) {
+    for (task_type, member) in routes.table() {
+        match routes.member_of(task_type) {
+            Some(m) => tracing::info!(
+                task_type = task_type.as_str(),
+                engine = %m.name,
+                kind = %m.kind,
+                model = m.model.as_deref().unwrap_or("-"),
+                max_in_flight = m.max_in_flight.map_or("-".to_owned(), |v| v.to_string()),
+                requests_per_minute = m.per_minute.map_or("-".to_owned(), |v| v.to_string()),
+                "Task type routed"
+            ),
+            None => {
+                debug_assert!(member.is_none());
+                tracing::info!(task_type = task_type.as_str(), engine = "simulated (default)", "Task type routed");
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -113,6 +138,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let supervisor = Supervisor::new(cancel.clone());
     let dyn_store = store.clone();
     let engine = opts.engine.clone();
+    log_routes(&opts.engines);
 
     let queue_cfg = QueueConfig {
         clock: opts.clock.clone(),
@@ -128,6 +154,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         queue::run_dispatcher(
             dyn_store.clone(),
             engine,
+            opts.engines.clone(),
             queue_cfg.clone(),
             gate.clone(),
             cancel.clone(),
@@ -142,12 +169,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         crate::webhooks::run_sender(dyn_store.clone(), webhook_cfg, gate.clone(), cancel.clone()),
     );
 
-    let state = Arc::new(AppState::new(
-        dyn_store,
-        opts.max_body_bytes,
-        opts.edge.clone(),
-        opts.webhooks.allow_private,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            dyn_store,
+            opts.max_body_bytes,
+            opts.edge.clone(),
+            opts.webhooks.allow_private,
+        )
+        .with_engines(opts.engines.clone()),
+    );
     let app = api::router(state);
     supervisor.spawn(
         "HTTP listener",

@@ -89,6 +89,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             latency: args.sim_latency_ms,
             failure_rate: args.sim_failure_rate,
         }),
+        engines: Default::default(),
         max_body_bytes: args.max_body_bytes,
         default_plan: args.default_plan,
         edge: cloro::api::edge::EdgeConfig {

@@ -52,6 +52,8 @@ pub(crate) struct AppState {
     pub(crate) limiter: ratelimit::RateLimiter,
     /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
     pub(crate) allow_private_webhooks: bool,
+    /// The configured engines and their health (`/readyz`).
+    pub(crate) engines: Arc<crate::queue::EngineRoutes>,
 }
 
 impl AppState {
@@ -68,7 +70,14 @@ impl AppState {
             limiter: ratelimit::RateLimiter::new(edge.rate_limit),
             edge,
             allow_private_webhooks,
+            engines: Arc::default(),
         }
+    }
+
+    /// The same state, reporting the health of `engines`.
+    pub(crate) fn with_engines(mut self, engines: Arc<crate::queue::EngineRoutes>) -> AppState {
+        self.engines = engines;
+        self
     }
 }
 

@@ -17,6 +17,7 @@ fn options(db: &TestDb) -> ServeOptions {
             },
             failure_rate: 0.0,
         }),
+        engines: Default::default(),
         max_body_bytes: 1 << 20,
         default_plan: "free".into(),
         edge: Default::default(),

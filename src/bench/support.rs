@@ -117,6 +117,7 @@ impl BenchServer {
                     ..QueueConfig::default()
                 },
                 engine: engine.clone(),
+                engines: Default::default(),
                 max_body_bytes: 10 * 1024 * 1024,
                 default_plan: "free".into(),
                 // The benchmarks measure the queue, not the rate limit.

@@ -35,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::engines::{Engine, EngineError, execute_stored};
 use crate::store::{ClaimedTask, Outcome, Store};
+
+pub mod engines;
+pub use engines::{EngineRoutes, Health};
+use engines::{Member, Verdict};
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
 
@@ -88,12 +92,74 @@ pub(crate) fn max_retries_error() -> serde_json::Value {
     json!({"error": {"code": "INTERNAL_SERVER_ERROR", "message": "Maximum retries exceeded"}})
 }
 
-/// What the dispatcher's claim loop claims and runs: tasks, on the engine.
+/// What the dispatcher's claim loop claims and runs: tasks, on their engines.
 struct Dispatcher {
     store: Arc<dyn Store>,
+    /// Runs the task types the routes do not list.
     engine: Arc<dyn Engine>,
+    routes: Arc<EngineRoutes>,
     cfg: QueueConfig,
     gate: Arc<Gate>,
+}
+
+impl Dispatcher {
+    /// A claim within the engines' limits and health (see [`engines`]): rate tokens are taken
+    /// from the store first, and the ones the claim did not use are given back.
+    async fn claim_within_engines(&self, n: usize) -> crate::store::Result<Vec<ClaimedTask>> {
+        let now = self.cfg.clock.now_ms();
+        let (mut lanes, owners) = self.routes.lanes(n, now);
+        if lanes.lanes.is_empty() {
+            return self.store.claim(n).await;
+        }
+        let members = self.routes.members();
+        let cap = u32::try_from(n).unwrap_or(u32::MAX);
+        let mut taken = vec![0u32; lanes.lanes.len()];
+        let mut failure = None;
+        for (l, lane) in lanes.lanes.iter_mut().enumerate() {
+            let Some(per_minute) = members[owners[l]].per_minute else {
+                continue;
+            };
+            let want = lane.starts.unwrap_or(cap).min(cap);
+            if want == 0 || failure.is_some() {
+                lane.starts = Some(0);
+                continue;
+            }
+            match self
+                .store
+                .take_lane_starts(&lane.name, want, per_minute, now)
+                .await
+            {
+                Ok(got) => {
+                    taken[l] = got.granted;
+                    lane.starts = Some(got.granted);
+                    self.routes
+                        .set_tokens_open(owners[l], (got.granted < want).then_some(got.next_ms).flatten());
+                }
+                Err(e) => {
+                    lane.starts = Some(0);
+                    failure = Some(e);
+                }
+            }
+        }
+        let claimed = match failure {
+            Some(e) => Err(e),
+            None => self.store.claim_in(n, &lanes).await,
+        };
+        let started = match &claimed {
+            Ok(tasks) => self.routes.count_started(tasks.iter().map(|t| &t.task_type)),
+            Err(_) => vec![0; members.len()],
+        };
+        for (l, lane) in lanes.lanes.iter().enumerate() {
+            let unused = taken[l].saturating_sub(u32::try_from(started[owners[l]]).unwrap_or(u32::MAX));
+            if let (true, Some(per_minute)) = (unused > 0, members[owners[l]].per_minute)
+                && let Err(error) = self.store.return_lane_starts(&lane.name, unused, per_minute).await
+            {
+                tracing::warn!(engine = %lane.name, %error, "Cannot give back unused rate tokens");
+            }
+        }
+        self.routes.started(&started, now);
+        claimed
+    }
 }
 
 impl Source for Dispatcher {
@@ -105,11 +171,17 @@ impl Source for Dispatcher {
     }
 
     async fn claim(&self, n: usize) -> crate::store::Result<Vec<ClaimedTask>> {
-        self.store.claim(n).await
+        if self.routes.members().is_empty() {
+            return self.store.claim(n).await;
+        }
+        self.claim_within_engines(n).await
     }
 
     async fn run(&self, task: ClaimedTask) {
-        let outcome = execute(&*self.engine, &task, &self.cfg).await;
+        let outcome = match self.routes.member_of(task.task_type) {
+            Some(member) => execute_on(&*member.engine, Some(member), &task, &self.cfg).await,
+            None => execute(&*self.engine, &task, &self.cfg).await,
+        };
         finish_durably(&*self.store, task, outcome).await;
         // Counted once the outcome is recorded; the worker slot is freed right after, so this
         // node never has more than `workers` tasks PROCESSING.
@@ -117,7 +189,10 @@ impl Source for Dispatcher {
     }
 
     fn next_due_ms(&self) -> Option<i64> {
-        self.store.next_retry_ms()
+        match (self.store.next_retry_ms(), self.routes.next_open_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn claim_failed(&self, error: &crate::store::Error, _failures: u32) {
@@ -138,6 +213,7 @@ impl Pacer for GatePacer {
 pub(crate) async fn run_dispatcher(
     store: Arc<dyn Store>,
     engine: Arc<dyn Engine>,
+    routes: Arc<EngineRoutes>,
     cfg: QueueConfig,
     gate: Arc<Gate>,
     cancel: CancellationToken,
@@ -150,14 +226,28 @@ pub(crate) async fn run_dispatcher(
     let dispatcher = Arc::new(Dispatcher {
         store,
         engine,
+        routes,
         cfg,
         gate: gate.clone(),
     });
     claim_loop::run(dispatcher, GatePacer(gate), limits, cancel).await;
 }
 
-/// Runs one attempt and decides its outcome.
+/// Runs one attempt on an engine no route names and decides its outcome.
 pub(crate) async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
+    execute_on(engine, None, task, cfg).await
+}
+
+/// Runs one attempt and decides its outcome. On a configured engine (`member`), an upstream's
+/// 429 or refused key is the engine's trouble, not the task's: the engine pauses (see
+/// [`engines`]) and the task goes back to the head of its priority without spending the
+/// attempt. Without one (the default engine) they are retried like any transient failure.
+pub(crate) async fn execute_on(
+    engine: &dyn Engine,
+    member: Option<&Member>,
+    task: &ClaimedTask,
+    cfg: &QueueConfig,
+) -> Outcome {
     if task.attempt > cfg.max_attempts {
         return Outcome::Failed {
             error: max_retries_error(),
@@ -168,8 +258,23 @@ pub(crate) async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &Queue
         Ok(r) => r,
         Err(_) => Err(EngineError::Retryable("engine call timed out".into())),
     };
-    // An upstream's 429 or refused key is the engine's trouble, not the task's. Until engines
-    // pause on their own (issue 10), they are retried like any transient failure.
+    if let Some(member) = member {
+        let message = match &result {
+            Ok(_) => "",
+            Err(
+                EngineError::Retryable(m)
+                | EngineError::Fatal { message: m, .. }
+                | EngineError::RateLimited { message: m, .. }
+                | EngineError::Unauthorized { message: m },
+            ) => m.as_str(),
+        };
+        member.record(Verdict::of(&result), message, cfg.clock.now_ms());
+        if let Err(EngineError::RateLimited { .. } | EngineError::Unauthorized { .. }) = &result {
+            tracing::debug!(task_id = %task.id, engine = %member.name, %message,
+                            "The engine paused; the task goes back to the head of its priority");
+            return Outcome::Requeue;
+        }
+    }
     match result {
         Ok(out) => Outcome::Completed {
             result: out.result,
@@ -265,3 +370,5 @@ pub async fn wait_idle(store: &dyn Store) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod dispatch_tests;

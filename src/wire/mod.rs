@@ -29,7 +29,7 @@ mod task;
 
 pub(crate) use account::CreditsResponse;
 pub(crate) use error::{ErrorBody, ErrorEnvelope};
-pub(crate) use health::Health;
+pub(crate) use health::{EngineHealth, Health};
 pub(crate) use queue::{ClearQueueResponse, StatusResponse};
 pub(crate) use reference::UsState;
 pub(crate) use task::{BatchItem, BatchResponse, CreateTaskResponse, GetTaskResponse};

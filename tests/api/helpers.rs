@@ -325,6 +325,7 @@ impl Builder {
                 },
                 failure_rate: self.failure_rate,
             }),
+            engines: Default::default(),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
             edge: self.edge.clone(),
