@@ -87,6 +87,7 @@ use cloro::store::admin;
 mod load;
 mod scratch;
 mod support;
+mod upstream;
 mod webhooks;
 
 use self::load::bench_load;
@@ -113,6 +114,9 @@ pub(crate) enum Scenario {
     Webhooks,
     /// Mixed traffic at a fixed rate (not part of `all`).
     Load,
+    /// Many calls in flight through the real `openai-responses` adapter against a local fake
+    /// upstream (not part of `all`; see `bench/upstream.rs`).
+    Upstream,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,6 +175,16 @@ pub(crate) struct BenchArgs {
     /// median over the rounds is reported.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: usize,
+    /// `--scenario upstream`: calls in flight (the engine's `max_in_flight`, the workers and the
+    /// organization's concurrency).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) upstream_in_flight: usize,
+    /// `--scenario upstream`: how long the fake upstream takes to answer, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) upstream_latency_ms: u64,
+    /// `--scenario upstream`: tasks to run.
+    #[arg(long, default_value_t = 50_000)]
+    pub(crate) upstream_tasks: usize,
 }
 
 /// Where the scenarios run: set once from the arguments.
@@ -260,6 +274,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.scenario == Scenario::Load {
             bench_load(&args, &out).await.context("scenario load")?;
+        }
+        if args.scenario == Scenario::Upstream {
+            upstream::bench_upstream(&args, &out)
+                .await
+                .context("scenario upstream")?;
         }
         anyhow::Ok(())
     })

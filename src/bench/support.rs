@@ -70,6 +70,17 @@ impl BenchServer {
         engine: Arc<dyn Engine>,
         paused: bool,
     ) -> anyhow::Result<BenchServer> {
+        Self::start_with_routes(plans, workers, engine, Arc::default(), paused).await
+    }
+
+    /// [`BenchServer::start`] with configured engines (`routes`) beside the default `engine`.
+    pub(super) async fn start_with_routes(
+        plans: &[OrgPlan],
+        workers: usize,
+        engine: Arc<dyn Engine>,
+        routes: Arc<cloro::queue::EngineRoutes>,
+        paused: bool,
+    ) -> anyhow::Result<BenchServer> {
         let (pg, nodes) = TARGET.get().cloned().unwrap_or((None, 1));
         let db = match &pg {
             None => ScratchDb::sqlite().context("creating the scratch database")?,
@@ -117,7 +128,7 @@ impl BenchServer {
                     ..QueueConfig::default()
                 },
                 engine: engine.clone(),
-                engines: Default::default(),
+                engines: routes.clone(),
                 max_body_bytes: 10 * 1024 * 1024,
                 default_plan: "free".into(),
                 // The benchmarks measure the queue, not the rate limit.

@@ -1,0 +1,209 @@
+//! `--scenario upstream`: many calls in flight through a real adapter.
+//!
+//! A local fake of OpenAI's Responses API (`POST /v1/responses`, the documented answer layout
+//! of https://platform.openai.com/docs/api-reference/responses/object: a `web_search_call`
+//! with 40 consulted sources and a `message` of ~6 KB with 20 `url_citation` annotations)
+//! answers every call after `--sim-latency-ms` (default 2000). The server runs CHATGPT on the
+//! `openai-responses` adapter through an engines file pointing at the fake, with
+//! `max_in_flight = --workers` (default here: 5000) and as many workers, one organization of
+//! that concurrency. `--tasks` tasks (default 50 000) are enqueued with the dispatcher paused,
+//! then it is resumed; the clock runs from the resume to the last finish. Reported: tasks/s
+//! against the ideal `workers / latency`, the most calls the fake saw at once, and resident
+//! memory (`VmHWM` of the whole process: server, fake upstream and client).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use axum::Router;
+use axum::routing::post;
+use serde_json::json;
+
+use super::support::*;
+use super::BenchArgs;
+use cloro::queue::{self, EngineRoutes};
+
+/// The answer every call gets: the layout OpenAI documents for a web-search answer.
+fn answer() -> String {
+    let mut text = String::new();
+    let mut annotations = Vec::new();
+    let mut sources = Vec::new();
+    for i in 0..20 {
+        let sentence =
+            format!("Paragraph {i}: brand number {i} is praised ☕ for its quality and price. ");
+        let start = text.chars().count();
+        text.push_str(&sentence);
+        let end = text.chars().count();
+        annotations.push(json!({"type": "url_citation", "start_index": start, "end_index": end,
+            "url": format!("https://site{i}.example.com/article-{i}?utm_source=openai"),
+            "title": format!("Article {i}")}));
+        sources.push(json!({"type": "url", "url": format!("https://site{i}.example.com/article-{i}")}));
+        sources.push(json!({"type": "url", "url": format!("https://other{i}.example.org/")}));
+        text.push_str(
+            "More details on durability, repairability and the warranty follow in the review. ",
+        );
+        text.push_str("Owners report few failures over the first three years of daily use. ");
+    }
+    json!({"id": "resp_bench", "object": "response", "status": "completed", "error": null,
+        "model": "gpt-5-mini-2025-08-07", "output": [
+        {"type": "web_search_call", "id": "ws_1", "status": "completed",
+         "action": {"type": "search", "queries": ["best brands", "brand reviews"], "sources": sources}},
+        {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": text, "annotations": annotations}]}],
+        "usage": {"input_tokens": 812, "output_tokens": 1404, "total_tokens": 2216}})
+    .to_string()
+}
+
+/// The fake upstream: answers after `latency`, counting calls in flight.
+struct Fake {
+    addr: std::net::SocketAddr,
+    most: Arc<AtomicUsize>,
+    served: Arc<AtomicUsize>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn fake(latency: Duration) -> anyhow::Result<Fake> {
+    let body: Arc<str> = answer().into();
+    let now = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (n, m, d) = (now.clone(), most.clone(), served.clone());
+    let app = Router::new().route(
+        "/v1/responses",
+        post(move || {
+            let (body, now, most, served) = (body.clone(), n.clone(), m.clone(), d.clone());
+            async move {
+                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(in_flight, Ordering::SeqCst);
+                tokio::time::sleep(latency).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                served.fetch_add(1, Ordering::SeqCst);
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    Ok(Fake {
+        addr,
+        most,
+        served,
+        _stop: cancel.drop_guard(),
+    })
+}
+
+pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let workers = args.upstream_in_flight;
+    let latency = Duration::from_millis(args.upstream_latency_ms);
+    let n = args.upstream_tasks;
+    ensure!(workers > 0 && n > 0, "--upstream-in-flight and --upstream-tasks must be above 0");
+    let fake = fake(latency).await?;
+    let file = std::env::temp_dir().join(format!("cloro-bench-engines-{}.toml", uuid::Uuid::new_v4()));
+    let _remove = RemoveOnDrop(file.clone());
+    std::fs::write(
+        &file,
+        format!(
+            "[engines.openai]\nkind = \"openai-responses\"\nprovider = \"openai\"\n\
+             base_url = \"http://{}/v1\"\napi_key_env = \"BENCH_OPENAI_KEY\"\nmodel = \"gpt-5-mini\"\n\
+             max_in_flight = {workers}\ntimeout_ms = 60000\n\n[task_types]\nCHATGPT = \"openai\"\n",
+            fake.addr
+        ),
+    )?;
+    let routes = EngineRoutes::load(&file, &|name| {
+        (name == "BENCH_OPENAI_KEY").then(|| "sk-bench-not-a-real-key".to_owned())
+    })
+    .map_err(anyhow::Error::msg)?;
+    let orgs = [OrgPlan {
+        concurrency: u32::try_from(workers).unwrap_or(u32::MAX),
+        ..OrgPlan::new("bench-upstream", 1, n)
+    }];
+    let bench =
+        BenchServer::start_with_routes(&orgs, workers, simulated(), Arc::new(routes), true).await?;
+    eprintln!(
+        "[bench] upstream: {n} CHATGPT tasks through the openai-responses adapter, \
+         {workers} in flight, fake upstream at {} ms",
+        latency.as_millis()
+    );
+    let sub = submit_batches(&bench.bases, &bench.orgs[0].key, 0, n, 500, 4, "upstream").await?;
+    sub.check()?;
+    let store = bench.store()?;
+    let before = read_memory()?;
+    let started = Instant::now();
+    for s in &bench.servers {
+        s.gate.resume();
+    }
+    {
+        let _p = progress("upstream", {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move {
+                    match store.totals().await {
+                        Ok((q, p)) => format!("{q} queued, {p} running"),
+                        Err(e) => e.to_string(),
+                    }
+                }
+            }
+        });
+        queue::wait_idle(&*store).await;
+    }
+    let wall = started.elapsed();
+    let after = read_memory()?;
+    let completed = fake.served.load(Ordering::SeqCst) as u64;
+    bench.stop().await;
+    let rate = n as f64 / wall.as_secs_f64();
+    let ideal = workers as f64 / latency.as_secs_f64();
+    let most = fake.most.load(Ordering::SeqCst);
+    let human = format!(
+        "upstream: {n} tasks, {workers} in flight, {} ms upstream: {:.2} s, {:.0} tasks/s = {:.1}% of the ideal {:.0}; \
+         most calls in flight at the fake {most}; calls answered {completed}; RSS before {} MB, peak {} MB",
+        latency.as_millis(),
+        wall.as_secs_f64(),
+        rate,
+        100.0 * rate / ideal,
+        ideal,
+        before.rss_kib / 1024,
+        after.hwm_kib / 1024,
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "upstream",
+            "tasks": n,
+            "inFlight": workers,
+            "upstreamLatencyMs": latency.as_millis() as u64,
+            "wallSeconds": round(wall.as_secs_f64(), 3),
+            "tasksPerSecond": rate.round(),
+            "idealTasksPerSecond": ideal.round(),
+            "shareOfIdeal": round(rate / ideal, 3),
+            "mostInFlightAtUpstream": most,
+            "callsAnswered": completed,
+            "rssBeforeMb": before.rss_kib / 1024,
+            "peakRssMb": after.hwm_kib / 1024,
+        }),
+    );
+    ensure!(completed == n as u64, "the fake answered {completed} calls for {n} tasks");
+    ensure!(most <= workers, "the fake saw {most} calls at once, above max_in_flight {workers}");
+    Ok(())
+}
+
+
+/// Removes the engines file when the scenario ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
