@@ -24,6 +24,28 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show and check the engines file (SPEC §5): which engine runs each task type.
+    #[command(subcommand)]
+    Engines(EnginesCommand),
+}
+
+/// `cloro engines list|check` (exit code 0: all fine; 1: a check failed; 2: a bad file).
+#[derive(Debug, Subcommand)]
+pub enum EnginesCommand {
+    /// One row per task type: its engine, kind, model, base URL and limits.
+    List(EnginesArgs),
+    /// One cheap real call per configured engine, all at once; exit code 0 only if all pass.
+    Check(EnginesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnginesArgs {
+    /// The engines file (TOML); without one every task type runs on the simulator.
+    #[arg(long, env = "CLORO_ENGINES")]
+    pub engines: Option<PathBuf>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -40,6 +62,10 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub db: DbArgs,
+    /// The engines file (TOML, SPEC §5): which engine runs each task type; task types it does
+    /// not list, and all of them without a file, run on the simulator.
+    #[arg(long, env = "CLORO_ENGINES")]
+    pub engines: Option<PathBuf>,
     /// A file of `name = value` lines with the options below.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,

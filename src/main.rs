@@ -63,6 +63,9 @@ fn main() -> anyhow::Result<()> {
         TopCommand::Core(Command::Serve(args)) => serve(args),
         TopCommand::Core(Command::Org(cmd)) => cloro::cli::org(cmd),
         TopCommand::Core(Command::Key(cmd)) => cloro::cli::key(cmd),
+        TopCommand::Core(Command::Engines(cmd)) => {
+            std::process::exit(cloro::engines::file::cli::run(&cmd))
+        }
         TopCommand::Bench(args) => bench::run(args),
     }
 }

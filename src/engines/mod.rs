@@ -22,6 +22,7 @@ pub(crate) mod serpapi;
 #[allow(dead_code)]
 pub(crate) mod upstream;
 
+pub mod file;
 #[cfg(test)]
 pub(crate) mod shape;
 pub(crate) mod simulated;
@@ -79,6 +80,14 @@ pub enum EngineError {
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError>;
+
+    /// One cheap real call proving that the upstream answers and accepts the key (`cloro
+    /// engines check`): the provider's free model or account endpoint where it documents one.
+    /// `Ok` carries a short human note (never a key); the default, for engines with no
+    /// upstream (the simulator), calls nothing.
+    async fn check(&self) -> Result<String, EngineError> {
+        Ok("nothing to check".into())
+    }
 }
 
 /// Runs one attempt of a stored task: reads its stored payload back as the typed payload, then

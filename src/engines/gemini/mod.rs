@@ -102,6 +102,37 @@ impl GeminiEngine {
 
 #[async_trait]
 impl Engine for GeminiEngine {
+    /// `GET {base}/v1beta/models/{model}`, "models.get" (free; no tokens): it proves the key
+    /// (an invalid one is a 400 `API_KEY_INVALID`, read as a refused key) and that the model
+    /// exists — ai.google.dev/api/rest/v1beta/models/get.
+    async fn check(&self) -> Result<String, EngineError> {
+        let url = self
+            .url
+            .strip_suffix(":generateContent")
+            .unwrap_or(&self.url);
+        let req = self.client.get(url).header("x-goog-api-key", &self.api_key);
+        let reply = upstream::send(req, 4 * 1024 * 1024, &self.api_key).await?;
+        if !reply.status.is_success() {
+            return Err(normalize::error(
+                reply.status,
+                &reply.headers,
+                &reply.body,
+                &self.api_key,
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|e| {
+            EngineError::Retryable(format!("the upstream's answer is not JSON: {e}"))
+        })?;
+        let name = json
+            .get("name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("the model");
+        Ok(upstream::redact(
+            &format!("{name} is available"),
+            &self.api_key,
+        ))
+    }
+
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
         let Payload::Chat(ChatEngine::Gemini, p) = task.payload else {
             return Err(EngineError::Fatal {

@@ -256,8 +256,100 @@ pub(super) fn read_reply(reply: &Reply, secret: &str) -> Result<Value, EngineErr
     Ok(json)
 }
 
+/// Largest answer read by [`ResponsesEngine::check`] (a model list).
+const CHECK_MAX_BODY: usize = 4 * 1024 * 1024;
+
+impl ResponsesEngine {
+    /// `{base_url}/{segments…}`, each segment escaped (model ids may hold `/`).
+    fn endpoint(&self, segments: &[&str]) -> Result<reqwest::Url, EngineError> {
+        let base = self.url.strip_suffix("/responses").unwrap_or(&self.url);
+        let mut url = reqwest::Url::parse(base).map_err(|e| EngineError::Fatal {
+            code: "INTERNAL_SERVER_ERROR".into(),
+            message: format!("invalid base_url: {e}"),
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| EngineError::Fatal {
+                code: "INTERNAL_SERVER_ERROR".into(),
+                message: "the base_url cannot take a path".into(),
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// The cheapest documented call that proves the key, per provider:
+    /// * OpenAI: `GET {base}/models/{model}`, "Retrieve model" (free; 401 for a wrong key, 404
+    ///   for a model the key cannot use) — developers.openai.com/api/reference/resources/models/methods/retrieve;
+    /// * xAI: `GET {base}/models/{model_id}`, "Get model" (free) —
+    ///   docs.x.ai/developers/rest-api-reference/inference/models;
+    /// * Azure OpenAI v1: `GET {endpoint}/openai/v1/models`, "List models" (free; the configured
+    ///   model is a deployment name, which that list does not hold, so only the key and the
+    ///   resource are proven) — learn.microsoft.com/rest/api/microsoft-foundry/azureopenai/models;
+    /// * Perplexity: its `GET /v1/models` is documented without authentication (`security: []`
+    ///   in docs.perplexity.ai/api-reference/models-get), so it cannot prove a key: the smallest
+    ///   real call instead, `POST {base}/responses` with `input: "ping"`, no tool (no search
+    ///   fee) and `max_output_tokens: 16` (a field of the Agent API's request, per
+    ///   perplexityai/perplexity-py `response_create_params.py`) — a few tokens are billed.
+    async fn check_call(&self) -> Result<String, EngineError> {
+        let secret = self.cfg.api_key.trim();
+        let model = self.cfg.model.trim();
+        let auth = (self.auth.0.clone(), self.auth.1.clone());
+        match self.cfg.provider {
+            Provider::OpenAi | Provider::Xai => {
+                let url = self.endpoint(&["models", model])?;
+                let req = self.client.get(url).header(auth.0, auth.1);
+                let reply = upstream::send(req, CHECK_MAX_BODY, secret).await?;
+                let json = read_reply(&reply, secret)?;
+                let id = json.get("id").and_then(Value::as_str).unwrap_or(model);
+                Ok(upstream::redact(
+                    &format!("model {id} is available"),
+                    secret,
+                ))
+            }
+            Provider::AzureOpenAi => {
+                let url = self.endpoint(&["models"])?;
+                let req = self.client.get(url).header(auth.0, auth.1);
+                let reply = upstream::send(req, CHECK_MAX_BODY, secret).await?;
+                let json = read_reply(&reply, secret)?;
+                let n = json
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                Ok(format!(
+                    "the key is accepted ({n} models listed; deployment {model} not checked)"
+                ))
+            }
+            Provider::Perplexity => {
+                let url = self.endpoint(&["responses"])?;
+                let body = serde_json::json!({
+                    "model": model,
+                    "input": "ping",
+                    "max_output_tokens": 16,
+                });
+                let req = self
+                    .client
+                    .post(url)
+                    .header(auth.0, auth.1)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+                let reply = upstream::send(req, CHECK_MAX_BODY, secret).await?;
+                let json = read_reply(&reply, secret)?;
+                let answered = json.get("model").and_then(Value::as_str).unwrap_or(model);
+                Ok(upstream::redact(
+                    &format!("model {answered} answered a 16-token test call"),
+                    secret,
+                ))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Engine for ResponsesEngine {
+    async fn check(&self) -> Result<String, EngineError> {
+        self.check_call().await
+    }
+
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
         let unsupported = || EngineError::Fatal {
             code: "ENGINE_NOT_SUPPORTED".into(),

@@ -185,6 +185,45 @@ impl SerpApiEngine {
 
 #[async_trait]
 impl Engine for SerpApiEngine {
+    /// `GET {base}/account.json?api_key=…`, the Account API: "free of charge, and using it will
+    /// not be counted toward your monthly quota" (serpapi.com/account-api). A plan with no
+    /// searches left fails the check like a refused key. Its answer echoes the key
+    /// (`api_key`), so only the plan's name and counters are read from it.
+    async fn check(&self) -> Result<String, EngineError> {
+        let mut url = self.search_url.clone();
+        let path = self.search_url.path();
+        url.set_path(&format!(
+            "{}account.json",
+            path.strip_suffix("search.json").unwrap_or(path)
+        ));
+        url.query_pairs_mut()
+            .append_pair("api_key", &self.cfg.api_key);
+        let secret = &self.cfg.api_key;
+        let reply = upstream::send(self.client.get(url), 4 * 1024 * 1024, secret).await?;
+        let account = normalize::read_reply(reply, secret)?;
+        let plan = account
+            .get("plan_name")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown plan");
+        let left = account.get("total_searches_left").and_then(Value::as_i64);
+        let per_hour = account
+            .get("account_rate_limit_per_hour")
+            .and_then(Value::as_i64);
+        if left.is_some_and(|n| n <= 0) {
+            return Err(EngineError::Unauthorized {
+                message: upstream::redact(&format!("{plan}: no searches left"), secret),
+            });
+        }
+        let mut note = plan.to_owned();
+        if let Some(n) = left {
+            note.push_str(&format!(", {n} searches left"));
+        }
+        if let Some(n) = per_hour {
+            note.push_str(&format!(", {n} per hour"));
+        }
+        Ok(upstream::redact(&note, secret))
+    }
+
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
         let result = self.run(task.payload).await?;
         Ok(EngineOutput {
