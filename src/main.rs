@@ -92,7 +92,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             latency: args.sim_latency_ms,
             failure_rate: args.sim_failure_rate,
         }),
-        engines: Default::default(),
+        engines: std::sync::Arc::new(match &args.engines {
+            Some(path) => cloro::queue::EngineRoutes::load(path, &|name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?,
+            None => cloro::queue::EngineRoutes::default(),
+        }),
         max_body_bytes: args.max_body_bytes,
         default_plan: args.default_plan,
         edge: cloro::api::edge::EdgeConfig {

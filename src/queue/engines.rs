@@ -296,6 +296,31 @@ fn type_index(t: TaskType) -> usize {
 }
 
 impl EngineRoutes {
+    /// Reads the engines file at `path` (SPEC §5), taking API keys from `env`; the error names
+    /// the file and the line.
+    pub fn load(path: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> Result<EngineRoutes, String> {
+        crate::engines::file::load(path, env).map(EngineRoutes::from_set)
+    }
+
+    /// The routes of a loaded engines file.
+    pub(crate) fn from_set(set: crate::engines::file::EngineSet) -> EngineRoutes {
+        let members = set
+            .engines
+            .into_iter()
+            .map(|e| {
+                Member::new(
+                    e.name,
+                    e.kind.as_str(),
+                    e.model,
+                    e.engine,
+                    e.max_in_flight,
+                    e.requests_per_minute,
+                )
+            })
+            .collect();
+        EngineRoutes::new(members, set.route)
+    }
+
     /// Routes from configured engines: `route[i]` is the member serving `TaskType::ALL[i]`.
     pub(crate) fn new(members: Vec<Member>, route: [Option<usize>; 8]) -> EngineRoutes {
         let route = route.map(|r| r.filter(|&i| i < members.len()));

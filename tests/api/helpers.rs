@@ -79,6 +79,7 @@ pub struct Builder {
     max_body_bytes: usize,
     paused: bool,
     rate_limit: Option<u32>,
+    engines: Option<cloro::queue::EngineRoutes>,
     edge: cloro::api::edge::EdgeConfig,
     webhooks: cloro::webhooks::WebhookConfig,
 }
@@ -97,6 +98,7 @@ impl TestApp {
             max_body_bytes: 10 * 1024 * 1024,
             paused: false,
             rate_limit: None,
+            engines: None,
             edge: Default::default(),
             webhooks: cloro::webhooks::WebhookConfig {
                 retry_base_ms: 50,
@@ -294,6 +296,12 @@ impl Builder {
         self
     }
 
+    /// Configured engines (an engines file loaded with `EngineRoutes::load`).
+    pub fn engines(mut self, routes: cloro::queue::EngineRoutes) -> Self {
+        self.engines = Some(routes);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let db = test_db().await;
         // The test's organization exists before the server starts, so `default` is not made.
@@ -325,7 +333,7 @@ impl Builder {
                 },
                 failure_rate: self.failure_rate,
             }),
-            engines: Default::default(),
+            engines: Arc::new(self.engines.unwrap_or_default()),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
             edge: self.edge.clone(),

@@ -6,6 +6,7 @@ mod auth;
 mod batch;
 mod bodies;
 mod edge;
+mod engines;
 mod monitor;
 mod openapi;
 mod reference;
