@@ -214,7 +214,7 @@ impl Engine for SerpApiEngine {
                 message: upstream::redact(&format!("{plan}: no searches left"), secret),
             });
         }
-        let mut note = format!("{plan}");
+        let mut note = plan.to_owned();
         if let Some(n) = left {
             note.push_str(&format!(", {n} searches left"));
         }
