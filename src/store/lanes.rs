@@ -118,9 +118,9 @@ impl Room {
             *l = lane_of_kind(lanes, k);
         }
         let mut in_flight = vec![0u32; lanes.lanes.len()];
-        for k in 0..KINDS {
-            if let Some(l) = lane_of[k] {
-                in_flight[l] += processing[k];
+        for (l, n) in lane_of.iter().zip(processing) {
+            if let Some(l) = *l {
+                in_flight[l] += n;
             }
         }
         let left: Vec<u32> = lanes
@@ -137,8 +137,8 @@ impl Room {
             left,
             open: ALL_OPEN,
         };
-        for k in 0..KINDS {
-            if let Some(l) = lane_of[k]
+        for (k, l) in lane_of.iter().enumerate() {
+            if let Some(l) = *l
                 && room.left[l] == 0
             {
                 room.open &= !(1 << k);

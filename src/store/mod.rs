@@ -10,6 +10,10 @@
 //!   claim that would exceed it skips that organization.
 //! * **Fairness.** Organizations with runnable work are served round-robin, one task per turn,
 //!   so one organization's backlog delays another's next task by at most one engine call.
+//! * **Lanes.** With [`Lanes`] ([`TaskQueue::claim_in`]), a task whose engine has no room (its
+//!   lane's `max_in_flight` tasks PROCESSING, cluster-wide, or the claim's `starts` used) is
+//!   skipped without losing its place; the organization is offered its best task of a lane
+//!   with room (strict priority among runnable tasks), and fairness is unchanged.
 //! * **Credits at pickup.** A task whose cost no longer fits the organization's live balance
 //!   (minus what running tasks have reserved) is not run: it is FAILED with
 //!   `INSUFFICIENT_CREDITS`, `latencyMs: null`, `creditsCharged: 0`.
@@ -313,6 +317,13 @@ pub struct ClaimedTask {
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub(crate) credits_to_charge: i64,
+}
+
+impl ClaimedTask {
+    /// The task's type (which engine, hence which lane, runs it).
+    pub fn task_type(&self) -> TaskType {
+        self.task_type
+    }
 }
 
 /// How an attempt ended.

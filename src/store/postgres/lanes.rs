@@ -18,8 +18,9 @@ use crate::store::{Error, LaneStarts, Result};
 /// Returns the old and the new theoretical arrival time.
 const TAKE_STARTS: &str = "WITH o AS (SELECT tat_ms FROM lane_rate WHERE name = $1 FOR UPDATE)
              UPDATE lane_rate AS l
-                SET tat_ms = GREATEST(o.tat_ms, $2)
-                             + $4 * LEAST($3, GREATEST(0, ($5 * $4 - (GREATEST(o.tat_ms, $2) - $2)) / $4))
+                SET tat_ms = GREATEST(o.tat_ms, $2::bigint)
+                             + $4::bigint * LEAST($3::bigint, GREATEST(0, ($5::bigint * $4
+                                 - (GREATEST(o.tat_ms, $2) - $2)) / $4))
                FROM o WHERE l.name = $1
              RETURNING o.tat_ms, l.tat_ms";
 
