@@ -109,7 +109,11 @@ fn log_routes(routes: &EngineRoutes) {
             ),
             None => {
                 debug_assert!(member.is_none());
-                tracing::info!(task_type = task_type.as_str(), engine = "simulated (default)", "Task type routed");
+                tracing::info!(
+                    task_type = task_type.as_str(),
+                    engine = "simulated (default)",
+                    "Task type routed"
+                );
             }
         }
     }

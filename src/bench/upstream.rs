@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, ensure};
+use anyhow::ensure;
 use axum::Router;
 use axum::routing::post;
 use serde_json::json;
 
-use super::support::*;
 use super::BenchArgs;
+use super::support::*;
 use cloro::queue::{self, EngineRoutes};
 
 /// The answer every call gets: the layout OpenAI documents for a web-search answer.
@@ -35,10 +35,14 @@ fn answer() -> String {
         let start = text.chars().count();
         text.push_str(&sentence);
         let end = text.chars().count();
-        annotations.push(json!({"type": "url_citation", "start_index": start, "end_index": end,
+        annotations.push(
+            json!({"type": "url_citation", "start_index": start, "end_index": end,
             "url": format!("https://site{i}.example.com/article-{i}?utm_source=openai"),
-            "title": format!("Article {i}")}));
-        sources.push(json!({"type": "url", "url": format!("https://site{i}.example.com/article-{i}")}));
+            "title": format!("Article {i}")}),
+        );
+        sources.push(
+            json!({"type": "url", "url": format!("https://site{i}.example.com/article-{i}")}),
+        );
         sources.push(json!({"type": "url", "url": format!("https://other{i}.example.org/")}));
         text.push_str(
             "More details on durability, repairability and the warranty follow in the review. ",
@@ -107,9 +111,13 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     let workers = args.upstream_in_flight;
     let latency = Duration::from_millis(args.upstream_latency_ms);
     let n = args.upstream_tasks;
-    ensure!(workers > 0 && n > 0, "--upstream-in-flight and --upstream-tasks must be above 0");
+    ensure!(
+        workers > 0 && n > 0,
+        "--upstream-in-flight and --upstream-tasks must be above 0"
+    );
     let fake = fake(latency).await?;
-    let file = std::env::temp_dir().join(format!("cloro-bench-engines-{}.toml", uuid::Uuid::new_v4()));
+    let file =
+        std::env::temp_dir().join(format!("cloro-bench-engines-{}.toml", uuid::Uuid::new_v4()));
     let _remove = RemoveOnDrop(file.clone());
     std::fs::write(
         &file,
@@ -193,11 +201,16 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
             "peakRssMb": after.hwm_kib / 1024,
         }),
     );
-    ensure!(completed == n as u64, "the fake answered {completed} calls for {n} tasks");
-    ensure!(most <= workers, "the fake saw {most} calls at once, above max_in_flight {workers}");
+    ensure!(
+        completed == n as u64,
+        "the fake answered {completed} calls for {n} tasks"
+    );
+    ensure!(
+        most <= workers,
+        "the fake saw {most} calls at once, above max_in_flight {workers}"
+    );
     Ok(())
 }
-
 
 /// Removes the engines file when the scenario ends.
 struct RemoveOnDrop(std::path::PathBuf);

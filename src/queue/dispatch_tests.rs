@@ -46,15 +46,18 @@ impl Scripted {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// Waits until at least `n` calls have started.
+    /// Waits until at least `n` calls have started (failing the test after 20 s).
     async fn until_calls(&self, n: u32) {
-        loop {
-            let started = self.started.notified();
-            if self.calls() >= n {
-                return;
+        within(async {
+            loop {
+                let started = self.started.notified();
+                if self.calls() >= n {
+                    return;
+                }
+                started.await;
             }
-            started.await;
-        }
+        })
+        .await
     }
 }
 
@@ -82,6 +85,13 @@ impl Engine for Scripted {
     }
 }
 
+/// Runs `f`, failing the test if it takes more than 20 s (a broken rule must fail, not hang).
+async fn within<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f)
+        .await
+        .expect("timed out waiting for the dispatcher")
+}
+
 struct Rig {
     store: Arc<dyn Store>,
     org: OrgKey,
@@ -95,7 +105,9 @@ struct Rig {
 /// a dispatcher running `routes` (unrouted types on an instant simulator).
 async fn rig(concurrency: u32, routes: EngineRoutes) -> Rig {
     let db = crate::testing::TestDb::sqlite().expect("test database");
-    let admin = crate::store::admin::open(&db.database).await.expect("admin");
+    let admin = crate::store::admin::open(&db.database)
+        .await
+        .expect("admin");
     let spec = OrgSpec {
         name: "org".into(),
         plan: "business".into(),
@@ -178,19 +190,31 @@ impl Rig {
             .expect("exists")
     }
 
-    /// Waits until every task in `ids` is terminal.
+    /// Waits until every task in `ids` is terminal (failing the test after 20 s).
     async fn until_done(&self, ids: &[uuid::Uuid]) {
-        let mut changes = self.store.changes();
-        loop {
+        self.until(|r| async move {
             let mut done = true;
             for id in ids {
-                done &= self.task(*id).await.status.is_terminal();
+                done &= r.task(*id).await.status.is_terminal();
             }
-            if done {
-                return;
+            done
+        })
+        .await
+    }
+
+    /// Waits, on the store's change feed, until `test` holds (failing the test after 20 s).
+    async fn until<'a, F, Fut>(&'a self, test: F)
+    where
+        F: Fn(&'a Rig) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let mut changes = self.store.changes();
+        within(async {
+            while !test(self).await {
+                changes.changed().await.expect("the store is open");
             }
-            changes.changed().await.expect("the store is open");
-        }
+        })
+        .await
     }
 
     async fn stop(self) {
@@ -203,7 +227,10 @@ impl Rig {
 fn route(members: Vec<Member>, pairs: &[(TaskType, usize)]) -> EngineRoutes {
     let mut route = [None; 8];
     for (t, m) in pairs {
-        let i = TaskType::ALL.iter().position(|x| x == t).expect("a task type");
+        let i = TaskType::ALL
+            .iter()
+            .position(|x| x == t)
+            .expect("a task type");
         route[i] = Some(*m);
     }
     EngineRoutes::new(members, route)
@@ -264,14 +291,11 @@ async fn a_429_pauses_the_engine_until_its_reset_and_costs_no_attempt() {
     let id = r.submit(TaskType::Chatgpt, 5, 1).await[0];
     engine.until_calls(1).await;
     // The 429 is recorded (the task back to QUEUED with its attempt given back).
-    let mut changes = r.store.changes();
-    loop {
+    r.until(|r| async move {
         let t = r.task(id).await;
-        if t.status == TaskStatus::Queued && t.attempts == 0 {
-            break;
-        }
-        changes.changed().await.expect("open");
-    }
+        t.status == TaskStatus::Queued && t.attempts == 0
+    })
+    .await;
     // Paused: other work runs, this engine is not called again before the reset.
     let other = r.submit(TaskType::Gemini, 1, 1).await;
     r.until_done(&other).await;
@@ -307,14 +331,11 @@ async fn a_refused_key_keeps_the_queue_queued_and_probes_once_a_minute() {
     let ids = r.submit(TaskType::Chatgpt, 5, 100).await;
     engine.until_calls(1).await;
     // Once the refusals are recorded, the dispatcher goes on with other work only.
-    let mut changes = r.store.changes();
-    loop {
+    r.until(|r| async move {
         let st = r.store.status(r.org).await.expect("status");
-        if st.processing == 0 && st.queued == 100 {
-            break;
-        }
-        changes.changed().await.expect("open");
-    }
+        st.processing == 0 && st.queued == 100
+    })
+    .await;
     let other = r.submit(TaskType::Gemini, 1, 3).await;
     r.until_done(&other).await;
     let first_round = engine.calls();
@@ -335,13 +356,8 @@ async fn a_refused_key_keeps_the_queue_queued_and_probes_once_a_minute() {
     let poke = r.submit(TaskType::Gemini, 1, 1).await;
     r.until_done(&poke).await;
     engine.until_calls(first_round + 1).await;
-    loop {
-        let st = r.store.status(r.org).await.expect("status");
-        if st.processing == 0 {
-            break;
-        }
-        changes.changed().await.expect("open");
-    }
+    r.until(|r| async move { r.store.status(r.org).await.expect("status").processing == 0 })
+        .await;
     let poke = r.submit(TaskType::Gemini, 1, 1).await;
     r.until_done(&poke).await;
     assert_eq!(engine.calls(), first_round + 1, "one probe, refused");

@@ -37,7 +37,10 @@ pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(60);
 pub enum Health {
     Ok,
     /// The upstream said 429: no new call before `until_ms`.
-    RateLimited { until_ms: i64, message: String },
+    RateLimited {
+        until_ms: i64,
+        message: String,
+    },
     /// The upstream refused the key (invalid, no access, quota or plan exhausted): no new call
     /// except one probe at `next_probe_ms`.
     Failing {
@@ -298,7 +301,10 @@ fn type_index(t: TaskType) -> usize {
 impl EngineRoutes {
     /// Reads the engines file at `path` (SPEC §5), taking API keys from `env`; the error names
     /// the file and the line.
-    pub fn load(path: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> Result<EngineRoutes, String> {
+    pub fn load(
+        path: &std::path::Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<EngineRoutes, String> {
         crate::engines::file::load(path, env).map(EngineRoutes::from_set)
     }
 

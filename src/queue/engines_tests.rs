@@ -40,14 +40,21 @@ fn routes() -> EngineRoutes {
     route[idx(TaskType::Google)] = Some(1);
     route[idx(TaskType::GoogleNews)] = Some(1);
     route[idx(TaskType::Aimode)] = Some(1);
-    EngineRoutes::new(vec![member("a", None, None), member("b", Some(3), None)], route)
+    EngineRoutes::new(
+        vec![member("a", None, None), member("b", Some(3), None)],
+        route,
+    )
 }
 
 #[test]
 fn only_limited_or_shut_engines_get_a_lane_and_every_type_of_an_engine_maps_to_it() {
     let r = routes();
     let (lanes, owners) = r.lanes(100, 0);
-    assert_eq!(owners, vec![1], "a healthy engine without limits needs no lane");
+    assert_eq!(
+        owners,
+        vec![1],
+        "a healthy engine without limits needs no lane"
+    );
     assert_eq!(lanes.lanes.len(), 1);
     assert_eq!(lanes.lanes[0].name, "b");
     assert_eq!(lanes.lanes[0].max_in_flight, Some(3));
@@ -55,7 +62,12 @@ fn only_limited_or_shut_engines_get_a_lane_and_every_type_of_an_engine_maps_to_i
     for t in [TaskType::Google, TaskType::GoogleNews, TaskType::Aimode] {
         assert_eq!(lanes.lane_of[idx(t)], Some(0), "{t:?}");
     }
-    for t in [TaskType::Chatgpt, TaskType::Grok, TaskType::Gemini, TaskType::Copilot] {
+    for t in [
+        TaskType::Chatgpt,
+        TaskType::Grok,
+        TaskType::Gemini,
+        TaskType::Copilot,
+    ] {
         assert_eq!(lanes.lane_of[idx(t)], None, "{t:?}");
     }
 }
@@ -82,7 +94,11 @@ fn a_refused_key_shuts_the_engine_and_lets_one_probe_through_a_minute_later() {
     // The probe starts: nothing else until it ends, and no second probe for a minute.
     r.started(&[1, 0], 61_000);
     assert_eq!(shut(61_001), Some(0));
-    assert_eq!(r.next_open_ms(), None, "a running probe opens nothing by time");
+    assert_eq!(
+        r.next_open_ms(),
+        None,
+        "a running probe opens nothing by time"
+    );
 
     // The probe is refused again: the next one a minute later.
     a.record(Verdict::Refused, "still wrong", 62_000);
@@ -129,7 +145,10 @@ fn a_429_without_a_reset_pauses_for_the_default_and_a_huge_one_is_capped() {
     let r = routes();
     let b = &r.members()[1];
     b.record(Verdict::RateLimited(None), "429", 0);
-    assert_eq!(r.next_open_ms(), Some(DEFAULT_RATE_PAUSE.as_millis() as i64));
+    assert_eq!(
+        r.next_open_ms(),
+        Some(DEFAULT_RATE_PAUSE.as_millis() as i64)
+    );
     b.record(Verdict::KeyWorks, "", 1);
     b.record(
         Verdict::RateLimited(Some(Duration::from_secs(86_400))),
@@ -143,13 +162,25 @@ fn a_429_without_a_reset_pauses_for_the_default_and_a_huge_one_is_capped() {
 fn a_shorter_429_does_not_cut_a_longer_pause_and_a_failing_engine_stays_failing() {
     let r = routes();
     let b = &r.members()[1];
-    b.record(Verdict::RateLimited(Some(Duration::from_secs(30))), "429", 0);
-    b.record(Verdict::RateLimited(Some(Duration::from_secs(1))), "429", 100);
+    b.record(
+        Verdict::RateLimited(Some(Duration::from_secs(30))),
+        "429",
+        0,
+    );
+    b.record(
+        Verdict::RateLimited(Some(Duration::from_secs(1))),
+        "429",
+        100,
+    );
     assert_eq!(r.next_open_ms(), Some(30_000));
 
     let a = &r.members()[0];
     a.record(Verdict::Refused, "bad key", 0);
-    a.record(Verdict::RateLimited(Some(Duration::from_secs(1))), "429", 10);
+    a.record(
+        Verdict::RateLimited(Some(Duration::from_secs(1))),
+        "429",
+        10,
+    );
     assert_eq!(a.health().label(), "failing");
 }
 
@@ -180,7 +211,10 @@ fn verdicts_follow_the_engine_errors() {
         })),
         Verdict::KeyWorks
     );
-    assert_eq!(Verdict::of(&Err(E::Retryable("x".into()))), Verdict::Unknown);
+    assert_eq!(
+        Verdict::of(&Err(E::Retryable("x".into()))),
+        Verdict::Unknown
+    );
     assert_eq!(
         Verdict::of(&Err(E::Unauthorized {
             message: "x".into()

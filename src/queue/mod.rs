@@ -37,10 +37,10 @@ use crate::engines::{Engine, EngineError, execute_stored};
 use crate::store::{ClaimedTask, Outcome, Store};
 
 pub mod engines;
-pub use engines::{EngineRoutes, Health};
-use engines::{Member, Verdict};
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
+pub use engines::{EngineRoutes, Health};
+use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
 pub(crate) use crate::worker::backoff::backoff_ms;
@@ -132,8 +132,10 @@ impl Dispatcher {
                 Ok(got) => {
                     taken[l] = got.granted;
                     lane.starts = Some(got.granted);
-                    self.routes
-                        .set_tokens_open(owners[l], (got.granted < want).then_some(got.next_ms).flatten());
+                    self.routes.set_tokens_open(
+                        owners[l],
+                        (got.granted < want).then_some(got.next_ms).flatten(),
+                    );
                 }
                 Err(e) => {
                     lane.starts = Some(0);
@@ -146,13 +148,19 @@ impl Dispatcher {
             None => self.store.claim_in(n, &lanes).await,
         };
         let started = match &claimed {
-            Ok(tasks) => self.routes.count_started(tasks.iter().map(|t| &t.task_type)),
+            Ok(tasks) => self
+                .routes
+                .count_started(tasks.iter().map(|t| &t.task_type)),
             Err(_) => vec![0; members.len()],
         };
         for (l, lane) in lanes.lanes.iter().enumerate() {
-            let unused = taken[l].saturating_sub(u32::try_from(started[owners[l]]).unwrap_or(u32::MAX));
+            let unused =
+                taken[l].saturating_sub(u32::try_from(started[owners[l]]).unwrap_or(u32::MAX));
             if let (true, Some(per_minute)) = (unused > 0, members[owners[l]].per_minute)
-                && let Err(error) = self.store.return_lane_starts(&lane.name, unused, per_minute).await
+                && let Err(error) = self
+                    .store
+                    .return_lane_starts(&lane.name, unused, per_minute)
+                    .await
             {
                 tracing::warn!(engine = %lane.name, %error, "Cannot give back unused rate tokens");
             }
@@ -369,6 +377,6 @@ pub async fn wait_idle(store: &dyn Store) {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod dispatch_tests;
+#[cfg(test)]
+mod tests;
