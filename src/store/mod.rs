@@ -10,6 +10,10 @@
 //!   claim that would exceed it skips that organization.
 //! * **Fairness.** Organizations with runnable work are served round-robin, one task per turn,
 //!   so one organization's backlog delays another's next task by at most one engine call.
+//! * **Lanes.** With [`Lanes`] ([`TaskQueue::claim_in`]), a task whose engine has no room (its
+//!   lane's `max_in_flight` tasks PROCESSING, cluster-wide, or the claim's `starts` used) is
+//!   skipped without losing its place; the organization is offered its best task of a lane
+//!   with room (strict priority among runnable tasks), and fairness is unchanged.
 //! * **Credits at pickup.** A task whose cost no longer fits the organization's live balance
 //!   (minus what running tasks have reserved) is not run: it is FAILED with
 //!   `INSUFFICIENT_CREDITS`, `latencyMs: null`, `creditsCharged: 0`.
@@ -25,6 +29,7 @@
 //! used by one task while that task's record exists.
 
 pub mod admin;
+pub mod lanes;
 pub mod postgres;
 pub mod sqlite;
 
@@ -34,6 +39,8 @@ use uuid::Uuid;
 
 use crate::domain::task::TaskStatus;
 use crate::domain::types::TaskType;
+
+pub use lanes::{Lane, LaneStarts, Lanes};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,6 +319,13 @@ pub struct ClaimedTask {
     pub(crate) credits_to_charge: i64,
 }
 
+impl ClaimedTask {
+    /// The task's type (which engine, hence which lane, runs it).
+    pub fn task_type(&self) -> TaskType {
+        self.task_type
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -326,6 +340,12 @@ pub enum Outcome {
     Failed {
         error: Value,
     },
+    /// The attempt did not count (the upstream said 429, or its engine is paused): back to
+    /// QUEUED at the task's own place (same seq: the head of its priority again), runnable at
+    /// once, `attempts` one less, its slot freed, nothing charged. `started_ms` is kept, unless
+    /// no attempt is left counted (then it is NULL again, so `latencyMs` counts from the first
+    /// attempt that did count).
+    Requeue,
 }
 
 /// Most attempts of one webhook delivery (reference §3).
@@ -383,8 +403,27 @@ pub trait TaskQueue: Send + Sync + 'static {
     async fn status(&self, org: OrgKey) -> Result<QueueStatus>;
     /// Deletes every QUEUED task (waiting for a retry included) of the organization.
     async fn clear_queue(&self, org: OrgKey) -> Result<u64>;
-    /// Claims up to `max` tasks fairly (see the module docs).
-    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>>;
+    /// Claims up to `max` tasks fairly (see the module docs), with no lane limits.
+    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
+        self.claim_in(max, &Lanes::default()).await
+    }
+    /// Claims up to `max` tasks fairly within the lanes' room (see [`Lanes`]): a task whose
+    /// lane has no room is skipped without losing its place, and its organization is offered
+    /// its best task of a lane with room.
+    async fn claim_in(&self, max: usize, lanes: &Lanes) -> Result<Vec<ClaimedTask>>;
+    /// Takes up to `want` start tokens of lane `lane` (`per_minute` starts a minute, GCRA, see
+    /// [`lanes::gcra_take`]), cluster-wide: how many were granted and, if fewer than `want`,
+    /// when the next one will be.
+    async fn take_lane_starts(
+        &self,
+        lane: &str,
+        want: u32,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Result<LaneStarts>;
+    /// Gives back `n` granted starts that were not used (right after the claim they were
+    /// taken for).
+    async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()>;
     /// Records how attempts ended and frees their slots.
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
     /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.

@@ -191,6 +191,7 @@ macro_rules! store_tests {
     };
 }
 
+mod lanes;
 mod webhooks;
 
 store_tests!(

@@ -2,6 +2,15 @@
 //!
 //! One transaction, in named steps (each with its statement below):
 //!
+//! 0. [`lane_room`] (only when the claim has [`Lanes`]): for each lane with `max_in_flight`,
+//!    take its advisory lock ([`LOCK_LANE`], in key order, so claims never deadlock on them),
+//!    then count its PROCESSING tasks ([`RUNNING_BY_TYPE`], by the `tasks_running_type`
+//!    index). Only claims move tasks into PROCESSING, and every claim that may start a task of
+//!    a limited lane holds the lane's lock until it commits; the count is a fresh statement
+//!    (READ COMMITTED) after the lock was granted, so it sees every earlier claim's commit:
+//!    it is exact, cluster-wide, and only finishes and the reaper (which only lower it) can
+//!    change it meanwhile. A dead node's tasks leave PROCESSING with its lease, so the count
+//!    heals itself. A claim without limited lanes runs no extra statement.
 //! 1. [`lock_orgs`]: lock up to `2n+16` organizations with queued work, least recently served
 //!    first, `FOR UPDATE SKIP LOCKED` ([`LOCK_ORGS`]). Another node claiming at the same time
 //!    skips them, so the cap check and the increment of the running count can never
@@ -12,8 +21,11 @@
 //! 4. [`pick_tasks`]: walk each organization's queued tasks per priority, highest first, in
 //!    `seq` order from its claim cursor `orgs.c<p>` ([`PICK`], a page at a time), so the dead
 //!    index entries of tasks claimed earlier (which a long transaction elsewhere keeps from
-//!    vacuum) are not walked again. A task waiting for its retry time is passed over; one
-//!    whose cost exceeds the balance minus reservations is rejected.
+//!    vacuum) are not walked again. A task waiting for its retry time, or of a lane without
+//!    room, is passed over (the cursor stays at or before it, so it is picked again later);
+//!    one whose cost exceeds the balance minus reservations is rejected. While some task types
+//!    have no room the walk asks only for the others ([`PICK_OPEN`]) and leaves the cursor
+//!    where it was (it cannot see the skipped rows).
 //! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]).
 //! 6. [`fail_unaffordable`]: the rejected ones become FAILED `INSUFFICIENT_CREDITS`, with their
 //!    webhook deliveries ([`FAIL_UNAFFORDABLE`]).
@@ -34,7 +46,8 @@ use super::PgStore;
 use super::counters::{Params, deltas, push_deltas};
 use super::errors::pg_err;
 use crate::domain::types::TaskType;
-use crate::store::{ClaimedTask, Result};
+use crate::store::lanes::{ALL_OPEN, KINDS, Room, lane_of_kind};
+use crate::store::{ClaimedTask, Lanes, Result};
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
@@ -61,9 +74,22 @@ const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(c
 
 /// Step 4: organization `$1`'s queued tasks of priority `$2` from seq `$3` on, in FIFO order,
 /// `$4` at a time. `SKIP LOCKED`: a row another transaction holds is left for later.
-const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms FROM tasks
+const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type FROM tasks
                   WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+
+/// Step 4 while only the task types `$5` have room: [`PICK`] restricted to them.
+const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type FROM tasks
+                  WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
+                    AND task_type = ANY($5)
+                  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+
+/// Step 0: the lock of one lane (`$1`: [`lane_key`] of its name), held to the commit.
+const LOCK_LANE: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Step 0: PROCESSING tasks per task type among `$1`, cluster-wide.
+const RUNNING_BY_TYPE: &str = "SELECT task_type, count(*)::bigint FROM tasks
+                  WHERE status = 1 AND task_type = ANY($1) GROUP BY task_type";
 
 /// Step 5: tasks `$1` start on node `$3` at `$2` (the first start is kept): the attempt is
 /// counted here, so a finish from an earlier attempt matches nothing.
@@ -161,7 +187,7 @@ struct Picked {
 
 /// [`Store::claim`](crate::store::Store::claim): claims up to `max` tasks (see the module
 /// docs for the steps).
-pub(crate) async fn claim(store: &PgStore, max: usize) -> Result<Vec<ClaimedTask>> {
+pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<Vec<ClaimedTask>> {
     if max == 0 {
         return Ok(Vec::new());
     }
@@ -170,6 +196,11 @@ pub(crate) async fn claim(store: &PgStore, max: usize) -> Result<Vec<ClaimedTask
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
+    let mut room = lane_room(&tx, lanes).await?;
+    if room.as_ref().is_some_and(|r| r.open == 0) {
+        tx.commit().await.map_err(pg_err)?;
+        return Ok(Vec::new());
+    }
     let locked = lock_orgs(&tx, max).await?;
     if locked.is_empty() {
         tx.commit().await.map_err(pg_err)?;
@@ -177,13 +208,62 @@ pub(crate) async fn claim(store: &PgStore, max: usize) -> Result<Vec<ClaimedTask
     }
     let used = usage(&tx, &locked).await?;
     let turns = share_slots(&locked, &used, max);
-    let picked = pick_tasks(&tx, &locked, &turns, now).await?;
+    let picked = pick_tasks(&tx, &locked, &turns, now, &mut room).await?;
     let started = start_tasks(&tx, &picked.run, now, node).await?;
     fail_unaffordable(&tx, &picked.reject, now).await?;
     record_turns(&tx, picked.per_org, node).await?;
     tx.commit().await.map_err(pg_err)?;
     store.shared.bump();
     Ok(hand_out(&started, &picked.run))
+}
+
+/// The advisory-lock key of a lane: FNV-1a of its name (the same on every node), in a range
+/// of its own.
+fn lane_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"cloro lane\0".iter().chain(name.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Step 0: the room the lanes leave this claim (`None`: no lanes given, nothing is limited).
+/// Lanes with `max_in_flight` are locked ([`LOCK_LANE`]) and their running tasks counted
+/// ([`RUNNING_BY_TYPE`]).
+async fn lane_room(tx: &Tx<'_>, lanes: &Lanes) -> Result<Option<Room>> {
+    let kinds: Vec<(usize, usize)> = (0..KINDS)
+        .filter_map(|k| lane_of_kind(lanes, k).map(|l| (k, l)))
+        .collect();
+    if kinds.is_empty() {
+        return Ok(None);
+    }
+    let capped = |l: usize| lanes.lanes[l].max_in_flight.is_some();
+    let mut keys: Vec<i64> = kinds
+        .iter()
+        .filter(|&&(_, l)| capped(l))
+        .map(|&(_, l)| lane_key(&lanes.lanes[l].name))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut processing = [0u32; KINDS];
+    if !keys.is_empty() {
+        for key in &keys {
+            tx.execute(LOCK_LANE, &[key]).await.map_err(pg_err)?;
+        }
+        let types: Vec<i16> = kinds
+            .iter()
+            .filter(|&&(_, l)| capped(l))
+            .map(|&(k, _)| k as i16)
+            .collect();
+        for r in tx.query(RUNNING_BY_TYPE, &[&types]).await.map_err(pg_err)? {
+            let (k, n): (i16, i64) = (r.get(0), r.get(1));
+            if let Some(slot) = processing.get_mut(k as usize) {
+                *slot = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+    }
+    Ok(Some(Room::new(lanes, &processing)))
 }
 
 /// Step 1 ([`LOCK_ORGS`]).
@@ -259,7 +339,13 @@ fn share_slots(locked: &[Locked], used: &HashMap<i64, (i64, i64)>, max: usize) -
 }
 
 /// Step 4: each turn's organization walked for its tasks ([`PICK`]).
-async fn pick_tasks(tx: &Tx<'_>, locked: &[Locked], turns: &[Turn], now: i64) -> Result<Picked> {
+async fn pick_tasks(
+    tx: &Tx<'_>,
+    locked: &[Locked],
+    turns: &[Turn],
+    now: i64,
+    room: &mut Option<Room>,
+) -> Result<Picked> {
     let pick = tx.prepare_cached(PICK).await.map_err(pg_err)?;
     let by_org: HashMap<i64, &Locked> = locked.iter().map(|l| (l.org, l)).collect();
     let mut picked = Picked::default();
@@ -267,7 +353,7 @@ async fn pick_tasks(tx: &Tx<'_>, locked: &[Locked], turns: &[Turn], now: i64) ->
         let Some(l) = by_org.get(&turn.org) else {
             continue;
         };
-        let claim = walk_org(tx, &pick, turn, l, now, &mut picked).await?;
+        let claim = walk_org(tx, &pick, turn, l, now, room, &mut picked).await?;
         picked.per_org.push(claim);
     }
     Ok(picked)
@@ -275,13 +361,15 @@ async fn pick_tasks(tx: &Tx<'_>, locked: &[Locked], turns: &[Turn], now: i64) ->
 
 /// One organization's walk: per priority, highest first, from its cursor in `seq` order, a
 /// page at a time, until it has its share. Started tasks go to `picked.run`, unaffordable ones
-/// to `picked.reject`.
+/// to `picked.reject`. With lanes, a task of a type without room is passed over like a retry
+/// that is not due, and the tasks started use up `room`.
 async fn walk_org(
     tx: &Tx<'_>,
     pick: &Statement,
     turn: &Turn,
     l: &Locked,
     now: i64,
+    room: &mut Option<Room>,
     picked: &mut Picked,
 ) -> Result<OrgClaim> {
     let (org, want) = (turn.org, turn.want);
@@ -298,16 +386,29 @@ async fn walk_org(
         let mut first_left: Option<i64> = None;
         let mut from = cursor[p];
         let mut last_seen = None;
+        // Some rows were not asked for (their type had no room): the cursor stays.
+        let mut filtered = false;
         loop {
+            let open = room.as_ref().map_or(ALL_OPEN, |r| r.open);
+            if open == 0 {
+                break;
+            }
             let page = (want - taken + PAGE_SLACK).min(PAGE_MAX);
-            let rows = tx
-                .query(pick, &[&org, &prio, &from, &page])
-                .await
-                .map_err(pg_err)?;
+            let rows = if open == ALL_OPEN {
+                tx.query(pick, &[&org, &prio, &from, &page]).await
+            } else {
+                filtered = true;
+                let types: Vec<i16> = (0..KINDS as i16).filter(|k| open & (1 << k) != 0).collect();
+                tx.query(PICK_OPEN, &[&org, &prio, &from, &page, &types])
+                    .await
+            }
+            .map_err(pg_err)?;
             for r in &rows {
                 let (seq, cost, after): (i64, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+                let kind = r.get::<_, i16>(3).clamp(0, KINDS as i16 - 1) as u8;
                 last_seen = Some(seq);
-                if taken >= want || after.is_some_and(|a| a > now) {
+                let no_room = room.as_ref().is_some_and(|r| !r.is_open(kind));
+                if taken >= want || after.is_some_and(|a| a > now) || no_room {
                     first_left.get_or_insert(seq);
                     continue;
                 }
@@ -318,6 +419,9 @@ async fn walk_org(
                     started += 1;
                     reserved += cost;
                     picked.run.push(seq);
+                    if let Some(r) = room.as_mut() {
+                        r.take(kind);
+                    }
                 } else {
                     picked.reject.push(seq);
                 }
@@ -328,10 +432,11 @@ async fn walk_org(
                 _ => break,
             }
         }
-        cursor[p] = match (first_left, last_seen) {
-            (Some(seq), _) => seq,
-            (None, Some(last)) => last + 1,
-            (None, None) => cursor[p],
+        cursor[p] = match (filtered, first_left, last_seen) {
+            (true, _, _) => cursor[p],
+            (false, Some(seq), _) => seq,
+            (false, None, Some(last)) => last + 1,
+            (false, None, None) => cursor[p],
         };
     }
     Ok(OrgClaim {

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::Shared;
+use super::cluster::NOTIFY_WORK;
 use super::counters::{OrgDelta, REQUEUE, requeue};
 use super::errors::{pg_err, pool_err};
 use crate::store::{ClaimedTask, Error, Outcome, Result};
@@ -56,6 +57,16 @@ const FINISH_RETRY: &str =
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
                  RETURNING t.seq, t.org, t.priority, u.run_after";
 
+/// Requeues (`$1` seq, `$2` attempt, as arrays): back to QUEUED at their own place, runnable at
+/// once, the attempt not spent (`attempts` one less; `started_ms` NULL again when none is left);
+/// only tasks still PROCESSING in that attempt.
+const FINISH_REQUEUE: &str =
+    "UPDATE tasks AS t SET status = 0, attempts = t.attempts - 1, run_after_ms = NULL, node = NULL,
+                        started_ms = CASE WHEN t.attempts <= 1 THEN NULL ELSE t.started_ms END
+                   FROM unnest($1::bigint[], $2::int[]) AS u(seq, attempt)
+                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, t.priority";
+
 /// This node's finish-side (side 1) counter row of organization `$1`: `$3` tasks left
 /// PROCESSING, releasing `$4` reserved credits and charging `$5`. No claim and no other node's
 /// finish waits on this row.
@@ -89,6 +100,7 @@ enum FinishKind {
     Retry {
         run_after_ms: i64,
     },
+    Requeue,
 }
 
 /// [`Store::finish`](crate::store::Store::finish): sends the outcomes to the finisher and
@@ -117,6 +129,7 @@ pub(crate) async fn finish(
                 Outcome::Retry { run_after_ms } => FinishKind::Retry {
                     run_after_ms: *run_after_ms,
                 },
+                Outcome::Requeue => FinishKind::Requeue,
             },
         })
         .collect();
@@ -200,6 +213,9 @@ struct Columns<'a> {
     r_seq: Vec<i64>,
     r_att: Vec<i32>,
     r_after: Vec<i64>,
+    /// Requeues: seq, attempt.
+    q_seq: Vec<i64>,
+    q_att: Vec<i32>,
     /// The credits each task reserved, by seq.
     cost_of: HashMap<i64, i64>,
 }
@@ -225,6 +241,10 @@ impl<'a> Columns<'a> {
                     c.r_seq.push(r.seq);
                     c.r_att.push(r.attempt);
                     c.r_after.push(*run_after_ms);
+                }
+                FinishKind::Requeue => {
+                    c.q_seq.push(r.seq);
+                    c.q_att.push(r.attempt);
                 }
             }
         }
@@ -260,7 +280,12 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         .map_err(pg_err)?;
     }
     finish_retries(shared, &tx, &cols, &mut per_org).await?;
+    let requeued = finish_requeues(&tx, &cols, &mut per_org).await?;
     update_counters(shared, &tx, &per_org).await?;
+    if requeued {
+        // Runnable at once: every node's dispatcher may take them.
+        tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
+    }
     tx.commit().await.map_err(pg_err)?;
     if !hooks.seq.is_empty() {
         shared.hook_notify.notify_one();
@@ -340,7 +365,32 @@ async fn finish_retries(
     Ok(())
 }
 
-/// Step 3: the counters. Retried tasks' queued counts and cursors ([`REQUEUE`]), then this
+/// Step 3: the requeues ([`FINISH_REQUEUE`]): QUEUED again at their own place, runnable now,
+/// so the claim cursors come back to them. Returns whether any applied.
+async fn finish_requeues(
+    tx: &deadpool_postgres::Transaction<'_>,
+    cols: &Columns<'_>,
+    per_org: &mut BTreeMap<i64, OrgDelta>,
+) -> Result<bool> {
+    if cols.q_seq.is_empty() {
+        return Ok(false);
+    }
+    let back = tx
+        .query(FINISH_REQUEUE, &[&cols.q_seq, &cols.q_att])
+        .await
+        .map_err(pg_err)?;
+    for r in &back {
+        let (seq, org, prio): (i64, i64, i16) = (r.get(0), r.get(1), r.get(2));
+        let e = per_org.entry(org).or_default();
+        e.released += 1;
+        e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
+        e.queued.push((prio as u8, 1));
+        e.requeued.push((prio as u8, seq));
+    }
+    Ok(!back.is_empty())
+}
+
+/// Step 4: the counters. Retried tasks' queued counts and cursors ([`REQUEUE`]), then this
 /// node's finish-side rows ([`RELEASE_SLOTS`]). Lock order: `orgs` rows before `org_nodes`
 /// rows, each by organization id (BTreeMap order).
 async fn update_counters(

@@ -107,6 +107,7 @@ mod cluster;
 mod counters;
 mod errors;
 mod finisher;
+mod lanes;
 mod listener;
 mod outbox;
 mod reads;

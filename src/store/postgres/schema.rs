@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_counter_sides.sql"),
     include_str!("../../../migrations/postgres/0003_rate_limit.sql"),
     include_str!("../../../migrations/postgres/0004_webhooks.sql"),
+    include_str!("../../../migrations/postgres/0005_lanes.sql"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -6,12 +6,14 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use super::{PgStore, admin, claim, cluster, finisher, next_due, outbox, reads, submit, upkeep};
+use super::{
+    PgStore, admin, claim, cluster, finisher, lanes, next_due, outbox, reads, submit, upkeep,
+};
 use crate::domain::apikey::ApiKey;
 use crate::store::{
-    ClaimedTask, CreatedOrg, Directory, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec,
-    Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue, TaskRecord, WebhookJob,
-    WebhookResult,
+    ClaimedTask, CreatedOrg, Directory, ItemError, KeyRecord, LaneStarts, Lanes, NewTask, Org,
+    OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue,
+    TaskRecord, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -37,8 +39,22 @@ impl TaskQueue for PgStore {
         submit::clear_queue(self, org).await
     }
 
-    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
-        claim::claim(self, max).await
+    async fn claim_in(&self, max: usize, lanes: &Lanes) -> Result<Vec<ClaimedTask>> {
+        claim::claim(self, max, lanes).await
+    }
+
+    async fn take_lane_starts(
+        &self,
+        lane: &str,
+        want: u32,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Result<LaneStarts> {
+        lanes::take_starts(self, lane, want, per_minute, now_ms).await
+    }
+
+    async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()> {
+        lanes::return_starts(self, lane, n, per_minute).await
     }
 
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {

@@ -100,6 +100,9 @@ pub(crate) struct Shared {
     pub(crate) mask: u64,
     /// Where the store reads the time.
     pub(crate) clock: Clock,
+    /// Each lane's start-rate state (GCRA theoretical arrival time, ms): one process owns the
+    /// file, so it is this process's alone.
+    pub(crate) lane_rates: Mutex<HashMap<String, i64>>,
 }
 
 /// The embedded SQLite store (see the module docs).
@@ -139,6 +142,7 @@ impl SqliteStore {
             changed: tokio::sync::watch::Sender::new(0),
             mask,
             clock,
+            lane_rates: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::channel();
         let log_dir = result_log::dir_for(path);

@@ -9,7 +9,17 @@
 //! * organizations with runnable work are served least-recently-served first, one task per
 //!   turn: a round-robin in which an organization that just got work goes ahead of those
 //!   that were served meanwhile, so a single new task waits for at most one free slot;
-//! * every pick is matched by exactly one `finish` (or `requeue`), which frees the slot.
+//! * every pick is matched by exactly one `finish` (or `requeue`), which frees the slot;
+//! * with [`Lanes`](crate::store::Lanes), a task whose lane has no room (its engine's tasks in
+//!   flight at `max_in_flight`, or this claim already started the lane's `starts`) is skipped
+//!   without losing its place: its organization is offered its best task of a lane with room
+//!   (strict priority, then FIFO, among runnable tasks), and an organization with nothing
+//!   runnable keeps its turn in the round-robin, so it is first once room frees.
+//!
+//! Ready tasks are kept in one heap per (priority, task type) of each organization: a blocked
+//! lane's tasks stay where they are, and the best runnable task is the smallest head among the
+//! open types of the highest priority that has one (a type holds one heap per priority it uses,
+//! so the usual single-type organization looks at one heap per pick, as before).
 //!
 //! Memory: one 16-byte heap entry per queued task (sequence and cost), so a million queued tasks
 //! cost about 16 MB here.
@@ -17,7 +27,11 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use crate::store::OrgKey;
+use crate::store::lanes::{KINDS, Room};
+use crate::store::{Lanes, OrgKey};
+
+/// Ready heaps of one priority: one min-heap on `(seq, cost)` per task type present.
+type Kinds = Vec<(u8, BinaryHeap<Reverse<(i64, i64)>>)>;
 
 /// Limits and balance of an organization, as loaded from the store.
 #[derive(Debug, Clone, Copy)]
@@ -29,11 +43,13 @@ pub(crate) struct OrgLimits {
 
 #[derive(Debug, Default)]
 struct OrgState {
-    /// Ready heaps, index `priority - 1`, min-heap on `(seq, cost)`.
-    ready: [BinaryHeap<Reverse<(i64, i64)>>; 10],
+    /// Ready heaps, index `priority - 1`, per task type.
+    ready: [Kinds; 10],
+    /// Ready tasks per priority, index `priority - 1`.
+    ready_n: [u32; 10],
     ready_count: u64,
-    /// Tasks waiting for a retry: seq → (priority, cost).
-    delayed: HashMap<i64, (u8, i64)>,
+    /// Tasks waiting for a retry: seq → (priority, cost, task type).
+    delayed: HashMap<i64, (u8, i64, u8)>,
     /// Queued tasks per priority (ready and delayed), index `priority - 1`.
     per_prio: [u64; 10],
     /// Submitted but not yet committed; counts toward the queue limit.
@@ -57,6 +73,43 @@ impl OrgState {
     fn runnable(&self) -> bool {
         self.ready_count > 0 && self.processing < self.concurrency
     }
+
+    /// Adds a ready task.
+    fn push_ready(&mut self, seq: i64, priority: u8, cost: i64, kind: u8) {
+        let p = idx(priority);
+        let entry = Reverse((seq, cost));
+        match self.ready[p].iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, heap)) => heap.push(entry),
+            None => self.ready[p].push((kind, BinaryHeap::from(vec![entry]))),
+        }
+        self.ready_n[p] += 1;
+        self.ready_count += 1;
+    }
+
+    /// The best ready task among the task types in `open` (bit `k`: type `k`): the highest
+    /// priority, then the lowest seq. Returns `(priority index, heap index)`.
+    fn best(&self, open: u8) -> Option<(usize, usize)> {
+        for p in (0..10).rev() {
+            if self.ready_n[p] == 0 {
+                continue;
+            }
+            let mut best: Option<(i64, usize)> = None;
+            for (i, (kind, heap)) in self.ready[p].iter().enumerate() {
+                if open & (1 << kind) == 0 {
+                    continue;
+                }
+                if let Some(Reverse((seq, _))) = heap.peek()
+                    && best.is_none_or(|(b, _)| *seq < b)
+                {
+                    best = Some((*seq, i));
+                }
+            }
+            if let Some((_, i)) = best {
+                return Some((p, i));
+            }
+        }
+        None
+    }
 }
 
 /// What a claim decided for one task.
@@ -66,6 +119,8 @@ pub(crate) struct Pick {
     pub(crate) seq: i64,
     pub(crate) priority: u8,
     pub(crate) cost: i64,
+    /// Its task type (position in `TaskType::ALL`, its stored code).
+    pub(crate) kind: u8,
     /// `false`: the cost did not fit the live balance; the task must be FAILED with
     /// `INSUFFICIENT_CREDITS` (it holds no slot).
     pub(crate) run: bool,
@@ -92,6 +147,8 @@ pub(crate) struct ReadySet {
     timers: BinaryHeap<Reverse<(i64, OrgKey, i64)>>,
     total_queued: u64,
     total_processing: u64,
+    /// Tasks running per task type, over every organization (a lane's in-flight count).
+    processing_by_kind: [u32; KINDS],
     /// Picks returned with `run: false` whose FAILED row is not committed yet: still QUEUED
     /// in the database, so [`ReadySet::totals`] counts them as queued until [`ReadySet::settle`].
     settling: u64,
@@ -99,6 +156,11 @@ pub(crate) struct ReadySet {
 
 fn idx(priority: u8) -> usize {
     usize::from(priority.clamp(1, 10) - 1)
+}
+
+/// A stored task type code as an index (unknown codes count as the last type).
+fn kind_of(code: u8) -> u8 {
+    code.min(KINDS as u8 - 1)
 }
 
 impl ReadySet {
@@ -159,11 +221,11 @@ impl ReadySet {
         self.orgs.get(&org).map_or(0, |s| s.credits)
     }
 
-    /// Adds a committed QUEUED task (a new one, or one restored at start-up).
-    pub(crate) fn push(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64) {
+    /// Adds a committed QUEUED task (a new one, one restored at start-up, or one requeued at
+    /// its own place) of task type `kind`.
+    pub(crate) fn push(&mut self, org: OrgKey, seq: i64, priority: u8, cost: i64, kind: u8) {
         let st = self.orgs.entry(org).or_default();
-        st.ready[idx(priority)].push(Reverse((seq, cost)));
-        st.ready_count += 1;
+        st.push_ready(seq, priority, cost, kind_of(kind));
         st.per_prio[idx(priority)] += 1;
         self.total_queued += 1;
         self.mark(org);
@@ -176,10 +238,11 @@ impl ReadySet {
         seq: i64,
         priority: u8,
         cost: i64,
+        kind: u8,
         due: i64,
     ) {
         let st = self.orgs.entry(org).or_default();
-        st.delayed.insert(seq, (priority, cost));
+        st.delayed.insert(seq, (priority, cost, kind_of(kind)));
         st.per_prio[idx(priority)] += 1;
         self.total_queued += 1;
         self.timers.push(Reverse((due, org, seq)));
@@ -200,9 +263,8 @@ impl ReadySet {
             let Some(st) = self.orgs.get_mut(&org) else {
                 continue;
             };
-            if let Some((priority, cost)) = st.delayed.remove(&seq) {
-                st.ready[idx(priority)].push(Reverse((seq, cost)));
-                st.ready_count += 1;
+            if let Some((priority, cost, kind)) = st.delayed.remove(&seq) {
+                st.push_ready(seq, priority, cost, kind);
                 self.mark(org);
             }
         }
@@ -210,28 +272,51 @@ impl ReadySet {
 
     /// Picks up to `max` tasks to run, fairly (see the module docs). Tasks whose cost does not
     /// fit the balance are returned with `run: false` and do not count toward `max`.
+    #[cfg(test)]
     pub(crate) fn claim(&mut self, max: usize) -> Vec<Pick> {
+        self.claim_in(max, &Lanes::default())
+    }
+
+    /// [`claim`](Self::claim) within the lanes' room: a task whose lane has none is skipped
+    /// in place, and an organization with nothing runnable keeps its turn.
+    pub(crate) fn claim_in(&mut self, max: usize, lanes: &Lanes) -> Vec<Pick> {
+        let mut room = Room::new(lanes, &self.processing_by_kind);
         let mut picks = Vec::new();
         let mut started = 0;
-        while started < max {
-            let Some((_, org)) = self.ring.pop_first() else {
+        // Organizations whose ready tasks are all in lanes without room: back in the ring at
+        // their old turn once the claim is over.
+        let mut blocked = Vec::new();
+        while started < max && room.open != 0 {
+            let Some((at, org)) = self.ring.pop_first() else {
                 break;
             };
             let Some(st) = self.orgs.get_mut(&org) else {
                 continue;
             };
+            let best = if st.runnable() {
+                st.best(room.open)
+            } else {
+                None
+            };
+            let Some((p, i)) = best else {
+                if st.runnable() {
+                    blocked.push((at, org));
+                    continue;
+                }
+                st.in_ring = false;
+                self.turn += 1;
+                st.served_at = self.turn;
+                continue;
+            };
             st.in_ring = false;
             self.turn += 1;
             st.served_at = self.turn;
-            if !st.runnable() {
-                continue;
-            }
-            let Some(p) = (0..10).rev().find(|&p| !st.ready[p].is_empty()) else {
-                continue;
-            };
-            let Some(Reverse((seq, cost))) = st.ready[p].pop() else {
+            let (kind, heap) = &mut st.ready[p][i];
+            let kind = *kind;
+            let Some(Reverse((seq, cost))) = heap.pop() else {
                 continue;
             };
+            st.ready_n[p] -= 1;
             st.ready_count -= 1;
             st.per_prio[p] -= 1;
             self.total_queued -= 1;
@@ -240,6 +325,8 @@ impl ReadySet {
                 st.processing += 1;
                 st.reserved += cost;
                 self.total_processing += 1;
+                self.processing_by_kind[usize::from(kind)] += 1;
+                room.take(kind);
                 started += 1;
             } else {
                 self.settling += 1;
@@ -249,38 +336,57 @@ impl ReadySet {
                 seq,
                 priority: p as u8 + 1,
                 cost,
+                kind,
                 run,
             });
             self.mark(org);
         }
+        self.ring.extend(blocked);
         picks
     }
 
-    /// Ends a running pick: frees its slot and reservation, charges `charged`.
-    pub(crate) fn finish(&mut self, org: OrgKey, cost: i64, charged: i64) {
+    /// Ends a running pick of task type `kind`: frees its slot and reservation, charges
+    /// `charged`.
+    pub(crate) fn finish(&mut self, org: OrgKey, kind: u8, cost: i64, charged: i64) {
         if let Some(st) = self.orgs.get_mut(&org) {
             st.processing = st.processing.saturating_sub(1);
             st.reserved -= cost;
             st.credits -= charged;
             self.total_processing = self.total_processing.saturating_sub(1);
+            let k = &mut self.processing_by_kind[usize::from(kind_of(kind))];
+            *k = k.saturating_sub(1);
         }
         self.mark(org);
     }
 
+    /// Tasks of each task type running now (tests).
+    #[cfg(test)]
+    pub(crate) fn processing_by_kind(&self) -> [u32; KINDS] {
+        self.processing_by_kind
+    }
+
     /// Takes every QUEUED task of `org` (ready and delayed) out of the index; returns their
-    /// `(seq, priority, cost)` so a failed delete can put them back.
-    pub(crate) fn take_queued(&mut self, org: OrgKey) -> Vec<(i64, u8, i64)> {
+    /// `(seq, priority, cost, kind)` so a failed delete can put them back.
+    pub(crate) fn take_queued(&mut self, org: OrgKey) -> Vec<(i64, u8, i64, u8)> {
         let Some(st) = self.orgs.get_mut(&org) else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(st.queued() as usize);
-        for (p, heap) in st.ready.iter_mut().enumerate() {
-            out.extend(
-                heap.drain()
-                    .map(|Reverse((seq, cost))| (seq, p as u8 + 1, cost)),
-            );
+        for (p, kinds) in st.ready.iter_mut().enumerate() {
+            for (kind, heap) in kinds.iter_mut() {
+                let kind = *kind;
+                out.extend(
+                    heap.drain()
+                        .map(|Reverse((seq, cost))| (seq, p as u8 + 1, cost, kind)),
+                );
+            }
         }
-        out.extend(st.delayed.drain().map(|(seq, (p, cost))| (seq, p, cost)));
+        out.extend(
+            st.delayed
+                .drain()
+                .map(|(seq, (p, cost, kind))| (seq, p, cost, kind)),
+        );
+        st.ready_n = [0; 10];
         st.ready_count = 0;
         st.per_prio = [0; 10];
         self.total_queued -= out.len() as u64;
@@ -341,10 +447,10 @@ mod tests {
     fn higher_priority_runs_first_then_fifo() {
         let mut r = ReadySet::new();
         r.set_org(1, limits(10));
-        r.push(1, 1, 1, 1);
-        r.push(1, 2, 5, 1);
-        r.push(1, 3, 10, 1);
-        r.push(1, 4, 5, 1);
+        r.push(1, 1, 1, 1, 0);
+        r.push(1, 2, 5, 1, 0);
+        r.push(1, 3, 10, 1, 0);
+        r.push(1, 4, 5, 1, 0);
         let seqs: Vec<i64> = r.claim(10).iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![3, 2, 4, 1]);
     }
@@ -354,11 +460,11 @@ mod tests {
         let mut r = ReadySet::new();
         r.set_org(1, limits(2));
         for s in 0..5 {
-            r.push(1, s, 1, 1);
+            r.push(1, s, 1, 1, 0);
         }
         assert_eq!(r.claim(10).len(), 2);
         assert!(r.claim(10).is_empty());
-        r.finish(1, 1, 1);
+        r.finish(1, 0, 1, 1);
         assert_eq!(r.claim(10).len(), 1);
         assert_eq!(r.counts(1).processing, 2);
     }
@@ -369,10 +475,10 @@ mod tests {
         r.set_org(1, limits(100));
         r.set_org(2, limits(100));
         for s in 0..1000 {
-            r.push(1, s, 10, 1);
+            r.push(1, s, 10, 1, 0);
         }
         assert_eq!(r.claim(1)[0].org, 1);
-        r.push(2, 5000, 1, 1);
+        r.push(2, 5000, 1, 1, 0);
         assert_eq!(r.claim(1)[0].org, 2);
     }
 
@@ -387,8 +493,8 @@ mod tests {
                 credits: 7,
             },
         );
-        r.push(1, 1, 1, 5);
-        r.push(1, 2, 1, 5);
+        r.push(1, 1, 1, 5, 0);
+        r.push(1, 2, 1, 5, 0);
         let picks = r.claim(5);
         assert_eq!(
             picks.iter().map(|p| p.run).collect::<Vec<_>>(),
@@ -412,8 +518,8 @@ mod tests {
                 credits: 100,
             },
         );
-        r.push(1, 1, 1, 1);
-        r.push_delayed(1, 2, 1, 1, 100);
+        r.push(1, 1, 1, 1, 0);
+        r.push_delayed(1, 2, 1, 1, 0, 100);
         r.reserve_submission(1, 1).expect("fits");
         assert_eq!(r.reserve_submission(1, 1), Err(3));
         r.release_submission(1, 1);
@@ -424,14 +530,14 @@ mod tests {
     fn a_retry_becomes_runnable_only_when_due_and_clear_takes_it() {
         let mut r = ReadySet::new();
         r.set_org(1, limits(1));
-        r.push_delayed(1, 7, 3, 1, 100);
+        r.push_delayed(1, 7, 3, 1, 0, 100);
         assert!(r.claim(1).is_empty());
         r.promote_due(99);
         assert!(r.claim(1).is_empty());
         r.promote_due(100);
         assert_eq!(r.claim(1)[0].seq, 7);
-        r.finish(1, 1, 0);
-        r.push_delayed(1, 8, 3, 1, 200);
+        r.finish(1, 0, 1, 0);
+        r.push_delayed(1, 8, 3, 1, 0, 200);
         assert_eq!(r.take_queued(1).len(), 1);
         r.promote_due(300);
         assert!(r.claim(1).is_empty());
@@ -478,7 +584,7 @@ mod tests {
                 match op {
                     Op::Push { org, priority } => {
                         seq += 1;
-                        r.push(org, seq, priority, 1);
+                        r.push(org, seq, priority, 1, 0);
                         queued.entry(org).or_default().push((seq, priority));
                     }
                     Op::Claim(n) => {
@@ -514,14 +620,14 @@ mod tests {
                     Op::FinishOne(i) => {
                         if !running.is_empty() {
                             let p = running.remove(i % running.len());
-                            r.finish(p.org, p.cost, 0);
+                            r.finish(p.org, 0, p.cost, 0);
                         }
                     }
                     Op::RetryOne(i) => {
                         if !running.is_empty() {
                             let p = running.remove(i % running.len());
-                            r.finish(p.org, p.cost, 0);
-                            r.push_delayed(p.org, p.seq, p.priority, p.cost, now + 5);
+                            r.finish(p.org, 0, p.cost, 0);
+                            r.push_delayed(p.org, p.seq, p.priority, p.cost, 0, now + 5);
                             delayed.push((p.org, p.seq, p.priority));
                         }
                     }
@@ -552,17 +658,242 @@ mod tests {
             }
             // Drain everything: no slot is leaked.
             for p in running.drain(..) {
-                r.finish(p.org, p.cost, 0);
+                r.finish(p.org, 0, p.cost, 0);
             }
             now += 1_000;
             r.promote_due(now);
             loop {
                 let picks = r.claim(100);
                 if picks.is_empty() { break; }
-                for p in picks { r.finish(p.org, p.cost, 0); }
+                for p in picks { r.finish(p.org, 0, p.cost, 0); }
             }
             prop_assert_eq!(r.totals(), (0, 0));
             for org in 0..4 { prop_assert_eq!(r.counts(org).processing, 0); }
+        }
+    }
+
+    use crate::store::{Lane, Lanes};
+
+    const CHATGPT: u8 = 4;
+    const GEMINI: u8 = 3;
+
+    /// Lanes: `lane_of[kind]` for the listed kinds, one lane per `(max_in_flight, starts)`.
+    fn lanes(of: &[(u8, usize)], limits: &[(Option<u32>, Option<u32>)]) -> Lanes {
+        let mut l = Lanes::default();
+        for &(k, lane) in of {
+            l.lane_of[usize::from(k)] = Some(lane);
+        }
+        l.lanes = limits
+            .iter()
+            .enumerate()
+            .map(|(i, &(max_in_flight, starts))| Lane {
+                name: format!("engine{i}"),
+                max_in_flight,
+                starts,
+            })
+            .collect();
+        l
+    }
+
+    #[test]
+    fn a_saturated_lane_blocks_nothing_else_and_its_tasks_keep_their_place() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(10));
+        r.push(1, 1, 10, 1, CHATGPT);
+        r.push(1, 2, 10, 1, CHATGPT);
+        r.push(1, 3, 1, 1, GEMINI);
+        r.push(1, 4, 1, 1, GEMINI);
+        let l = lanes(&[(CHATGPT, 0)], &[(Some(1), None)]);
+        let got: Vec<i64> = r.claim_in(10, &l).iter().map(|p| p.seq).collect();
+        // Strict priority among runnable tasks: the first CHATGPT, then (lane full) GEMINI.
+        assert_eq!(got, vec![1, 3, 4]);
+        assert!(r.claim_in(10, &l).is_empty());
+        assert_eq!(r.processing_by_kind()[usize::from(CHATGPT)], 1);
+        r.finish(1, CHATGPT, 1, 0);
+        r.push(1, 5, 10, 1, GEMINI);
+        // Room again: the waiting CHATGPT task is still the oldest of priority 10.
+        let got: Vec<i64> = r.claim_in(10, &l).iter().map(|p| p.seq).collect();
+        assert_eq!(got, vec![2, 5]);
+    }
+
+    #[test]
+    fn a_claims_starts_cap_its_lane_and_a_shared_lane_counts_every_type() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(100));
+        for s in 0..9 {
+            r.push(1, s, 5, 1, (s % 3) as u8); // AIMODE, GOOGLE, GOOGLE_NEWS
+        }
+        let l = lanes(&[(0, 0), (1, 0), (2, 0)], &[(Some(5), Some(2))]);
+        assert_eq!(r.claim_in(10, &l).len(), 2);
+        assert_eq!(r.claim_in(10, &l).len(), 2);
+        // Four running: one more fits under max_in_flight 5.
+        assert_eq!(r.claim_in(10, &l).len(), 1);
+        assert!(r.claim_in(10, &l).is_empty());
+        // Paused: starts 0.
+        r.finish(1, 0, 1, 0);
+        let paused = lanes(&[(0, 0), (1, 0), (2, 0)], &[(Some(5), Some(0))]);
+        assert!(r.claim_in(10, &paused).is_empty());
+        assert_eq!(r.claim_in(10, &l).len(), 1);
+    }
+
+    #[test]
+    fn a_blocked_organization_keeps_its_turn_for_when_room_frees() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(100));
+        r.set_org(2, limits(100));
+        for s in 0..100 {
+            r.push(1, s, 5, 1, CHATGPT);
+        }
+        let l = lanes(&[(CHATGPT, 0)], &[(Some(1), None)]);
+        let first = r.claim_in(10, &l);
+        assert_eq!((first.len(), first[0].org), (1, 1));
+        r.push(2, 1_000, 5, 1, CHATGPT);
+        assert!(r.claim_in(10, &l).is_empty());
+        r.finish(1, CHATGPT, 1, 0);
+        // Organization 2 waited for at most one engine call.
+        let next = r.claim_in(10, &l);
+        assert_eq!((next.len(), next[0].org, next[0].seq), (1, 2, 1_000));
+    }
+
+    #[test]
+    fn a_task_rejected_for_credits_takes_no_room_in_its_lane() {
+        let mut r = ReadySet::new();
+        r.set_org(
+            1,
+            OrgLimits {
+                concurrency: 5,
+                queue_limit: 100,
+                credits: 5,
+            },
+        );
+        r.push(1, 1, 1, 5, CHATGPT);
+        r.push(1, 2, 1, 5, CHATGPT);
+        r.push(1, 3, 1, 0, CHATGPT);
+        let l = lanes(&[(CHATGPT, 0)], &[(Some(2), Some(2))]);
+        let picks = r.claim_in(10, &l);
+        let got: Vec<(i64, bool)> = picks.iter().map(|p| (p.seq, p.run)).collect();
+        assert_eq!(got, vec![(1, true), (2, false), (3, true)]);
+        assert_eq!(r.processing_by_kind()[usize::from(CHATGPT)], 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum LaneOp {
+        Push { org: i64, priority: u8, kind: u8 },
+        Claim { n: usize, starts: Option<u32> },
+        FinishOne(usize),
+        RequeueOne(usize),
+    }
+
+    fn lane_op() -> impl Strategy<Value = LaneOp> {
+        prop_oneof![
+            5 => (0..3i64, 1..=4u8, 0..4u8).prop_map(|(org, priority, kind)| LaneOp::Push { org, priority, kind }),
+            3 => (0..6usize, proptest::option::of(0..3u32)).prop_map(|(n, starts)| LaneOp::Claim { n, starts }),
+            3 => any::<usize>().prop_map(LaneOp::FinishOne),
+            1 => any::<usize>().prop_map(LaneOp::RequeueOne),
+        ]
+    }
+
+    proptest! {
+        /// Random workloads under lanes (kinds 0 and 1 share lane 0 with `max_in_flight`,
+        /// kind 2 is lane 1 with a per-claim `starts`, kind 3 is unlimited): every pick is its
+        /// organization's best task among the types with room at that moment, caps and lane
+        /// limits hold, a claim stops short only when nothing else could run, and no slot is
+        /// leaked.
+        #[test]
+        fn lane_invariants_hold(
+            ops in proptest::collection::vec(lane_op(), 1..300),
+            caps in proptest::collection::vec(1..4u32, 3),
+            max0 in 1..4u32,
+        ) {
+            let mut r = ReadySet::new();
+            for (org, cap) in caps.iter().enumerate() {
+                r.set_org(org as i64, limits(*cap));
+            }
+            let lane_of = |k: u8| match k { 0 | 1 => Some(0usize), 2 => Some(1), _ => None };
+            let mut queued: HashMap<i64, Vec<(i64, u8, u8)>> = HashMap::new();
+            let mut running: Vec<Pick> = Vec::new();
+            let mut seq = 0i64;
+            for op in ops {
+                match op {
+                    LaneOp::Push { org, priority, kind } => {
+                        seq += 1;
+                        r.push(org, seq, priority, 1, kind);
+                        queued.entry(org).or_default().push((seq, priority, kind));
+                    }
+                    LaneOp::Claim { n, starts } => {
+                        let l = lanes(&[(0, 0), (1, 0), (2, 1)], &[(Some(max0), None), (None, starts)]);
+                        let picks = r.claim_in(n, &l);
+                        prop_assert!(picks.len() <= n);
+                        let mut started1 = 0u32;
+                        for p in &picks {
+                            prop_assert!(p.run);
+                            let in0 = running.iter().filter(|x| lane_of(x.kind) == Some(0)).count() as u32;
+                            let open = |k: u8| match lane_of(k) {
+                                Some(0) => in0 < max0,
+                                Some(_) => starts.is_none_or(|s| started1 < s),
+                                None => true,
+                            };
+                            let q = queued.get_mut(&p.org).expect("org has queue");
+                            let best = q.iter().copied().filter(|&(_, _, k)| open(k))
+                                .max_by_key(|&(s, pr, _)| (pr, Reverse(s))).expect("a runnable task");
+                            prop_assert_eq!((p.seq, p.priority, p.kind), best);
+                            q.retain(|&(s, _, _)| s != p.seq);
+                            if lane_of(p.kind) == Some(1) { started1 += 1; }
+                            running.push(*p);
+                            let in0 = running.iter().filter(|x| lane_of(x.kind) == Some(0)).count() as u32;
+                            prop_assert!(in0 <= max0);
+                            let n_org = running.iter().filter(|x| x.org == p.org).count() as u32;
+                            prop_assert!(n_org <= caps[p.org as usize]);
+                        }
+                        if let Some(s) = starts { prop_assert!(started1 <= s); }
+                        if picks.len() < n {
+                            // Nothing else could have run.
+                            let in0 = running.iter().filter(|x| lane_of(x.kind) == Some(0)).count() as u32;
+                            for (org, q) in &queued {
+                                let busy = running.iter().filter(|x| x.org == *org).count() as u32;
+                                if busy >= caps[*org as usize] { continue; }
+                                for &(_, _, k) in q {
+                                    let open = match lane_of(k) {
+                                        Some(0) => in0 < max0,
+                                        Some(_) => starts.is_none_or(|s| started1 < s),
+                                        None => true,
+                                    };
+                                    prop_assert!(!open, "org {} had a runnable task of kind {}", org, k);
+                                }
+                            }
+                        }
+                    }
+                    LaneOp::FinishOne(i) => {
+                        if !running.is_empty() {
+                            let p = running.remove(i % running.len());
+                            r.finish(p.org, p.kind, p.cost, 0);
+                        }
+                    }
+                    LaneOp::RequeueOne(i) => {
+                        if !running.is_empty() {
+                            let p = running.remove(i % running.len());
+                            r.finish(p.org, p.kind, p.cost, 0);
+                            r.push(p.org, p.seq, p.priority, p.cost, p.kind);
+                            queued.entry(p.org).or_default().push((p.seq, p.priority, p.kind));
+                        }
+                    }
+                }
+                let by_kind = r.processing_by_kind();
+                for k in 0..4u8 {
+                    let n = running.iter().filter(|x| x.kind == k).count() as u32;
+                    prop_assert_eq!(by_kind[usize::from(k)], n);
+                }
+            }
+            for p in running.drain(..) {
+                r.finish(p.org, p.kind, p.cost, 0);
+            }
+            loop {
+                let picks = r.claim_in(100, &Lanes::default());
+                if picks.is_empty() { break; }
+                for p in picks { r.finish(p.org, p.kind, p.cost, 0); }
+            }
+            prop_assert_eq!(r.totals(), (0, 0));
+            prop_assert_eq!(r.processing_by_kind(), [0; 8]);
         }
     }
 }

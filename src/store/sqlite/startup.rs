@@ -27,7 +27,8 @@ const ORG_LIMITS: &str = "SELECT id, concurrency, queue_limit, credits FROM orgs
 /// would cost every submission and finish.
 const SCAN_INDEXES: &str =
     "SELECT seq, org, priority, credits_to_charge, run_after_ms, status, wh_state,
-                            COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms), finished_ms
+                            COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms), finished_ms,
+                            task_type
                      FROM tasks WHERE status = 0 OR wh_state = 0";
 
 /// What start-up rebuilt.
@@ -70,11 +71,11 @@ pub(crate) fn load(conn: &mut Connection, now: i64) -> Result<Loaded> {
         while let Some(r) = rows.next()? {
             let (seq, org): (i64, i64) = (r.get(0)?, r.get(1)?);
             if r.get::<_, i64>(5)? == 0 {
-                let (prio, cost, run_after): (u8, i64, Option<i64>) =
-                    (r.get(2)?, r.get(3)?, r.get(4)?);
+                let (prio, cost, run_after, kind): (u8, i64, Option<i64>, u8) =
+                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(10)?);
                 match run_after {
-                    Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, due),
-                    _ => ready.push(org, seq, prio, cost),
+                    Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, kind, due),
+                    _ => ready.push(org, seq, prio, cost, kind),
                 }
             }
             if r.get::<_, Option<i64>>(6)? == Some(0) {

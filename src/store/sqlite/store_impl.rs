@@ -18,10 +18,11 @@ use super::{SqliteStore, admin, lock, reader, result_log};
 use crate::domain::apikey::ApiKey;
 use crate::domain::task::seq_of;
 use crate::domain::types::TaskType;
+use crate::store::lanes::{gcra_return, gcra_take};
 use crate::store::{
-    ClaimedTask, CreatedOrg, Directory, Error, ItemError, KeyRecord, NewTask, Org, OrgKey, OrgSpec,
-    Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue, TaskRecord, WebhookJob,
-    WebhookResult,
+    ClaimedTask, CreatedOrg, Directory, Error, ItemError, KeyRecord, LaneStarts, Lanes, NewTask,
+    Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue,
+    TaskRecord, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -102,11 +103,11 @@ impl TaskQueue for SqliteStore {
         self.send(|reply| Cmd::Delete { org, taken, reply }).await
     }
 
-    async fn claim(&self, max: usize) -> Result<Vec<ClaimedTask>> {
+    async fn claim_in(&self, max: usize, lanes: &Lanes) -> Result<Vec<ClaimedTask>> {
         let picks = {
             let mut ready = lock(&self.shared.ready);
             ready.promote_due(self.shared.clock.now_ms());
-            ready.claim(max)
+            ready.claim_in(max, lanes)
         };
         if picks.is_empty() {
             return Ok(Vec::new());
@@ -141,10 +142,12 @@ impl TaskQueue for SqliteStore {
                     Outcome::Failed { error } => FinishRow::Failed {
                         response: error.to_string(),
                     },
+                    Outcome::Requeue => FinishRow::Requeue,
                 };
                 let key = Attempt {
                     seq: t.seq,
                     org: t.org,
+                    kind: t.task_type.code() as u8,
                     attempt: t.attempt,
                     cost: t.credits_to_charge,
                 };
@@ -156,6 +159,33 @@ impl TaskQueue for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn take_lane_starts(
+        &self,
+        lane: &str,
+        want: u32,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> Result<LaneStarts> {
+        let mut rates = lock(&self.shared.lane_rates);
+        let tat = rates.entry(lane.to_owned()).or_insert(0);
+        let g = gcra_take(*tat, now_ms, want, per_minute);
+        *tat = g.tat_ms;
+        Ok(LaneStarts {
+            granted: g.granted,
+            next_ms: g.next_ms,
+        })
+    }
+
+    async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()> {
+        if n > 0 {
+            let mut rates = lock(&self.shared.lane_rates);
+            if let Some(tat) = rates.get_mut(lane) {
+                *tat = gcra_return(*tat, n, per_minute);
+            }
+        }
+        Ok(())
     }
 
     async fn purge(&self, cutoff_ms: i64) -> Result<u64> {

@@ -7,7 +7,7 @@
 //! commands (picks, cleared tasks, queue-limit reservations) goes back ([`after_failure`]).
 
 use super::claim::RawClaim;
-use super::finish::FinishEffect;
+use super::finish::{Back, FinishEffect};
 use super::renew::Renewed;
 use super::submit::{ItemAnswers, Queued};
 use super::{Cmd, Reply};
@@ -119,8 +119,8 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
             results,
         } => {
             ready.release_submission(org, reserved);
-            for (seq, prio, cost) in pushed {
-                ready.push(org, seq, prio, cost);
+            for (seq, prio, cost, kind) in pushed {
+                ready.push(org, seq, prio, cost, kind);
             }
             let _ = reply.send(Ok(results));
         }
@@ -134,7 +134,7 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
             // A running pick whose row was not QUEUED any more frees its slot again.
             for p in picks.iter().filter(|p| p.run) {
                 if !claims.iter().any(|c| c.pick.seq == p.seq) {
-                    ready.finish(p.org, p.cost, 0);
+                    ready.finish(p.org, p.kind, p.cost, 0);
                 }
             }
             let _ = reply.send(Ok(claims));
@@ -145,14 +145,19 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
         After::Finish { effects, reply, .. } => {
             for FinishEffect {
                 org,
+                kind,
                 cost,
                 charged,
-                retry,
+                back,
             } in effects
             {
-                ready.finish(org, cost, charged);
-                if let Some((seq, prio, due)) = retry {
-                    ready.push_delayed(org, seq, prio, cost, due);
+                ready.finish(org, kind, cost, charged);
+                match back {
+                    Some(Back::Retry { seq, prio, due }) => {
+                        ready.push_delayed(org, seq, prio, cost, kind, due);
+                    }
+                    Some(Back::Requeue { seq, prio }) => ready.push(org, seq, prio, cost, kind),
+                    None => {}
                 }
             }
             let _ = reply.send(Ok(()));
@@ -256,17 +261,17 @@ fn restore_picks(ready: &mut ReadySet, picks: &[Pick]) {
     ready.settle(picks);
     for p in picks {
         if p.run {
-            ready.finish(p.org, p.cost, 0);
+            ready.finish(p.org, p.kind, p.cost, 0);
         }
-        ready.push(p.org, p.seq, p.priority, p.cost);
+        ready.push(p.org, p.seq, p.priority, p.cost, p.kind);
     }
 }
 
 /// Puts a failed clear's tasks back in the ready index.
 fn restore_taken(ready: &mut ReadySet, restore: Taken) {
     if let Some((org, taken)) = restore {
-        for (seq, prio, cost) in taken {
-            ready.push(org, seq, prio, cost);
+        for (seq, prio, cost, kind) in taken {
+            ready.push(org, seq, prio, cost, kind);
         }
     }
 }

@@ -13,7 +13,7 @@ const DELETE_QUEUED: &str = "DELETE FROM tasks WHERE seq = ?1 AND status = 0";
 pub(super) fn delete(tx: &rusqlite::Transaction<'_>, taken: &[Queued]) -> rusqlite::Result<u64> {
     let mut del = tx.prepare_cached(DELETE_QUEUED)?;
     let mut n = 0;
-    for (seq, _, _) in taken {
+    for (seq, _, _, _) in taken {
         n += del.execute([seq])? as u64;
     }
     Ok(n)

@@ -1,5 +1,6 @@
-//! Finish: ends attempts (COMPLETED, FAILED, or back to QUEUED for a retry) and charges the
-//! completed ones, in the group's transaction.
+//! Finish: ends attempts (COMPLETED, FAILED, back to QUEUED for a retry, or requeued at its
+//! own place without spending the attempt) and charges the completed ones, in the group's
+//! transaction.
 //!
 //! Only the attempt that holds the claim may end it (`status = 1 AND attempts = ?`): a second
 //! finish of the same attempt changes nothing and charges nothing. A terminal outcome's
@@ -19,6 +20,8 @@ use crate::store::sqlite::hook_index::{NewHooks, PendingHook};
 pub(crate) struct Attempt {
     pub(crate) seq: i64,
     pub(crate) org: OrgKey,
+    /// Its task type (stored code), whose lane the slot belonged to.
+    pub(crate) kind: u8,
     pub(crate) attempt: u32,
     pub(crate) cost: i64,
 }
@@ -28,16 +31,26 @@ pub(crate) enum FinishRow {
     Completed { response: String, credits: i64 },
     Retry { run_after_ms: i64 },
     Failed { response: String },
+    Requeue,
+}
+
+/// How a task goes back to QUEUED.
+pub(crate) enum Back {
+    /// Waits for its retry time.
+    Retry { seq: i64, prio: u8, due: i64 },
+    /// Runnable at once, at its own place.
+    Requeue { seq: i64, prio: u8 },
 }
 
 /// In-memory effect of one finished attempt, applied to the ready index after the commit.
 pub(crate) struct FinishEffect {
     pub(crate) org: OrgKey,
+    pub(crate) kind: u8,
     /// Credits reserved at pickup, released now.
     pub(crate) cost: i64,
     pub(crate) charged: i64,
-    /// `(seq, priority, due)` when the task waits for a retry.
-    pub(crate) retry: Option<(i64, u8, i64)>,
+    /// The task is QUEUED again.
+    pub(crate) back: Option<Back>,
 }
 
 /// Ends an attempt with a terminal status (?3: COMPLETED 2 or FAILED 3), what it charged, when,
@@ -60,6 +73,14 @@ const RETRY: &str = "UPDATE tasks SET status = 0, run_after_ms = ?3
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
                          RETURNING priority";
 
+/// Puts a task back to QUEUED at its own place (same seq), runnable at once, without spending
+/// the attempt (`attempts` one less); `started_ms` becomes NULL again if no counted attempt is
+/// left. `RETURNING` gives the priority.
+const REQUEUE: &str = "UPDATE tasks SET status = 0, attempts = attempts - 1, run_after_ms = NULL,
+                                started_ms = CASE WHEN attempts <= 1 THEN NULL ELSE started_ms END
+                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
+                         RETURNING priority";
+
 /// Charges an organization the credits its completions in this command cost (one statement
 /// per organization, not per task).
 const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
@@ -74,14 +95,16 @@ pub(super) fn finish(
     let mut done = g.tx.prepare_cached(DONE)?;
     let mut hooks = Vec::new();
     let mut retry = g.tx.prepare_cached(RETRY)?;
+    let mut requeue = g.tx.prepare_cached(REQUEUE)?;
     let mut charges: HashMap<OrgKey, i64> = HashMap::new();
     let mut effects = Vec::with_capacity(outcomes.len());
     for (t, row) in outcomes {
-        let effect = |charged, retry| FinishEffect {
+        let effect = |charged, back| FinishEffect {
             org: t.org,
+            kind: t.kind,
             cost: t.cost,
             charged,
-            retry,
+            back,
         };
         let (status, response, charged) = match row {
             FinishRow::Completed { response, credits } => (2, response, *credits),
@@ -91,7 +114,24 @@ pub(super) fn finish(
                     .query_row(params![t.seq, t.attempt, run_after_ms], |r| r.get(0))
                     .optional()?;
                 if let Some(prio) = prio {
-                    effects.push(effect(0, Some((t.seq, prio, *run_after_ms))));
+                    let due = *run_after_ms;
+                    effects.push(effect(
+                        0,
+                        Some(Back::Retry {
+                            seq: t.seq,
+                            prio,
+                            due,
+                        }),
+                    ));
+                }
+                continue;
+            }
+            FinishRow::Requeue => {
+                let prio: Option<u8> = requeue
+                    .query_row(params![t.seq, t.attempt], |r| r.get(0))
+                    .optional()?;
+                if let Some(prio) = prio {
+                    effects.push(effect(0, Some(Back::Requeue { seq: t.seq, prio })));
                 }
                 continue;
             }

@@ -23,8 +23,8 @@ pub(crate) struct InsertItem {
 /// Each item's answer, by its index in the request.
 pub(crate) type ItemAnswers = Vec<(usize, std::result::Result<TaskRecord, ItemError>)>;
 
-/// A queued task as the ready index knows it: `(seq, priority, cost)`.
-pub(crate) type Queued = (i64, u8, i64);
+/// A queued task as the ready index knows it: `(seq, priority, cost, task type code)`.
+pub(crate) type Queued = (i64, u8, i64, u8);
 
 /// A new QUEUED task (status 0). `seq` is the primary key (the row id, so appended in order);
 /// the unique index `tasks_idem (org, idem_key)` refuses a key still in use. The webhook URL
@@ -66,7 +66,12 @@ pub(super) fn insert(
         match res {
             Ok(_) => {
                 *g.next_seq += 1;
-                pushed.push((seq, t.priority, t.credits_to_charge));
+                pushed.push((
+                    seq,
+                    t.priority,
+                    t.credits_to_charge,
+                    t.task_type.code() as u8,
+                ));
                 results.push((
                     it.index,
                     Ok(TaskRecord {
