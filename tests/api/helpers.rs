@@ -81,6 +81,7 @@ pub struct Builder {
     rate_limit: Option<u32>,
     edge: cloro::api::edge::EdgeConfig,
     webhooks: cloro::webhooks::WebhookConfig,
+    pages: cloro::pages::PagesConfig,
 }
 
 impl TestApp {
@@ -104,6 +105,7 @@ impl TestApp {
                 allow_private: false,
                 ..Default::default()
             },
+            pages: Default::default(),
         }
     }
 
@@ -278,6 +280,11 @@ impl Builder {
         f(&mut self.webhooks);
         self
     }
+    /// Result page settings (`serve --public-url`, `--page-rate-limit`).
+    pub fn pages(mut self, f: impl FnOnce(&mut cloro::pages::PagesConfig)) -> Self {
+        f(&mut self.pages);
+        self
+    }
     pub fn max_body_bytes(mut self, b: usize) -> Self {
         self.max_body_bytes = b;
         self
@@ -329,6 +336,7 @@ impl Builder {
             default_plan: "free".into(),
             edge: self.edge.clone(),
             webhooks: self.webhooks,
+            pages: self.pages,
             clock: cloro::clock::Clock::system(),
         };
         let server = app::start(opts).await.expect("server starts");

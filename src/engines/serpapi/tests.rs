@@ -460,6 +460,7 @@ async fn simulated(p: &Payload) -> Value {
             task_type: p.task_type(),
             payload: p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
         .expect("simulated")
@@ -697,6 +698,7 @@ async fn run(engine: &SerpApiEngine, p: &Payload) -> Result<EngineOutput, Engine
             task_type: p.task_type(),
             payload: p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
 }
