@@ -207,7 +207,9 @@ pub(crate) fn document() -> Value {
                 continue;
             };
             for (status, response) in responses.iter_mut() {
-                let mut headers = Map::new();
+                // The operation's own headers (the result pages' security headers) stay.
+                let mut headers: Map<String, Value> =
+                    response["headers"].as_object().cloned().unwrap_or_default();
                 for (name, h) in &every {
                     headers.insert((*name).to_owned(), h.clone());
                 }

@@ -186,6 +186,20 @@ impl fmt::Debug for PageLinks {
     }
 }
 
+/// `path` as it may be logged: a page path with its token replaced by `…` (the token is a
+/// capability; logs must not grant access to the pages).
+pub(crate) fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let Some(tail) = path.strip_prefix(PAGES_PREFIX) else {
+        return path.into();
+    };
+    let parts: Vec<&str> = tail.splitn(4, '/').collect();
+    match parts.as_slice() {
+        [org, task, _token, rest] => format!("{PAGES_PREFIX}{org}/{task}/…/{rest}").into(),
+        [org, task, _token] => format!("{PAGES_PREFIX}{org}/{task}/…").into(),
+        _ => path.into(),
+    }
+}
+
 /// 128 random bits as 32 lowercase hex digits (the thread RNG is a CSPRNG seeded by the OS).
 fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -347,6 +361,21 @@ mod tests {
         assert!(!req("3", "page-1.html", other).is_linked_from(&google));
         assert!(!req("3", "page-1.html", token).is_linked_from(&json!({"text": "x"})));
         assert!(!req("3", "page-1.html", token).is_linked_from(&json!({"html": 5})));
+    }
+
+    #[test]
+    fn logged_paths_never_carry_the_token() {
+        let tok = "0123456789abcdef0123456789abcdef";
+        let p = format!("/v1/pages/1/{}/{tok}/page-1.html", Uuid::nil());
+        assert_eq!(
+            loggable_path(&p),
+            format!("/v1/pages/1/{}/…/page-1.html", Uuid::nil())
+        );
+        assert_eq!(
+            loggable_path(&format!("/v1/pages/1/x/{tok}")),
+            "/v1/pages/1/x/…"
+        );
+        assert_eq!(loggable_path("/v1/async/task/x"), "/v1/async/task/x");
     }
 
     #[test]
