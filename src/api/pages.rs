@@ -60,29 +60,49 @@ impl PageServing {
     }
 
     /// Counts one page request against the server-wide budget and takes a serving slot.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Refused> {
         self.admit_at(self.start.elapsed().as_secs())
     }
 
     /// [`admit`](Self::admit) in window `second` (tests drive it).
-    fn admit_at(&self, second: u64) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn admit_at(&self, second: u64) -> Result<OwnedSemaphorePermit, Refused> {
         {
             let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
             if w.0 != second {
                 *w = (second, 0);
             }
             if w.1 >= self.rate_limit {
-                let mut e =
-                    ApiError::new("RATE_LIMIT_EXCEEDED").message("Result page rate limit exceeded");
-                e.retry_after = Some(1);
-                return Err(e);
+                return Err(Refused::OverBudget);
             }
             w.1 += 1;
         }
         self.in_flight
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::unavailable())
+            .map_err(|_| Refused::Busy)
+    }
+}
+
+/// Why a page request was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// This second's budget is spent: 429 with `Retry-After: 1`.
+    OverBudget,
+    /// Every serving slot is taken: 503 with `Retry-After: 1`.
+    Busy,
+}
+
+impl From<Refused> for ApiError {
+    fn from(r: Refused) -> ApiError {
+        match r {
+            Refused::OverBudget => {
+                let mut e =
+                    ApiError::new("RATE_LIMIT_EXCEEDED").message("Result page rate limit exceeded");
+                e.retry_after = Some(1);
+                e
+            }
+            Refused::Busy => ApiError::unavailable(),
+        }
     }
 }
 
@@ -200,11 +220,12 @@ mod tests {
         let s = PageServing::new(&cfg, 1000, Clock::system());
         let a = s.admit_at(5).expect("1st");
         let b = s.admit_at(5).expect("2nd");
-        let busy = s.admit_at(5).err().expect("no free slot");
-        assert_eq!(busy.code, "SERVICE_UNAVAILABLE");
+        assert_eq!(s.admit_at(5).err(), Some(Refused::Busy));
+        assert_eq!(ApiError::from(Refused::Busy).code, "SERVICE_UNAVAILABLE");
         drop((a, b));
         // The 4th request of the same second is over the budget (the 3rd counted too).
-        let over = s.admit_at(5).err().expect("over budget");
+        assert_eq!(s.admit_at(5).err(), Some(Refused::OverBudget));
+        let over = ApiError::from(Refused::OverBudget);
         assert_eq!(over.code, "RATE_LIMIT_EXCEEDED");
         assert_eq!(over.retry_after, Some(1));
         // A new second, a new budget.
