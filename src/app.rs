@@ -116,11 +116,12 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let dyn_store = store.clone();
     let engine = opts.engine.clone();
 
-    let public_url = opts
-        .pages
-        .public_url
-        .clone()
-        .unwrap_or_else(|| crate::pages::PublicUrl::for_listen(addr));
+    let public_url = opts.pages.public_url.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "No --public-url: result page links (include.html) will name the unspecified listen address; set --public-url to the address clients use");
+        }
+        crate::pages::PublicUrl::for_listen(addr)
+    });
     let queue_cfg = QueueConfig {
         clock: opts.clock.clone(),
         public_url: public_url.clone(),
