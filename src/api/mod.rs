@@ -9,7 +9,8 @@
 //! Middleware, outermost first (see `docs/ARCHITECTURE.md`): the edge ([`edge`]: request id,
 //! `X-Latency-Ms`, request timeout, panics → 500) → authentication for `/v1/*` and the rate
 //! limit per key and route template ([`auth`], [`ratelimit`]; `X-RateLimit-*` on every
-//! authenticated response) → the handler. Unknown routes, and known routes with another
+//! authenticated response; not for the keyless result pages, [`is_keyless`], bounded on
+//! their own in [`pages`]) → the handler. Unknown routes, and known routes with another
 //! method, are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
 //!
 //! Answers are [`crate::wire`] types; errors are [`error::ApiError`], the only way to the cloro
@@ -23,6 +24,7 @@ pub(crate) mod extract;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub mod openapi;
+pub(crate) mod pages;
 pub(crate) mod queue;
 pub(crate) mod ratelimit;
 pub(crate) mod reference;
@@ -52,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) limiter: ratelimit::RateLimiter,
     /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
     pub(crate) allow_private_webhooks: bool,
+    /// The result pages' bounds and expiry ([`pages`]).
+    pub(crate) pages: pages::PageServing,
 }
 
 impl AppState {
@@ -68,8 +72,27 @@ impl AppState {
             limiter: ratelimit::RateLimiter::new(edge.rate_limit),
             edge,
             allow_private_webhooks,
+            pages: pages::PageServing::default(),
         }
     }
+
+    /// The result pages' settings (`serve --page-rate-limit`), the retention and the clock
+    /// that decide a page's expiry.
+    pub(crate) fn with_pages(
+        mut self,
+        cfg: &crate::pages::PagesConfig,
+        retention_ms: i64,
+        clock: crate::clock::Clock,
+    ) -> AppState {
+        self.pages = pages::PageServing::new(cfg, retention_ms, clock);
+        self
+    }
+}
+
+/// Whether `path` is a `/v1` route that takes no API key (the result pages: their URL is the
+/// capability). It is outside authentication and the per-key rate-limit buckets.
+pub(crate) fn is_keyless(path: &str) -> bool {
+    path.starts_with(crate::pages::PAGES_PREFIX)
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -88,13 +111,15 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(credits::get))
         .routes(routes!(reference::countries))
         .routes(routes!(reference::states))
+        // The result pages of `include.html` (no key: the link is the capability).
+        .routes(routes!(pages::page))
         // The operator's probes.
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
 
-/// The rate limit's buckets: every `/v1` route template of [`routes`] (a request on anything
-/// else counts against `*`).
+/// The rate limit's buckets: every `/v1` route template of [`routes`] but the keyless ones
+/// ([`is_keyless`]; a request on anything else counts against `*`).
 pub fn rate_limit_buckets() -> &'static [String] {
     static BUCKETS: LazyLock<Vec<String>> = LazyLock::new(|| {
         routes()
@@ -102,7 +127,7 @@ pub fn rate_limit_buckets() -> &'static [String] {
             .paths
             .paths
             .into_keys()
-            .filter(|p| p.starts_with("/v1/"))
+            .filter(|p| p.starts_with("/v1/") && !is_keyless(p))
             .collect()
     });
     &BUCKETS

@@ -8,6 +8,7 @@ mod bodies;
 mod edge;
 mod monitor;
 mod openapi;
+mod pages;
 mod reference;
 mod tasks;
 mod webhooks;
