@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub edge: api::edge::EdgeConfig,
     /// The webhook sender (retry base, time limit, private destinations).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// The result pages of `include.html`: their public URL and bounds.
+    pub pages: crate::pages::PagesConfig,
     /// The server's one wall clock: [`start`] gives it to the store, the dispatcher, the purger
     /// and the webhook sender (the `clock` fields of [`QueueConfig`] and
     /// [`WebhookConfig`](crate::webhooks::WebhookConfig) are for tests that drive those alone).
@@ -144,8 +146,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     let engine = opts.engine.clone();
     log_routes(&opts.engines);
 
+    let public_url = opts.pages.public_url.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            tracing::warn!(%addr, "No --public-url: result page links (include.html) will name the unspecified listen address; set --public-url to the address clients use");
+        }
+        crate::pages::PublicUrl::for_listen(addr)
+    });
     let queue_cfg = QueueConfig {
         clock: opts.clock.clone(),
+        public_url: public_url.clone(),
         ..opts.queue.clone()
     };
     let webhook_cfg = crate::webhooks::WebhookConfig {
@@ -180,14 +189,15 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
             opts.edge.clone(),
             opts.webhooks.allow_private,
         )
-        .with_engines(opts.engines.clone()),
+        .with_engines(opts.engines.clone())
+        .with_pages(&opts.pages, opts.queue.retention_ms, opts.clock.clone()),
     );
     let app = api::router(state);
     supervisor.spawn(
         "HTTP listener",
         api::listener::serve(listener, app, opts.edge.clone(), cancel.clone()),
     );
-    tracing::info!(%addr, "cloro is listening");
+    tracing::info!(%addr, %public_url, "cloro is listening");
     Ok(Server {
         addr,
         store,

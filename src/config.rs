@@ -123,6 +123,15 @@ pub struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, env = "CLORO_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// The base of the links cloro puts in results (the `include.html` pages it serves):
+    /// an http(s) URL without a query or fragment, as clients reach this server (e.g. behind
+    /// a proxy). Default: `http://{listen}`.
+    #[arg(long, env = "CLORO_PUBLIC_URL")]
+    pub public_url: Option<crate::pages::PublicUrl>,
+    /// Result pages (`include.html`, no key needed) served per second over all clients; more
+    /// are answered 429.
+    #[arg(long, env = "CLORO_PAGE_RATE_LIMIT", default_value_t = crate::pages::DEFAULT_PAGE_RATE_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_rate_limit: u32,
     /// Plan of the `default` organization made on an empty database.
     #[arg(long, env = "CLORO_DEFAULT_PLAN", default_value = "free")]
     pub default_plan: String,
@@ -316,6 +325,28 @@ mod tests {
             }
         );
         assert!(Cli::try_parse_from(["cloro", "serve", "--sim-failure-rate", "2"]).is_err());
+        let Command::Serve(s) =
+            Cli::try_parse_from(["cloro", "serve", "--public-url", "https://c.example/x/"])
+                .expect("parses")
+                .command
+        else {
+            panic!("serve")
+        };
+        assert_eq!(
+            s.public_url.map(|u| u.to_string()),
+            Some("https://c.example/x".to_owned())
+        );
+        for bad in [
+            "ftp://c.example",
+            "https://c.example/?a",
+            "https://c.example/#f",
+            "c.example",
+        ] {
+            assert!(
+                Cli::try_parse_from(["cloro", "serve", "--public-url", bad]).is_err(),
+                "{bad}"
+            );
+        }
         assert!(
             Cli::try_parse_from(["cloro", "org", "create", "--name", "a", "--plan", "lite"])
                 .is_ok()

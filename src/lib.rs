@@ -8,6 +8,8 @@
 //!   its in-memory ready index.
 //! * [`queue`]: the dispatcher that claims tasks, runs them on engines, retries and purges.
 //! * [`engines`]: the [`engines::Engine`] trait and the deterministic simulated engine.
+//! * [`pages`]: the result pages of `include.html`, served by cloro itself (links, matching,
+//!   rendering; the route is `api::pages`).
 //! * [`webhooks`]: the sender of signed, retried completion notifications (the store keeps
 //!   their outbox).
 //! * [`worker`]: what the dispatcher and the sender share: the claim loop, the pause gate,
@@ -32,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engines;
+pub mod pages;
 pub mod queue;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

@@ -112,6 +112,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             allow_private: args.allow_private_webhooks,
             ..Default::default()
         },
+        pages: cloro::pages::PagesConfig {
+            public_url: args.public_url,
+            rate_limit: args.page_rate_limit,
+            ..Default::default()
+        },
         clock: cloro::clock::Clock::system(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -5,7 +5,8 @@
 //! [`Auth`](super::extract::Auth); then the request is counted against its rate-limit bucket:
 //! the route template when it is one of [`rate_limit_buckets`](super::rate_limit_buckets)
 //! (derived from the route table), `*` otherwise. `X-RateLimit-*` go on every authenticated
-//! answer, the 429 included.
+//! answer, the 429 included. The result pages ([`is_keyless`](super::is_keyless)) take no key:
+//! their URL is the capability, and they are bounded on their own (`api::pages`).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -21,7 +22,7 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    if path == "/v1" || path.starts_with("/v1/") {
+    if (path == "/v1" || path.starts_with("/v1/")) && !super::is_keyless(path) {
         let header = req
             .headers()
             .get(header::AUTHORIZATION)

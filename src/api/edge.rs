@@ -2,7 +2,7 @@
 //!
 //! * `X-Request-ID`: the client's own if it is a valid UUID, else a new UUID v4; a tracing span
 //!   carries it, so every log line of the request has it (the `Authorization` header is never
-//!   recorded).
+//!   recorded, nor a result page's token: `pages::loggable_path`).
 //! * `X-Latency-Ms`: whole milliseconds from arrival to the start of the response.
 //! * The request time bound: past `request_timeout` the handler is dropped and the client gets
 //!   408 `REQUEST_TIMEOUT`.
@@ -65,7 +65,7 @@ pub(crate) async fn edge(State(state): State<SharedState>, req: Request, next: N
         "request",
         request_id = %request_id,
         method = %req.method(),
-        path = %req.uri().path()
+        path = %crate::pages::loggable_path(req.uri().path())
     );
     let timeout = state.edge.request_timeout;
     let run = AssertUnwindSafe(next.run(req)).catch_unwind();

@@ -9,7 +9,8 @@
 //! Middleware, outermost first (see `docs/ARCHITECTURE.md`): the edge ([`edge`]: request id,
 //! `X-Latency-Ms`, request timeout, panics → 500) → authentication for `/v1/*` and the rate
 //! limit per key and route template ([`auth`], [`ratelimit`]; `X-RateLimit-*` on every
-//! authenticated response) → the handler. Unknown routes, and known routes with another
+//! authenticated response; not for the keyless result pages, [`is_keyless`], bounded on
+//! their own in [`pages`]) → the handler. Unknown routes, and known routes with another
 //! method, are 404 `RESOURCE_NOT_FOUND` with `details.id` = the path.
 //!
 //! Answers are [`crate::wire`] types; errors are [`error::ApiError`], the only way to the cloro
@@ -23,6 +24,7 @@ pub(crate) mod extract;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub mod openapi;
+pub(crate) mod pages;
 pub(crate) mod queue;
 pub(crate) mod ratelimit;
 pub(crate) mod reference;
@@ -54,6 +56,8 @@ pub(crate) struct AppState {
     pub(crate) allow_private_webhooks: bool,
     /// The configured engines and their health (`/readyz`).
     pub(crate) engines: Arc<crate::queue::EngineRoutes>,
+    /// The result pages' bounds and expiry ([`pages`]).
+    pub(crate) pages: pages::PageServing,
 }
 
 impl AppState {
@@ -71,6 +75,7 @@ impl AppState {
             edge,
             allow_private_webhooks,
             engines: Arc::default(),
+            pages: pages::PageServing::default(),
         }
     }
 
@@ -79,6 +84,24 @@ impl AppState {
         self.engines = engines;
         self
     }
+
+    /// The result pages' settings (`serve --page-rate-limit`), the retention and the clock
+    /// that decide a page's expiry.
+    pub(crate) fn with_pages(
+        mut self,
+        cfg: &crate::pages::PagesConfig,
+        retention_ms: i64,
+        clock: crate::clock::Clock,
+    ) -> AppState {
+        self.pages = pages::PageServing::new(cfg, retention_ms, clock);
+        self
+    }
+}
+
+/// Whether `path` is a `/v1` route that takes no API key (the result pages: their URL is the
+/// capability). It is outside authentication and the per-key rate-limit buckets.
+pub(crate) fn is_keyless(path: &str) -> bool {
+    path.starts_with(crate::pages::PAGES_PREFIX)
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -97,13 +120,15 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(credits::get))
         .routes(routes!(reference::countries))
         .routes(routes!(reference::states))
+        // The result pages of `include.html` (no key: the link is the capability).
+        .routes(routes!(pages::page))
         // The operator's probes.
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
 }
 
-/// The rate limit's buckets: every `/v1` route template of [`routes`] (a request on anything
-/// else counts against `*`).
+/// The rate limit's buckets: every `/v1` route template of [`routes`] but the keyless ones
+/// ([`is_keyless`]; a request on anything else counts against `*`).
 pub fn rate_limit_buckets() -> &'static [String] {
     static BUCKETS: LazyLock<Vec<String>> = LazyLock::new(|| {
         routes()
@@ -111,7 +136,7 @@ pub fn rate_limit_buckets() -> &'static [String] {
             .paths
             .paths
             .into_keys()
-            .filter(|p| p.starts_with("/v1/"))
+            .filter(|p| p.starts_with("/v1/") && !is_keyless(p))
             .collect()
     });
     &BUCKETS

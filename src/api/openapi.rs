@@ -11,7 +11,8 @@
 //!
 //! What every operation shares is added after generation, from the same tables the server
 //! uses: the error codes of [`ERROR_CODES`], the edge's errors (408, 500, and for `/v1/*` 401,
-//! 429, 503) and the headers (`X-Request-ID`, `X-Latency-Ms` everywhere, `X-RateLimit-*` on
+//! 429, 503; the keyless result pages, `super::is_keyless`, get no security, no 401 and no
+//! `X-RateLimit-*`) and the headers (`X-Request-ID`, `X-Latency-Ms` everywhere, `X-RateLimit-*` on
 //! authenticated responses).
 
 use std::sync::LazyLock;
@@ -70,7 +71,7 @@ pub(crate) struct WebhookRequest {
 #[openapi(
     info(
         title = "cloro",
-        description = "A self-hostable, wire-compatible cloro API: a durable, fair, priority-ordered multi-tenant task queue. Every `/v1` operation takes `Authorization: Bearer sk_live_…`; rate limit 1,000 requests/s per key per endpoint unless the organization sets its own."
+        description = "A self-hostable, wire-compatible cloro API: a durable, fair, priority-ordered multi-tenant task queue. Every `/v1` operation but the result pages (`/v1/pages/…`, whose link is the capability) takes `Authorization: Bearer sk_live_…`; rate limit 1,000 requests/s per key per endpoint unless the organization sets its own."
     ),
     components(schemas(ErrorEnvelope, TaskRequest))
 )]
@@ -167,7 +168,8 @@ pub(crate) fn document() -> Value {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
-        let v1 = path.starts_with("/v1/");
+        let keyless = super::is_keyless(path);
+        let v1 = path.starts_with("/v1/") && !keyless;
         let Some(item) = item.as_object_mut() else {
             continue;
         };
@@ -193,7 +195,7 @@ pub(crate) fn document() -> Value {
                     "RATE_LIMIT_EXCEEDED, or QUEUE_LIMIT_EXCEEDED on submissions",
                 ));
             }
-            if v1 || path == "/readyz" {
+            if v1 || keyless || path == "/readyz" {
                 shared.push(("503", "SERVICE_UNAVAILABLE: the store cannot answer; retry after `Retry-After` seconds"));
             }
             for (status, description) in shared {
@@ -205,7 +207,9 @@ pub(crate) fn document() -> Value {
                 continue;
             };
             for (status, response) in responses.iter_mut() {
-                let mut headers = Map::new();
+                // The operation's own headers (the result pages' security headers) stay.
+                let mut headers: Map<String, Value> =
+                    response["headers"].as_object().cloned().unwrap_or_default();
                 for (name, h) in &every {
                     headers.insert((*name).to_owned(), h.clone());
                 }
@@ -214,7 +218,7 @@ pub(crate) fn document() -> Value {
                         headers.insert((*name).to_owned(), h.clone());
                     }
                 }
-                if status == "503" {
+                if status == "503" || (keyless && status == "429") {
                     headers.insert(
                         "Retry-After".into(),
                         header(

@@ -22,6 +22,7 @@ fn options(db: &TestDb) -> ServeOptions {
         default_plan: "free".into(),
         edge: Default::default(),
         webhooks: Default::default(),
+        pages: Default::default(),
         clock: crate::clock::Clock::system(),
     }
 }

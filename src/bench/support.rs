@@ -140,6 +140,7 @@ impl BenchServer {
                     allow_private: true,
                     ..Default::default()
                 },
+                pages: Default::default(),
                 clock: cloro::clock::Clock::system(),
             })
             .await

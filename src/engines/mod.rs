@@ -46,6 +46,9 @@ pub struct EngineTask<'a> {
     pub(crate) payload: &'a Payload,
     /// 1 for the first attempt.
     pub(crate) attempt: u32,
+    /// The URLs of this attempt's result pages (`include.html`), served by cloro itself
+    /// ([`crate::pages`]).
+    pub(crate) pages: &'a crate::pages::PageLinks,
 }
 
 /// A successful result: the object served as `response` and extra credits (AI Mode products).
@@ -99,6 +102,7 @@ pub(crate) async fn execute_stored(
     task_type: TaskType,
     stored: &Value,
     attempt: u32,
+    pages: &crate::pages::PageLinks,
 ) -> Result<EngineOutput, EngineError> {
     let payload = Payload::from_stored(task_type, stored).map_err(|e| {
         tracing::error!(task_id = %id, error = %e, "Cannot read a stored payload");
@@ -113,6 +117,7 @@ pub(crate) async fn execute_stored(
             task_type,
             payload: &payload,
             attempt,
+            pages,
         })
         .await
 }
@@ -120,6 +125,7 @@ pub(crate) async fn execute_stored(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pages::PageLinks;
 
     #[test]
     fn latency_parses_fixed_and_ranges() {
@@ -154,9 +160,16 @@ mod tests {
     #[tokio::test]
     async fn an_unreadable_stored_payload_fails_the_task_with_a_clear_message() {
         let stored = serde_json::json!({"query": "a", "gl": "us"});
-        let err = execute_stored(&Unreachable, Uuid::nil(), TaskType::Chatgpt, &stored, 1)
-            .await
-            .err();
+        let err = execute_stored(
+            &Unreachable,
+            Uuid::nil(),
+            TaskType::Chatgpt,
+            &stored,
+            1,
+            &PageLinks::fixed(),
+        )
+        .await
+        .err();
         let Some(EngineError::Fatal { code, message }) = err else {
             panic!("expected a fatal error, got {err:?}");
         };
@@ -179,9 +192,16 @@ mod tests {
         };
         let stored = serde_json::json!({"query": "a", "gl": "us", "country": "US",
                                         "device": "desktop", "pages": 2});
-        let out = execute_stored(&engine, Uuid::nil(), TaskType::GoogleNews, &stored, 1)
-            .await
-            .expect("simulated");
+        let out = execute_stored(
+            &engine,
+            Uuid::nil(),
+            TaskType::GoogleNews,
+            &stored,
+            1,
+            &PageLinks::fixed(),
+        )
+        .await
+        .expect("simulated");
         assert_eq!(out.result["newsResults"].as_array().map(Vec::len), Some(20));
     }
 }

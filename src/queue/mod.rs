@@ -59,6 +59,9 @@ pub struct QueueConfig {
     pub purge_interval: Duration,
     /// The wall clock retry due times, the purge cutoff and billing cycles are read from.
     pub clock: Clock,
+    /// The base of the result-page links engines put in results (`serve --public-url`; set by
+    /// `app::start`).
+    pub public_url: crate::pages::PublicUrl,
 }
 
 impl Default for QueueConfig {
@@ -71,6 +74,7 @@ impl Default for QueueConfig {
             retention_ms: 24 * 3600 * 1000,
             purge_interval: Duration::from_secs(60),
             clock: Clock::system(),
+            public_url: crate::pages::PublicUrl::default(),
         }
     }
 }
@@ -261,7 +265,16 @@ pub(crate) async fn execute_on(
             error: max_retries_error(),
         };
     }
-    let call = execute_stored(engine, task.id, task.task_type, &task.payload, task.attempt);
+    // A fresh page token per attempt: only the links of the attempt that completes are stored.
+    let pages = crate::pages::PageLinks::new(&cfg.public_url, task.org, task.id);
+    let call = execute_stored(
+        engine,
+        task.id,
+        task.task_type,
+        &task.payload,
+        task.attempt,
+        &pages,
+    );
     let result = match tokio::time::timeout(cfg.engine_timeout, call).await {
         Ok(r) => r,
         Err(_) => Err(EngineError::Retryable("engine call timed out".into())),

@@ -76,12 +76,14 @@ pub struct Builder {
     failure_rate: f64,
     workers: usize,
     retry_base_ms: u64,
+    retention_ms: Option<i64>,
     max_body_bytes: usize,
     paused: bool,
     rate_limit: Option<u32>,
     engines: Option<cloro::queue::EngineRoutes>,
     edge: cloro::api::edge::EdgeConfig,
     webhooks: cloro::webhooks::WebhookConfig,
+    pages: cloro::pages::PagesConfig,
 }
 
 impl TestApp {
@@ -95,6 +97,7 @@ impl TestApp {
             failure_rate: 0.0,
             workers: 64,
             retry_base_ms: 1,
+            retention_ms: None,
             max_body_bytes: 10 * 1024 * 1024,
             paused: false,
             rate_limit: None,
@@ -106,6 +109,7 @@ impl TestApp {
                 allow_private: false,
                 ..Default::default()
             },
+            pages: Default::default(),
         }
     }
 
@@ -280,6 +284,16 @@ impl Builder {
         f(&mut self.webhooks);
         self
     }
+    /// How long terminal tasks are kept (`serve --retention-secs`, in ms).
+    pub fn retention_ms(mut self, ms: i64) -> Self {
+        self.retention_ms = Some(ms);
+        self
+    }
+    /// Result page settings (`serve --public-url`, `--page-rate-limit`).
+    pub fn pages(mut self, f: impl FnOnce(&mut cloro::pages::PagesConfig)) -> Self {
+        f(&mut self.pages);
+        self
+    }
     pub fn max_body_bytes(mut self, b: usize) -> Self {
         self.max_body_bytes = b;
         self
@@ -324,6 +338,9 @@ impl Builder {
             queue: QueueConfig {
                 workers: self.workers,
                 retry_base_ms: self.retry_base_ms,
+                retention_ms: self
+                    .retention_ms
+                    .unwrap_or(QueueConfig::default().retention_ms),
                 ..QueueConfig::default()
             },
             engine: Arc::new(SimulatedEngine {
@@ -338,6 +355,7 @@ impl Builder {
             default_plan: "free".into(),
             edge: self.edge.clone(),
             webhooks: self.webhooks,
+            pages: self.pages,
             clock: cloro::clock::Clock::system(),
         };
         let server = app::start(opts).await.expect("server starts");

@@ -9,6 +9,7 @@ mod edge;
 mod engines;
 mod monitor;
 mod openapi;
+mod pages;
 mod reference;
 mod tasks;
 mod webhooks;

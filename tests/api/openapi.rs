@@ -44,11 +44,15 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
     let app = TestApp::spawn().await;
     let (_, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
     let ops = cloro::api::openapi::operations(&doc);
-    assert_eq!(ops.len(), 10, "{ops:?}");
+    assert_eq!(ops.len(), 11, "{ops:?}");
     for (method, path) in &ops {
         assert!(doc["paths"][path][method.to_lowercase()]["summary"].is_string());
         // Each documented operation answers (no 404 route fallback, no 405).
-        let concrete = path.replace("{taskId}", "00000000-0000-0000-0000-000000000000");
+        let concrete = path
+            .replace("{taskId}", "00000000-0000-0000-0000-000000000000")
+            .replace("{org}", "1")
+            .replace("{token}", "0123456789abcdef0123456789abcdef")
+            .replace("{page}", "page-1.html");
         let url = app.url(&format!("{concrete}?country=US"));
         let req = app
             .client
@@ -65,8 +69,9 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
             "{method} {path} answered an undocumented {status}"
         );
     }
-    // The rate limit's buckets are exactly the documented `/v1` paths (both come from the
-    // route table), so every documented `/v1` route has a bucket of its own.
+    // The rate limit's buckets are exactly the documented `/v1` paths but the keyless result
+    // pages (both come from the route table), so every documented `/v1` route that takes a key
+    // has a bucket of its own.
     let mut buckets: Vec<&str> = cloro::api::rate_limit_buckets()
         .iter()
         .map(String::as_str)
@@ -77,11 +82,49 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
         .expect("paths")
         .keys()
         .map(String::as_str)
-        .filter(|p| p.starts_with("/v1/"))
+        .filter(|p| p.starts_with("/v1/") && !p.starts_with("/v1/pages/"))
         .collect();
     v1.sort_unstable();
     assert_eq!(buckets, v1);
     assert_eq!(buckets.len(), 8, "{buckets:?}");
+}
+
+/// The result pages take no key: the document says so (no security, no 401, no
+/// `X-RateLimit-*`), and lists their own 429 and 503 with `Retry-After`.
+#[tokio::test]
+async fn the_result_pages_are_documented_without_key_security() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
+    let op = &doc["paths"]["/v1/pages/{org}/{taskId}/{token}/{page}"]["get"];
+    assert_eq!(op["security"], serde_json::json!([{}]), "{op}");
+    let responses = op["responses"].as_object().expect("responses");
+    assert!(responses.get("401").is_none());
+    for (status, r) in responses {
+        assert!(r["headers"].get("X-RateLimit-Limit").is_none(), "{status}");
+    }
+    assert!(
+        op["responses"]["200"]["content"]["text/html"].is_object(),
+        "{op}"
+    );
+    for h in [
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cache-Control",
+    ] {
+        assert!(op["responses"]["200"]["headers"][h].is_object(), "{h}");
+    }
+    for status in ["429", "503"] {
+        assert!(
+            op["responses"][status]["headers"]["Retry-After"].is_object(),
+            "{status}"
+        );
+    }
+    // Every operation that takes a key still says so.
+    assert_eq!(
+        doc["paths"]["/v1/credits"]["get"]["security"],
+        serde_json::json!([{ "bearerAuth": [] }])
+    );
 }
 
 #[tokio::test]

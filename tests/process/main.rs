@@ -115,10 +115,23 @@ fn the_cli_creates_organizations_and_keys_and_revokes_them() {
         ],
         vec!["key", "create", "--org", "nope", "--database", db],
         vec!["key", "revoke", "key_nope", "--database", db],
+        // A public URL with a query (or a fragment, or not http/https) stops `serve` at once.
+        vec![
+            "serve",
+            "--public-url",
+            "https://c.example/?a=1",
+            "--database",
+            db,
+        ],
+        vec!["serve", "--public-url", "ftp://c.example", "--database", db],
     ] {
         let out = cloro().args(&bad).output().expect("runs");
         assert!(!out.status.success(), "{bad:?}");
         assert!(!out.stderr.is_empty());
+        if bad[0] == "serve" {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("--public-url"), "{err}");
+        }
     }
     // DATABASE_URL works as well as --database.
     let out = cloro()

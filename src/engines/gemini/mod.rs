@@ -149,6 +149,7 @@ impl Engine for GeminiEngine {
             .as_ref()
             .map_or_else(normalize::Options::default, |i| normalize::Options {
                 markdown: on(i.markdown),
+                html: on(i.html),
                 raw_response: on(i.raw_response),
                 search_queries: on(i.search_queries),
             });
@@ -166,7 +167,7 @@ impl Engine for GeminiEngine {
                 &self.api_key,
             ));
         }
-        let result = normalize::normalize(&reply.body, opts, &self.api_key)?;
+        let result = normalize::normalize(&reply.body, opts, task.pages, &self.api_key)?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

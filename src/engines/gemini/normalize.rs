@@ -18,6 +18,8 @@
 //!   `partIndex`; Rust strings are UTF-8, so they index the text directly once the part's own
 //!   start is added. An offset outside the text or inside a character (a provider counting in
 //!   characters) falls back to finding `segment.text`; a span found neither way is dropped;
+//! * `html` (include.html) ← the link of the page cloro renders from this answer and serves
+//!   itself (`crate::pages`);
 //! * `searchQueries` ← `groundingMetadata.webSearchQueries[]` (only when include.searchQueries,
 //!   which the GEMINI request schema does not accept today: ready for when it does);
 //! * `model` ← `modelVersion` (null when absent);
@@ -41,11 +43,14 @@ use serde_json::{Map, Value, json};
 
 use super::super::EngineError;
 use super::super::upstream;
+use crate::pages::PageLinks;
 
 /// The include flags that shape a GEMINI result.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Options {
     pub(crate) markdown: bool,
+    /// `include.html`: link the result page cloro renders from the answer.
+    pub(crate) html: bool,
     pub(crate) raw_response: bool,
     pub(crate) search_queries: bool,
 }
@@ -147,7 +152,12 @@ fn retryable_shape(e: impl std::fmt::Display) -> EngineError {
 
 /// The cloro GEMINI result of a 2xx `body`. `secret` (the API key) is removed from the raw
 /// answer before it is kept.
-pub(crate) fn normalize(body: &[u8], opts: Options, secret: &str) -> Result<Value, EngineError> {
+pub(crate) fn normalize(
+    body: &[u8],
+    opts: Options,
+    pages: &PageLinks,
+    secret: &str,
+) -> Result<Value, EngineError> {
     let raw: Value =
         if !secret.is_empty() && body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
             let text = upstream::redact(&String::from_utf8_lossy(body), secret);
@@ -211,6 +221,9 @@ pub(crate) fn normalize(body: &[u8], opts: Options, secret: &str) -> Result<Valu
             "markdown".into(),
             Value::String(markdown(&text, &spans, &sources)),
         );
+    }
+    if opts.html {
+        m.insert("html".into(), Value::String(pages.url(1)));
     }
     if opts.search_queries {
         m.insert("searchQueries".into(), json!(gm.web_search_queries));

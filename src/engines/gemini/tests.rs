@@ -23,6 +23,7 @@ use super::{GeminiConfig, GeminiEngine};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
 use crate::engines::{Engine, EngineError, EngineTask, simulated, upstream};
+use crate::pages::PageLinks;
 
 const GROUNDED: &str = include_str!("fixtures/grounded.json");
 const NO_CITATIONS: &str = include_str!("fixtures/no_citations.json");
@@ -43,13 +44,14 @@ const REDIRECT: &str = "https://vertexaisearch.cloud.google.com/grounding-api-re
 fn all() -> Options {
     Options {
         markdown: true,
+        html: false,
         raw_response: true,
         search_queries: true,
     }
 }
 
 fn norm(body: &str, opts: Options) -> Result<Value, EngineError> {
-    normalize::normalize(body.as_bytes(), opts, KEY)
+    normalize::normalize(body.as_bytes(), opts, &PageLinks::fixed(), KEY)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -298,7 +300,7 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Every key of `sim` (but `simulated` and `html`, which real results do not carry yet) is in
+/// Every key of `sim` (but `simulated`, and `html`, checked on its own) is in
 /// `real` with the same type, recursively into the first element of arrays of objects; `real`
 /// adds only `model`.
 fn same_shape(path: &str, sim: &Value, real: &Value) {
@@ -339,18 +341,22 @@ fn results_have_the_simulated_shape() {
         json!({}),
         json!({"markdown": true}),
         json!({"markdown": true, "rawResponse": true}),
+        json!({"markdown": true, "html": true}),
     ] {
         let p = payload(include.clone());
-        let sim = simulated::simulate(&p).result;
+        let sim = simulated::simulate(&p, &PageLinks::fixed()).result;
         let on = |k: &str| include.get(k) == Some(&json!(true));
         let opts = Options {
             markdown: on("markdown"),
+            html: on("html"),
             raw_response: on("rawResponse"),
             search_queries: false,
         };
         for body in [GROUNDED, MULTIBYTE, NO_CITATIONS, EMPTY] {
             let real = norm(body, opts).expect("normalised");
             same_shape("", &sim, &real);
+            let page = on("html").then(|| json!(PageLinks::fixed().url(1)));
+            assert_eq!(real.get("html"), page.as_ref(), "{include}");
             // And the published shape itself (reference §5.2), types included.
             assert_eq!(
                 crate::engines::shape::check(TaskType::Gemini, &real),
@@ -615,6 +621,7 @@ async fn run(engine: &GeminiEngine, include: Value) -> Result<Value, EngineError
             task_type: TaskType::Gemini,
             payload: &p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
         .map(|o| {
@@ -769,6 +776,7 @@ async fn other_task_types_are_refused() {
             task_type: TaskType::Chatgpt,
             payload: &p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
         .expect_err("refused");

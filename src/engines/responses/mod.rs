@@ -40,6 +40,8 @@ pub(crate) struct Chat<'a> {
     pub(crate) state: Option<&'a str>,
     pub(crate) disable_web_search: bool,
     pub(crate) markdown: bool,
+    /// `include.html`: link the result page cloro renders from the answer.
+    pub(crate) html: bool,
     pub(crate) raw_response: bool,
     pub(crate) search_queries: bool,
     pub(crate) shopping: bool,
@@ -62,6 +64,7 @@ impl<'a> Chat<'a> {
                 state: p.state.as_deref(),
                 disable_web_search: on(p.disable_web_search),
                 markdown: on(inc.and_then(|i| i.markdown)),
+                html: on(inc.and_then(|i| i.html)),
                 raw_response: on(inc.and_then(|i| i.raw_response)),
                 search_queries: on(inc.and_then(|i| i.search_queries)),
                 shopping: on(inc.and_then(|i| i.shopping)),
@@ -382,7 +385,7 @@ impl Engine for ResponsesEngine {
                 EngineError::Retryable(upstream::redact(&message, secret))
             }
         })?;
-        let result = normalize::shape(shape, &parsed, &payload, json, secret);
+        let result = normalize::shape(shape, &parsed, &payload, task.pages, json, secret);
         Ok(EngineOutput {
             result,
             extra_credits: 0,

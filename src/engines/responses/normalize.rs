@@ -23,6 +23,7 @@ use super::super::EngineError;
 use super::super::upstream::{self, Reply};
 use super::Chat;
 use crate::domain::request::ChatEngine;
+use crate::pages::PageLinks;
 
 /// A citation of the answer: `span` is a byte range of [`Normalized::text`] (always on char
 /// boundaries) when the provider gave valid indexes.
@@ -482,6 +483,7 @@ pub(crate) fn shape(
     shape: Shape,
     n: &Normalized,
     payload: &Chat<'_>,
+    pages: &PageLinks,
     json: Value,
     secret: &str,
 ) -> Value {
@@ -550,6 +552,9 @@ pub(crate) fn shape(
     }
     if payload.markdown {
         m.insert("markdown".into(), json!(markdown(n, &srcs)));
+    }
+    if payload.html {
+        m.insert("html".into(), json!(pages.url(1)));
     }
     if payload.raw_response {
         m.insert("rawResponse".into(), raw(json, secret));

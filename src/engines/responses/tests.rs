@@ -21,6 +21,7 @@ use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
 use crate::engines::simulated::simulate;
 use crate::engines::{Engine, EngineError, EngineTask};
+use crate::pages::PageLinks;
 
 const KEY: &str = "sk-test-SECRET-0123456789";
 
@@ -40,14 +41,13 @@ fn payload(task_type: TaskType, stored: Value) -> Payload {
     Payload::from_stored(task_type, &stored).expect("a stored payload reads back")
 }
 
-/// A chat payload with every include flag of the engine that changes a result (except
-/// `html`, which cloro renders itself).
+/// A chat payload with every include flag of the engine that changes a result.
 fn full_payload(task_type: TaskType) -> Payload {
     let include = if task_type == TaskType::Chatgpt {
-        json!({"markdown": true, "rawResponse": true, "searchQueries": true,
+        json!({"markdown": true, "html": true, "rawResponse": true, "searchQueries": true,
                "shopping": true, "ads": true})
     } else {
-        json!({"markdown": true, "rawResponse": true})
+        json!({"markdown": true, "html": true, "rawResponse": true})
     };
     payload(
         task_type,
@@ -60,7 +60,7 @@ fn shaped(shape: Shape, task_type: TaskType, fixture_text: &str) -> (Normalized,
     let n = normalize::parse(&json).expect("a completed run");
     let p = full_payload(task_type);
     let (_, chat) = Chat::of(&p).expect("a chat payload");
-    let result = normalize::shape(shape, &n, &chat, json, KEY);
+    let result = normalize::shape(shape, &n, &chat, &PageLinks::fixed(), json, KEY);
     (n, result)
 }
 
@@ -126,7 +126,7 @@ fn assert_shape_like_simulator(result: &Value, task_type: TaskType, extra: &[&st
 
 /// The simulator's result for the same payload has the same keys and types.
 fn assert_shape_like_simulator_for(result: &Value, payload: &Payload, extra: &[&str]) {
-    let sim = simulate(payload).result;
+    let sim = simulate(payload, &PageLinks::fixed()).result;
     assert_same_shape(result, &sim, "result", extra);
     assert!(
         result.get("simulated").is_none(),
@@ -241,7 +241,7 @@ fn openai_answer_shapes_the_chatgpt_result() {
     assert_eq!(r["inlineProducts"], json!([]));
     assert_eq!(r["ads"], json!([]));
     assert_eq!(r["rawResponse"], json!([fixture(OPENAI_ANSWER)]));
-    assert!(r.get("html").is_none());
+    assert_eq!(r["html"], json!(PageLinks::fixed().url(1)));
     assert_shape_like_simulator(&r, TaskType::Chatgpt, &[]);
 }
 
@@ -262,7 +262,7 @@ fn include_flags_decide_the_optional_fields() {
     let n = normalize::parse(&json).expect("completed");
     let p = payload(TaskType::Chatgpt, json!({"prompt": "x", "country": "US"}));
     let (_, chat) = Chat::of(&p).expect("chat");
-    let r = normalize::shape(Shape::Chatgpt, &n, &chat, json, KEY);
+    let r = normalize::shape(Shape::Chatgpt, &n, &chat, &PageLinks::fixed(), json, KEY);
     assert_shape_like_simulator_for(&r, &p, &[]);
     for key in [
         "markdown",
@@ -776,6 +776,7 @@ async fn run_with(
             task_type,
             payload: &p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
         .map(|o| {
@@ -1140,6 +1141,7 @@ async fn task_types_it_does_not_serve_fail_without_a_call() {
                 task_type: t,
                 payload: &p,
                 attempt: 1,
+                pages: &PageLinks::fixed(),
             })
             .await;
         assert!(
@@ -1208,7 +1210,7 @@ fn cpu_per_task_for_a_typical_answer() {
         for _ in 0..rounds {
             let json: Value = serde_json::from_slice(body.as_bytes()).expect("json");
             let n = normalize::parse(&json).expect("completed");
-            let r = normalize::shape(Shape::Chatgpt, &n, &chat, json, KEY);
+            let r = normalize::shape(Shape::Chatgpt, &n, &chat, &PageLinks::fixed(), json, KEY);
             assert_eq!(r["sources"].as_array().map(Vec::len), Some(40));
         }
         let per_task = started.elapsed() / rounds;

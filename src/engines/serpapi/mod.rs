@@ -37,6 +37,7 @@ use serde_json::Value;
 use super::upstream;
 use super::{Engine, EngineError, EngineOutput, EngineTask};
 use crate::domain::request::Payload;
+use crate::pages::PageLinks;
 use normalize::Flags;
 use request::Params;
 
@@ -133,8 +134,15 @@ impl SerpApiEngine {
         Ok(pages)
     }
 
-    pub(crate) async fn run(&self, payload: &Payload) -> Result<Value, EngineError> {
+    /// The result of `payload`; `links` makes its `html` URLs when `include.html` asks for
+    /// them (one per page fetched for GOOGLE and GOOGLE_NEWS, one for AIMODE).
+    pub(crate) async fn run(
+        &self,
+        payload: &Payload,
+        links: &PageLinks,
+    ) -> Result<Value, EngineError> {
         let calls = request::calls(payload);
+        let mut html = None;
         let mut result = match payload {
             Payload::Google(g) => {
                 let inc = g.include.clone().unwrap_or_default();
@@ -148,6 +156,9 @@ impl SerpApiEngine {
                     ..Flags::default()
                 };
                 let pages = self.pages(&calls, "organic_results").await?;
+                if inc.html == Some(true) {
+                    html = Some(links.urls(pages.len()));
+                }
                 let follow_up = match pages.first().and_then(normalize::ai_overview_token) {
                     Some(token) if flags.aioverview => {
                         Some(self.call(&request::ai_overview(token)).await?)
@@ -156,12 +167,21 @@ impl SerpApiEngine {
                 };
                 normalize::google(&pages, follow_up.as_ref(), flags)
             }
-            Payload::News(_) => normalize::news(&self.pages(&calls, "news_results").await?),
+            Payload::News(n) => {
+                let pages = self.pages(&calls, "news_results").await?;
+                if n.include.as_ref().and_then(|i| i.html) == Some(true) {
+                    html = Some(links.urls(pages.len()));
+                }
+                normalize::news(&pages)
+            }
             Payload::AiMode(a) => {
                 let flags = Flags {
                     markdown: a.include.as_ref().and_then(|i| i.markdown) == Some(true),
                     ..Flags::default()
                 };
+                if a.include.as_ref().and_then(|i| i.html) == Some(true) {
+                    html = Some(Value::String(links.url(1)));
+                }
                 let params = calls
                     .first()
                     .ok_or_else(|| EngineError::Retryable("no AI Mode request was built".into()))?;
@@ -177,6 +197,9 @@ impl SerpApiEngine {
                 });
             }
         };
+        if let Some(html) = html {
+            result.insert("html".into(), html);
+        }
         let mut v = Value::Object(std::mem::take(&mut result));
         normalize::scrub(&mut v, &self.cfg.api_key);
         Ok(v)
@@ -225,7 +248,7 @@ impl Engine for SerpApiEngine {
     }
 
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
-        let result = self.run(task.payload).await?;
+        let result = self.run(task.payload, task.pages).await?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

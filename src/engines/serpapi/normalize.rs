@@ -7,8 +7,9 @@
 //! missing array is an empty one, an unknown block type is rendered from its `snippet` when it
 //! has one and skipped otherwise. cloro fields SerpApi has no equivalent for in this mapping
 //! stay empty (AI Mode's `ads`, `places`, `shoppingCards`, `inlineProducts`, `videos`, `map`) or absent
-//! (`productResults`, `peopleAreSaying`, `localResults`, `knowledgeGraph`, `html` until cloro
-//! serves its own result pages).
+//! (`productResults`, `peopleAreSaying`, `localResults`, `knowledgeGraph`). `html` (one link
+//! per page fetched) is added by the engine (`SerpApiEngine::run`): the pages cloro renders
+//! and serves itself (`crate::pages`), never SerpApi's own `raw_html_file`.
 
 use std::collections::HashMap;
 

@@ -460,6 +460,7 @@ async fn simulated(p: &Payload) -> Value {
             task_type: p.task_type(),
             payload: p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
         .expect("simulated")
@@ -697,6 +698,7 @@ async fn run(engine: &SerpApiEngine, p: &Payload) -> Result<EngineOutput, Engine
             task_type: p.task_type(),
             payload: p,
             attempt: 1,
+            pages: &PageLinks::fixed(),
         })
         .await
 }
@@ -812,6 +814,56 @@ async fn aimode_and_news_over_http_with_and_without_citations() {
     let (_, news) = calls.last().expect("news call");
     assert_eq!(get(news, "tbm"), Some("nws"));
     assert_eq!(get(news, "device"), Some("mobile"));
+}
+
+/// `include.html`: the links of the pages cloro serves itself, one per page fetched for GOOGLE
+/// and GOOGLE_NEWS, one for AIMODE; none without the flag.
+#[tokio::test]
+async fn include_html_links_cloro_s_own_pages() {
+    let (engine, _fake) = start(
+        |q| match (get(q, "engine"), get(q, "start")) {
+            (Some("google_ai_mode"), _) => answer(200, AIMODE),
+            (Some("google"), _) if get(q, "tbm") == Some("nws") => answer(200, NEWS),
+            (Some("google"), None) => answer(200, PAGE1),
+            (Some("google"), Some("10")) => answer(200, PAGE2),
+            (Some("google"), Some(_)) => answer(200, NO_RESULTS),
+            _ => answer(400, r#"{"error":"unexpected"}"#),
+        },
+        |_| {},
+    )
+    .await;
+    let links = PageLinks::fixed();
+    let google = |pages: u32, html: bool| {
+        payload(
+            TaskType::Google,
+            json!({"query": "q", "gl": "fr", "pages": pages, "include": {"html": html}}),
+        )
+    };
+    // Page 3 answers with no results, so the 4th is never fetched: three pages, three links.
+    let r = run(&engine, &google(4, true)).await.expect("google").result;
+    assert_eq!(r["html"], links.urls(3));
+    published(TaskType::Google, &r);
+    let r = run(&engine, &google(2, false))
+        .await
+        .expect("google")
+        .result;
+    assert!(r.get("html").is_none());
+
+    let news = payload(
+        TaskType::GoogleNews,
+        json!({"query": "q", "gl": "us", "include": {"html": true}}),
+    );
+    let r = run(&engine, &news).await.expect("news").result;
+    assert_eq!(r["html"], links.urls(1));
+    published(TaskType::GoogleNews, &r);
+
+    let ai = payload(
+        TaskType::Aimode,
+        json!({"prompt": "p", "country": "FR", "include": {"html": true}}),
+    );
+    let r = run(&engine, &ai).await.expect("aimode").result;
+    assert_eq!(r["html"], json!(links.url(1)));
+    published(TaskType::Aimode, &r);
 }
 
 fn ai_payload() -> Payload {

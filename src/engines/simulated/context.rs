@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::google_url::last_query_value;
 use crate::domain::request::{Aioverview, Payload};
+use crate::pages::PageLinks;
 
 // ------------------------------------------------------------------------------------------
 // Hashing and the deterministic stream
@@ -354,6 +355,8 @@ impl Inc {
 pub(super) struct Ctx {
     /// The include options that shape the result.
     pub(super) inc: Inc,
+    /// The URLs of this attempt's result pages (`include.html`), served by cloro itself.
+    pub(super) links: PageLinks,
     /// ChatGPT's `disableWebSearch: true`.
     pub(super) no_web: bool,
     /// Prompt mention for answer texts (≤ 120 chars).
@@ -374,7 +377,7 @@ pub(super) struct Ctx {
 impl Ctx {
     /// The context of one task: its text, geo and options, and the seed every generated value
     /// derives from (a hash of the task type and the payload fields).
-    pub(super) fn new(payload: &Payload) -> Ctx {
+    pub(super) fn new(payload: &Payload, links: &PageLinks) -> Ctx {
         let f = Fields::of(payload);
         let text: &str = f.text.unwrap_or("");
         let country_raw = f.country.or(f.gl).unwrap_or("US");
@@ -421,6 +424,7 @@ impl Ctx {
         }
         Ctx {
             inc: Inc::of(payload),
+            links: links.clone(),
             no_web: matches!(payload, Payload::Chat(_, p) if p.disable_web_search == Some(true)),
             short,
             topic,
@@ -449,20 +453,14 @@ impl Ctx {
         )
     }
 
+    /// The chat types' `html`: the URL of the result page cloro serves for this attempt.
     pub(super) fn html_url(&self, page: usize) -> String {
-        format!(
-            "https://cdn.cloro.dev/results/{}/page-{page}.html",
-            self.uuid_like(0x68746d6c)
-        )
+        self.links.url(page)
     }
 
     /// Google-family `html`: one URL per page.
     pub(super) fn html_pages(&self) -> Value {
-        Value::Array(
-            (1..=self.pages)
-                .map(|p| Value::String(self.html_url(p)))
-                .collect(),
-        )
+        self.links.urls(self.pages)
     }
 
     pub(super) fn google_link(&self, q: &str) -> String {

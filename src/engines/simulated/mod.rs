@@ -3,11 +3,12 @@
 //! `cloro-api.md` §5.1–§5.8), derived only from the task's typed payload, after a simulated
 //! latency and with an optional simulated failure rate.
 //!
-//! The same payload always gives byte-identical JSON. Every result says it is simulated: a
-//! top-level `"simulated": true`, `"model": "simulated"` where the shape has a model field,
-//! and a text starting with `[simulated] `. Generated links only use the reserved
-//! `example.com` / `example.org` / `example.net` domains (plus Google search links and the
-//! `cdn.cloro.dev` result-page URLs).
+//! The same payload (and page links) always gives byte-identical JSON. Every result says it is
+//! simulated: a top-level `"simulated": true`, `"model": "simulated"` where the shape has a
+//! model field, and a text starting with `[simulated] `. Generated links only use the reserved
+//! `example.com` / `example.org` / `example.net` domains, Google search links, and the result
+//! pages cloro serves itself (`include.html`: the attempt's [`PageLinks`], under the server's
+//! public URL; never a host cloro does not serve).
 //!
 //! Layout: this file holds the engine (latency, failure injection) and the dispatch by task
 //! type; `context.rs` what every simulated engine shares (the seeded per-task context, the
@@ -36,6 +37,7 @@ use serde_json::Value;
 
 use super::{Engine, EngineError, EngineOutput, EngineTask};
 use crate::domain::request::{ChatEngine, Payload};
+use crate::pages::PageLinks;
 use context::{Ctx, FNV_OFFSET, fnv1a, mix, to_unit};
 
 /// Simulated latency: fixed or uniformly spread over `min..=max` milliseconds.
@@ -97,7 +99,7 @@ impl Engine for SimulatedEngine {
         if self.failure_rate > 0.0 && unit_interval(&seed, task.attempt) < self.failure_rate {
             return Err(EngineError::Retryable("simulated upstream failure".into()));
         }
-        let out = simulate(task.payload);
+        let out = simulate(task.payload, task.pages);
         Ok(EngineOutput {
             result: out.result,
             extra_credits: i64::from(out.extra_credits),
@@ -114,10 +116,10 @@ pub(crate) struct SimOutput {
 }
 
 /// A deterministic result with the same shape as the real engine's `result` object for the
-/// payload's task type, derived only from the typed payload. Every result says it is
-/// simulated. Never panics.
-pub(crate) fn simulate(payload: &Payload) -> SimOutput {
-    let mut ctx = Ctx::new(payload);
+/// payload's task type, derived only from the typed payload (and, for `include.html`, the
+/// attempt's page links). Every result says it is simulated. Never panics.
+pub(crate) fn simulate(payload: &Payload, pages: &PageLinks) -> SimOutput {
+    let mut ctx = Ctx::new(payload, pages);
     let mut extra_credits = 0;
     let result = match payload {
         Payload::Chat(ChatEngine::Chatgpt, _) => chatgpt::chatgpt(&mut ctx),

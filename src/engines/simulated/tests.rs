@@ -6,6 +6,7 @@ use super::context::{collapse, slugify, url_encode};
 use super::*;
 use crate::domain::request::validate_payload;
 use crate::domain::types::TaskType;
+use crate::pages::PageLinks;
 
 /// A request payload as the engine receives it: validated, stored, and read back typed.
 pub(super) fn simulate_request(t: TaskType, raw: &Value) -> SimOutput {
@@ -13,7 +14,7 @@ pub(super) fn simulate_request(t: TaskType, raw: &Value) -> SimOutput {
         validate_payload(t, raw, "payload").unwrap_or_else(|e| panic!("{raw} rejected: {e:?}"));
     let stored = typed.into_stored();
     let typed = Payload::from_stored(t, &stored).expect("a stored payload reads back");
-    simulate(&typed)
+    simulate(&typed, &PageLinks::fixed())
 }
 
 fn chat_payload(prompt: &str) -> Value {
@@ -162,9 +163,7 @@ fn chatgpt_include_flags() {
     ] {
         assert!(r.get(k).is_some(), "{k} missing with include");
     }
-    let html = r["html"].as_str().unwrap();
-    assert!(html.starts_with("https://cdn.cloro.dev/results/"));
-    assert!(html.ends_with("/page-1.html"));
+    assert_eq!(r["html"], json!(PageLinks::fixed().url(1)));
     assert!(r["ads"].is_array());
     let prod = &r["shoppingCards"][0]["products"][0];
     assert_eq!(prod["position"], 1);
@@ -398,7 +397,7 @@ fn odd_payloads_never_panic() {
         json!({"prompt": "\u{0}\n\t  \u{202e}émoji 🎉 ".repeat(50)}),
     ];
     let check = |t: TaskType, typed: &Payload| {
-        let out = simulate(typed);
+        let out = simulate(typed, &PageLinks::fixed());
         assert_eq!(out.result["simulated"], true);
         assert_no_null(&out.result, t.as_str());
     };
@@ -455,4 +454,115 @@ fn helpers() {
     assert_eq!(url_encode("a b&é"), "a+b%26%C3%A9");
     let r = simulate_request(TaskType::Google, &json!({"query": "x", "gl": "us"})).result;
     assert!(keys(&r).contains(&"simulated"));
+}
+
+/// Every `http(s)://` URL inside `v` (in any string: links, texts, markdown, raw responses).
+fn urls_in(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("http") {
+                rest = &rest[i..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || matches!(c, ')' | ']' | '"' | '<' | '>'))
+                    .unwrap_or(rest.len());
+                let candidate = &rest[..end];
+                if candidate.starts_with("http://") || candidate.starts_with("https://") {
+                    out.push(candidate.to_owned());
+                }
+                rest = &rest[4..];
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| urls_in(x, out)),
+        Value::Object(o) => o.values().for_each(|x| urls_in(x, out)),
+        _ => {}
+    }
+}
+
+/// SPEC §5: no simulated result, of any task type and with every include flag, links to a
+/// host cloro does not serve. Each URL's host is the public URL's (a result page) or a source
+/// URL's: the reserved example domains, or Google's own links in Google-family results.
+#[test]
+fn no_simulated_result_links_to_a_host_cloro_does_not_serve() {
+    let public = crate::pages::PublicUrl::parse("https://cloro.test.invalid:8443/base").unwrap();
+    let links = PageLinks::new(&public, 42, uuid::Uuid::new_v4());
+    let public_host = public.host().unwrap();
+    let first_page = links.url(1);
+    let page_prefix = first_page.trim_end_matches("page-1.html");
+    let mut payloads: Vec<(TaskType, Value)> = super::golden_tests::cases();
+    for t in TaskType::ALL {
+        let all = match t {
+            TaskType::Google => json!({"query": "best shoes", "gl": "us", "pages": 3,
+                "include": {"html": true, "aioverview": {"markdown": true}, "paaAioverview": true}}),
+            TaskType::GoogleNews => json!({"query": "best shoes", "gl": "us", "pages": 2,
+                "include": {"html": true}}),
+            TaskType::Aimode => json!({"prompt": "best shoes", "country": "US",
+                "include": {"html": true, "markdown": true, "expandProducts": true}}),
+            TaskType::Chatgpt => json!({"prompt": "best shoes", "country": "US",
+                "include": {"html": true, "markdown": true, "rawResponse": true,
+                            "searchQueries": true, "ads": true, "shopping": true}}),
+            _ => json!({"prompt": "best shoes", "country": "US",
+                "include": {"html": true, "markdown": true, "rawResponse": true}}),
+        };
+        payloads.push((t, all));
+    }
+    let mut hosts = std::collections::BTreeSet::new();
+    let mut pages_seen = 0;
+    for (t, raw) in payloads {
+        let (typed, _) = validate_payload(t, &raw, "payload").expect("valid");
+        let r = simulate(&typed, &links).result;
+        let mut urls = Vec::new();
+        urls_in(&r, &mut urls);
+        for u in urls {
+            let parsed = url::Url::parse(&u).unwrap_or_else(|e| panic!("{t:?}: {u}: {e}"));
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            let with_port = parsed
+                .port()
+                .map_or(host.clone(), |p| format!("{host}:{p}"));
+            if with_port == public_host {
+                assert!(u.starts_with(page_prefix), "{u}");
+                pages_seen += 1;
+                continue;
+            }
+            let source = ["example.com", "example.org", "example.net"]
+                .iter()
+                .any(|d| host == *d || host.ends_with(&format!(".{d}")));
+            let google = matches!(
+                t,
+                TaskType::Google | TaskType::GoogleNews | TaskType::Aimode
+            ) && (host == "www.google.com" || host == "google.com");
+            assert!(source || google, "{t:?} links to {u}");
+            hosts.insert(host);
+        }
+    }
+    assert!(pages_seen >= 10, "{pages_seen}");
+    assert!(hosts.contains("www.example.com"), "{hosts:?}");
+}
+
+/// The code itself names no result host cloro does not serve (the reference's made-up CDN).
+#[test]
+fn the_code_names_no_cdn_host_cloro_does_not_serve() {
+    fn walk(dir: &std::path::Path, hits: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("readable") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(&path, hits);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                for host in [
+                    concat!("cdn.", "cloro.dev"),
+                    concat!("storage.", "cloro.dev"),
+                ] {
+                    if text.contains(host) {
+                        hits.push(format!("{}: {host}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut hits = Vec::new();
+    for dir in ["src", "tests", "docs"] {
+        walk(&root.join(dir), &mut hits);
+    }
+    assert_eq!(hits, Vec::<String>::new());
 }
