@@ -68,10 +68,10 @@ impl Engine for Scripted {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         self.started.notify_waiters();
-        if let Some(hold) = &self.hold {
-            if let Ok(permit) = hold.acquire().await {
-                permit.forget();
-            }
+        if let Some(hold) = &self.hold
+            && let Ok(permit) = hold.acquire().await
+        {
+            permit.forget();
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let next = self.script.lock().ok().and_then(|mut s| s.pop());
