@@ -6,20 +6,18 @@
 //! - this file: the contract ([`Engine`], [`EngineTask`], [`EngineOutput`], [`EngineError`]:
 //!   retryable vs fatal);
 //! - [`simulated`]: the default engine (no keys needed), deterministic results in the real
-//!   shapes, one file per engine under `simulated/`.
+//!   shapes, one file per engine under `simulated/`;
+//! - the real adapters, one folder each: [`responses`] (`openai-responses`: CHATGPT, GROK,
+//!   PERPLEXITY, COPILOT), [`gemini`] (GEMINI), [`serpapi`] (GOOGLE, GOOGLE_NEWS, AIMODE), and
+//!   what they share ([`upstream`]: the HTTP client, the body cap, error classification);
+//! - [`file`]: the engines file (SPEC §5) that builds them, and `cloro engines list|check`.
 //!
-//! A real adapter (OpenAI Responses, Gemini, SerpApi…) is a new file or folder here
-//! implementing [`Engine`] for the task types it serves, matching on the [`Payload`] family.
+//! Which engine runs a task, and within which limits and health, is the dispatcher's
+//! ([`crate::queue::engines`]).
 
-// The real adapters (issue 10) and what they share: tested offline, not routed to yet (the
-// engines file comes next), hence the allowances.
-#[allow(dead_code)]
 pub(crate) mod gemini;
-#[allow(dead_code)]
 pub(crate) mod responses;
-#[allow(dead_code)]
 pub(crate) mod serpapi;
-#[allow(dead_code)]
 pub(crate) mod upstream;
 
 pub mod file;

@@ -21,13 +21,11 @@ use super::upstream;
 use super::{Engine, EngineError, EngineOutput, EngineTask};
 use crate::domain::request::{ChatEngine, Payload};
 
-/// The default API root.
-pub(crate) const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
-
 /// One Gemini engine's configuration (from the engines file).
 #[derive(Clone)]
 pub(crate) struct GeminiConfig {
-    /// API root, e.g. [`DEFAULT_BASE_URL`] (a compatible proxy works too).
+    /// API root, e.g. `https://generativelanguage.googleapis.com` (the engines file's default;
+    /// a compatible proxy works too).
     pub(crate) base_url: String,
     /// The API key value (sent as `x-goog-api-key`).
     pub(crate) api_key: String,
