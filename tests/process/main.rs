@@ -1138,3 +1138,156 @@ fn a_dead_nodes_delivery_is_taken_over_after_its_lease() {
     let _ = b.kill();
     let _ = b.wait();
 }
+
+/// A fake upstream for the key-leak test: OpenAI's `/v1/responses` answers 401 with the
+/// documented error body (https://platform.openai.com/docs/guides/error-codes) quoting the key
+/// it was sent; SerpApi's `/search.json` answers 400 with its documented `{"error": …}` body
+/// (https://serpapi.com/search-api) quoting the query string, key included.
+fn leaky_upstream() -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .route(
+                    "/v1/responses",
+                    axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let body = json!({"error": {"message": format!("Incorrect API key provided: {auth}"),
+                            "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+                        (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body))
+                    }),
+                )
+                .route(
+                    "/search.json",
+                    axum::routing::get(|axum::extract::RawQuery(q): axum::extract::RawQuery| async move {
+                        let body = json!({"error": format!("Unsupported parameters in {}", q.unwrap_or_default())});
+                        (axum::http::StatusCode::BAD_REQUEST, axum::Json(body))
+                    }),
+                );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    rx.recv().expect("the fake upstream starts")
+}
+
+#[test]
+fn provider_keys_never_reach_the_logs_the_tasks_or_readyz() {
+    const OPENAI_KEY: &str = "sk-proc-7d1c5e2a9b";
+    const SERP_KEY: &str = "serp-proc-31f0aa77";
+    let upstream = leaky_upstream();
+    let dir = tempfile::tempdir().expect("dir");
+    let engines = dir.path().join("engines.toml");
+    std::fs::write(
+        &engines,
+        format!(
+            "[engines.openai]\nkind = \"openai-responses\"\nprovider = \"openai\"\n\
+             base_url = \"http://{upstream}/v1\"\napi_key_env = \"PROC_OPENAI_KEY\"\nmodel = \"gpt-5-mini\"\n\n\
+             [engines.serp]\nkind = \"serpapi\"\nbase_url = \"http://{upstream}\"\napi_key_env = \"PROC_SERP_KEY\"\n\n\
+             [task_types]\nCHATGPT = \"openai\"\nGOOGLE = \"serp\"\n"
+        ),
+    )
+    .expect("engines file");
+    let db = dir.path().join("cloro.db");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "keys",
+        "--plan",
+        "business",
+        "--database",
+        db.to_str().expect("utf-8"),
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    let log = dir.path().join("serve.log");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Every log line, down to debug and including the HTTP client's.
+    let mut child = cloro()
+        .env("CLORO_LOG", "debug")
+        .env("PROC_OPENAI_KEY", OPENAI_KEY)
+        .env("PROC_SERP_KEY", SERP_KEY)
+        .args(["serve", "--listen", &listen, "--retry-base-ms", "10"])
+        .args(["--database", db.to_str().expect("utf-8")])
+        .args(["--engines", engines.to_str().expect("utf-8")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("server starts");
+    let base = format!("http://{listen}");
+    let chat = http(
+        &base,
+        "POST",
+        "/v1/async/task",
+        &key,
+        Some(&json!({"taskType": "CHATGPT", "payload": {"prompt": "p", "country": "US"}})),
+    );
+    let google = http(
+        &base,
+        "POST",
+        "/v1/async/task",
+        &key,
+        Some(&json!({"taskType": "GOOGLE", "payload": {"query": "q", "country": "US"}})),
+    );
+    let google_id = google["task"]["id"].as_str().expect("id").to_owned();
+    // The GOOGLE task fails on the 400; the CHATGPT engine shows as failing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (ready, failed) = loop {
+        let ready = http(&base, "GET", "/readyz", &key, None);
+        let failed = http(
+            &base,
+            "GET",
+            &format!("/v1/async/task/{google_id}"),
+            &key,
+            None,
+        );
+        let failing = ready["engines"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["health"] == "failing"));
+        if failing && failed["task"]["status"] == "FAILED" {
+            break (ready, failed);
+        }
+        assert!(Instant::now() < deadline, "{ready} {failed}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let chat = http(
+        &base,
+        "GET",
+        &format!(
+            "/v1/async/task/{}",
+            chat["task"]["id"].as_str().expect("id")
+        ),
+        &key,
+        None,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        logs.contains("refused the engine's key"),
+        "the logs were captured: {logs}"
+    );
+    for (what, text) in [
+        ("the logs", logs),
+        ("/readyz", ready.to_string()),
+        ("the failed task", failed.to_string()),
+        ("the queued task", chat.to_string()),
+    ] {
+        for secret in [OPENAI_KEY, SERP_KEY] {
+            assert!(!text.contains(secret), "{what} hold a key: {text}");
+        }
+    }
+    assert_eq!(chat["task"]["status"], "QUEUED", "{chat}");
+}
