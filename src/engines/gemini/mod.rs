@@ -8,6 +8,8 @@
 //!
 //! Not wired into `cloro serve` yet (issue 10): the engines file, limits and pauses come next.
 
+#[cfg(test)]
+mod cpu_tests;
 mod normalize;
 mod request;
 #[cfg(test)]

@@ -24,6 +24,8 @@
 //! cluster in `productResults`; SerpApi's AI Mode answer has no such clusters in this mapping,
 //! so `productResults` is absent and nothing extra is billed.
 
+#[cfg(test)]
+mod cpu_tests;
 mod normalize;
 mod request;
 #[cfg(test)]
