@@ -32,8 +32,9 @@ pub enum Command {
 /// `cloro engines list|check` (exit code 0: all fine; 1: a check failed; 2: a bad file).
 #[derive(Debug, Subcommand)]
 pub enum EnginesCommand {
-    /// One row per task type: its engine, kind, model, base URL and limits.
-    List(EnginesArgs),
+    /// One row per task type: its engine, kind, model, base URL, limits and health (as the
+    /// servers on the database last recorded it).
+    List(EnginesListArgs),
     /// One cheap real call per configured engine, all at once; exit code 0 only if all pass.
     Check(EnginesArgs),
 }
@@ -46,6 +47,16 @@ pub struct EnginesArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnginesListArgs {
+    #[command(flatten)]
+    pub engines: EnginesArgs,
+    /// Where the servers record engine health (`--database`/`DATABASE_URL`, else the default
+    /// embedded database if that file exists); it is only read, never created or migrated.
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -94,6 +94,7 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
 
 struct Rig {
     store: Arc<dyn Store>,
+    routes: Arc<EngineRoutes>,
     org: OrgKey,
     clock: Clock,
     cancel: CancellationToken,
@@ -138,16 +139,18 @@ async fn rig(concurrency: u32, routes: EngineRoutes) -> Rig {
         },
         failure_rate: 0.0,
     });
+    let routes = Arc::new(routes);
     let dispatcher = tokio::spawn(run_dispatcher(
         store.clone(),
         default,
-        Arc::new(routes),
+        routes.clone(),
         cfg,
         Arc::new(Gate::default()),
         cancel.clone(),
     ));
     Rig {
         store,
+        routes,
         org,
         clock,
         cancel,
@@ -212,6 +215,24 @@ impl Rig {
         within(async {
             while !test(self).await {
                 changes.changed().await.expect("the store is open");
+            }
+        })
+        .await
+    }
+
+    /// Waits, on the health writer's writes, until the database's health of `engine` is
+    /// `(health, message)` (failing the test after 20 s).
+    async fn until_health(&self, engine: &str, health: &str, message: Option<&str>) {
+        within(async {
+            loop {
+                let mut writes = self.routes.health_writes();
+                let rows = self.store.engine_health().await.expect("health");
+                if rows.iter().any(|r| {
+                    r.name == engine && r.health == health && r.message.as_deref() == message
+                }) {
+                    return;
+                }
+                writes.changed().await.expect("the routes are alive");
             }
         })
         .await
@@ -362,5 +383,54 @@ async fn a_refused_key_keeps_the_queue_queued_and_probes_once_a_minute() {
     r.until_done(&poke).await;
     assert_eq!(engine.calls(), first_round + 1, "one probe, refused");
     assert_eq!(r.store.status(r.org).await.expect("status").queued, 100);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn health_changes_are_written_to_the_database() {
+    let engine = Scripted::new(
+        vec![EngineError::Unauthorized {
+            message: "Incorrect API key provided".into(),
+        }],
+        false,
+    );
+    let members = vec![
+        Member::new(
+            "openai",
+            "openai-responses",
+            None,
+            engine.clone(),
+            None,
+            None,
+        ),
+        Member::new("idle", "gemini", None, engine.clone(), None, None),
+    ];
+    let routes = route(members, &[(TaskType::Chatgpt, 0), (TaskType::Gemini, 1)]);
+    let r = rig(3, routes).await;
+    let start = r.clock.now_ms();
+    // At start-up every configured engine is written `ok` (clearing an earlier run's state).
+    r.until_health("openai", "ok", None).await;
+    r.until_health("idle", "ok", None).await;
+    // A refused key: `failing`, with the upstream's message, since the refusal.
+    let id = r.submit(TaskType::Chatgpt, 5, 1).await[0];
+    engine.until_calls(1).await;
+    r.until_health("openai", "failing", Some("Incorrect API key provided"))
+        .await;
+    let rows = r.store.engine_health().await.expect("health");
+    let openai = rows.iter().find(|h| h.name == "openai").expect("a row");
+    assert_eq!(openai.since_ms, start);
+    assert_eq!(openai.node, None, "the embedded store has no node id");
+    let idle = rows.iter().find(|h| h.name == "idle").expect("a row");
+    assert_eq!(idle.health, "ok", "only the refused engine changed");
+    // The probe a minute later succeeds: `ok` again, since then.
+    r.clock.advance(60_000);
+    let poke = r.submit(TaskType::Google, 1, 1).await;
+    r.until_done(&poke).await;
+    r.until_done(&[id]).await;
+    assert_eq!(r.task(id).await.status, TaskStatus::Completed);
+    r.until_health("openai", "ok", None).await;
+    let rows = r.store.engine_health().await.expect("health");
+    let openai = rows.iter().find(|h| h.name == "openai").expect("a row");
+    assert_eq!(openai.since_ms, start + 60_000);
     r.stop().await;
 }

@@ -17,13 +17,24 @@
 //!   that met the error goes back to the head of its priority without spending its attempt
 //!   ([`Outcome::Requeue`](crate::store::Outcome::Requeue)), so a wrong key never burns a queue
 //!   into FAILED. Health is this node's view (each node meets the upstream on its own).
+//! * **Shared health.** Each change of an engine's health (ok, rate-limited, failing, or a new
+//!   message) wakes one writer task ([`write_health`]) that records it in the database's
+//!   `engine_health` table, off the claim loop; it also writes every engine once at start-up
+//!   (`ok`: a stale `failing` of an earlier run is cleared) and re-writes the unhealthy ones every
+//!   [`HEALTH_REFRESH`] (in a cluster a node starting writes `ok`, and the latest writer wins).
+//!   `cloro engines list` reads it.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
 use crate::domain::types::TaskType;
 use crate::engines::{Engine, EngineError};
-use crate::store::{Lane, Lanes};
+use crate::store::{Directory, Lane, Lanes};
 
 /// Pause after a 429 that announced no reset time.
 pub(crate) const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(20);
@@ -31,6 +42,13 @@ pub(crate) const DEFAULT_RATE_PAUSE: Duration = Duration::from_secs(20);
 pub(crate) const MAX_RATE_PAUSE: Duration = Duration::from_secs(15 * 60);
 /// How often a failing engine lets one task through to find out whether its key works again.
 pub(crate) const PROBE_EVERY: Duration = Duration::from_secs(60);
+/// How often the health writer re-writes the engines that are not `ok` (so a node that started
+/// later and wrote `ok` does not hide another node's failing key for long).
+pub(crate) const HEALTH_REFRESH: Duration = Duration::from_secs(60);
+/// Wait before the health writer tries again after the database refused a write.
+const HEALTH_WRITE_RETRY: Duration = Duration::from_secs(5);
+/// Longest the health writer's last pass may take at shutdown.
+const HEALTH_LAST_PASS: Duration = Duration::from_secs(2);
 
 /// An engine's health as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +148,10 @@ pub struct Member {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) per_minute: Option<u32>,
     health: Mutex<Health>,
+    /// When the health last changed its label (epoch ms; 0: never since start-up).
+    since_ms: AtomicI64,
+    /// Wakes the health writer (shared by the members of one [`EngineRoutes`]).
+    health_changed: Arc<Notify>,
     /// When the rate tokens run out, the earliest next start (from the last take).
     tokens_open_ms: Mutex<Option<i64>>,
 }
@@ -162,12 +184,46 @@ impl Member {
             max_in_flight,
             per_minute,
             health: Mutex::new(Health::Ok),
+            since_ms: AtomicI64::new(0),
+            health_changed: Arc::new(Notify::new()),
             tokens_open_ms: Mutex::new(None),
         }
     }
 
     pub fn health(&self) -> Health {
         self.health.lock().map(|h| h.clone()).unwrap_or(Health::Ok)
+    }
+
+    /// The health and when it began (epoch ms; 0: since start-up).
+    fn health_since(&self) -> (Health, i64) {
+        let health = self.health();
+        let since = match &health {
+            Health::Failing { since_ms, .. } => *since_ms,
+            _ => self.since_ms.load(Ordering::Relaxed),
+        };
+        (health, since)
+    }
+
+    /// Runs `f` on the health; if what the database shows of it (label or message) changed,
+    /// notes when (a new label) and wakes the health writer. Returns whether it changed.
+    fn change_health(&self, now: i64, f: impl FnOnce(&mut Health)) -> bool {
+        let (label_changed, changed) = self.with_health(|h| {
+            let label = h.label();
+            let message = h.message().map(str::to_owned);
+            f(h);
+            let label_changed = h.label() != label;
+            (
+                label_changed,
+                label_changed || h.message() != message.as_deref(),
+            )
+        });
+        if label_changed {
+            self.since_ms.store(now, Ordering::Relaxed);
+        }
+        if changed {
+            self.health_changed.notify_one();
+        }
+        changed
     }
 
     fn with_health<R>(&self, f: impl FnOnce(&mut Health) -> R) -> R {
@@ -197,9 +253,10 @@ impl Member {
         });
     }
 
-    /// Updates the health from how an attempt ended at `now`; logs each change once.
-    pub(crate) fn record(&self, verdict: Verdict, message: &str, now: i64) {
-        self.with_health(|h| match verdict {
+    /// Updates the health from how an attempt ended at `now`; logs each change once. Returns
+    /// whether the health changed (its label or its message): the health writer then records it.
+    pub(crate) fn record(&self, verdict: Verdict, message: &str, now: i64) -> bool {
+        self.change_health(now, |h| match verdict {
             Verdict::KeyWorks => {
                 if *h != Health::Ok {
                     tracing::info!(engine = %self.name, was = h.label(), "Engine is healthy again");
@@ -254,7 +311,7 @@ impl Member {
                     }
                 }
             }
-        });
+        })
     }
 
     /// When a shut engine opens again (its pause ends, its probe is due, a rate token comes).
@@ -273,15 +330,16 @@ pub struct EngineRoutes {
     members: Vec<Member>,
     /// Indexed like [`TaskType::ALL`]: the member serving the type; `None`: the default engine.
     route: [Option<usize>; 8],
+    /// Notified by any member whose health changed (see [`write_health`]).
+    health_changed: Arc<Notify>,
+    /// Counts the health writer's successful writes (tests wait on it).
+    health_writes: watch::Sender<u64>,
 }
 
 impl Default for EngineRoutes {
     /// Every task type on the default engine.
     fn default() -> Self {
-        EngineRoutes {
-            members: Vec::new(),
-            route: [None; 8],
-        }
+        EngineRoutes::new(Vec::new(), [None; 8])
     }
 }
 
@@ -328,9 +386,24 @@ impl EngineRoutes {
     }
 
     /// Routes from configured engines: `route[i]` is the member serving `TaskType::ALL[i]`.
-    pub(crate) fn new(members: Vec<Member>, route: [Option<usize>; 8]) -> EngineRoutes {
+    pub(crate) fn new(mut members: Vec<Member>, route: [Option<usize>; 8]) -> EngineRoutes {
         let route = route.map(|r| r.filter(|&i| i < members.len()));
-        EngineRoutes { members, route }
+        let health_changed = Arc::new(Notify::new());
+        for m in &mut members {
+            m.health_changed = health_changed.clone();
+        }
+        EngineRoutes {
+            members,
+            route,
+            health_changed,
+            health_writes: watch::Sender::new(0),
+        }
+    }
+
+    /// Changes after each engine health the writer recorded in the database.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn health_writes(&self) -> watch::Receiver<u64> {
+        self.health_writes.subscribe()
     }
 
     pub(crate) fn members(&self) -> &[Member] {
@@ -361,15 +434,15 @@ impl EngineRoutes {
     /// Most tasks of member `m` its health lets start at `now` (`None`: no limit). A pause
     /// that has ended is over: the engine is healthy again.
     fn lane_budget(&self, m: &Member, now: i64) -> Option<u32> {
-        m.with_health(|h| {
+        m.change_health(now, |h| {
             if let Health::RateLimited { until_ms, .. } = h
                 && now >= *until_ms
             {
                 tracing::info!(engine = %m.name, "Engine pause ended");
                 *h = Health::Ok;
             }
-            h.budget(now)
-        })
+        });
+        m.with_health(|h| h.budget(now))
     }
 
     /// The lanes of a claim of up to `max` tasks at `now`, before rate tokens: for each member
@@ -433,6 +506,76 @@ impl EngineRoutes {
     pub(crate) fn next_open_ms(&self) -> Option<i64> {
         self.members.iter().filter_map(Member::opens_ms).min()
     }
+}
+
+/// What the health writer last wrote of a member: its label and message.
+type Written = Option<(&'static str, Option<String>)>;
+
+/// Keeps the database's `engine_health` rows in step with this node's view of its engines, until
+/// `cancel` fires (then one last pass, bounded by [`HEALTH_LAST_PASS`]). Runs beside the claim
+/// loop and never blocks it: members only notify; this task reads their health (a short lock,
+/// never held over an await) and writes what changed. The first pass writes every engine (`ok`
+/// at start-up); every [`HEALTH_REFRESH`] the engines that are not `ok` are written again; a
+/// write the database refused is tried again after [`HEALTH_WRITE_RETRY`].
+pub(crate) async fn write_health(
+    routes: Arc<EngineRoutes>,
+    dir: Arc<dyn Directory>,
+    clock: Clock,
+    cancel: CancellationToken,
+) {
+    let started_ms = clock.now_ms();
+    let mut written: Vec<Written> = vec![None; routes.members.len()];
+    let mut refresh = false;
+    loop {
+        let failed = health_pass(&routes, &*dir, &clock, started_ms, &mut written, refresh).await;
+        let wait = if failed {
+            HEALTH_WRITE_RETRY
+        } else {
+            HEALTH_REFRESH
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = routes.health_changed.notified() => refresh = false,
+            () = tokio::time::sleep(wait) => refresh = !failed,
+        }
+    }
+    let last = health_pass(&routes, &*dir, &clock, started_ms, &mut written, false);
+    let _ = tokio::time::timeout(HEALTH_LAST_PASS, last).await;
+}
+
+/// Writes each member whose health differs from what was last written (all of the unhealthy
+/// ones too with `refresh`). Returns whether a write failed.
+async fn health_pass(
+    routes: &EngineRoutes,
+    dir: &dyn Directory,
+    clock: &Clock,
+    started_ms: i64,
+    written: &mut [Written],
+    refresh: bool,
+) -> bool {
+    let mut failed = false;
+    for (m, last) in routes.members.iter().zip(written.iter_mut()) {
+        let (health, since) = m.health_since();
+        let now = (health.label(), health.message().map(str::to_owned));
+        if last.as_ref() == Some(&now) && !(refresh && health != Health::Ok) {
+            continue;
+        }
+        let since = if since == 0 { started_ms } else { since };
+        let result = dir
+            .record_engine_health(&m.name, now.0, now.1.as_deref(), since, clock.now_ms())
+            .await;
+        match result {
+            Ok(()) => {
+                *last = Some(now);
+                routes.health_writes.send_modify(|n| *n += 1);
+            }
+            Err(error) => {
+                failed = true;
+                tracing::warn!(engine = %m.name, %error, "Cannot record the engine's health; trying again");
+            }
+        }
+    }
+    failed
 }
 
 #[cfg(test)]

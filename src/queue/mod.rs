@@ -235,6 +235,16 @@ pub(crate) async fn run_dispatcher(
         claim_backoff: CLAIM_BACKOFF,
         clock: cfg.clock.clone(),
     };
+    // The engines' health goes to the database from a task of its own (never the claim loop).
+    let health = CancellationToken::new();
+    let writer = (!routes.members().is_empty()).then(|| {
+        tokio::spawn(engines::write_health(
+            routes.clone(),
+            store.clone(),
+            cfg.clock.clone(),
+            health.clone(),
+        ))
+    });
     let dispatcher = Arc::new(Dispatcher {
         store,
         engine,
@@ -243,6 +253,11 @@ pub(crate) async fn run_dispatcher(
         gate: gate.clone(),
     });
     claim_loop::run(dispatcher, GatePacer(gate), limits, cancel).await;
+    // The running tasks have finished: write their last health changes, then stop.
+    health.cancel();
+    if let Some(writer) = writer {
+        let _ = writer.await;
+    }
 }
 
 /// Runs one attempt on an engine no route names and decides its outcome.
@@ -289,6 +304,7 @@ pub(crate) async fn execute_on(
                 | EngineError::Unauthorized { message: m },
             ) => m.as_str(),
         };
+        // A change wakes the health writer (see `engines::write_health`).
         member.record(Verdict::of(&result), message, cfg.clock.now_ms());
         if let Err(EngineError::RateLimited { .. } | EngineError::Unauthorized { .. }) = &result {
             tracing::debug!(task_id = %task.id, engine = %member.name, %message,

@@ -220,6 +220,24 @@ pub struct KeyRecord {
     pub(crate) rate_limit: Option<u32>,
 }
 
+/// An engine's last recorded health (`engine_health`, issue 10): what the servers running it
+/// last saw, for `cloro engines list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineHealthRow {
+    /// The engine's name in the engines file.
+    pub name: String,
+    /// `ok`, `rate-limited` or `failing`.
+    pub health: String,
+    /// What went wrong (the upstream's message, already redacted of keys).
+    pub message: Option<String>,
+    /// When the engine entered this health (epoch ms).
+    pub since_ms: i64,
+    /// When a server last wrote the row (epoch ms).
+    pub updated_ms: i64,
+    /// The cluster node that wrote it (`None` on the embedded store).
+    pub node: Option<String>,
+}
+
 /// A validated task to insert.
 #[derive(Debug, Clone)]
 pub struct NewTask {
@@ -466,6 +484,19 @@ pub trait Directory: Send + Sync + 'static {
     async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()>;
     /// How many organizations exist.
     async fn count_orgs(&self) -> Result<i64>;
+    /// Records an engine's health (`ok`, `rate-limited`, `failing`) as of `now_ms`, in the
+    /// state since `since_ms`: one row per engine name, the latest writer wins (in cluster mode
+    /// the row names the node that wrote it). `message` must already be free of keys.
+    async fn record_engine_health(
+        &self,
+        name: &str,
+        health: &str,
+        message: Option<&str>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Every engine's recorded health, by name.
+    async fn engine_health(&self) -> Result<Vec<EngineHealthRow>>;
 }
 
 /// The webhook outbox. A terminal finish of a task with a webhook URL makes its delivery

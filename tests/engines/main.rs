@@ -238,3 +238,119 @@ fn serve_takes_the_engines_flag() {
     assert!(help.contains("--engines <ENGINES>"), "{help}");
     assert!(help.contains("CLORO_ENGINES"), "{help}");
 }
+
+/// A SQLite database at `path` where a server recorded `serp` as failing.
+fn database_with_a_failing_engine(path: &std::path::Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let db = cloro::store::Database::Sqlite(path.to_owned());
+        let dir = cloro::store::admin::open(&db).await.expect("database");
+        dir.record_engine_health(
+            "serp",
+            "failing",
+            Some(
+                "Invalid API key. Your API key should be here: https://serpapi.com/manage-api-key",
+            ),
+            1_775_746_800_000,
+            1_775_746_860_000,
+        )
+        .await
+        .expect("health row");
+    });
+}
+
+#[test]
+fn list_shows_the_health_recorded_in_the_database_and_still_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = file(&dir, &serp_file("127.0.0.1:9".parse().expect("addr")));
+    let db = dir.path().join("health.db");
+    database_with_a_failing_engine(&db);
+    let db = db.to_str().expect("utf-8 path").to_owned();
+
+    let out = cloro()
+        .args([
+            "engines",
+            "list",
+            "--json",
+            "--engines",
+            &path,
+            "--database",
+            &db,
+        ])
+        .env("CLI_SERP_KEY", KEY)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "an unhealthy engine does not fail list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = stdout_json(&out);
+    let row = |t: &str| {
+        rows.as_array()
+            .and_then(|a| a.iter().find(|r| r["taskType"] == t))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let google = row("GOOGLE");
+    assert_eq!(google["engine"], "serp");
+    assert_eq!(google["health"], "failing");
+    assert!(
+        google["healthMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Invalid API key")),
+        "{google}"
+    );
+    assert_eq!(google["healthSince"], "2026-04-09T15:00:00.000Z");
+    assert_eq!(row("CHATGPT")["health"], "ok", "the simulator");
+    assert_no_key(&out);
+
+    // The table, with the database from DATABASE_URL.
+    let out = cloro()
+        .args(["engines", "list", "--engines", &path])
+        .env("DATABASE_URL", format!("sqlite://{db}"))
+        .env("CLI_SERP_KEY", KEY)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().next().is_some_and(|l| l.ends_with("HEALTH")),
+        "{text}"
+    );
+    let google = text
+        .lines()
+        .find(|l| l.starts_with("GOOGLE "))
+        .unwrap_or_default();
+    assert!(google.contains("failing: Invalid API key."), "{text}");
+
+    // A database that does not exist: health unknown, and nothing is created.
+    let missing = dir.path().join("missing.db");
+    let out = cloro()
+        .args([
+            "engines",
+            "list",
+            "--json",
+            "--engines",
+            &path,
+            "--database",
+        ])
+        .arg(&missing)
+        .env("CLI_SERP_KEY", KEY)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    let rows = stdout_json(&out);
+    let google = rows
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["taskType"] == "GOOGLE"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(google["health"], "unknown");
+    assert_eq!(google["healthMessage"], Value::Null);
+    assert!(!missing.exists(), "list does not create a database");
+}

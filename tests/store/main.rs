@@ -191,6 +191,7 @@ macro_rules! store_tests {
     };
 }
 
+mod health;
 mod lanes;
 mod webhooks;
 

@@ -2,7 +2,14 @@
 //! neither, every task type is shown on the default simulator).
 //!
 //! Exit codes: 0 when everything is fine (`check`: every engine passed), 1 when a check
-//! failed, 2 when the engines file cannot be used (the message names the file and the line).
+//! failed, 2 when the engines file (or `list`'s `--database` URL) cannot be used (the message
+//! names the file and the line).
+//!
+//! `list` shows each engine's health as the servers last recorded it in the database
+//! (`engine_health`): `--database`/`DATABASE_URL`, else the default embedded database if that
+//! file exists. The database is only read (never created or migrated); when it cannot be read
+//! the health is `unknown` and a warning goes to stderr. An unhealthy engine does not change the
+//! exit code of `list` (`check` is the command that fails).
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -13,15 +20,16 @@ use super::{ConfiguredEngine, EngineSet, Kind, load, process_env};
 use crate::config::{EnginesArgs, EnginesCommand};
 use crate::domain::types::TaskType;
 use crate::engines::upstream;
+use crate::store::EngineHealthRow;
 
 /// What the default simulator is called in listings.
 pub(crate) const DEFAULT_ENGINE: &str = "simulated (default)";
 
 /// Runs the command; returns the process exit code.
 pub fn run(cmd: &EnginesCommand) -> i32 {
-    let (args, check) = match cmd {
-        EnginesCommand::List(a) => (a, false),
-        EnginesCommand::Check(a) => (a, true),
+    let (args, list) = match cmd {
+        EnginesCommand::List(a) => (&a.engines, Some(a)),
+        EnginesCommand::Check(a) => (a, None),
     };
     let set = match open(args) {
         Ok(set) => set,
@@ -30,17 +38,35 @@ pub fn run(cmd: &EnginesCommand) -> i32 {
             return 2;
         }
     };
-    let (out, code) = if check {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("cannot start the runtime: {e}");
-                return 1;
-            }
+    let database = match list.map(|l| crate::config::parse_database(l.db.database.as_deref())) {
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return 2;
+        }
+        Some(Ok(db)) => Some(db),
+        None => None,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let (out, code) = if let Some(db) = database {
+        let health = rt.block_on(read_health(&db, &set));
+        let mut rows = list_rows(&set);
+        apply_health(&mut rows, &health);
+        let out = if args.json {
+            list_json(&rows)
+        } else {
+            list_table(&rows)
         };
+        (out, 0)
+    } else {
         let results = rt.block_on(check_all(&set));
         let code = i32::from(results.iter().any(|r| !r.ok));
         let out = if args.json {
@@ -49,14 +75,6 @@ pub fn run(cmd: &EnginesCommand) -> i32 {
             check_table(&results)
         };
         (out, code)
-    } else {
-        let rows = list_rows(&set);
-        let out = if args.json {
-            list_json(&rows)
-        } else {
-            list_table(&rows)
-        };
-        (out, 0)
     };
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{out}");
@@ -68,6 +86,78 @@ fn open(args: &EnginesArgs) -> Result<EngineSet, String> {
     match &args.engines {
         Some(path) => load(path, &process_env),
         None => Ok(EngineSet::empty()),
+    }
+}
+
+/// Longest `engines list` waits for the database's engine health.
+const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The engine health recorded in `db`; nothing (every engine `unknown`) when no engine is
+/// configured or the database cannot be read (a warning on stderr says why).
+async fn read_health(db: &crate::store::Database, set: &EngineSet) -> Vec<EngineHealthRow> {
+    if set.engines.is_empty() {
+        return Vec::new();
+    }
+    let read = tokio::time::timeout(
+        HEALTH_READ_TIMEOUT,
+        crate::store::admin::read_engine_health(db),
+    )
+    .await;
+    match read {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            eprintln!("warning: cannot read the engines' health from the database: {e}");
+            Vec::new()
+        }
+        Err(_) => {
+            eprintln!(
+                "warning: the database did not answer within {} s; health unknown",
+                HEALTH_READ_TIMEOUT.as_secs()
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// An engine's health as `engines list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCell {
+    /// `ok`, `rate-limited`, `failing` or `unknown` (no row in the database).
+    pub(crate) state: String,
+    pub(crate) message: Option<String>,
+    /// Since when (epoch ms), if recorded.
+    pub(crate) since_ms: Option<i64>,
+}
+
+impl HealthCell {
+    fn of(state: &str) -> HealthCell {
+        HealthCell {
+            state: state.to_owned(),
+            message: None,
+            since_ms: None,
+        }
+    }
+
+    /// `ok`, `rate-limited`, `failing: <message>`, `unknown`.
+    fn cell(&self) -> String {
+        match (self.state.as_str(), &self.message) {
+            ("failing", Some(m)) => format!("failing: {m}"),
+            (state, _) => state.to_owned(),
+        }
+    }
+}
+
+/// Fills in each configured engine's recorded health (rows of the default simulator stay `ok`).
+pub(crate) fn apply_health(rows: &mut [ListRow], health: &[EngineHealthRow]) {
+    for row in rows {
+        let Some(name) = &row.engine else { continue };
+        if let Some(h) = health.iter().find(|h| &h.name == name) {
+            row.health = HealthCell {
+                state: h.health.clone(),
+                message: h.message.clone().map(|m| m.replace('\n', " ")),
+                since_ms: Some(h.since_ms),
+            };
+        }
     }
 }
 
@@ -83,6 +173,8 @@ pub(crate) struct ListRow {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) requests_per_minute: Option<u32>,
     pub(crate) timeout_ms: Option<u64>,
+    /// `unknown` for a configured engine until [`apply_health`]; `ok` on a simulator.
+    pub(crate) health: HealthCell,
 }
 
 /// All 8 task types, in `TaskType::ALL` order.
@@ -99,6 +191,12 @@ pub(crate) fn list_rows(set: &EngineSet) -> Vec<ListRow> {
                 max_in_flight: e.max_in_flight,
                 requests_per_minute: e.requests_per_minute,
                 timeout_ms: Some(u64::try_from(e.timeout.as_millis()).unwrap_or(u64::MAX)),
+                // The simulator has no key to refuse: `ok` until a server says otherwise.
+                health: HealthCell::of(if e.kind == Kind::Simulated {
+                    "ok"
+                } else {
+                    "unknown"
+                }),
             },
             None => ListRow {
                 task_type,
@@ -109,13 +207,15 @@ pub(crate) fn list_rows(set: &EngineSet) -> Vec<ListRow> {
                 max_in_flight: None,
                 requests_per_minute: None,
                 timeout_ms: None,
+                health: HealthCell::of("ok"),
             },
         })
         .collect()
 }
 
-/// `[{taskType, engine, kind, model, baseUrl, maxInFlight, requestsPerMinute, timeoutMs}]`;
-/// `engine` is null for the default simulator, absent values are null.
+/// `[{taskType, engine, kind, model, baseUrl, maxInFlight, requestsPerMinute, timeoutMs,
+/// health, healthMessage, healthSince}]`; `engine` is null for the default simulator, absent
+/// values are null; `healthSince` is an ISO 8601 UTC time.
 pub(crate) fn list_json(rows: &[ListRow]) -> String {
     let rows: Vec<Value> = rows
         .iter()
@@ -129,6 +229,9 @@ pub(crate) fn list_json(rows: &[ListRow]) -> String {
                 "maxInFlight": r.max_in_flight,
                 "requestsPerMinute": r.requests_per_minute,
                 "timeoutMs": r.timeout_ms,
+                "health": r.health.state,
+                "healthMessage": r.health.message,
+                "healthSince": r.health.since_ms.map(crate::time_fmt::format_ms),
             })
         })
         .collect();
@@ -148,6 +251,7 @@ pub(crate) fn list_table(rows: &[ListRow]) -> String {
         "BASE URL",
         "MAX IN FLIGHT",
         "REQUESTS/MIN",
+        "HEALTH",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -162,6 +266,7 @@ pub(crate) fn list_table(rows: &[ListRow]) -> String {
                 dash(r.base_url.as_ref()),
                 dash(r.max_in_flight.as_ref()),
                 dash(r.requests_per_minute.as_ref()),
+                r.health.cell(),
             ]
         })
         .collect();

@@ -589,11 +589,63 @@ fn the_list_shows_all_task_types_with_the_default_simulator() {
         serde_json::json!({
             "taskType": "CHATGPT", "engine": "openai", "kind": "openai-responses",
             "model": "gpt-5-mini", "baseUrl": "https://api.openai.com/v1",
-            "maxInFlight": 50, "requestsPerMinute": 500, "timeoutMs": 60000
+            "maxInFlight": 50, "requestsPerMinute": 500, "timeoutMs": 60000,
+            "health": "unknown", "healthMessage": null, "healthSince": null
         })
     );
     let default = cli::list_json(&cli::list_rows(&EngineSet::empty()));
     let default: serde_json::Value = serde_json::from_str(&default).expect("json");
     assert_eq!(default[0]["engine"], serde_json::Value::Null);
     assert_eq!(default[0]["kind"], "simulated");
+    assert_eq!(default[0]["health"], "ok");
+}
+
+#[test]
+fn the_list_shows_the_recorded_health() {
+    let set = ok(FULL);
+    let mut rows = cli::list_rows(&set);
+    let recorded =
+        |name: &str, health: &str, message: Option<&str>| crate::store::EngineHealthRow {
+            name: name.into(),
+            health: health.into(),
+            message: message.map(str::to_owned),
+            since_ms: 1_775_746_800_000,
+            updated_ms: 1_775_746_800_000,
+            node: None,
+        };
+    cli::apply_health(
+        &mut rows,
+        &[
+            recorded("openai", "failing", Some("Incorrect API key\nprovided")),
+            recorded("serp", "rate-limited", Some("429")),
+        ],
+    );
+    let by_type = |t: TaskType| rows.iter().find(|r| r.task_type == t).expect("row");
+    assert_eq!(by_type(TaskType::Chatgpt).health.state, "failing");
+    let json: serde_json::Value = serde_json::from_str(&cli::list_json(&rows)).expect("json");
+    let chatgpt = json
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["taskType"] == "CHATGPT"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(chatgpt["health"], "failing");
+    assert_eq!(chatgpt["healthMessage"], "Incorrect API key provided");
+    assert_eq!(chatgpt["healthSince"], "2026-04-09T15:00:00.000Z");
+    let table = cli::list_table(&rows);
+    let line = |t: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(t))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        table.lines().next().unwrap_or_default().ends_with("HEALTH"),
+        "{table}"
+    );
+    assert!(
+        line("CHATGPT").ends_with("failing: Incorrect API key provided"),
+        "{table}"
+    );
+    assert!(line("GOOGLE ").ends_with("rate-limited"), "{table}");
 }

@@ -11,7 +11,9 @@ use deadpool_postgres::Pool;
 use super::errors::{pg_err, pool_err};
 use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
-use crate::store::{CreatedOrg, Directory, Error, KeyRecord, Org, OrgKey, OrgSpec, Result};
+use crate::store::{
+    CreatedOrg, Directory, EngineHealthRow, Error, KeyRecord, Org, OrgKey, OrgSpec, Result,
+};
 
 /// A new organization; its key (`id`) comes from the database's sequence.
 const INSERT_ORG: &str = "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
@@ -37,6 +39,19 @@ const SET_WEBHOOK_SECRET: &str = "UPDATE orgs SET webhook_secret = $2 WHERE publ
 
 /// How many organizations exist (start-up decides whether to create `default`).
 const COUNT_ORGS: &str = "SELECT count(*) FROM orgs";
+
+/// Records an engine's health: one row per engine name, the latest writer (node) wins.
+const UPSERT_ENGINE_HEALTH: &str = "INSERT INTO engine_health(name, health, message, since_ms, updated_ms, node)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET health = excluded.health, message = excluded.message,
+                 since_ms = excluded.since_ms, updated_ms = excluded.updated_ms, node = excluded.node";
+
+/// Every engine's recorded health (a handful of rows).
+const READ_ENGINE_HEALTH: &str =
+    "SELECT name, health, message, since_ms, updated_ms, node FROM engine_health ORDER BY name";
+
+/// Whether the schema has the table yet (`cloro engines list` does not migrate).
+const HAS_ENGINE_HEALTH: &str = "SELECT to_regclass('engine_health') IS NOT NULL";
 
 /// Creates an organization and its first API key in one transaction.
 pub(crate) async fn create_org(pool: &Pool, spec: &OrgSpec, now: i64) -> Result<CreatedOrg> {
@@ -133,6 +148,65 @@ pub(crate) async fn count_orgs(pool: &Pool) -> Result<i64> {
     Ok(row.get(0))
 }
 
+/// Records an engine's health (see [`Directory::record_engine_health`]); `node` is the writing
+/// node's id, if it is one.
+pub(crate) async fn record_engine_health(
+    pool: &Pool,
+    row: (&str, &str, Option<&str>),
+    since_ms: i64,
+    now_ms: i64,
+    node: Option<String>,
+) -> Result<()> {
+    let (name, health, message) = row;
+    let client = pool.get().await.map_err(pool_err)?;
+    client
+        .execute(
+            UPSERT_ENGINE_HEALTH,
+            &[&name, &health, &message, &since_ms, &now_ms, &node],
+        )
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Every engine's recorded health, by name.
+pub(crate) async fn engine_health(pool: &Pool) -> Result<Vec<EngineHealthRow>> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let rows = client
+        .query(READ_ENGINE_HEALTH, &[])
+        .await
+        .map_err(pg_err)?;
+    Ok(rows
+        .iter()
+        .map(|r| EngineHealthRow {
+            name: r.get(0),
+            health: r.get(1),
+            message: r.get(2),
+            since_ms: r.get(3),
+            updated_ms: r.get(4),
+            node: r.get(5),
+        })
+        .collect())
+}
+
+/// Reads the recorded engine health at `url` without migrating anything (`cloro engines
+/// list`): a schema from before the table is no rows.
+pub(crate) async fn read_engine_health(url: &str) -> Result<Vec<EngineHealthRow>> {
+    let pool = super::pool(url, 1)?;
+    let has_table: bool = {
+        let client = pool.get().await.map_err(pool_err)?;
+        client
+            .query_one(HAS_ENGINE_HEALTH, &[])
+            .await
+            .map_err(pg_err)?
+            .get(0)
+    };
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    engine_health(&pool).await
+}
+
 /// The directory on a plain pool of two connections: the CLI's handle, which neither joins
 /// the cluster nor schedules anything.
 pub(crate) struct PgDirectory {
@@ -184,5 +258,21 @@ impl Directory for PgDirectory {
 
     async fn count_orgs(&self) -> Result<i64> {
         count_orgs(&self.pool).await
+    }
+
+    async fn record_engine_health(
+        &self,
+        name: &str,
+        health: &str,
+        message: Option<&str>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let row = (name, health, message);
+        record_engine_health(&self.pool, row, since_ms, now_ms, None).await
+    }
+
+    async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
+        engine_health(&self.pool).await
     }
 }

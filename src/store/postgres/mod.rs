@@ -101,7 +101,7 @@ macro_rules! q_deltas_from_2 {
     };
 }
 
-mod admin;
+pub(crate) mod admin;
 mod claim;
 mod cluster;
 mod counters;

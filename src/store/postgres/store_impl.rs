@@ -11,9 +11,9 @@ use super::{
 };
 use crate::domain::apikey::ApiKey;
 use crate::store::{
-    ClaimedTask, CreatedOrg, Directory, ItemError, KeyRecord, LaneStarts, Lanes, NewTask, Org,
-    OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue,
-    TaskRecord, WebhookJob, WebhookResult,
+    ClaimedTask, CreatedOrg, Directory, EngineHealthRow, ItemError, KeyRecord, LaneStarts, Lanes,
+    NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,
+    TaskQueue, TaskRecord, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -123,6 +123,23 @@ impl Directory for PgStore {
 
     async fn count_orgs(&self) -> Result<i64> {
         admin::count_orgs(self.live_pool()?).await
+    }
+
+    async fn record_engine_health(
+        &self,
+        name: &str,
+        health: &str,
+        message: Option<&str>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let node = Some(self.shared.node.to_string());
+        let row = (name, health, message);
+        admin::record_engine_health(self.live_pool()?, row, since_ms, now_ms, node).await
+    }
+
+    async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
+        admin::engine_health(self.live_pool()?).await
     }
 }
 

@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
-use crate::store::{CreatedOrg, Directory, Error, KeyRecord, Org, OrgKey, OrgSpec, Result};
+use crate::store::{
+    CreatedOrg, Directory, EngineHealthRow, Error, KeyRecord, Org, OrgKey, OrgSpec, Result,
+};
 
 /// A new organization; its id (`orgs.id`, the [`OrgKey`]) is the row id.
 const INSERT_ORG: &str = "INSERT INTO orgs(public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit, created_ms)
@@ -45,6 +47,17 @@ const COUNT_ORGS: &str = "SELECT COUNT(*) FROM orgs";
 /// An organization by its key (the primary key).
 const READ_ORG: &str = "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
          FROM orgs WHERE id = ?1";
+
+/// Records an engine's health: one row per engine name, the latest writer wins.
+const UPSERT_ENGINE_HEALTH: &str =
+    "INSERT INTO engine_health(name, health, message, since_ms, updated_ms, node)
+         VALUES (?1, ?2, ?3, ?4, ?5, NULL)
+         ON CONFLICT(name) DO UPDATE SET health = excluded.health, message = excluded.message,
+             since_ms = excluded.since_ms, updated_ms = excluded.updated_ms, node = excluded.node";
+
+/// Every engine's recorded health (a handful of rows).
+const READ_ENGINE_HEALTH: &str =
+    "SELECT name, health, message, since_ms, updated_ms, node FROM engine_health ORDER BY name";
 
 /// Creates an organization and its first API key at `now_ms` (a paid plan's first billing
 /// cycle ends one cycle later).
@@ -133,6 +146,56 @@ pub(crate) fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
     .map_err(Error::from)
 }
 
+/// Records an engine's health (see [`Directory::record_engine_health`]).
+pub(crate) fn record_engine_health(
+    conn: &Connection,
+    name: &str,
+    health: &str,
+    message: Option<&str>,
+    since_ms: i64,
+    now_ms: i64,
+) -> Result<()> {
+    conn.execute(
+        UPSERT_ENGINE_HEALTH,
+        params![name, health, message, since_ms, now_ms],
+    )?;
+    Ok(())
+}
+
+/// Every engine's recorded health, by name.
+pub(crate) fn engine_health(conn: &Connection) -> Result<Vec<EngineHealthRow>> {
+    let mut stmt = conn.prepare(READ_ENGINE_HEALTH)?;
+    let rows = stmt.query_map([], |r| {
+        Ok(EngineHealthRow {
+            name: r.get(0)?,
+            health: r.get(1)?,
+            message: r.get(2)?,
+            since_ms: r.get(3)?,
+            updated_ms: r.get(4)?,
+            node: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Reads the recorded engine health of the database at `path` without creating, migrating or
+/// writing it (`cloro engines list`): no file, or a schema from before the table, is no rows.
+pub(crate) fn read_engine_health(path: &Path) -> Result<Vec<EngineHealthRow>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = super::schema::open(path, true)?;
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'engine_health')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    engine_health(&conn)
+}
+
 /// The directory on one connection of its own: the CLI's handle, and `serve`'s before the store
 /// starts. It takes no lock file and starts no writer, so it works beside a running server.
 pub(crate) struct SqliteDirectory {
@@ -188,5 +251,20 @@ impl Directory for SqliteDirectory {
 
     async fn count_orgs(&self) -> Result<i64> {
         self.with(count_orgs)
+    }
+
+    async fn record_engine_health(
+        &self,
+        name: &str,
+        health: &str,
+        message: Option<&str>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.with(|c| record_engine_health(c, name, health, message, since_ms, now_ms))
+    }
+
+    async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
+        self.with(engine_health)
     }
 }

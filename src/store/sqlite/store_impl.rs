@@ -20,9 +20,9 @@ use crate::domain::task::seq_of;
 use crate::domain::types::TaskType;
 use crate::store::lanes::{gcra_return, gcra_take};
 use crate::store::{
-    ClaimedTask, CreatedOrg, Directory, Error, ItemError, KeyRecord, LaneStarts, Lanes, NewTask,
-    Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError, TaskQueue,
-    TaskRecord, WebhookJob, WebhookResult,
+    ClaimedTask, CreatedOrg, Directory, EngineHealthRow, Error, ItemError, KeyRecord, LaneStarts,
+    Lanes, NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,
+    TaskQueue, TaskRecord, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -307,6 +307,26 @@ impl Directory for SqliteStore {
 
     async fn count_orgs(&self) -> Result<i64> {
         self.readers.read(admin::count_orgs).await
+    }
+
+    async fn record_engine_health(
+        &self,
+        name: &str,
+        health: &str,
+        message: Option<&str>,
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<()> {
+        let (name, health) = (name.to_owned(), health.to_owned());
+        let message = message.map(str::to_owned);
+        self.admin_write(move |c, _| {
+            admin::record_engine_health(c, &name, &health, message.as_deref(), since_ms, now_ms)
+        })
+        .await
+    }
+
+    async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
+        self.readers.read(admin::engine_health).await
     }
 }
 
