@@ -24,6 +24,7 @@ fn record(status: TaskStatus) -> TaskRecord {
         credits_charged: Some(3),
         response: Some(json!({ "z": 1, "a": [1.5, null, "é"], "m": { "y": true } })),
         webhook_delivered_ms: Some(1_775_746_802_007),
+        usage: None,
     }
 }
 
