@@ -791,7 +791,7 @@ async fn searches_answered_before_a_failure_are_still_counted() {
         TaskType::Google,
         json!({"query": "best espresso machine", "gl": "fr", "pages": 2}),
     );
-    let e = run(&engine, &p).await.err().expect("page 2 failed");
+    let e = run(&engine, &p).await.expect_err("page 2 failed");
     let (e, usage) = e.billed();
     assert!(matches!(e, EngineError::Retryable(_)), "{e:?}");
     assert_eq!(
