@@ -10,7 +10,8 @@
 //!   JSON), plus pricing;
 //! - [`google_url`]: the one Google search-URL parser and percent-decoder (Google's `url` form);
 //! - [`fuzz_checks`]: the properties behind the `fuzz/` targets (also run on their corpus as
-//!   tests); `hostile_tests`: property tests over arbitrary JSON.
+//!   tests); `hostile_tests`: property tests over arbitrary JSON;
+//! - [`usage`]: what an upstream used for an attempt (tokens, searches), summed per task.
 
 pub mod apikey;
 pub mod countries;
@@ -20,6 +21,7 @@ pub(crate) mod plan;
 pub(crate) mod request;
 pub mod task;
 pub mod types;
+pub mod usage;
 
 #[cfg(test)]
 mod hostile_tests;

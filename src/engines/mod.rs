@@ -3,8 +3,8 @@
 //! JSON once per attempt by the queue), so an engine never parses JSON.
 //!
 //! Module map:
-//! - this file: the contract ([`Engine`], [`EngineTask`], [`EngineOutput`], [`EngineError`]:
-//!   retryable vs fatal);
+//! - this file: the contract ([`Engine`], [`EngineTask`], [`EngineOutput`] with its upstream
+//!   [`Usage`], [`EngineError`]: retryable vs fatal);
 //! - [`simulated`]: the default engine (no keys needed), deterministic results in the real
 //!   shapes, one file per engine under `simulated/`;
 //! - the real adapters, one folder each: [`responses`] (`openai-responses`: CHATGPT, GROK,
@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
+pub use crate::domain::usage::Usage;
 
 /// What an engine is asked to do.
 #[derive(Debug, Clone)]
@@ -49,11 +50,14 @@ pub struct EngineTask<'a> {
     pub(crate) pages: &'a crate::pages::PageLinks,
 }
 
-/// A successful result: the object served as `response` and extra credits (AI Mode products).
+/// A successful result: the object served as `response`, extra credits (AI Mode products),
+/// and what the upstream reports it used for the call(s) (`None`: nothing reported, as on
+/// the simulator).
 #[derive(Debug, Clone)]
 pub struct EngineOutput {
     pub(crate) result: Value,
     pub(crate) extra_credits: i64,
+    pub(crate) usage: Option<Usage>,
 }
 
 /// A failed attempt. Retryable failures are retried with backoff; fatal ones fail the task.
@@ -76,6 +80,39 @@ pub enum EngineError {
     /// The upstream refused the key (wrong key, no access, quota or plan exhausted).
     #[error("upstream refused the key: {message}")]
     Unauthorized { message: String },
+    /// A failed attempt the upstream billed anyway (a Responses run that ended `failed` with a
+    /// `usage`, returned with HTTP 200): `error` decides what happens to the task, `usage` is
+    /// added to the task's sum. The queue takes it apart ([`EngineError::billed`]) before it
+    /// looks at the error.
+    #[error("{error}")]
+    Billed {
+        error: Box<EngineError>,
+        usage: Usage,
+    },
+}
+
+impl EngineError {
+    /// `error`, carrying `usage` when the upstream reported one.
+    pub(crate) fn with_usage(error: EngineError, usage: Option<Usage>) -> EngineError {
+        match usage {
+            Some(usage) => EngineError::Billed {
+                error: Box::new(error),
+                usage,
+            },
+            None => error,
+        }
+    }
+
+    /// The error without its billing, and the usage billed (summed if nested).
+    pub(crate) fn billed(self) -> (EngineError, Option<Usage>) {
+        match self {
+            EngineError::Billed { error, usage } => {
+                let (error, inner) = error.billed();
+                (error, Some(inner.map_or(usage, |u| u.plus(usage))))
+            }
+            other => (other, None),
+        }
+    }
 }
 
 #[async_trait]

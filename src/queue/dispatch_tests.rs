@@ -80,6 +80,7 @@ impl Engine for Scripted {
             None => Ok(EngineOutput {
                 result: json!({"text": "answer"}),
                 extra_credits: 0,
+                usage: None,
             }),
         }
     }

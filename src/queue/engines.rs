@@ -130,10 +130,18 @@ pub(crate) enum Verdict {
 impl Verdict {
     pub(crate) fn of(result: &Result<crate::engines::EngineOutput, EngineError>) -> Verdict {
         match result {
-            Ok(_) | Err(EngineError::Fatal { .. }) => Verdict::KeyWorks,
-            Err(EngineError::Retryable(_)) => Verdict::Unknown,
-            Err(EngineError::RateLimited { retry_after, .. }) => Verdict::RateLimited(*retry_after),
-            Err(EngineError::Unauthorized { .. }) => Verdict::Refused,
+            Ok(_) => Verdict::KeyWorks,
+            Err(e) => Verdict::of_error(e),
+        }
+    }
+
+    fn of_error(e: &EngineError) -> Verdict {
+        match e {
+            EngineError::Fatal { .. } => Verdict::KeyWorks,
+            EngineError::Retryable(_) => Verdict::Unknown,
+            EngineError::RateLimited { retry_after, .. } => Verdict::RateLimited(*retry_after),
+            EngineError::Unauthorized { .. } => Verdict::Refused,
+            EngineError::Billed { error, .. } => Verdict::of_error(error),
         }
     }
 }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engines::{Engine, EngineError, execute_stored};
-use crate::store::{ClaimedTask, Outcome, Store};
+use crate::store::{ClaimedTask, Outcome, Store, Usage};
 
 pub mod engines;
 use crate::worker::backoff::Doubling;
@@ -189,11 +189,11 @@ impl Source for Dispatcher {
         self.claim_within_engines(n).await
     }
 
-    async fn run(&self, task: ClaimedTask) {
-        let outcome = match self.routes.member_of(task.task_type) {
-            Some(member) => execute_on(&*member.engine, Some(member), &task, &self.cfg).await,
-            None => execute(&*self.engine, &task, &self.cfg).await,
-        };
+    async fn run(&self, mut task: ClaimedTask) {
+        let member = self.routes.member_of(task.task_type);
+        let engine = member.map_or(&*self.engine, |m| &*m.engine);
+        let (outcome, usage) = execute_on(engine, member, &task, &self.cfg).await;
+        task.usage = usage;
         finish_durably(&*self.store, task, outcome).await;
         // Counted once the outcome is recorded; the worker slot is freed right after, so this
         // node never has more than `workers` tasks PROCESSING.
@@ -261,24 +261,29 @@ pub(crate) async fn run_dispatcher(
 }
 
 /// Runs one attempt on an engine no route names and decides its outcome.
+#[cfg(test)]
 pub(crate) async fn execute(engine: &dyn Engine, task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
-    execute_on(engine, None, task, cfg).await
+    execute_on(engine, None, task, cfg).await.0
 }
 
-/// Runs one attempt and decides its outcome. On a configured engine (`member`), an upstream's
-/// 429 or refused key is the engine's trouble, not the task's: the engine pauses (see
-/// [`engines`]) and the task goes back to the head of its priority without spending the
-/// attempt. Without one (the default engine) they are retried like any transient failure.
+/// Runs one attempt and decides its outcome; also returns what the upstream reported it used
+/// (an answer's usage, or what a failed run was billed: [`EngineError::Billed`]), which
+/// [`Store::finish`] adds to the task's sum whatever the outcome. On a configured engine
+/// (`member`), an upstream's 429 or refused key is the engine's trouble, not the task's: the
+/// engine pauses (see [`engines`]) and the task goes back to the head of its priority without
+/// spending the attempt. Without one (the default engine) they are retried like any transient
+/// failure.
 pub(crate) async fn execute_on(
     engine: &dyn Engine,
     member: Option<&Member>,
     task: &ClaimedTask,
     cfg: &QueueConfig,
-) -> Outcome {
+) -> (Outcome, Option<Usage>) {
     if task.attempt > cfg.max_attempts {
-        return Outcome::Failed {
+        let outcome = Outcome::Failed {
             error: max_retries_error(),
         };
+        return (outcome, None);
     }
     // A fresh page token per attempt: only the links of the attempt that completes are stored.
     let pages = crate::pages::PageLinks::new(&cfg.public_url, task.org, task.id);
@@ -290,13 +295,33 @@ pub(crate) async fn execute_on(
         task.attempt,
         &pages,
     );
-    let result = match tokio::time::timeout(cfg.engine_timeout, call).await {
-        Ok(r) => r,
-        Err(_) => Err(EngineError::Retryable("engine call timed out".into())),
+    let (result, usage) = match tokio::time::timeout(cfg.engine_timeout, call).await {
+        Ok(Ok(out)) => {
+            let usage = out.usage.and_then(Usage::nonempty);
+            (Ok(out), usage)
+        }
+        Ok(Err(e)) => {
+            let (e, usage) = e.billed();
+            (Err(e), usage.and_then(Usage::nonempty))
+        }
+        Err(_) => (
+            Err(EngineError::Retryable("engine call timed out".into())),
+            None,
+        ),
     };
+    (decide(member, task, cfg, result), usage)
+}
+
+/// The outcome of an attempt that ended with `result`.
+fn decide(
+    member: Option<&Member>,
+    task: &ClaimedTask,
+    cfg: &QueueConfig,
+    result: Result<crate::engines::EngineOutput, EngineError>,
+) -> Outcome {
     if let Some(member) = member {
         let message = match &result {
-            Ok(_) => "",
+            Ok(_) | Err(EngineError::Billed { .. }) => "",
             Err(
                 EngineError::Retryable(m)
                 | EngineError::Fatal { message: m, .. }
@@ -317,6 +342,8 @@ pub(crate) async fn execute_on(
             result: out.result,
             credits: task.credits_to_charge + out.extra_credits,
         },
+        // Taken apart by `execute_on`; a nested one is treated as what it wraps.
+        Err(EngineError::Billed { error, .. }) => decide(member, task, cfg, Err(*error)),
         Err(
             EngineError::Retryable(reason)
             | EngineError::RateLimited {

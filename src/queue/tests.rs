@@ -43,6 +43,7 @@ fn claimed(attempt: u32) -> ClaimedTask {
         payload: json!({"prompt": "p", "country": "US"}),
         attempt,
         credits_to_charge: 5,
+        usage: None,
     }
 }
 
@@ -205,4 +206,64 @@ async fn the_purger_starts_a_billing_cycle_once_the_clock_reaches_its_end() {
     assert_eq!(after.cycle_resets_ms, Some(resets + crate::store::CYCLE_MS));
     assert_eq!(after.credits, after.per_cycle.expect("a paid plan"));
     store.close();
+}
+
+/// An engine whose every call fails as `error` says, billed `usage`.
+struct BilledFailure {
+    fatal: bool,
+}
+
+#[async_trait]
+impl Engine for BilledFailure {
+    async fn execute(&self, _task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        let error = if self.fatal {
+            EngineError::Fatal {
+                code: "BAD_REQUEST".into(),
+                message: "refused".into(),
+            }
+        } else {
+            EngineError::Retryable("the run failed".into())
+        };
+        Err(EngineError::with_usage(
+            error,
+            Some(crate::store::Usage {
+                input_tokens: Some(30),
+                ..crate::store::Usage::default()
+            }),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_billed_failure_is_decided_by_its_error_and_keeps_its_usage() {
+    let cfg = QueueConfig {
+        clock: Clock::manual(1_000),
+        ..QueueConfig::default()
+    };
+    let billed = Some(crate::store::Usage {
+        input_tokens: Some(30),
+        ..crate::store::Usage::default()
+    });
+    let (outcome, usage) =
+        execute_on(&BilledFailure { fatal: false }, None, &claimed(1), &cfg).await;
+    assert!(matches!(outcome, Outcome::Retry { .. }), "{outcome:?}");
+    assert_eq!(usage, billed);
+    let (outcome, usage) =
+        execute_on(&BilledFailure { fatal: true }, None, &claimed(1), &cfg).await;
+    let Outcome::Failed { error } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(
+        error,
+        json!({"error": {"code": "BAD_REQUEST", "message": "refused"}})
+    );
+    assert_eq!(usage, billed);
+    // The last attempt: failed, usage kept.
+    let (outcome, usage) =
+        execute_on(&BilledFailure { fatal: false }, None, &claimed(5), &cfg).await;
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert_eq!(usage, billed);
+    // Nothing reported (a plain failure, a timeout): no usage.
+    let (_, usage) = execute_on(&Failing::default(), None, &claimed(1), &cfg).await;
+    assert_eq!(usage, None);
 }

@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::domain::task::TaskStatus;
 use crate::domain::types::TaskType;
+pub use crate::domain::usage::Usage;
 
 pub use lanes::{Lane, LaneStarts, Lanes};
 
@@ -312,6 +313,9 @@ pub struct TaskRecord {
     pub response: Option<Value>,
     /// When a receiver acknowledged the task's webhook (2xx), if it has.
     pub webhook_delivered_ms: Option<i64>,
+    /// The upstream usage summed over the attempts that reported one (`None`: none did, as
+    /// on the simulator).
+    pub usage: Option<Usage>,
 }
 
 impl TaskRecord {
@@ -335,6 +339,11 @@ pub struct ClaimedTask {
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub(crate) credits_to_charge: i64,
+    /// What this attempt used upstream: `None` when claimed; the runner sets it once the
+    /// engine answered (an answer's usage, or what a failed run was billed), and
+    /// [`TaskQueue::finish`] adds it to the task's `usage`, in the transaction that records
+    /// the outcome (whatever the outcome: completed, retried, failed or requeued).
+    pub usage: Option<Usage>,
 }
 
 impl ClaimedTask {
@@ -442,7 +451,8 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Gives back `n` granted starts that were not used (right after the claim they were
     /// taken for).
     async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()>;
-    /// Records how attempts ended and frees their slots.
+    /// Records how attempts ended and frees their slots; each attempt's
+    /// [`ClaimedTask::usage`] is added to its task's sum in the same transaction.
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
     /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.
     async fn purge(&self, cutoff_ms: i64) -> Result<u64>;

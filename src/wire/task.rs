@@ -34,6 +34,36 @@ pub(crate) struct Task {
     #[schema(format = DateTime, required)]
     pub(crate) completed_at: Option<String>,
     pub(crate) attempts: u32,
+    /// What the upstream reported it used, summed over the task's attempts (tokens,
+    /// searches); absent when no attempt reported any (the simulator never does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) usage: Option<TaskUsage>,
+}
+
+/// A task's upstream usage. Each field is present only where the upstream reports it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TaskUsage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub(crate) input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub(crate) output_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub(crate) searches: Option<u64>,
+}
+
+impl From<crate::store::Usage> for TaskUsage {
+    fn from(u: crate::store::Usage) -> TaskUsage {
+        TaskUsage {
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            searches: u.searches,
+        }
+    }
 }
 
 impl Task {
@@ -52,6 +82,7 @@ impl Task {
                 .filter(|_| t.status.is_terminal())
                 .map(format_ms),
             attempts: t.attempts,
+            usage: t.usage.map(TaskUsage::from),
         }
     }
 }

@@ -24,6 +24,7 @@ fn record(status: TaskStatus) -> TaskRecord {
         credits_charged: Some(3),
         response: Some(json!({ "z": 1, "a": [1.5, null, "é"], "m": { "y": true } })),
         webhook_delivered_ms: Some(1_775_746_802_007),
+        usage: None,
     }
 }
 
@@ -57,4 +58,23 @@ fn the_status_body_and_the_webhook_body_byte_for_byte() {
         serde_json::to_string(&GetTaskResponse::new(running)).expect("render"),
         r#"{"task":{"id":"01900000-0000-7000-8000-000000000001","taskType":"GOOGLE_NEWS","status":"PROCESSING","priority":10,"createdAt":"2026-04-09T15:00:00.000Z","latencyMs":null,"idempotencyKey":"k\"1","startedAt":"2026-04-09T15:00:00.042Z","completedAt":null,"attempts":2},"credits":{"creditsToCharge":3,"creditsCharged":null}}"#
     );
+}
+
+/// `usage` appears in the task object (and so in the webhook body) only when present.
+#[test]
+fn usage_is_an_additive_field_of_the_task() {
+    let mut t = record(TaskStatus::Completed);
+    t.usage = Some(crate::store::Usage {
+        input_tokens: Some(8120),
+        output_tokens: None,
+        searches: Some(1),
+    });
+    let hook = serde_json::to_string(&GetTaskResponse::webhook_body(t)).expect("render");
+    assert!(
+        hook.contains(r#""attempts":2,"usage":{"inputTokens":8120,"searches":1}},"credits""#),
+        "{hook}"
+    );
+    let none = serde_json::to_string(&GetTaskResponse::new(record(TaskStatus::Completed)))
+        .expect("render");
+    assert!(!none.contains("usage"), "{none}");
 }

@@ -483,3 +483,96 @@ async fn an_upstream_bad_request_fails_the_task_with_its_message_and_never_the_k
         "a bad request is not retried"
     );
 }
+
+#[tokio::test]
+async fn a_task_shows_the_usage_its_upstream_reported() {
+    let addr = serve(Fake::default()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let chatgpt = submit(&app, chat("CHATGPT")).await;
+    let gemini = submit(&app, chat("GEMINI")).await;
+    let google = submit(&app, search("GOOGLE")).await;
+    // openai_answer.json: usage.input_tokens 8120, output_tokens 412; one `search` call (its
+    // `open_page` call reads a page of that search).
+    let task = finished(&app, &chatgpt).await;
+    assert_eq!(task["task"]["status"], "COMPLETED", "{task}");
+    assert_eq!(
+        task["task"]["usage"],
+        json!({"inputTokens": 8120, "outputTokens": 412, "searches": 1}),
+        "{task}"
+    );
+    // grounded.json: promptTokenCount 8 + toolUsePromptTokenCount 120, candidatesTokenCount
+    // 31, two webSearchQueries.
+    let task = finished(&app, &gemini).await;
+    assert_eq!(
+        task["task"]["usage"],
+        json!({"inputTokens": 128, "outputTokens": 31, "searches": 2}),
+        "{task}"
+    );
+    // One page asked, no AI Overview follow-up: one search.json call, no tokens.
+    let task = finished(&app, &google).await;
+    assert_eq!(task["task"]["usage"], json!({"searches": 1}), "{task}");
+}
+
+#[tokio::test]
+async fn a_simulated_task_has_no_usage() {
+    let app = TestApp::spawn().await;
+    let id = submit(&app, chat("CHATGPT")).await;
+    let task = finished(&app, &id).await;
+    assert_eq!(task["task"]["status"], "COMPLETED", "{task}");
+    assert!(task["task"].get("usage").is_none(), "{task}");
+}
+
+#[tokio::test]
+async fn usage_sums_the_attempts_that_reported_one() {
+    // A 500 reports nothing: only the answer's usage counts.
+    let fake = Fake {
+        trouble: Some(Trouble {
+            status: 500,
+            headers: Vec::new(),
+            body: json!({"error": {"message": "The server had an error", "type": "server_error",
+                                   "param": null, "code": null}})
+            .to_string(),
+            times: 1,
+        }),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let id = submit(&app, chat("CHATGPT")).await;
+    let task = finished(&app, &id).await;
+    assert_eq!(task["task"]["status"], "COMPLETED", "{task}");
+    assert_eq!(task["task"]["attempts"], 2, "{task}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        task["task"]["usage"],
+        json!({"inputTokens": 8120, "outputTokens": 412, "searches": 1}),
+        "{task}"
+    );
+
+    // A run that failed with HTTP 200 and was billed, then the answer: both count.
+    let mut failed: Value = serde_json::from_str(include_str!(
+        "../../src/engines/responses/fixtures/perplexity_failed.json"
+    ))
+    .expect("fixture");
+    failed["usage"] = json!({"input_tokens": 30, "output_tokens": 5});
+    let fake = Fake {
+        trouble: Some(Trouble {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: failed.to_string(),
+            times: 1,
+        }),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let id = submit(&app, chat("CHATGPT")).await;
+    let task = finished(&app, &id).await;
+    assert_eq!(task["task"]["status"], "COMPLETED", "{task}");
+    assert_eq!(task["task"]["attempts"], 2, "{task}");
+    assert_eq!(
+        task["task"]["usage"],
+        json!({"inputTokens": 8150, "outputTokens": 417, "searches": 1}),
+        "{task}"
+    );
+}

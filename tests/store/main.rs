@@ -12,7 +12,7 @@ use cloro::store::postgres::{PgConfig, PgStore};
 use cloro::store::sqlite::SqliteStore;
 use cloro::store::{
     ClaimedTask, Database, ItemError, NewTask, OrgKey, OrgSpec, Outcome, Store, SubmitError,
-    TaskQueue,
+    TaskQueue, Usage,
 };
 use cloro::testing::TestDb;
 use cloro::time_fmt::now_ms;
@@ -212,7 +212,75 @@ store_tests!(
     running_tasks_run_again_after_a_crash,
     a_closing_store_commits_its_outcomes_and_stops_promptly,
     a_new_billing_cycle_restores_the_plan_credits,
+    usage_is_summed_over_every_attempt_of_a_task,
 );
+
+fn usage(input: Option<u64>, output: Option<u64>, searches: Option<u64>) -> Option<Usage> {
+    Some(Usage {
+        input_tokens: input,
+        output_tokens: output,
+        searches,
+    })
+}
+
+async fn usage_is_summed_over_every_attempt_of_a_task(b: Backend) {
+    let f = Fixture::new(&b, &[(2, 1_000_000, 1000)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![task(1, None), task(1, None), task(1, None)]).await;
+    let usage_of = |id| async move {
+        s.get_task(org, id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .usage
+    };
+    // Task 0: a billed retry (tokens only), a requeue that reports searches only, an attempt
+    // with none, then a completion with everything.
+    let mut t = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(t.id, ids[0]);
+    assert_eq!(t.usage, None, "a claim carries no usage");
+    t.usage = usage(Some(100), Some(0), None);
+    let retry = Outcome::Retry {
+        run_after_ms: now_ms() - 1,
+    };
+    finish(s, &t, retry.clone()).await;
+    assert_eq!(usage_of(ids[0]).await, usage(Some(100), Some(0), None));
+    let mut t = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!((t.id, t.attempt), (ids[0], 2));
+    t.usage = usage(None, None, Some(2));
+    finish(s, &t, Outcome::Requeue).await;
+    assert_eq!(usage_of(ids[0]).await, usage(Some(100), Some(0), Some(2)));
+    let t = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!((t.id, t.attempt), (ids[0], 2));
+    finish(s, &t, retry.clone()).await;
+    assert_eq!(
+        usage_of(ids[0]).await,
+        usage(Some(100), Some(0), Some(2)),
+        "an attempt without usage changes nothing"
+    );
+    let mut t = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!((t.id, t.attempt), (ids[0], 3));
+    t.usage = usage(Some(20), Some(7), Some(1));
+    finish(s, &t, completed()).await;
+    // A second finish of the same attempt adds nothing.
+    finish(s, &t, completed()).await;
+    assert_eq!(usage_of(ids[0]).await, usage(Some(120), Some(7), Some(3)));
+    // Task 1: failed, with usage. Task 2: completed without any (the simulator's case).
+    let mut t1 = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(t1.id, ids[1]);
+    t1.usage = usage(None, None, Some(4));
+    let t2 = s.claim(1).await.expect("claim").remove(0);
+    assert_eq!(t2.id, ids[2]);
+    s.finish(&[
+        (&t1, &Outcome::Failed { error: json!({}) }),
+        (&t2, &completed()),
+    ])
+    .await
+    .expect("finish");
+    assert_eq!(usage_of(ids[1]).await, usage(None, None, Some(4)));
+    assert_eq!(usage_of(ids[2]).await, None);
+}
 
 async fn priority_first_then_fifo(b: Backend) {
     let f = Fixture::new(&b, &[(1, 1_000_000, 1000)]).await;

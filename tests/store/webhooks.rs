@@ -298,7 +298,7 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
     };
 
     // Rewrite the file as schema 3 had it: the outbox table, no delivery columns on tasks, every
-    // URL in its task's row.
+    // URL in its task's row, no usage column.
     {
         let conn = rusqlite::Connection::open(path).expect("open");
         conn.execute_batch(
@@ -319,6 +319,7 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
              ALTER TABLE tasks DROP COLUMN wh_attempts;
              ALTER TABLE tasks DROP COLUMN wh_next_at;
              ALTER TABLE tasks DROP COLUMN wh_delivered_ms;
+             ALTER TABLE tasks DROP COLUMN usage;
              PRAGMA user_version = 3;",
         )
         .expect("rewrite as schema 3");

@@ -167,10 +167,11 @@ impl Engine for GeminiEngine {
                 &self.api_key,
             ));
         }
-        let result = normalize::normalize(&reply.body, opts, task.pages, &self.api_key)?;
+        let (result, usage) = normalize::normalize(&reply.body, opts, task.pages, &self.api_key)?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,
+            usage,
         })
     }
 }

@@ -41,8 +41,8 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::super::EngineError;
 use super::super::upstream;
+use super::super::{EngineError, Usage};
 use crate::pages::PageLinks;
 
 /// The include flags that shape a GEMINI result.
@@ -150,14 +150,14 @@ fn retryable_shape(e: impl std::fmt::Display) -> EngineError {
     ))
 }
 
-/// The cloro GEMINI result of a 2xx `body`. `secret` (the API key) is removed from the raw
-/// answer before it is kept.
+/// The cloro GEMINI result of a 2xx `body`, and its [`usage`]. `secret` (the API key) is
+/// removed from the raw answer before it is kept.
 pub(crate) fn normalize(
     body: &[u8],
     opts: Options,
     pages: &PageLinks,
     secret: &str,
-) -> Result<Value, EngineError> {
+) -> Result<(Value, Option<Usage>), EngineError> {
     let raw: Value =
         if !secret.is_empty() && body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
             let text = upstream::redact(&String::from_utf8_lossy(body), secret);
@@ -235,10 +235,11 @@ pub(crate) fn normalize(
     let mut out = Map::new();
     out.insert("text".into(), Value::String(text));
     out.extend(m);
+    let usage = usage(&raw);
     if opts.raw_response {
         out.insert("rawResponse".into(), Value::Array(vec![raw]));
     }
-    Ok(Value::Object(out))
+    Ok((Value::Object(out), usage))
 }
 
 fn host(url: &str) -> Option<String> {
@@ -413,27 +414,29 @@ pub(crate) fn char_range(text: &str, start: usize, end: usize) -> (usize, usize)
     (s, s + text[start..end].chars().count())
 }
 
-/// What the answer cost upstream (`usageMetadata`), for the `usage` object the scheduler will
-/// record per attempt: `{inputTokens, outputTokens, totalTokens, searches}`; `None` when Gemini
-/// reported nothing. `outputTokens` adds the thinking tokens (billed as output).
-#[allow(dead_code)] // until the task's `usage` object records it
-pub(crate) fn usage(raw: &Value) -> Option<Value> {
-    let u = raw.get("usageMetadata")?;
-    let n = |k: &str| u.get(k).and_then(Value::as_u64);
-    let output = match (n("candidatesTokenCount"), n("thoughtsTokenCount")) {
+/// What the answer cost upstream, from `usageMetadata` (ai.google.dev/api/generate-content
+/// `UsageMetadata`): input = `promptTokenCount` + `toolUsePromptTokenCount` (the search results
+/// read back), output = `candidatesTokenCount` + `thoughtsTokenCount` (thinking is billed as
+/// output), searches = the number of `webSearchQueries` of the first candidate (Gemini 3 bills
+/// grounding per search query; Gemini 2.5 per grounded prompt, which the count still shows
+/// as non-zero). `None` when Gemini reported none of them.
+pub(crate) fn usage(raw: &Value) -> Option<Usage> {
+    let u = raw.get("usageMetadata");
+    let n = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
+    let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
     };
     let searches = raw
         .pointer("/candidates/0/groundingMetadata/webSearchQueries")
         .and_then(Value::as_array)
-        .map(Vec::len);
-    Some(json!({
-        "inputTokens": n("promptTokenCount").map(|p| p + n("toolUsePromptTokenCount").unwrap_or(0)),
-        "outputTokens": output,
-        "totalTokens": n("totalTokenCount"),
-        "searches": searches,
-    }))
+        .map(|q| q.len() as u64);
+    Usage {
+        input_tokens: sum(n("promptTokenCount"), n("toolUsePromptTokenCount")),
+        output_tokens: sum(n("candidatesTokenCount"), n("thoughtsTokenCount")),
+        searches,
+    }
+    .nonempty()
 }
 
 // ------------------------------------------------------------------------------------------

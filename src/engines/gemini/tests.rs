@@ -22,7 +22,7 @@ use super::request;
 use super::{GeminiConfig, GeminiEngine};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
-use crate::engines::{Engine, EngineError, EngineTask, simulated, upstream};
+use crate::engines::{Engine, EngineError, EngineTask, Usage, simulated, upstream};
 use crate::pages::PageLinks;
 
 const GROUNDED: &str = include_str!("fixtures/grounded.json");
@@ -51,7 +51,7 @@ fn all() -> Options {
 }
 
 fn norm(body: &str, opts: Options) -> Result<Value, EngineError> {
-    normalize::normalize(body.as_bytes(), opts, &PageLinks::fixed(), KEY)
+    normalize::normalize(body.as_bytes(), opts, &PageLinks::fixed(), KEY).map(|(v, _)| v)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -470,15 +470,51 @@ fn proto_durations_parse() {
 
 #[test]
 fn usage_is_read_from_usage_metadata() {
-    let raw: Value = serde_json::from_str(GROUNDED).expect("fixture");
+    let usage = |body: &str| {
+        normalize::normalize(body.as_bytes(), all(), &PageLinks::fixed(), KEY)
+            .expect("normalised")
+            .1
+    };
+    // grounded.json: promptTokenCount 8 + toolUsePromptTokenCount 120; candidatesTokenCount 31;
+    // two webSearchQueries.
+    assert_eq!(
+        usage(GROUNDED),
+        Some(Usage {
+            input_tokens: Some(128),
+            output_tokens: Some(31),
+            searches: Some(2),
+        })
+    );
+    // no_citations.json: 7 + 7, no grounding metadata (no search reported).
+    assert_eq!(
+        usage(NO_CITATIONS),
+        Some(Usage {
+            input_tokens: Some(7),
+            output_tokens: Some(7),
+            searches: None,
+        })
+    );
+    // Thinking tokens are billed as output.
+    let raw = json!({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4,
+                                       "thoughtsTokenCount": 5}});
     assert_eq!(
         normalize::usage(&raw),
-        Some(json!({"inputTokens": 128, "outputTokens": 31, "totalTokens": 39, "searches": 2}))
+        Some(Usage {
+            input_tokens: Some(3),
+            output_tokens: Some(9),
+            searches: None,
+        })
     );
+    // blocked_prompt.json has no candidate: its prompt tokens are not recorded (a blocked
+    // prompt fails the task at once; only answers carry usage).
     let raw: Value = serde_json::from_str(BLOCKED_PROMPT).expect("fixture");
     assert_eq!(
         normalize::usage(&raw),
-        Some(json!({"inputTokens": 9, "outputTokens": null, "totalTokens": 9, "searches": null}))
+        Some(Usage {
+            input_tokens: Some(9),
+            output_tokens: None,
+            searches: None,
+        })
     );
     assert_eq!(normalize::usage(&json!({})), None);
 }

@@ -380,15 +380,20 @@ impl Engine for ResponsesEngine {
         let body = request::body(&opts, &payload);
         let json = self.call(&body).await?;
         let secret = self.cfg.api_key.trim();
-        let parsed = normalize::parse(&json).map_err(|e| match e {
-            normalize::RunFailed(message) => {
-                EngineError::Retryable(upstream::redact(&message, secret))
-            }
+        // A failed run is retried; what it was billed (its `usage`, when the body has one)
+        // still counts.
+        let parsed = normalize::parse(&json).map_err(|e| {
+            EngineError::with_usage(
+                EngineError::Retryable(upstream::redact(&e.message, secret)),
+                e.usage,
+            )
         })?;
+        let usage = parsed.usage;
         let result = normalize::shape(shape, &parsed, &payload, task.pages, json, secret);
         Ok(EngineOutput {
             result,
             extra_credits: 0,
+            usage,
         })
     }
 }

@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use super::super::EngineError;
 use super::super::upstream::{self, Reply};
+use super::super::{EngineError, Usage};
 use super::Chat;
 use crate::domain::request::ChatEngine;
 use crate::pages::PageLinks;
@@ -42,14 +42,6 @@ pub(crate) struct Consulted {
     pub(crate) snippet: Option<String>,
 }
 
-/// Token usage as the provider reports it (`usage.input_tokens`, `usage.output_tokens`). Not in
-/// the cloro result; the scheduler's additive `usage` object can take it from here.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Usage {
-    pub(crate) input_tokens: Option<u64>,
-    pub(crate) output_tokens: Option<u64>,
-}
-
 /// What the answer says, provider-neutral.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Normalized {
@@ -61,9 +53,52 @@ pub(crate) struct Normalized {
     pub(crate) usage: Option<Usage>,
 }
 
-/// A run the provider reports as not completed (HTTP 200 with `status: failed|cancelled`…).
+/// A run the provider reports as not completed (HTTP 200 with `status: failed|cancelled`…),
+/// and what it was billed if the body says (`usage`).
 #[derive(Debug)]
-pub(crate) struct RunFailed(pub(crate) String);
+pub(crate) struct RunFailed {
+    pub(crate) message: String,
+    pub(crate) usage: Option<Usage>,
+}
+
+/// What the call used, as the provider reports it: tokens from `usage.input_tokens` and
+/// `usage.output_tokens`; searches counted from `output` (none reported when there is no
+/// `output`):
+/// * `web_search_call` items whose `action.type` is `search` (OpenAI, Azure: a web search tool
+///   call is billed per call, and its `open_page` / `find_in_page` actions read pages of a
+///   search already made, so they are not counted), or that carry no action (xAI: one item
+///   per search it ran, its `arguments` the query; its `usage.num_server_side_tools_used`
+///   agrees);
+/// * `search_results` items (Perplexity: one per `web_search` invocation, billed per
+///   invocation).
+///
+/// `None` when the answer has no `usage` and ran no search.
+pub(crate) fn usage(json: &Value) -> Option<Usage> {
+    let u = json.get("usage").filter(|u| u.is_object());
+    let n = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
+    let searches = json.get("output").and_then(Value::as_array).map(|items| {
+        items
+            .iter()
+            .filter(|item| match str_of(item, "type") {
+                Some("web_search_call") => item
+                    .get("action")
+                    .and_then(|a| str_of(a, "type"))
+                    .is_none_or(|t| t == "search"),
+                Some("search_results") => true,
+                _ => false,
+            })
+            .count() as u64
+    });
+    if u.is_none() && searches.is_none_or(|n| n == 0) {
+        return None;
+    }
+    Usage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        searches,
+    }
+    .nonempty()
+}
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
@@ -110,18 +145,16 @@ pub(crate) fn parse(json: &Value) -> Result<Normalized, RunFailed> {
                     .get("error")
                     .and_then(|e| str_of(e, "message").or_else(|| e.as_str()))
                     .unwrap_or("no reason given");
-                return Err(RunFailed(format!(
-                    "the upstream's run ended with status {other:?}: {why}"
-                )));
+                return Err(RunFailed {
+                    message: format!("the upstream's run ended with status {other:?}: {why}"),
+                    usage: usage(json),
+                });
             }
         }
     }
     let mut out = Normalized {
         model: nonblank(str_of(json, "model")),
-        usage: json.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-            input_tokens: u.get("input_tokens").and_then(Value::as_u64),
-            output_tokens: u.get("output_tokens").and_then(Value::as_u64),
-        }),
+        usage: usage(json),
         ..Normalized::default()
     };
     let empty = Vec::new();

@@ -15,10 +15,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::normalize::{self, Citation, Normalized, Shape, Usage};
+use super::normalize::{self, Citation, Normalized, Shape};
 use super::{Chat, Provider, ResponsesConfig, ResponsesEngine, request};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
+use crate::engines::Usage;
 use crate::engines::simulated::simulate;
 use crate::engines::{Engine, EngineError, EngineTask};
 use crate::pages::PageLinks;
@@ -153,11 +154,13 @@ fn openai_answer_reads_text_citations_sources_queries_model_usage() {
             .starts_with("Les meilleures machines à café 2026 ☕: Acme Barista")
     );
     assert_eq!(n.model.as_deref(), Some("gpt-5-mini-2025-08-07"));
+    // One `search` call and one `open_page` (a page of that search: not a search).
     assert_eq!(
         n.usage,
         Some(Usage {
             input_tokens: Some(8120),
-            output_tokens: Some(412)
+            output_tokens: Some(412),
+            searches: Some(1),
         })
     );
     assert_eq!(
@@ -383,9 +386,10 @@ fn perplexity_sources_come_from_the_search_results_item() {
 #[test]
 fn a_failed_or_cancelled_run_is_not_an_answer() {
     let json = fixture(PERPLEXITY_FAILED);
-    let Err(normalize::RunFailed(message)) = normalize::parse(&json) else {
+    let Err(normalize::RunFailed { message, usage }) = normalize::parse(&json) else {
         panic!("a failed run must not be an answer");
     };
+    assert_eq!(usage, None, "the fixture reports no usage");
     assert!(message.contains("\"failed\""), "{message}");
     assert!(
         message.contains("The model run failed, please retry."),
@@ -750,6 +754,8 @@ async fn start(reply: Reply) -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
 
 struct Run {
     out: Result<Value, EngineError>,
+    /// The answer's usage (`None` for an error).
+    usage: Option<Usage>,
     seen: Vec<Seen>,
 }
 
@@ -778,13 +784,14 @@ async fn run_with(
             attempt: 1,
             pages: &PageLinks::fixed(),
         })
-        .await
-        .map(|o| {
-            assert_eq!(o.extra_credits, 0);
-            o.result
-        });
+        .await;
+    let usage = out.as_ref().ok().and_then(|o| o.usage);
+    let out = out.map(|o| {
+        assert_eq!(o.extra_credits, 0);
+        o.result
+    });
     let seen = seen.lock().expect("lock").clone();
-    Run { out, seen }
+    Run { out, usage, seen }
 }
 
 async fn run(provider: Provider, reply: Reply, task_type: TaskType) -> Run {
@@ -932,6 +939,72 @@ async fn perplexity_call_and_a_failed_run_returned_with_200() {
         Err(EngineError::Retryable(m)) => assert!(m.contains("failed"), "{m}"),
         other => panic!("expected a retryable failure, got {other:?}"),
     }
+}
+
+#[test]
+fn usage_per_provider_from_the_fixtures() {
+    let usage = |text: &str| normalize::usage(&fixture(text));
+    let u = |i: u64, o: u64, s: Option<u64>| {
+        Some(Usage {
+            input_tokens: Some(i),
+            output_tokens: Some(o),
+            searches: s,
+        })
+    };
+    assert_eq!(usage(OPENAI_ANSWER), u(8120, 412, Some(1)));
+    assert_eq!(usage(OPENAI_NO_CITATIONS), u(50, 12, Some(1)));
+    assert_eq!(usage(AZURE_ANSWER), u(900, 40, Some(1)));
+    // xAI: two `web_search_call` items without an action (its num_server_side_tools_used: 2).
+    assert_eq!(usage(XAI_ANSWER), u(1941, 583, Some(2)));
+    // An empty `output`: no search ran.
+    assert_eq!(usage(XAI_EMPTY), u(12, 0, Some(0)));
+    // No `output` at all: no search count reported.
+    assert_eq!(
+        normalize::usage(&json!({"usage": {"input_tokens": 3, "output_tokens": 1}})),
+        u(3, 1, None)
+    );
+    // Perplexity: one `search_results` item.
+    assert_eq!(usage(PERPLEXITY_ANSWER), u(420, 64, Some(1)));
+    assert_eq!(usage(PERPLEXITY_FAILED), None);
+    assert_eq!(normalize::usage(&json!({"status": "completed"})), None);
+}
+
+#[tokio::test]
+async fn an_answer_carries_its_usage_and_a_billed_failed_run_too() {
+    let r = run(Provider::OpenAi, ok(OPENAI_ANSWER), TaskType::Chatgpt).await;
+    assert_eq!(
+        r.usage,
+        Some(Usage {
+            input_tokens: Some(8120),
+            output_tokens: Some(412),
+            searches: Some(1),
+        })
+    );
+    // A failed run whose body reports what it used: retried, and its usage still counts.
+    let mut failed = fixture(PERPLEXITY_FAILED);
+    failed["usage"] = json!({"input_tokens": 30, "output_tokens": 0});
+    let r = run(
+        Provider::Perplexity,
+        ok(&failed.to_string()),
+        TaskType::Perplexity,
+    )
+    .await;
+    let Err(e) = r.out else {
+        panic!("a failed run is not an answer");
+    };
+    let (e, usage) = e.billed();
+    assert!(
+        matches!(e, EngineError::Retryable(ref m) if m.contains("failed")),
+        "{e:?}"
+    );
+    assert_eq!(
+        usage,
+        Some(Usage {
+            input_tokens: Some(30),
+            output_tokens: Some(0),
+            searches: Some(0),
+        })
+    );
 }
 
 #[tokio::test]

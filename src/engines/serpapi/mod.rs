@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::upstream;
-use super::{Engine, EngineError, EngineOutput, EngineTask};
+use super::{Engine, EngineError, EngineOutput, EngineTask, Usage};
 use crate::domain::request::Payload;
 use crate::pages::PageLinks;
 use normalize::Flags;
@@ -109,21 +109,30 @@ impl SerpApiEngine {
     }
 
     /// One `search.json` call: the answer, or the error it means (the key never in it).
-    async fn call(&self, params: &Params) -> Result<Value, EngineError> {
+    /// One `search.json` call; `searches` counts the ones SerpApi answered with a result (the
+    /// searches it bills: errors are not charged).
+    async fn call(&self, params: &Params, searches: &mut u64) -> Result<Value, EngineError> {
         let mut url = self.search_url.clone();
         url.query_pairs_mut()
             .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
             .append_pair("api_key", &self.cfg.api_key);
         let reply =
             upstream::send(self.client.get(url), self.cfg.max_body, &self.cfg.api_key).await?;
-        normalize::read_reply(reply, &self.cfg.api_key)
+        let answer = normalize::read_reply(reply, &self.cfg.api_key)?;
+        *searches += 1;
+        Ok(answer)
     }
 
     /// Every page's answer, stopping at the first page with no results (Google has no more).
-    async fn pages(&self, calls: &[Params], results_key: &str) -> Result<Vec<Value>, EngineError> {
+    async fn pages(
+        &self,
+        calls: &[Params],
+        results_key: &str,
+        searches: &mut u64,
+    ) -> Result<Vec<Value>, EngineError> {
         let mut pages = Vec::with_capacity(calls.len());
         for params in calls {
-            let page = self.call(params).await?;
+            let page = self.call(params, searches).await?;
             let empty = page
                 .get(results_key)
                 .and_then(Value::as_array)
@@ -136,12 +145,34 @@ impl SerpApiEngine {
         Ok(pages)
     }
 
-    /// The result of `payload`; `links` makes its `html` URLs when `include.html` asks for
-    /// them (one per page fetched for GOOGLE and GOOGLE_NEWS, one for AIMODE).
+    /// The result of `payload` and the searches it took; `links` makes its `html` URLs when
+    /// `include.html` asks for them (one per page fetched for GOOGLE and GOOGLE_NEWS, one for
+    /// AIMODE). A failure after some searches were answered carries them
+    /// ([`EngineError::Billed`]): they were billed.
     pub(crate) async fn run(
         &self,
         payload: &Payload,
         links: &PageLinks,
+    ) -> Result<(Value, Usage), EngineError> {
+        let mut searches = 0;
+        let usage = |searches: u64| Usage {
+            searches: Some(searches),
+            ..Usage::default()
+        };
+        match self.run_counted(payload, links, &mut searches).await {
+            Ok(v) => Ok((v, usage(searches))),
+            Err(e) => Err(EngineError::with_usage(
+                e,
+                (searches > 0).then(|| usage(searches)),
+            )),
+        }
+    }
+
+    async fn run_counted(
+        &self,
+        payload: &Payload,
+        links: &PageLinks,
+        searches: &mut u64,
     ) -> Result<Value, EngineError> {
         let calls = request::calls(payload);
         let mut html = None;
@@ -157,20 +188,20 @@ impl SerpApiEngine {
                     paa_aioverview: inc.paa_aioverview == Some(true),
                     ..Flags::default()
                 };
-                let pages = self.pages(&calls, "organic_results").await?;
+                let pages = self.pages(&calls, "organic_results", searches).await?;
                 if inc.html == Some(true) {
                     html = Some(links.urls(pages.len()));
                 }
                 let follow_up = match pages.first().and_then(normalize::ai_overview_token) {
                     Some(token) if flags.aioverview => {
-                        Some(self.call(&request::ai_overview(token)).await?)
+                        Some(self.call(&request::ai_overview(token), searches).await?)
                     }
                     _ => None,
                 };
                 normalize::google(&pages, follow_up.as_ref(), flags)
             }
             Payload::News(n) => {
-                let pages = self.pages(&calls, "news_results").await?;
+                let pages = self.pages(&calls, "news_results", searches).await?;
                 if n.include.as_ref().and_then(|i| i.html) == Some(true) {
                     html = Some(links.urls(pages.len()));
                 }
@@ -187,7 +218,7 @@ impl SerpApiEngine {
                 let params = calls
                     .first()
                     .ok_or_else(|| EngineError::Retryable("no AI Mode request was built".into()))?;
-                normalize::aimode(&self.call(params).await?, flags)
+                normalize::aimode(&self.call(params, searches).await?, flags)
             }
             Payload::Chat(..) => {
                 return Err(EngineError::Fatal {
@@ -250,10 +281,11 @@ impl Engine for SerpApiEngine {
     }
 
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
-        let result = self.run(task.payload, task.pages).await?;
+        let (result, usage) = self.run(task.payload, task.pages).await?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,
+            usage: Some(usage),
         })
     }
 }

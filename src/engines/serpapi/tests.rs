@@ -734,6 +734,14 @@ async fn google_pages_and_the_ai_overview_follow_up_over_http() {
     );
     let out = run(&engine, &p).await.expect("google");
     assert_eq!(out.extra_credits, 0);
+    // Every search.json call made is a search billed: 3 pages and the AI Overview follow-up.
+    assert_eq!(
+        out.usage,
+        Some(Usage {
+            searches: Some(4),
+            ..Usage::default()
+        })
+    );
     let r = &out.result;
     assert_eq!(r["organicResults"].as_array().map(Vec::len), Some(3));
     assert_eq!(r["organicResults"][2]["position"], 3);
@@ -766,6 +774,33 @@ async fn google_pages_and_the_ai_overview_follow_up_over_http() {
         Some(
             "KIVu-nictZPdjpNAFMfjq5BeR0u1dTclMYYZqpRtK9DSAtnkZGAGOnygwMxu-ccdtrG7Nm6iRmL3zhN1n5jM3fKfn_nPOfNt2_f"
         )
+    );
+}
+
+#[tokio::test]
+async fn searches_answered_before_a_failure_are_still_counted() {
+    let (engine, _fake) = start(
+        |q| match get(q, "start") {
+            None => answer(200, PAGE1),
+            Some(_) => answer(500, r#"{"error":"Internal error"}"#),
+        },
+        |_| {},
+    )
+    .await;
+    let p = payload(
+        TaskType::Google,
+        json!({"query": "best espresso machine", "gl": "fr", "pages": 2}),
+    );
+    let e = run(&engine, &p).await.expect_err("page 2 failed");
+    let (e, usage) = e.billed();
+    assert!(matches!(e, EngineError::Retryable(_)), "{e:?}");
+    assert_eq!(
+        usage,
+        Some(Usage {
+            searches: Some(1),
+            ..Usage::default()
+        }),
+        "page 1 was answered (billed); the failed page 2 is not"
     );
 }
 

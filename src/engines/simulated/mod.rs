@@ -103,6 +103,7 @@ impl Engine for SimulatedEngine {
         Ok(EngineOutput {
             result: out.result,
             extra_credits: i64::from(out.extra_credits),
+            usage: None,
         })
     }
 }

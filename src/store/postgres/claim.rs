@@ -514,6 +514,7 @@ fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
                 payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                 attempt: r.get::<_, i32>(5).max(1) as u32,
                 credits_to_charge: r.get(6),
+                usage: None,
             }
         })
         .collect();

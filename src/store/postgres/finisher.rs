@@ -8,6 +8,9 @@
 //! count, reservations, charges). A finish only applies while the task is still PROCESSING with
 //! the same attempt number, so an attempt taken over by another node changes nothing.
 //!
+//! Whatever the outcome, an attempt's upstream usage is added to its task's `usage` by the same
+//! statement (summed in SQL, see `usage_plus!`).
+//!
 //! `finished_ms` and a new delivery's due time are this node's [`Clock`](crate::clock::Clock)
 //! reading; a retry's `run_after_ms` was decided by the dispatcher.
 
@@ -31,16 +34,35 @@ const MAX_FINISH_GROUP: usize = 1024;
 /// Finish transactions in flight at once per node (more only queue on this node's own counter rows).
 const FINISHERS: usize = 1;
 
-/// Terminal outcomes (`$1` seq, `$2` attempt, `$3` status, `$4` response, `$5` charge, as
-/// arrays; `$6` the finish time): applied only to tasks still PROCESSING in that attempt.
-/// Returns what the counters and the outbox need.
-const FINISH_TERMINAL: &str =
+/// SQL: the task's `usage` (`t.usage`) plus its attempt's (`u.usage`, a JSON object or NULL), field
+/// by field (a field either side has is kept; absent counts as 0); unchanged when `u.usage` is
+/// NULL. Both are stored as text (`0006_usage.sql`).
+macro_rules! usage_plus {
+    () => {
+        "usage = CASE WHEN u.usage IS NULL THEN t.usage WHEN t.usage IS NULL THEN u.usage
+                 ELSE (SELECT jsonb_object_agg(k, n)::text
+                         FROM (SELECT key AS k, sum(value::bigint) AS n
+                                 FROM (SELECT key, value FROM jsonb_each_text(t.usage::jsonb)
+                                       UNION ALL
+                                       SELECT key, value FROM jsonb_each_text(u.usage::jsonb)) AS e
+                                GROUP BY key) AS s) END"
+    };
+}
+
+/// Terminal outcomes (`$1` seq, `$2` attempt, `$3` status, `$4` response, `$5` charge, `$7`
+/// usage, as arrays; `$6` the finish time): applied only to tasks still PROCESSING in that
+/// attempt. Returns what the counters and the outbox need.
+const FINISH_TERMINAL: &str = concat!(
     "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
-                        finished_ms = $6, node = NULL
-                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[])
-                        AS u(seq, attempt, status, response, charged)
+                        finished_ms = $6, node = NULL, ",
+    usage_plus!(),
+    "
+                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[],
+                               $7::text[])
+                        AS u(seq, attempt, status, response, charged, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id";
+                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id"
+);
 
 /// The outbox: a pending delivery per task that just became terminal with a webhook URL, due
 /// now (`$5`), committed with the terminal statuses.
@@ -49,23 +71,30 @@ const INSERT_DELIVERIES: &str = "INSERT INTO webhook_deliveries(seq, org, id, ur
                FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[]) AS u(seq, org, id, url)
              ON CONFLICT (seq) DO NOTHING";
 
-/// Retries (`$1` seq, `$2` attempt, `$3` run after, as arrays): back to QUEUED with no node,
-/// runnable again at their time; only tasks still PROCESSING in that attempt.
-const FINISH_RETRY: &str =
-    "UPDATE tasks AS t SET status = 0, run_after_ms = u.run_after, node = NULL
-                   FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS u(seq, attempt, run_after)
+/// Retries (`$1` seq, `$2` attempt, `$3` run after, `$4` usage, as arrays): back to QUEUED with
+/// no node, runnable again at their time; only tasks still PROCESSING in that attempt.
+const FINISH_RETRY: &str = concat!(
+    "UPDATE tasks AS t SET status = 0, run_after_ms = u.run_after, node = NULL, ",
+    usage_plus!(),
+    "
+                   FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::text[])
+                        AS u(seq, attempt, run_after, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, t.priority, u.run_after";
+                 RETURNING t.seq, t.org, t.priority, u.run_after"
+);
 
-/// Requeues (`$1` seq, `$2` attempt, as arrays): back to QUEUED at their own place, runnable at
-/// once, the attempt not spent (`attempts` one less; `started_ms` NULL again when none is left);
-/// only tasks still PROCESSING in that attempt.
-const FINISH_REQUEUE: &str =
+/// Requeues (`$1` seq, `$2` attempt, `$3` usage, as arrays): back to QUEUED at their own place,
+/// runnable at once, the attempt not spent (`attempts` one less; `started_ms` NULL again when
+/// none is left); only tasks still PROCESSING in that attempt.
+const FINISH_REQUEUE: &str = concat!(
     "UPDATE tasks AS t SET status = 0, attempts = t.attempts - 1, run_after_ms = NULL, node = NULL,
-                        started_ms = CASE WHEN t.attempts <= 1 THEN NULL ELSE t.started_ms END
-                   FROM unnest($1::bigint[], $2::int[]) AS u(seq, attempt)
+                        started_ms = CASE WHEN t.attempts <= 1 THEN NULL ELSE t.started_ms END, ",
+    usage_plus!(),
+    "
+                   FROM unnest($1::bigint[], $2::int[], $3::text[]) AS u(seq, attempt, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, t.priority";
+                 RETURNING t.seq, t.org, t.priority"
+);
 
 /// This node's finish-side (side 1) counter row of organization `$1`: `$3` tasks left
 /// PROCESSING, releasing `$4` reserved credits and charging `$5`. No claim and no other node's
@@ -88,6 +117,8 @@ struct FinishRow {
     attempt: i32,
     /// The credits the claim reserved for it.
     cost: i64,
+    /// What the attempt used upstream, as its stored JSON.
+    usage: Option<String>,
     kind: FinishKind,
 }
 
@@ -115,6 +146,10 @@ pub(crate) async fn finish(
             seq: t.seq,
             attempt: t.attempt as i32,
             cost: t.credits_to_charge,
+            usage: t
+                .usage
+                .and_then(crate::store::Usage::nonempty)
+                .map(crate::store::Usage::to_json),
             kind: match o {
                 Outcome::Completed { result, credits } => FinishKind::Done {
                     status: 2,
@@ -209,13 +244,16 @@ struct Columns<'a> {
     d_status: Vec<i16>,
     d_resp: Vec<&'a str>,
     d_charged: Vec<i64>,
-    /// Retries: seq, attempt, run after.
+    d_usage: Vec<Option<&'a str>>,
+    /// Retries: seq, attempt, run after, usage.
     r_seq: Vec<i64>,
     r_att: Vec<i32>,
     r_after: Vec<i64>,
-    /// Requeues: seq, attempt.
+    r_usage: Vec<Option<&'a str>>,
+    /// Requeues: seq, attempt, usage.
     q_seq: Vec<i64>,
     q_att: Vec<i32>,
+    q_usage: Vec<Option<&'a str>>,
     /// The credits each task reserved, by seq.
     cost_of: HashMap<i64, i64>,
 }
@@ -236,15 +274,18 @@ impl<'a> Columns<'a> {
                     c.d_status.push(*status);
                     c.d_resp.push(response.as_str());
                     c.d_charged.push(*charged);
+                    c.d_usage.push(r.usage.as_deref());
                 }
                 FinishKind::Retry { run_after_ms } => {
                     c.r_seq.push(r.seq);
                     c.r_att.push(r.attempt);
                     c.r_after.push(*run_after_ms);
+                    c.r_usage.push(r.usage.as_deref());
                 }
                 FinishKind::Requeue => {
                     c.q_seq.push(r.seq);
                     c.q_att.push(r.attempt);
+                    c.q_usage.push(r.usage.as_deref());
                 }
             }
         }
@@ -314,6 +355,7 @@ async fn finish_terminal(
                 &cols.d_resp,
                 &cols.d_charged,
                 &now,
+                &cols.d_usage,
             ],
         )
         .await
@@ -346,7 +388,10 @@ async fn finish_retries(
         return Ok(());
     }
     let back = tx
-        .query(FINISH_RETRY, &[&cols.r_seq, &cols.r_att, &cols.r_after])
+        .query(
+            FINISH_RETRY,
+            &[&cols.r_seq, &cols.r_att, &cols.r_after, &cols.r_usage],
+        )
         .await
         .map_err(pg_err)?;
     let mut due = Vec::new();
@@ -376,7 +421,7 @@ async fn finish_requeues(
         return Ok(false);
     }
     let back = tx
-        .query(FINISH_REQUEUE, &[&cols.q_seq, &cols.q_att])
+        .query(FINISH_REQUEUE, &[&cols.q_seq, &cols.q_att, &cols.q_usage])
         .await
         .map_err(pg_err)?;
     for r in &back {

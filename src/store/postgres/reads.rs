@@ -31,7 +31,7 @@ pub(super) const ORG: &str = concat!(
 const GET_TASK: &str =
     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
                         idem_key, webhook_url, response, credits_to_charge, credits_charged,
-                        (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq)
+                        (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq), usage
                  FROM tasks WHERE seq = $1";
 
 /// Organization `$1`'s queued counts per priority, running tasks over every node, and its cap.
@@ -124,6 +124,7 @@ fn decode_task(r: &tokio_postgres::Row) -> (Uuid, OrgKey, TaskRecord) {
             credits_charged: r.get(13),
             response: response.and_then(|s| serde_json::from_str(&s).ok()),
             webhook_delivered_ms: r.get(14),
+            usage: crate::store::Usage::from_json(r.get::<_, Option<String>>(15).as_deref()),
         },
     )
 }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0003_rate_limit.sql"),
     include_str!("../../../migrations/postgres/0004_webhooks.sql"),
     include_str!("../../../migrations/postgres/0005_lanes.sql"),
+    include_str!("../../../migrations/postgres/0006_usage.sql"),
     include_str!("../../../migrations/postgres/0007_engine_health.sql"),
 ];
 

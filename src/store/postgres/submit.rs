@@ -168,6 +168,7 @@ pub(crate) async fn submit(
                     credits_charged: None,
                     response: None,
                     webhook_delivered_ms: None,
+                    usage: None,
                 }));
             } else {
                 lost.push((t.priority, -1i64));

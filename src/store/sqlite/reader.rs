@@ -37,7 +37,7 @@ const READ_TASK: &str = concat!(
     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,
                             idem_key, ",
     webhook_url_of_task!(),
-    ", res_seg, credits_to_charge, credits_charged, res_off, res_len, wh_delivered_ms
+    ", res_seg, credits_to_charge, credits_charged, res_off, res_len, wh_delivered_ms, usage
                      FROM tasks WHERE seq = ?1"
 );
 
@@ -159,6 +159,7 @@ fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
             credits_charged: r.get(13)?,
             response: None,
             webhook_delivered_ms: r.get(16)?,
+            usage: crate::store::Usage::from_json(r.get::<_, Option<String>>(17)?.as_deref()),
         },
         at,
     ))

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0003_webhooks.sql"),
     include_str!("../../../migrations/sqlite/0004_webhook_state_in_tasks.sql"),
     include_str!("../../../migrations/sqlite/0005_webhook_urls.sql"),
+    include_str!("../../../migrations/sqlite/0006_usage.sql"),
     include_str!("../../../migrations/sqlite/0007_engine_health.sql"),
 ];
 

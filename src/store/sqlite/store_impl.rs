@@ -22,7 +22,7 @@ use crate::store::lanes::{gcra_return, gcra_take};
 use crate::store::{
     ClaimedTask, CreatedOrg, Directory, EngineHealthRow, Error, ItemError, KeyRecord, LaneStarts,
     Lanes, NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,
-    TaskQueue, TaskRecord, WebhookJob, WebhookResult,
+    TaskQueue, TaskRecord, Usage, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -123,6 +123,7 @@ impl TaskQueue for SqliteStore {
                 payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
                 attempt: c.attempts.max(1) as u32,
                 credits_to_charge: c.pick.cost,
+                usage: None,
             })
             .collect())
     }
@@ -150,6 +151,7 @@ impl TaskQueue for SqliteStore {
                     kind: t.task_type.code() as u8,
                     attempt: t.attempt,
                     cost: t.credits_to_charge,
+                    usage: t.usage.and_then(Usage::nonempty).map(Usage::to_json),
                 };
                 (key, row)
             })

@@ -5,7 +5,8 @@
 //! Only the attempt that holds the claim may end it (`status = 1 AND attempts = ?`): a second
 //! finish of the same attempt changes nothing and charges nothing. A terminal outcome's
 //! response is staged in the result log first; the row points at it, and a task with a webhook
-//! becomes due for delivery in the same row update (the outbox is the row itself).
+//! becomes due for delivery in the same row update (the outbox is the row itself). Whatever the
+//! outcome, the attempt's upstream usage is added to the task's `usage` in that same update.
 
 use std::collections::HashMap;
 
@@ -24,6 +25,8 @@ pub(crate) struct Attempt {
     pub(crate) kind: u8,
     pub(crate) attempt: u32,
     pub(crate) cost: i64,
+    /// What the attempt used upstream, as its stored JSON (added to the task's `usage`).
+    pub(crate) usage: Option<String>,
 }
 
 /// How an attempt ended, with the response already serialized (outside the writer thread).
@@ -53,13 +56,32 @@ pub(crate) struct FinishEffect {
     pub(crate) back: Option<Back>,
 }
 
+/// SQL: `usage` plus the attempt's usage (parameter `$p`, a JSON object or NULL), field by field
+/// (a field either side has is kept; absent counts as 0). Unchanged when `$p` is NULL.
+macro_rules! usage_plus {
+    ($p:literal) => {
+        concat!(
+            "usage = CASE WHEN ",
+            $p,
+            " IS NULL THEN usage WHEN usage IS NULL THEN ",
+            $p,
+            " ELSE (SELECT json_group_object(k, n) FROM (SELECT key AS k, SUM(value) AS n",
+            " FROM (SELECT key, value FROM json_each(tasks.usage)",
+            " UNION ALL SELECT key, value FROM json_each(",
+            $p,
+            ")) GROUP BY key)) END"
+        )
+    };
+}
+
 /// Ends an attempt with a terminal status (?3: COMPLETED 2 or FAILED 3), what it charged, when,
 /// and where its response is; a task with a webhook becomes pending for delivery
 /// (`wh_state = 0`), and `RETURNING` says whether it has one. By primary key.
 const DONE: &str = concat!(
     "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
-                                res_seg = ?6, res_off = ?7, res_len = ?8,
-                                wh_state = CASE WHEN ",
+                                res_seg = ?6, res_off = ?7, res_len = ?8, ",
+    usage_plus!("?9"),
+    ", wh_state = CASE WHEN ",
     has_webhook!(),
     " THEN 0 END
                          WHERE seq = ?1 AND status = 1 AND attempts = ?2
@@ -69,17 +91,23 @@ const DONE: &str = concat!(
 
 /// Puts a task back to QUEUED, runnable at `run_after_ms` (kept in the row so a restart
 /// restores the timer); `RETURNING` gives the priority the ready index files it under.
-const RETRY: &str = "UPDATE tasks SET status = 0, run_after_ms = ?3
-                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING priority";
+const RETRY: &str = concat!(
+    "UPDATE tasks SET status = 0, run_after_ms = ?3, ",
+    usage_plus!("?4"),
+    " WHERE seq = ?1 AND status = 1 AND attempts = ?2
+      RETURNING priority"
+);
 
 /// Puts a task back to QUEUED at its own place (same seq), runnable at once, without spending
 /// the attempt (`attempts` one less); `started_ms` becomes NULL again if no counted attempt is
 /// left. `RETURNING` gives the priority.
-const REQUEUE: &str = "UPDATE tasks SET status = 0, attempts = attempts - 1, run_after_ms = NULL,
-                                started_ms = CASE WHEN attempts <= 1 THEN NULL ELSE started_ms END
-                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING priority";
+const REQUEUE: &str = concat!(
+    "UPDATE tasks SET status = 0, attempts = attempts - 1, run_after_ms = NULL,
+                      started_ms = CASE WHEN attempts <= 1 THEN NULL ELSE started_ms END, ",
+    usage_plus!("?3"),
+    " WHERE seq = ?1 AND status = 1 AND attempts = ?2
+      RETURNING priority"
+);
 
 /// Charges an organization the credits its completions in this command cost (one statement
 /// per organization, not per task).
@@ -111,7 +139,9 @@ pub(super) fn finish(
             FinishRow::Failed { response } => (3, response, 0),
             FinishRow::Retry { run_after_ms } => {
                 let prio: Option<u8> = retry
-                    .query_row(params![t.seq, t.attempt, run_after_ms], |r| r.get(0))
+                    .query_row(params![t.seq, t.attempt, run_after_ms, t.usage], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 if let Some(prio) = prio {
                     let due = *run_after_ms;
@@ -128,7 +158,7 @@ pub(super) fn finish(
             }
             FinishRow::Requeue => {
                 let prio: Option<u8> = requeue
-                    .query_row(params![t.seq, t.attempt], |r| r.get(0))
+                    .query_row(params![t.seq, t.attempt, t.usage], |r| r.get(0))
                     .optional()?;
                 if let Some(prio) = prio {
                     effects.push(effect(0, Some(Back::Requeue { seq: t.seq, prio })));
@@ -145,7 +175,8 @@ pub(super) fn finish(
             now,
             at.segment,
             at.offset as i64,
-            at.len
+            at.len,
+            t.usage
         ];
         let updated: Option<bool> = done.query_row(params, |r| r.get(0)).optional()?;
         if let Some(hooked) = updated {

@@ -89,6 +89,7 @@ pub(super) fn insert(
                         credits_charged: None,
                         response: None,
                         webhook_delivered_ms: None,
+                        usage: None,
                     }),
                 ));
             }
