@@ -61,7 +61,8 @@ fn cpu_per_task_for_a_typical_answer() {
     ] {
         let started = std::time::Instant::now();
         for _ in 0..rounds {
-            let r = normalize::normalize(body.as_bytes(), opts, &pages, "key").expect("an answer");
+            let (r, _usage) =
+                normalize::normalize(body.as_bytes(), opts, &pages, "key").expect("an answer");
             assert_eq!(r["sources"].as_array().map(Vec::len), Some(20));
         }
         let per_task = started.elapsed() / rounds;
