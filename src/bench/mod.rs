@@ -117,6 +117,9 @@ pub(crate) enum Scenario {
     /// Many calls in flight through the real `openai-responses` adapter against a local fake
     /// upstream (not part of `all`; see `bench/upstream.rs`).
     Upstream,
+    /// The fake upstream of `upstream`, run by it as a child process.
+    #[value(hide = true)]
+    UpstreamFake,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -194,6 +197,9 @@ static LONG_TXN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::UpstreamFake {
+        return upstream::serve_fake(Duration::from_millis(args.upstream_latency_ms));
+    }
     ensure!(
         (1..=MAX_BATCH).contains(&args.batch),
         "--batch must be between 1 and {MAX_BATCH}"

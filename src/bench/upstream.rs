@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::ensure;
+use anyhow::{Context, ensure};
 use axum::Router;
 use axum::routing::post;
 use serde_json::json;
@@ -59,52 +59,114 @@ fn answer() -> String {
     .to_string()
 }
 
-/// The fake upstream: answers after `latency`, counting calls in flight.
-struct Fake {
-    addr: std::net::SocketAddr,
-    most: Arc<AtomicUsize>,
-    served: Arc<AtomicUsize>,
-    _stop: tokio_util::sync::DropGuard,
+/// The fake upstream, in a child process of its own (`cloro bench --scenario upstream-fake`), so
+/// that its CPU and memory are not the server's: answers after `latency`, counting calls in
+/// flight; `GET /stats` tells `{"most": …, "served": …}`. It listens with a backlog of 4096 (the
+/// default 1024 would drop the SYNs of 5,000 connections opened at once, and each dropped SYN
+/// costs the client a retransmission a second later). It exits when its stdin closes.
+pub(super) fn serve_fake(latency: Duration) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let body: Arc<str> = answer().into();
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let (n, m, d) = (now.clone(), most.clone(), served.clone());
+        let app = Router::new()
+            .route(
+                "/v1/responses",
+                post(move || {
+                    let (body, now, most, served) = (body.clone(), n.clone(), m.clone(), d.clone());
+                    async move {
+                        let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(in_flight, Ordering::SeqCst);
+                        tokio::time::sleep(latency).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        served.fetch_add(1, Ordering::SeqCst);
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body.to_string(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/stats",
+                axum::routing::get(move || {
+                    let (most, served) = (most.clone(), served.clone());
+                    async move {
+                        axum::Json(json!({"most": most.load(Ordering::SeqCst),
+                                          "served": served.load(Ordering::SeqCst)}))
+                    }
+                }),
+            );
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(([127, 0, 0, 1], 0).into())?;
+        let listener = socket.listen(4096)?;
+        println!("{}", listener.local_addr()?);
+        // Exit when the parent closes our stdin (or dies).
+        let eof = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = eof.await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })
 }
 
-async fn fake(latency: Duration) -> anyhow::Result<Fake> {
-    let body: Arc<str> = answer().into();
-    let now = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let served = Arc::new(AtomicUsize::new(0));
-    let (n, m, d) = (now.clone(), most.clone(), served.clone());
-    let app = Router::new().route(
-        "/v1/responses",
-        post(move || {
-            let (body, now, most, served) = (body.clone(), n.clone(), m.clone(), d.clone());
-            async move {
-                let in_flight = now.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(in_flight, Ordering::SeqCst);
-                tokio::time::sleep(latency).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                served.fetch_add(1, Ordering::SeqCst);
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-    });
-    Ok(Fake {
-        addr,
-        most,
-        served,
-        _stop: cancel.drop_guard(),
-    })
+/// The running fake: its address and process.
+struct Fake {
+    addr: std::net::SocketAddr,
+    child: std::process::Child,
+}
+
+impl Fake {
+    fn start(latency: Duration) -> anyhow::Result<Fake> {
+        let exe = std::env::current_exe().context("the bench's own executable")?;
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "bench",
+                "--scenario",
+                "upstream-fake",
+                "--upstream-latency-ms",
+            ])
+            .arg(latency.as_millis().to_string())
+            .env("CLORO_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the fake upstream")?;
+        let stdout = child.stdout.take().context("the fake's stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the fake upstream's address: {line:?}"))?;
+        Ok(Fake { addr, child })
+    }
+
+    /// Its peak resident memory (`VmHWM`, KiB).
+    fn peak_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
@@ -115,7 +177,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
         workers > 0 && n > 0,
         "--upstream-in-flight and --upstream-tasks must be above 0"
     );
-    let fake = fake(latency).await?;
+    let fake = Fake::start(latency)?;
     let file =
         std::env::temp_dir().join(format!("cloro-bench-engines-{}.toml", uuid::Uuid::new_v4()));
     let _remove = RemoveOnDrop(file.clone());
@@ -168,14 +230,22 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     }
     let wall = started.elapsed();
     let after = read_memory()?;
-    let completed = fake.served.load(Ordering::SeqCst) as u64;
+    let stats: serde_json::Value = http_client()?
+        .get(format!("http://{}/stats", fake.addr))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let completed = stats["served"].as_u64().unwrap_or(0);
+    let most = stats["most"].as_u64().unwrap_or(0) as usize;
+    let fake_peak_mb = fake.peak_kib().unwrap_or(0) / 1024;
     bench.stop().await;
     let rate = n as f64 / wall.as_secs_f64();
     let ideal = workers as f64 / latency.as_secs_f64();
-    let most = fake.most.load(Ordering::SeqCst);
     let human = format!(
         "upstream: {n} tasks, {workers} in flight, {} ms upstream: {:.2} s, {:.0} tasks/s = {:.1}% of the ideal {:.0}; \
-         most calls in flight at the fake {most}; calls answered {completed}; RSS before {} MB, peak {} MB",
+         most calls in flight at the fake {most}; calls answered {completed}; server RSS before {} MB, peak {} MB \
+         (the fake upstream, a separate process: peak {fake_peak_mb} MB)",
         latency.as_millis(),
         wall.as_secs_f64(),
         rate,
@@ -199,6 +269,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
             "callsAnswered": completed,
             "rssBeforeMb": before.rss_kib / 1024,
             "peakRssMb": after.hwm_kib / 1024,
+            "fakeUpstreamPeakRssMb": fake_peak_mb,
         }),
     );
     ensure!(
