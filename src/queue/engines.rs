@@ -242,6 +242,20 @@ impl Member {
         f(&mut guard)
     }
 
+    /// Most tasks its health lets start at `now` (`None`: no limit). A pause that has ended is
+    /// over: the engine is healthy again.
+    fn budget(&self, now: i64) -> Option<u32> {
+        self.change_health(now, |h| {
+            if let Health::RateLimited { until_ms, .. } = h
+                && now >= *until_ms
+            {
+                tracing::info!(engine = %self.name, "Engine pause ended");
+                *h = Health::Ok;
+            }
+        });
+        self.with_health(|h| h.budget(now))
+    }
+
     /// A claim started `n` tasks on this engine while its health allowed `budget`: a start
     /// while failing is the probe.
     fn started(&self, n: usize, now: i64) {
@@ -424,7 +438,8 @@ impl EngineRoutes {
     }
 
     /// `(task type, engine name)` for every task type; `None`: the default engine.
-    pub fn table(&self) -> Vec<(TaskType, Option<&str>)> {
+    #[cfg(test)]
+    pub(crate) fn table(&self) -> Vec<(TaskType, Option<&str>)> {
         TaskType::ALL
             .iter()
             .map(|t| (*t, self.member_of(*t).map(|m| m.name.as_str())))
@@ -439,20 +454,6 @@ impl EngineRoutes {
             .collect()
     }
 
-    /// Most tasks of member `m` its health lets start at `now` (`None`: no limit). A pause
-    /// that has ended is over: the engine is healthy again.
-    fn lane_budget(&self, m: &Member, now: i64) -> Option<u32> {
-        m.change_health(now, |h| {
-            if let Health::RateLimited { until_ms, .. } = h
-                && now >= *until_ms
-            {
-                tracing::info!(engine = %m.name, "Engine pause ended");
-                *h = Health::Ok;
-            }
-        });
-        m.with_health(|h| h.budget(now))
-    }
-
     /// The lanes of a claim of up to `max` tasks at `now`, before rate tokens: for each member
     /// with limits or a shut health, its lane (`starts` from health only). The second value
     /// maps lane index → member index.
@@ -461,7 +462,7 @@ impl EngineRoutes {
         let mut owners = Vec::new();
         let mut lane_of_member = vec![None; self.members.len()];
         for (i, m) in self.members.iter().enumerate() {
-            let budget = self.lane_budget(m, now);
+            let budget = m.budget(now);
             if budget.is_none() && m.max_in_flight.is_none() && m.per_minute.is_none() {
                 continue;
             }
