@@ -405,6 +405,55 @@ pub enum WebhookResult {
     Deferred { delay_ms: i64 },
 }
 
+/// A sync call's hold on one of its organization's concurrency slots (`POST /v1/monitor/*`,
+/// issue 11), from [`TaskQueue::sync_enter`] until [`TaskQueue::sync_leave`]. The slot is
+/// shared with PROCESSING tasks: sync calls in flight plus PROCESSING tasks never exceed the
+/// organization's limit, cluster-wide, and a claim counts the calls as running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncSlot {
+    pub org: OrgKey,
+    pub task_type: TaskType,
+    /// Credits reserved for the call (its price, the sync surcharge included) until it leaves.
+    pub cost: i64,
+    /// The organization's concurrency limit when the call was admitted.
+    pub limit: u32,
+    /// Slots in use when the call was admitted, the call itself included.
+    pub current: u32,
+    /// When the slot was taken (store clock, epoch ms).
+    pub started_ms: i64,
+}
+
+/// What [`TaskQueue::sync_enter`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncAdmission {
+    Admitted(SyncSlot),
+    /// The balance minus what running tasks and calls have reserved is below the cost.
+    InsufficientCredits,
+    /// Every slot is taken: `current` counts the slots in use plus this refused call.
+    ConcurrencyLimit { limit: u32, current: u32 },
+}
+
+/// How a sync call that got its answer is recorded by [`TaskQueue::sync_leave`]: its charge and,
+/// when the result must be kept (it links to result pages, `include.html`), a COMPLETED task
+/// row holding it, so the pages can be served and expire with the retention like any task's.
+#[derive(Debug, Clone)]
+pub struct SyncDone {
+    /// Credits charged (the price, plus what the engine added: AI Mode products).
+    pub credits: i64,
+    pub keep: Option<SyncRecord>,
+}
+
+/// The COMPLETED task row of a kept sync result (priority 1, no webhook, no idempotency key).
+#[derive(Debug, Clone)]
+pub struct SyncRecord {
+    pub id: Uuid,
+    /// The normalised payload in its stored form.
+    pub payload: Value,
+    pub result: Value,
+    /// Attempts made (1..=5).
+    pub attempts: u32,
+}
+
 /// `GET /v1/async/status` numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
@@ -412,6 +461,7 @@ pub struct QueueStatus {
     pub processing: u64,
     /// `(priority, queued count)`, priority descending, only non-zero levels.
     pub(crate) by_priority: Vec<(u8, u64)>,
+    /// PROCESSING tasks plus sync calls in flight (`concurrency.used`).
     pub concurrency_used: u64,
     pub(crate) concurrency_max: u64,
 }
@@ -451,6 +501,40 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Gives back `n` granted starts that were not used (right after the claim they were
     /// taken for).
     async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()>;
+    /// Admits a sync call of `task_type` costing `cost` credits for organization `org`: checks
+    /// the balance (minus every reservation) and takes one of its concurrency slots at once,
+    /// never waiting for one. The slot and the reservation live until [`TaskQueue::sync_leave`]
+    /// (in cluster mode also until this node's lease runs out: a dead node's slots come back
+    /// with its lease). Nothing is written durably for a call that is only admitted.
+    async fn sync_enter(
+        &self,
+        org: OrgKey,
+        task_type: TaskType,
+        cost: i64,
+    ) -> Result<SyncAdmission> {
+        let _ = (org, task_type, cost);
+        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+    }
+    /// Takes a place for an attempt of a sync call of `task_type` in its lane of `lanes`: the
+    /// lane's `max_in_flight` counts PROCESSING tasks of the lane's types plus the sync
+    /// attempts in flight, cluster-wide (`starts` is ignored: the caller takes rate tokens).
+    /// `false`: no room now (nothing taken). A type without a capped lane always has room.
+    async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
+        let _ = (lanes, task_type);
+        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+    }
+    /// Gives back a place taken by [`TaskQueue::sync_lane_enter`] (it returned `true`).
+    async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
+        let _ = task_type;
+        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+    }
+    /// Ends a sync call, exactly once: frees its slot and its reservation; with `done`, first
+    /// charges the credits (and keeps the record) durably, in one transaction, so a reply
+    /// means the charge is on disk. Wakes the dispatcher (a slot freed).
+    async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
+        let _ = (slot, done);
+        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+    }
     /// Records how attempts ended and frees their slots; each attempt's
     /// [`ClaimedTask::usage`] is added to its task's sum in the same transaction.
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
