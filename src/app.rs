@@ -172,13 +172,19 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
     );
     supervisor.spawn(
         "purger",
-        queue::run_purger(dyn_store.clone(), queue_cfg, cancel.clone()),
+        queue::run_purger(dyn_store.clone(), queue_cfg.clone(), cancel.clone()),
     );
     supervisor.spawn(
         "webhook sender",
         crate::webhooks::run_sender(dyn_store.clone(), webhook_cfg, gate.clone(), cancel.clone()),
     );
 
+    let sync = Arc::new(queue::sync::SyncRunner {
+        store: dyn_store.clone(),
+        engine: opts.engine.clone(),
+        routes: opts.engines.clone(),
+        cfg: queue_cfg.clone(),
+    });
     let state = Arc::new(
         AppState::new(
             dyn_store,
@@ -187,6 +193,7 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
             opts.webhooks.allow_private,
         )
         .with_engines(opts.engines.clone())
+        .with_sync(sync)
         .with_pages(&opts.pages, opts.queue.retention_ms, opts.clock.clone()),
     );
     let app = api::router(state);

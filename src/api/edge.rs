@@ -67,7 +67,14 @@ pub(crate) async fn edge(State(state): State<SharedState>, req: Request, next: N
         method = %req.method(),
         path = %crate::pages::loggable_path(req.uri().path())
     );
-    let timeout = state.edge.request_timeout;
+    // A sync call bounds itself (its 5-minute budget, then one last attempt): the edge's own
+    // bound would cut it short.
+    let timeout = match &state.sync {
+        Some(runner) if super::monitor::is_sync_call(req.uri().path()) => {
+            runner.longest().max(state.edge.request_timeout)
+        }
+        _ => state.edge.request_timeout,
+    };
     let run = AssertUnwindSafe(next.run(req)).catch_unwind();
     let mut resp = match tokio::time::timeout(timeout, run)
         .instrument(span.clone())

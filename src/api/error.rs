@@ -27,6 +27,11 @@ pub(crate) const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("REQUEST_TIMEOUT", 408, "Request timed out"),
     ("PAYLOAD_TOO_LARGE", 413, "Request body is too large"),
     ("RATE_LIMIT_EXCEEDED", 429, "API key rate limit exceeded"),
+    (
+        "CONCURRENCY_LIMIT_EXCEEDED",
+        429,
+        "Concurrency limit exceeded",
+    ),
     ("QUEUE_LIMIT_EXCEEDED", 429, "Queue limit exceeded"),
     ("INTERNAL_SERVER_ERROR", 500, "Internal server error"),
     (

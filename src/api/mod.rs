@@ -23,6 +23,7 @@ pub(crate) mod error;
 pub(crate) mod extract;
 pub(crate) mod health;
 pub(crate) mod listener;
+pub(crate) mod monitor;
 pub mod openapi;
 pub(crate) mod pages;
 pub(crate) mod queue;
@@ -58,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) engines: Arc<crate::queue::EngineRoutes>,
     /// The result pages' bounds and expiry ([`pages`]).
     pub(crate) pages: pages::PageServing,
+    /// Runs the sync calls of [`monitor`] (`None`: not served, in tests of other parts).
+    pub(crate) sync: Option<Arc<crate::queue::sync::SyncRunner>>,
 }
 
 impl AppState {
@@ -76,7 +79,14 @@ impl AppState {
             allow_private_webhooks,
             engines: Arc::default(),
             pages: pages::PageServing::default(),
+            sync: None,
         }
+    }
+
+    /// The same state, serving sync calls with `runner`.
+    pub(crate) fn with_sync(mut self, runner: Arc<crate::queue::sync::SyncRunner>) -> AppState {
+        self.sync = Some(runner);
+        self
     }
 
     /// The same state, reporting the health of `engines`.
@@ -116,6 +126,15 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(tasks::get))
         .routes(routes!(queue::status))
         .routes(routes!(queue::clear))
+        // The synchronous monitor endpoints.
+        .routes(routes!(monitor::chatgpt))
+        .routes(routes!(monitor::gemini))
+        .routes(routes!(monitor::grok))
+        .routes(routes!(monitor::copilot))
+        .routes(routes!(monitor::perplexity))
+        .routes(routes!(monitor::aimode))
+        .routes(routes!(monitor::google))
+        .routes(routes!(monitor::google_news))
         // The account and reference lists.
         .routes(routes!(credits::get))
         .routes(routes!(reference::countries))

@@ -64,6 +64,15 @@ pub(crate) struct WebhookRequest {
     url: String,
 }
 
+/// The body of a sync monitor call, for the document only (like [`TaskRequest`]): the
+/// engine's payload (reference §5.1–§5.8), validated by hand by the same rules as an async
+/// task's `payload` of that type, so this type is never built.
+#[derive(Serialize, ToSchema)]
+#[schema(
+    description = "The engine's payload (reference §5): the fields of an async task's `payload` of the endpoint's task type, validated by the same rules; unknown fields are rejected."
+)]
+pub(crate) struct MonitorRequest {}
+
 // The document's head: its info and the schemas to list even if no operation named them. The
 // operations come from the route table (`super::routes`). (A `//` comment: utoipa may read doc
 // comments into the document.)
@@ -122,7 +131,12 @@ pub(crate) fn document() -> Value {
     schemas["ErrorBody"]["properties"]["code"]["enum"] = Value::Array(codes);
     schemas["ErrorBody"]["properties"]["details"]["type"] = json!(["object", "array"]);
     schemas["ErrorEnvelope"]["properties"]["success"]["const"] = json!(false);
-    for s in ["CreateTaskResponse", "BatchResponse", "ClearQueueResponse"] {
+    for s in [
+        "CreateTaskResponse",
+        "BatchResponse",
+        "ClearQueueResponse",
+        "MonitorResponse",
+    ] {
         schemas[s]["properties"]["success"]["const"] = json!(true);
     }
     schemas["TaskRequest"]["properties"]["taskType"]["enum"] = Value::Array(task_types.clone());
@@ -164,10 +178,47 @@ pub(crate) fn document() -> Value {
             ),
         ),
     ];
+    let concurrency = [
+        (
+            "X-Concurrency-Limit",
+            header(
+                json!({ "type": "integer", "minimum": 0 }),
+                "The organization's concurrency limit",
+            ),
+        ),
+        (
+            "X-Concurrency-Current",
+            header(
+                json!({ "type": "integer", "minimum": 0 }),
+                "Slots in use when the request arrived (sync calls and PROCESSING tasks), this request included",
+            ),
+        ),
+        (
+            "X-Concurrency-Remaining",
+            header(
+                json!({ "type": "integer", "minimum": 0 }),
+                "Slots left: limit minus current, at least 0",
+            ),
+        ),
+    ];
+    let credits = [
+        (
+            "X-Credits-Charged",
+            header(
+                json!({ "type": "integer", "minimum": 0 }),
+                "Credits this call cost (the sync surcharge included)",
+            ),
+        ),
+        (
+            "X-Credits-Remaining",
+            header(json!({ "type": "integer" }), "The balance after the charge"),
+        ),
+    ];
     let Some(paths) = doc["paths"].as_object_mut() else {
         return doc;
     };
     for (path, item) in paths.iter_mut() {
+        let sync = super::monitor::is_sync_call(path);
         let keyless = super::is_keyless(path);
         let v1 = path.starts_with("/v1/") && !keyless;
         let Some(item) = item.as_object_mut() else {
@@ -215,6 +266,17 @@ pub(crate) fn document() -> Value {
                 }
                 if v1 && status != "401" {
                     for (name, h) in &limited {
+                        headers.insert((*name).to_owned(), h.clone());
+                    }
+                }
+                // Past validation, a sync call's answers say how its slots stand.
+                if sync && !matches!(status.as_str(), "400" | "401" | "408" | "413") {
+                    for (name, h) in &concurrency {
+                        headers.insert((*name).to_owned(), h.clone());
+                    }
+                }
+                if sync && status == "200" {
+                    for (name, h) in &credits {
                         headers.insert((*name).to_owned(), h.clone());
                     }
                 }

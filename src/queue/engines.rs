@@ -24,7 +24,7 @@
 //!   [`HEALTH_REFRESH`] (in a cluster a node starting writes `ok`, and the latest writer wins).
 //!   `cloro engines list` reads it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,6 +162,9 @@ pub struct Member {
     health_changed: Arc<Notify>,
     /// When the rate tokens run out, the earliest next start (from the last take).
     tokens_open_ms: Mutex<Option<i64>>,
+    /// Sync calls of this node waiting for room on the engine (issue 11): while any waits,
+    /// the dispatcher starts none of the engine's async tasks, so the calls go first.
+    sync_waiting: AtomicU32,
 }
 
 impl std::fmt::Debug for Member {
@@ -195,6 +198,7 @@ impl Member {
             since_ms: AtomicI64::new(0),
             health_changed: Arc::new(Notify::new()),
             tokens_open_ms: Mutex::new(None),
+            sync_waiting: AtomicU32::new(0),
         }
     }
 
@@ -244,7 +248,7 @@ impl Member {
 
     /// Most tasks its health lets start at `now` (`None`: no limit). A pause that has ended is
     /// over: the engine is healthy again.
-    fn budget(&self, now: i64) -> Option<u32> {
+    pub(crate) fn budget(&self, now: i64) -> Option<u32> {
         self.change_health(now, |h| {
             if let Health::RateLimited { until_ms, .. } = h
                 && now >= *until_ms
@@ -258,7 +262,7 @@ impl Member {
 
     /// A claim started `n` tasks on this engine while its health allowed `budget`: a start
     /// while failing is the probe.
-    fn started(&self, n: usize, now: i64) {
+    pub(crate) fn started(&self, n: usize, now: i64) {
         if n == 0 {
             return;
         }
@@ -337,13 +341,36 @@ impl Member {
     }
 
     /// When a shut engine opens again (its pause ends, its probe is due, a rate token comes).
-    fn opens_ms(&self) -> Option<i64> {
+    pub(crate) fn opens_ms(&self) -> Option<i64> {
         let health = self.with_health(|h| h.opens_ms());
         let tokens = self.tokens_open_ms.lock().ok().and_then(|t| *t);
         match (health, tokens) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+impl Member {
+    /// A sync call starts waiting for room on this engine; the returned guard ends the wait
+    /// when dropped (however the call ends).
+    pub(crate) fn sync_wait(&self) -> SyncWait<'_> {
+        self.sync_waiting.fetch_add(1, Ordering::AcqRel);
+        SyncWait(self)
+    }
+
+    /// Whether a sync call of this node waits for room on the engine.
+    fn sync_waits(&self) -> bool {
+        self.sync_waiting.load(Ordering::Acquire) > 0
+    }
+}
+
+/// A sync call waiting for room on an engine ([`Member::sync_wait`]).
+pub(crate) struct SyncWait<'a>(&'a Member);
+
+impl Drop for SyncWait<'_> {
+    fn drop(&mut self) {
+        self.0.sync_waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -462,7 +489,12 @@ impl EngineRoutes {
         let mut owners = Vec::new();
         let mut lane_of_member = vec![None; self.members.len()];
         for (i, m) in self.members.iter().enumerate() {
-            let budget = m.budget(now);
+            // Sync calls waiting for the engine go first: no async task of it starts meanwhile.
+            let budget = if m.sync_waits() {
+                Some(0)
+            } else {
+                m.budget(now)
+            };
             if budget.is_none() && m.max_in_flight.is_none() && m.per_minute.is_none() {
                 continue;
             }

@@ -37,6 +37,7 @@ use crate::engines::{Engine, EngineError, execute_stored};
 use crate::store::{ClaimedTask, Outcome, Store, Usage};
 
 pub mod engines;
+pub(crate) mod sync;
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
 pub use engines::{EngineRoutes, Health};
@@ -54,6 +55,9 @@ pub struct QueueConfig {
     pub retry_base_ms: u64,
     /// Longest an engine call may take before the attempt counts as failed.
     pub engine_timeout: Duration,
+    /// No attempt of a sync call (`POST /v1/monitor/*`) starts after this long (reference
+    /// §1.3: 5 minutes; tests shorten it).
+    pub sync_budget: Duration,
     /// How long terminal tasks are kept.
     pub retention_ms: i64,
     pub purge_interval: Duration,
@@ -71,6 +75,7 @@ impl Default for QueueConfig {
             max_attempts: 5,
             retry_base_ms: 1_000,
             engine_timeout: Duration::from_secs(300),
+            sync_budget: sync::SYNC_BUDGET,
             retention_ms: 24 * 3600 * 1000,
             purge_interval: Duration::from_secs(60),
             clock: Clock::system(),

@@ -430,7 +430,10 @@ pub enum SyncAdmission {
     /// The balance minus what running tasks and calls have reserved is below the cost.
     InsufficientCredits,
     /// Every slot is taken: `current` counts the slots in use plus this refused call.
-    ConcurrencyLimit { limit: u32, current: u32 },
+    ConcurrencyLimit {
+        limit: u32,
+        current: u32,
+    },
 }
 
 /// How a sync call that got its answer is recorded by [`TaskQueue::sync_leave`]: its charge and,
@@ -513,7 +516,9 @@ pub trait TaskQueue: Send + Sync + 'static {
         cost: i64,
     ) -> Result<SyncAdmission> {
         let _ = (org, task_type, cost);
-        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+        Err(Error::Other(
+            "sync calls are not implemented by this store yet".into(),
+        ))
     }
     /// Takes a place for an attempt of a sync call of `task_type` in its lane of `lanes`: the
     /// lane's `max_in_flight` counts PROCESSING tasks of the lane's types plus the sync
@@ -521,19 +526,25 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// `false`: no room now (nothing taken). A type without a capped lane always has room.
     async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
         let _ = (lanes, task_type);
-        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+        Err(Error::Other(
+            "sync calls are not implemented by this store yet".into(),
+        ))
     }
     /// Gives back a place taken by [`TaskQueue::sync_lane_enter`] (it returned `true`).
     async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
         let _ = task_type;
-        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+        Err(Error::Other(
+            "sync calls are not implemented by this store yet".into(),
+        ))
     }
     /// Ends a sync call, exactly once: frees its slot and its reservation; with `done`, first
     /// charges the credits (and keeps the record) durably, in one transaction, so a reply
     /// means the charge is on disk. Wakes the dispatcher (a slot freed).
     async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
         let _ = (slot, done);
-        Err(Error::Other("sync calls are not implemented by this store yet".into()))
+        Err(Error::Other(
+            "sync calls are not implemented by this store yet".into(),
+        ))
     }
     /// Records how attempts ended and frees their slots; each attempt's
     /// [`ClaimedTask::usage`] is added to its task's sum in the same transaction.

@@ -23,6 +23,7 @@
 mod account;
 mod error;
 mod health;
+mod monitor;
 mod queue;
 mod reference;
 mod task;
@@ -30,6 +31,7 @@ mod task;
 pub(crate) use account::CreditsResponse;
 pub(crate) use error::{ErrorBody, ErrorEnvelope};
 pub(crate) use health::{EngineHealth, Health};
+pub(crate) use monitor::MonitorResponse;
 pub(crate) use queue::{ClearQueueResponse, StatusResponse};
 pub(crate) use reference::UsState;
 pub(crate) use task::{BatchItem, BatchResponse, CreateTaskResponse, GetTaskResponse};

@@ -81,6 +81,8 @@ pub struct Builder {
     paused: bool,
     rate_limit: Option<u32>,
     engines: Option<cloro::queue::EngineRoutes>,
+    engine: Option<Arc<dyn cloro::engines::Engine>>,
+    sync_budget: Option<Duration>,
     edge: cloro::api::edge::EdgeConfig,
     webhooks: cloro::webhooks::WebhookConfig,
     pages: cloro::pages::PagesConfig,
@@ -102,6 +104,8 @@ impl TestApp {
             paused: false,
             rate_limit: None,
             engines: None,
+            engine: None,
+            sync_budget: None,
             edge: Default::default(),
             webhooks: cloro::webhooks::WebhookConfig {
                 retry_base_ms: 50,
@@ -310,6 +314,18 @@ impl Builder {
         self
     }
 
+    /// The default engine (instead of the simulator with `latency_ms` and `failure_rate`).
+    pub fn engine(mut self, engine: Arc<dyn cloro::engines::Engine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The sync calls' budget (5 minutes by default).
+    pub fn sync_budget(mut self, budget: Duration) -> Self {
+        self.sync_budget = Some(budget);
+        self
+    }
+
     /// Configured engines (an engines file loaded with `EngineRoutes::load`).
     pub fn engines(mut self, routes: cloro::queue::EngineRoutes) -> Self {
         self.engines = Some(routes);
@@ -341,14 +357,19 @@ impl Builder {
                 retention_ms: self
                     .retention_ms
                     .unwrap_or(QueueConfig::default().retention_ms),
+                sync_budget: self
+                    .sync_budget
+                    .unwrap_or(QueueConfig::default().sync_budget),
                 ..QueueConfig::default()
             },
-            engine: Arc::new(SimulatedEngine {
-                latency: LatencyRange {
-                    min_ms: self.latency_ms,
-                    max_ms: self.latency_ms,
-                },
-                failure_rate: self.failure_rate,
+            engine: self.engine.unwrap_or_else(|| {
+                Arc::new(SimulatedEngine {
+                    latency: LatencyRange {
+                        min_ms: self.latency_ms,
+                        max_ms: self.latency_ms,
+                    },
+                    failure_rate: self.failure_rate,
+                })
             }),
             engines: Arc::new(self.engines.unwrap_or_default()),
             max_body_bytes: self.max_body_bytes,

@@ -11,5 +11,6 @@ mod monitor;
 mod openapi;
 mod pages;
 mod reference;
+mod sync;
 mod tasks;
 mod webhooks;

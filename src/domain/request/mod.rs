@@ -71,6 +71,7 @@ mod validator;
 pub(crate) use chat::ChatEngine;
 pub(crate) use google::Aioverview;
 pub(crate) use payload::Payload;
+pub(crate) use pricing::SYNC_SURCHARGE;
 
 use super::google_url::MSG_BAD_HTTP_URL;
 

@@ -6,10 +6,6 @@ use super::super::google_url::MAX_PAGES;
 use super::chat::{ChatEngine, ChatInclude, ChatPayload};
 
 /// Extra credits of a sync `/v1/monitor/*` call over the async price (not added here).
-#[expect(
-    dead_code,
-    reason = "priced by the sync /v1/monitor/* endpoints, the next issue"
-)]
 pub(crate) const SYNC_SURCHARGE: u32 = 2;
 
 /// AI Mode's price.
