@@ -428,3 +428,102 @@ async fn an_html_result_links_to_a_page_cloro_serves() {
     let html = page.text().await.expect("text");
     assert!(html.contains("<html"), "{html}");
 }
+
+/// The simulator (a few ms per call), counting the calls in flight and the most at once.
+struct Counting {
+    inner: SimulatedEngine,
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+#[async_trait]
+impl Engine for Counting {
+    async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        struct Out<'a>(&'a AtomicUsize);
+        impl Drop for Out<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        let _out = Out(&self.now);
+        self.inner.execute(task).await
+    }
+}
+
+#[tokio::test]
+async fn sync_calls_async_tasks_and_disconnects_never_exceed_the_limit_nor_leak_a_slot() {
+    const LIMIT: u32 = 3;
+    let engine = Arc::new(Counting {
+        inner: SimulatedEngine {
+            latency: LatencyRange {
+                min_ms: 1,
+                max_ms: 8,
+            },
+            failure_rate: 0.0,
+        },
+        now: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    });
+    let app = TestApp::builder()
+        .concurrency(LIMIT)
+        .engine(engine.clone())
+        .spawn()
+        .await;
+    let before = app.credits().await;
+    // 40 tasks queued in one batch, and 60 sync calls from 12 clients at once; every fifth
+    // call's client goes away mid-call.
+    let tasks: Vec<Value> = (0..40).map(|i| chatgpt(&format!("task {i}"))).collect();
+    assert_eq!(app.batch(&json!(tasks)).await.0, StatusCode::OK);
+    let mut clients = Vec::new();
+    for c in 0..12 {
+        let (url, key) = (app.url("/v1/monitor/chatgpt"), app.key.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let (mut ok, mut refused) = (0i64, 0i64);
+            for i in 0..5 {
+                let send = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&prompt(&format!("call {c}/{i}")))
+                    .send();
+                if (c * 5 + i) % 5 == 4 {
+                    // Gone after at most 3 ms: sometimes before, sometimes during the call.
+                    let _ = tokio::time::timeout(Duration::from_millis(3), send).await;
+                    continue;
+                }
+                let resp = send.await.expect("answered");
+                match resp.status() {
+                    StatusCode::OK => ok += 1,
+                    StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let mut ok = 0;
+    for c in clients {
+        ok += c.await.expect("client").0;
+    }
+    app.drain().await;
+    wait_used(&app, 0).await;
+    let most = engine.most.load(Ordering::SeqCst);
+    assert!(
+        most <= LIMIT as usize,
+        "{most} calls at once, limit {LIMIT}"
+    );
+    assert!(ok > 0);
+    let st = app.status().await;
+    assert_eq!(st["queuedTasks"], 0);
+    assert_eq!(st["processingTasks"], 0);
+    // Charged: every answered sync call (7) and every task (5); the calls whose client left
+    // may have been answered before it did (then charged) or not: the balance says which.
+    let spent = before - app.credits().await;
+    let left = spent - 40 * 5 - ok * 7;
+    assert!(
+        left >= 0 && left % 7 == 0 && left <= 12 * 7,
+        "spent {spent}, ok {ok}"
+    );
+}
