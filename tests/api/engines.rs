@@ -576,3 +576,137 @@ async fn usage_sums_the_attempts_that_reported_one() {
         "{task}"
     );
 }
+
+/// Posts a sync call with the app's key: status, `Retry-After`, body.
+async fn sync_call(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Option<String>, Value) {
+    let resp = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&app.key)
+        .json(body)
+        .send()
+        .await
+        .expect("answered");
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn every_monitor_endpoint_answers_from_its_configured_engine() {
+    let addr = serve(Fake::default()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let prompt = json!({"prompt": "best espresso machine", "country": "FR"});
+    let query = json!({"query": "best espresso machine", "country": "FR"});
+    for (path, body, field) in [
+        ("/v1/monitor/chatgpt", &prompt, "text"),
+        ("/v1/monitor/grok", &prompt, "text"),
+        ("/v1/monitor/perplexity", &prompt, "text"),
+        ("/v1/monitor/copilot", &prompt, "text"),
+        ("/v1/monitor/gemini", &prompt, "text"),
+        ("/v1/monitor/aimode", &prompt, "text"),
+        ("/v1/monitor/google", &query, "organicResults"),
+        ("/v1/monitor/google/news", &query, "newsResults"),
+    ] {
+        let (s, _, b) = within(sync_call(&app, path, body)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {b}");
+        assert!(b["result"].get(field).is_some(), "{path}: {b}");
+        assert_ne!(b["result"]["model"], "simulated", "{path}: {b}");
+        assert!(!b.to_string().contains(SECRET), "{path}: the key leaked");
+    }
+}
+
+#[tokio::test]
+async fn sync_calls_wait_for_room_under_max_in_flight_instead_of_failing() {
+    let fake = Fake {
+        delay: Duration::from_millis(30),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder()
+        .concurrency(10)
+        .engines(routes(addr, "max_in_flight = 1"))
+        .spawn()
+        .await;
+    let body = json!({"prompt": "best espresso machine", "country": "FR"});
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, key, body) = (
+                app.client.clone(),
+                app.url("/v1/monitor/chatgpt"),
+                app.key.clone(),
+                body.clone(),
+            );
+            tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await })
+        })
+        .collect();
+    for c in calls {
+        let resp = within(c).await.expect("joined").expect("answered");
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        fake.most.load(Ordering::SeqCst),
+        1,
+        "max_in_flight = 1 held"
+    );
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn a_sync_call_waits_out_a_429_pause_and_then_answers() {
+    let fake = Fake {
+        trouble: Some(Trouble {
+            status: 429,
+            headers: vec![("retry-after", "0.05".into())],
+            body:
+                json!({"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                    "param": null, "code": "rate_limit_exceeded"}})
+                .to_string(),
+            times: 2,
+        }),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let before = app.credits().await;
+    let body = json!({"prompt": "best espresso machine", "country": "FR"});
+    let (s, _, b) = within(sync_call(&app, "/v1/monitor/chatgpt", &body)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(app.credits().await, before - 7);
+}
+
+#[tokio::test]
+async fn a_refused_key_answers_503_with_retry_after_and_costs_nothing() {
+    let fake = Fake {
+        trouble: Some(Trouble {
+            status: 401,
+            headers: Vec::new(),
+            body: json!({"error": {"message": format!("Incorrect API key provided: {SECRET}."),
+                                    "type": "invalid_request_error", "param": null,
+                                    "code": "invalid_api_key"}})
+            .to_string(),
+            times: u32::MAX,
+        }),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder().engines(routes(addr, "")).spawn().await;
+    let before = app.credits().await;
+    let body = json!({"prompt": "best espresso machine", "country": "FR"});
+    for _ in 0..3 {
+        let (s, retry, b) = within(sync_call(&app, "/v1/monitor/chatgpt", &body)).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(b["error"]["code"], "SERVICE_UNAVAILABLE");
+        let retry: u64 = retry.and_then(|r| r.parse().ok()).expect("Retry-After");
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert!(!b.to_string().contains(SECRET), "the key leaked: {b}");
+    }
+    // Only the first call met the upstream; the others were told at once.
+    assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(app.credits().await, before);
+}

@@ -527,3 +527,31 @@ async fn sync_calls_async_tasks_and_disconnects_never_exceed_the_limit_nor_leak_
         "spent {spent}, ok {ok}"
     );
 }
+
+/// An engine that panics.
+struct Panics;
+
+#[async_trait]
+impl Engine for Panics {
+    async fn execute(&self, _: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
+        panic!("engine bug");
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_panics_is_a_500_and_the_slot_comes_back() {
+    let app = TestApp::builder()
+        .concurrency(1)
+        .engine(Arc::new(Panics))
+        .spawn()
+        .await;
+    let before = app.credits().await;
+    for _ in 0..3 {
+        // Each call gets the one slot: the previous call's slot came back.
+        let (s, _, b) = call(&app, "/v1/monitor/chatgpt", &prompt("a")).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{b}");
+        assert_eq!(b["error"]["code"], "INTERNAL_SERVER_ERROR");
+        wait_used(&app, 0).await;
+    }
+    assert_eq!(app.credits().await, before);
+}
