@@ -435,7 +435,10 @@ pub enum SyncAdmission {
     /// The balance minus what running tasks and calls have reserved is below the cost.
     InsufficientCredits,
     /// Every slot is taken: `current` counts the slots in use plus this refused call.
-    ConcurrencyLimit { limit: u32, current: u32 },
+    ConcurrencyLimit {
+        limit: u32,
+        current: u32,
+    },
 }
 
 /// How a sync call that got its answer is recorded by [`TaskQueue::sync_leave`]: its charge and,
@@ -519,8 +522,12 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// that is only admitted. Every later claim counts the call as a running task, so the
     /// dispatcher starts fewer tasks while calls hold slots; `status()` counts it in
     /// `concurrency_used` but not in `processing`, and `totals()` not at all (tasks only).
-    async fn sync_enter(&self, org: OrgKey, task_type: TaskType, cost: i64)
-    -> Result<SyncAdmission>;
+    async fn sync_enter(
+        &self,
+        org: OrgKey,
+        task_type: TaskType,
+        cost: i64,
+    ) -> Result<SyncAdmission>;
     /// Takes a place for an attempt of a sync call of `task_type` in its lane of `lanes`: the
     /// lane's `max_in_flight` counts PROCESSING tasks of the lane's types plus the sync
     /// attempts in flight, cluster-wide, and claims count these places too (`starts` is

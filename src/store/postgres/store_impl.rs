@@ -7,11 +7,10 @@ use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::{
-    PgStore, admin, claim, cluster, finisher, lanes, next_due, outbox, reads, submit, sync,
-    upkeep,
+    PgStore, admin, claim, cluster, finisher, lanes, next_due, outbox, reads, submit, sync, upkeep,
 };
-use crate::domain::types::TaskType;
 use crate::domain::apikey::ApiKey;
+use crate::domain::types::TaskType;
 use crate::store::{
     ClaimedTask, CreatedOrg, Directory, EngineHealthRow, ItemError, KeyRecord, LaneStarts, Lanes,
     NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,

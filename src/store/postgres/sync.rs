@@ -36,14 +36,11 @@ use super::errors::pg_err;
 use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{KINDS, lane_of_kind};
-use crate::store::{
-    Error, Lanes, OrgKey, Result, SyncAdmission, SyncDone, SyncRecord, SyncSlot,
-};
+use crate::store::{Error, Lanes, OrgKey, Result, SyncAdmission, SyncDone, SyncRecord, SyncSlot};
 
 /// How long a sync call waits for its organization's row (claims hold it briefly), and its
 /// commit's durability: an admission lost in a crash only frees a slot (see the module docs).
-const ENTER_SETTINGS: &str =
-    "SET LOCAL lock_timeout = '5s'; SET LOCAL synchronous_commit = off";
+const ENTER_SETTINGS: &str = "SET LOCAL lock_timeout = '5s'; SET LOCAL synchronous_commit = off";
 
 /// Freeing a slot or a lane place need not wait for its WAL flush either.
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
@@ -68,7 +65,8 @@ const TAKE_SLOT: &str =
 
 /// Frees a slot of organization `$1` on node `$2` that reserved `$3` and charges `$4` (folded
 /// into the balance with the node's other counters). No row: the node was reaped meanwhile.
-const FREE_SLOT: &str = "UPDATE org_nodes SET processing = processing - 1, reserved = reserved - $3,
+const FREE_SLOT: &str =
+    "UPDATE org_nodes SET processing = processing - 1, reserved = reserved - $3,
                             charged = charged + $4
                       WHERE org = $1 AND node = $2 AND side = 2 AND processing > 0
                       RETURNING 1";
@@ -155,7 +153,11 @@ pub(crate) async fn enter(
 }
 
 /// [`TaskQueue::sync_lane_enter`](crate::store::TaskQueue::sync_lane_enter).
-pub(crate) async fn lane_enter(store: &PgStore, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
+pub(crate) async fn lane_enter(
+    store: &PgStore,
+    lanes: &Lanes,
+    task_type: TaskType,
+) -> Result<bool> {
     let kind = usize::try_from(task_type.code()).unwrap_or(KINDS - 1);
     let code = task_type.code() as i16;
     let mut client = store.client().await?;

@@ -12,10 +12,10 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::ready::SyncEnter;
 use super::writer::Cmd;
 use super::writer::finish::{Attempt, FinishRow};
 use super::writer::purge::PURGE_BATCH;
-use super::ready::SyncEnter;
 use super::writer::submit::InsertItem;
 use super::writer::sync::SyncRow;
 use super::{SqliteStore, admin, lock, reader, result_log};

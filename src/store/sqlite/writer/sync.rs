@@ -50,10 +50,14 @@ pub(super) fn record(
     keep: Option<&SyncRow>,
 ) -> rusqlite::Result<()> {
     if charged != 0 {
-        g.tx.prepare_cached(CHARGE)?.execute(params![org, charged])?;
+        g.tx.prepare_cached(CHARGE)?
+            .execute(params![org, charged])?;
     }
     if let Some(row) = keep {
-        let at = g.log.stage(g.now, row.response.as_bytes()).map_err(io_err)?;
+        let at = g
+            .log
+            .stage(g.now, row.response.as_bytes())
+            .map_err(io_err)?;
         g.tx.prepare_cached(INSERT_COMPLETED)?.execute(params![
             row.seq,
             &row.id[..],
