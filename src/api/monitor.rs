@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::SharedState;
 use super::error::ApiError;
@@ -112,9 +111,8 @@ async fn monitor(
             return Ok(with_concurrency(e, limit, current));
         }
     };
-    let (limit, current) = (slot.limit, slot.current);
+    let (limit, current, id) = (slot.limit, slot.current, slot.id);
     let guard = SlotGuard::new(s.store.clone(), slot);
-    let id = Uuid::new_v4();
     let answer = match runner.run(caller.org, id, &payload, arrived).await {
         Ok(a) => a,
         Err(f) => {

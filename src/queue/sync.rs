@@ -292,7 +292,7 @@ impl Drop for LanePlace {
     }
 }
 
-/// Wait while a slot or a place cannot be given back: 20 ms, doubling up to 5 s.
+/// Wait while an engine place cannot be given back: 20 ms, doubling up to 5 s.
 const LEAVE_RETRY: Doubling = Doubling {
     first: Duration::from_millis(20),
     max: Duration::from_secs(5),
@@ -307,14 +307,11 @@ async fn lane_leave_durably(store: Arc<dyn Store>, task_type: TaskType) {
     }
 }
 
-/// Frees a slot without a charge, retrying until the store takes it (the slot stays taken
-/// meanwhile, so a cap is never exceeded).
-pub(crate) async fn leave_durably(store: Arc<dyn Store>, slot: SyncSlot) {
-    let mut failures = 0;
-    while let Err(error) = store.sync_leave(&slot, None).await {
-        tracing::warn!(%error, "Cannot free a sync call's slot; retrying");
-        failures += 1;
-        tokio::time::sleep(LEAVE_RETRY.after(failures)).await;
+/// Frees a slot without a charge. Called once: a store that fails to record it still frees
+/// the slot (its contract), so there is nothing to retry here.
+async fn leave(store: Arc<dyn Store>, slot: SyncSlot) {
+    if let Err(error) = store.sync_leave(&slot, None).await {
+        tracing::warn!(%error, "Freeing a sync call's slot met an error (the store frees it anyway)");
     }
 }
 
@@ -341,13 +338,8 @@ impl SlotGuard {
             return Ok(());
         };
         let store = self.store.clone();
-        let task = tokio::spawn(async move {
-            let charged = store.sync_leave(&slot, Some(&done)).await;
-            if charged.is_err() {
-                leave_durably(store, slot).await;
-            }
-            charged
-        });
+        // On an error nothing was charged and the store freed the slot all the same.
+        let task = tokio::spawn(async move { store.sync_leave(&slot, Some(&done)).await });
         match task.await {
             Ok(r) => r,
             Err(e) => Err(crate::store::Error::Other(
@@ -360,7 +352,7 @@ impl SlotGuard {
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            tokio::spawn(leave_durably(self.store.clone(), slot));
+            tokio::spawn(leave(self.store.clone(), slot));
         }
     }
 }

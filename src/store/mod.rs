@@ -411,6 +411,11 @@ pub enum WebhookResult {
 /// organization's limit, cluster-wide, and a claim counts the calls as running.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncSlot {
+    /// The public id a kept result is stored under ([`SyncRecord::id`] must be this id): both
+    /// stores derive task ids from a sequence number they draw themselves (see
+    /// `domain::task::task_id`), so the id is handed out at admission, before the caller builds
+    /// a result whose page URLs contain it. Drawn for every admitted call, kept or not.
+    pub id: Uuid,
     pub org: OrgKey,
     pub task_type: TaskType,
     /// Credits reserved for the call (its price, the sync surcharge included) until it leaves.
@@ -449,6 +454,9 @@ pub struct SyncDone {
 /// The COMPLETED task row of a kept sync result (priority 1, no webhook, no idempotency key).
 #[derive(Debug, Clone)]
 pub struct SyncRecord {
+    /// Must be [`SyncSlot::id`] of the call's slot; [`TaskQueue::sync_leave`] refuses any
+    /// other id (`Error::Conflict`, nothing charged, the slot freed) rather than store a row
+    /// the result's page URLs would not find.
     pub id: Uuid,
     /// The normalised payload in its stored form.
     pub payload: Value,
@@ -461,6 +469,7 @@ pub struct SyncRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStatus {
     pub queued: u64,
+    /// PROCESSING tasks only (`processingTasks`): sync calls in flight are not tasks.
     pub processing: u64,
     /// `(priority, queued count)`, priority descending, only non-zero levels.
     pub(crate) by_priority: Vec<(u8, u64)>,
@@ -505,47 +514,35 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// taken for).
     async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()>;
     /// Admits a sync call of `task_type` costing `cost` credits for organization `org`: checks
-    /// the balance (minus every reservation) and takes one of its concurrency slots at once,
-    /// never waiting for one. The slot and the reservation live until [`TaskQueue::sync_leave`]
-    /// (in cluster mode also until this node's lease runs out: a dead node's slots come back
-    /// with its lease). Nothing is written durably for a call that is only admitted.
+    /// the balance (minus every reservation, and on the cluster store minus the charges not
+    /// yet folded) first, then takes one of its concurrency slots at once, never waiting for
+    /// one (`ConcurrencyLimit` when every slot is in use). The slot and the reservation live
+    /// until [`TaskQueue::sync_leave`] (in cluster mode also until this node's lease runs out:
+    /// a dead node's slots come back with its lease). Nothing is written durably for a call
+    /// that is only admitted. Every later claim counts the call as a running task, so the
+    /// dispatcher starts fewer tasks while calls hold slots; `status()` counts it in
+    /// `concurrency_used` but not in `processing`, and `totals()` not at all (tasks only).
     async fn sync_enter(
         &self,
         org: OrgKey,
         task_type: TaskType,
         cost: i64,
-    ) -> Result<SyncAdmission> {
-        let _ = (org, task_type, cost);
-        Err(Error::Other(
-            "sync calls are not implemented by this store yet".into(),
-        ))
-    }
+    ) -> Result<SyncAdmission>;
     /// Takes a place for an attempt of a sync call of `task_type` in its lane of `lanes`: the
     /// lane's `max_in_flight` counts PROCESSING tasks of the lane's types plus the sync
-    /// attempts in flight, cluster-wide (`starts` is ignored: the caller takes rate tokens).
-    /// `false`: no room now (nothing taken). A type without a capped lane always has room.
-    async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
-        let _ = (lanes, task_type);
-        Err(Error::Other(
-            "sync calls are not implemented by this store yet".into(),
-        ))
-    }
+    /// attempts in flight, cluster-wide, and claims count these places too (`starts` is
+    /// ignored: the caller takes rate tokens). `false`: no room now (nothing taken). A type
+    /// without a capped lane always has room; its place is counted all the same, so every
+    /// `true` must be matched by exactly one [`TaskQueue::sync_lane_leave`].
+    async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool>;
     /// Gives back a place taken by [`TaskQueue::sync_lane_enter`] (it returned `true`).
-    async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
-        let _ = task_type;
-        Err(Error::Other(
-            "sync calls are not implemented by this store yet".into(),
-        ))
-    }
+    async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()>;
     /// Ends a sync call, exactly once: frees its slot and its reservation; with `done`, first
-    /// charges the credits (and keeps the record) durably, in one transaction, so a reply
-    /// means the charge is on disk. Wakes the dispatcher (a slot freed).
-    async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
-        let _ = (slot, done);
-        Err(Error::Other(
-            "sync calls are not implemented by this store yet".into(),
-        ))
-    }
+    /// charges `done.credits` (and keeps the record as a COMPLETED task, see [`SyncRecord`])
+    /// durably, in one transaction, so a reply means the charge is on disk. On an error
+    /// nothing was charged or kept, and the slot is freed all the same (the call must not
+    /// call this again). Wakes the dispatcher (a slot freed).
+    async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()>;
     /// Records how attempts ended and frees their slots; each attempt's
     /// [`ClaimedTask::usage`] is added to its task's sum in the same transaction.
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;

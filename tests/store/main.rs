@@ -193,6 +193,7 @@ macro_rules! store_tests {
 
 mod health;
 mod lanes;
+mod sync;
 mod webhooks;
 
 store_tests!(

@@ -85,11 +85,18 @@ const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type 
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
 
 /// Step 0: the lock of one lane (`$1`: [`lane_key`] of its name), held to the commit.
-const LOCK_LANE: &str = "SELECT pg_advisory_xact_lock($1)";
+pub(super) const LOCK_LANE: &str = "SELECT pg_advisory_xact_lock($1)";
 
-/// Step 0: PROCESSING tasks per task type among `$1`, cluster-wide.
-const RUNNING_BY_TYPE: &str = "SELECT task_type, count(*)::bigint FROM tasks
-                  WHERE status = 1 AND task_type = ANY($1) GROUP BY task_type";
+/// Step 0: PROCESSING tasks plus sync attempts in flight ([`sync_lanes`](super::sync)) per
+/// task type among `$1`, cluster-wide. Sync attempts take their places under the same lane
+/// lock, so the count is exact for them too.
+pub(super) const RUNNING_BY_TYPE: &str = "SELECT task_type, sum(n)::bigint FROM (
+                    SELECT task_type, count(*) AS n FROM tasks
+                     WHERE status = 1 AND task_type = ANY($1) GROUP BY task_type
+                    UNION ALL
+                    SELECT task_type, sum(n) FROM sync_lanes
+                     WHERE task_type = ANY($1) GROUP BY task_type) AS r
+                  GROUP BY task_type";
 
 /// Step 5: tasks `$1` start on node `$3` at `$2` (the first start is kept): the attempt is
 /// counted here, so a finish from an earlier attempt matches nothing.
@@ -219,7 +226,7 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
 
 /// The advisory-lock key of a lane: FNV-1a of its name (the same on every node), in a range
 /// of its own.
-fn lane_key(name: &str) -> i64 {
+pub(super) fn lane_key(name: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in b"cloro lane\0".iter().chain(name.as_bytes()) {
         h ^= u64::from(*b);

@@ -60,6 +60,10 @@ const FOLD_COUNTERS: &str = "WITH gone AS (DELETE FROM org_nodes WHERE node = AN
               per_org AS (SELECT org, sum(charged)::bigint AS charged FROM gone GROUP BY org)
          UPDATE orgs o SET credits = o.credits - p.charged FROM per_org p WHERE o.id = p.org AND p.charged <> 0";
 
+/// The sync attempts' lane places of nodes `$1` go (see [`sync`](super::sync)); their slots
+/// are their side-2 counter rows, which [`FOLD_COUNTERS`] deletes.
+const DELETE_SYNC_PLACES: &str = "DELETE FROM sync_lanes WHERE node = ANY($1)";
+
 /// Nodes `$1` leave the cluster.
 const DELETE_NODES: &str = "DELETE FROM nodes WHERE id = ANY($1)";
 
@@ -116,9 +120,8 @@ pub(crate) async fn reap(shared: &Shared) -> Result<u64> {
     // ...their slots and reservations vanish with their counter rows, whose charges are
     // folded into the balances, and the nodes leave.
     fold_and_forget(&tx, &dead).await?;
-    if total > 0 {
-        tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
-    }
+    // Slots freed (tasks requeued, or only the dead nodes' sync calls): wake every dispatcher.
+    tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
     tx.commit().await.map_err(pg_err)?;
     if total > 0 {
         tracing::warn!(
@@ -130,10 +133,13 @@ pub(crate) async fn reap(shared: &Shared) -> Result<u64> {
     Ok(total)
 }
 
-/// Folds the charges of `nodes`' counter rows into the balances, deletes the rows and the
-/// nodes. Only for nodes with no PROCESSING task left.
+/// Folds the charges of `nodes`' counter rows into the balances, deletes the rows (sync
+/// calls' slots and lane places included) and the nodes. Only for nodes with no PROCESSING task left.
 async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]) -> Result<()> {
     tx.execute(FOLD_COUNTERS, &[&nodes]).await.map_err(pg_err)?;
+    tx.execute(DELETE_SYNC_PLACES, &[&nodes])
+        .await
+        .map_err(pg_err)?;
     tx.execute(DELETE_NODES, &[&nodes]).await.map_err(pg_err)?;
     Ok(())
 }

@@ -48,7 +48,7 @@
 //!
 //! [`schema`] (pool, migrations), [`admin`] (CLI writes), [`cluster`] (membership),
 //! [`listener`] (LISTEN), [`submit`], [`claim`], [`finisher`], [`outbox`] (webhooks),
-//! [`reads`], [`upkeep`] (purge, cycles), [`counters`] (the per-organization counter
+//! [`reads`], [`sync`] (sync calls' slots), [`upkeep`] (purge, cycles), [`counters`] (the per-organization counter
 //! statements), [`errors`] (driver errors to store errors) and `store_impl` (the [`Store`]
 //! implementation, delegating to the others). Every statement is a documented `const` beside
 //! the function that runs it; the SQL fragments several statements share are the macros below.
@@ -117,6 +117,7 @@ pub mod scratch;
 mod sql_tests;
 mod store_impl;
 mod submit;
+mod sync;
 mod upkeep;
 
 pub(crate) use admin::PgDirectory;

@@ -34,17 +34,22 @@ const GET_TASK: &str =
                         (SELECT delivered_ms FROM webhook_deliveries d WHERE d.seq = tasks.seq), usage
                  FROM tasks WHERE seq = $1";
 
-/// Organization `$1`'s queued counts per priority, running tasks over every node, and its cap.
+/// Organization `$1`'s queued counts per priority, its running tasks over every node (the
+/// claim and finish sides 0 and 1), its slots in use (every side: sync calls in flight are
+/// side 2, see [`sync`](super::sync)), and its cap.
 const STATUS: &str = "SELECT q1, q2, q3, q4, q5, q6, q7, q8, q9, q10,
-                        (SELECT COALESCE(sum(processing), 0)::int FROM org_nodes WHERE org = o.id), concurrency
+                        (SELECT COALESCE(sum(processing) FILTER (WHERE side < 2), 0)::int FROM org_nodes WHERE org = o.id),
+                        concurrency,
+                        (SELECT COALESCE(sum(processing), 0)::int FROM org_nodes WHERE org = o.id)
                  FROM orgs o WHERE id = $1";
 
-/// Queued and running tasks over every organization and node.
+/// Queued and running tasks over every organization and node (tasks only: sync calls in
+/// flight, side 2, are not tasks).
 pub(super) const TOTALS: &str = concat!(
     "SELECT (SELECT COALESCE(sum(",
     q_sum!(),
     "), 0)::bigint FROM orgs),
-                            (SELECT COALESCE(sum(processing), 0)::bigint FROM org_nodes)"
+                            (SELECT COALESCE(sum(processing), 0)::bigint FROM org_nodes WHERE side < 2)"
 );
 
 /// Organization `$1`'s webhook signing secret.
@@ -146,7 +151,7 @@ pub(crate) async fn status(store: &PgStore, org: OrgKey) -> Result<QueueStatus> 
             .filter(|&i| q[i] > 0)
             .map(|i| (i as u8 + 1, q[i] as u64))
             .collect(),
-        concurrency_used: processing,
+        concurrency_used: r.get::<_, i32>(12).max(0) as u64,
         concurrency_max: r.get::<_, i32>(11).max(0) as u64,
     })
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0005_lanes.sql"),
     include_str!("../../../migrations/postgres/0006_usage.sql"),
     include_str!("../../../migrations/postgres/0007_engine_health.sql"),
+    include_str!("../../../migrations/postgres/0008_sync.sql"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -7,13 +7,14 @@ use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use super::{
-    PgStore, admin, claim, cluster, finisher, lanes, next_due, outbox, reads, submit, upkeep,
+    PgStore, admin, claim, cluster, finisher, lanes, next_due, outbox, reads, submit, sync, upkeep,
 };
 use crate::domain::apikey::ApiKey;
+use crate::domain::types::TaskType;
 use crate::store::{
     ClaimedTask, CreatedOrg, Directory, EngineHealthRow, ItemError, KeyRecord, LaneStarts, Lanes,
     NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,
-    TaskQueue, TaskRecord, WebhookJob, WebhookResult,
+    SyncAdmission, SyncDone, SyncSlot, TaskQueue, TaskRecord, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -55,6 +56,27 @@ impl TaskQueue for PgStore {
 
     async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()> {
         lanes::return_starts(self, lane, n, per_minute).await
+    }
+
+    async fn sync_enter(
+        &self,
+        org: OrgKey,
+        task_type: TaskType,
+        cost: i64,
+    ) -> Result<SyncAdmission> {
+        sync::enter(self, org, task_type, cost).await
+    }
+
+    async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
+        sync::lane_enter(self, lanes, task_type).await
+    }
+
+    async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
+        sync::lane_leave(self, task_type).await
+    }
+
+    async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
+        sync::leave(self, slot, done).await
     }
 
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {

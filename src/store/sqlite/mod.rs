@@ -98,6 +98,12 @@ pub(crate) struct Shared {
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
     /// The database's id mask (public task ids).
     pub(crate) mask: u64,
+    /// The next task sequence number. Drawn by the writer for each new row and by
+    /// [`TaskQueue::sync_enter`](crate::store::TaskQueue::sync_enter) for the id of a sync
+    /// call's kept result (outside the writer: the id is needed before the call's row is
+    /// written). A number drawn but not used (a failed group, a duplicate key, a result not
+    /// kept) is a gap, which nothing minds: `seq` only orders and keys rows.
+    pub(crate) next_seq: std::sync::atomic::AtomicI64,
     /// Where the store reads the time.
     pub(crate) clock: Clock,
     /// Each lane's start-rate state (GCRA theoretical arrival time, ms): one process owns the
@@ -141,6 +147,7 @@ impl SqliteStore {
             hook_notify: Notify::new(),
             changed: tokio::sync::watch::Sender::new(0),
             mask,
+            next_seq: std::sync::atomic::AtomicI64::new(loaded.next_seq),
             clock,
             lane_rates: Mutex::new(HashMap::new()),
         });
@@ -155,7 +162,6 @@ impl SqliteStore {
         let writer = Writer {
             conn,
             shared: shared.clone(),
-            next_seq: loaded.next_seq,
             log,
             urls: UrlCache::default(),
         };

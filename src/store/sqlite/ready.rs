@@ -5,7 +5,10 @@
 //! is pure (no I/O, no clock) so its invariants are property-tested directly:
 //!
 //! * per organization, picks come out by priority (10 first), then by sequence (FIFO);
-//! * an organization's `processing` never exceeds its concurrency limit;
+//! * an organization's `processing` plus its sync calls in flight (`POST /v1/monitor/*`, which
+//!   hold a slot for their whole duration: [`ReadySet::sync_enter`]) never exceeds its
+//!   concurrency limit; a lane's `max_in_flight` likewise counts running tasks plus sync
+//!   attempts ([`ReadySet::sync_lane_enter`]);
 //! * organizations with runnable work are served least-recently-served first, one task per
 //!   turn: a round-robin in which an organization that just got work goes ahead of those
 //!   that were served meanwhile, so a single new task waits for at most one free slot;
@@ -27,7 +30,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use crate::store::lanes::{KINDS, Room};
+use crate::store::lanes::{KINDS, Room, lane_of_kind};
 use crate::store::{Lanes, OrgKey};
 
 /// Ready heaps of one priority: one min-heap on `(seq, cost)` per task type present.
@@ -55,11 +58,13 @@ struct OrgState {
     /// Submitted but not yet committed; counts toward the queue limit.
     pending: u64,
     processing: u32,
+    /// Sync calls in flight ([`ReadySet::sync_enter`]): they hold slots like running tasks.
+    sync: u32,
     concurrency: u32,
     queue_limit: i64,
     /// Committed balance.
     credits: i64,
-    /// Credits reserved by running tasks.
+    /// Credits reserved by running tasks and sync calls in flight.
     reserved: i64,
     /// Turn at which it was last served; its key in the ring while it is runnable.
     served_at: u64,
@@ -70,8 +75,12 @@ impl OrgState {
     fn queued(&self) -> u64 {
         self.ready_count + self.delayed.len() as u64
     }
+    /// Slots in use: running tasks plus sync calls in flight.
+    fn used(&self) -> u32 {
+        self.processing + self.sync
+    }
     fn runnable(&self) -> bool {
-        self.ready_count > 0 && self.processing < self.concurrency
+        self.ready_count > 0 && self.used() < self.concurrency
     }
 
     /// Adds a ready task.
@@ -126,11 +135,24 @@ pub(crate) struct Pick {
     pub(crate) run: bool,
 }
 
+/// What [`ReadySet::sync_enter`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SyncEnter {
+    /// Admitted: the limit, and the slots in use with this call.
+    Admitted { limit: u32, current: u32 },
+    /// The balance minus reservations is below the cost.
+    Credits,
+    /// No free slot: the limit, and the slots in use plus this refused call.
+    Limit { limit: u32, current: u32 },
+}
+
 /// Per-organization numbers for the status endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OrgCounts {
     pub(crate) queued: u64,
     pub(crate) processing: u64,
+    /// Sync calls in flight (slots they hold beside `processing`).
+    pub(crate) sync: u64,
     pub(crate) by_priority: Vec<(u8, u64)>,
     pub(crate) concurrency: u32,
     pub(crate) credits: i64,
@@ -149,6 +171,9 @@ pub(crate) struct ReadySet {
     total_processing: u64,
     /// Tasks running per task type, over every organization (a lane's in-flight count).
     processing_by_kind: [u32; KINDS],
+    /// Sync attempts in flight per task type ([`ReadySet::sync_lane_enter`]): a lane's
+    /// `max_in_flight` counts them beside `processing_by_kind`.
+    sync_by_kind: [u32; KINDS],
     /// Picks returned with `run: false` whose FAILED row is not committed yet: still QUEUED
     /// in the database, so [`ReadySet::totals`] counts them as queued until [`ReadySet::settle`].
     settling: u64,
@@ -280,7 +305,7 @@ impl ReadySet {
     /// [`claim`](Self::claim) within the lanes' room: a task whose lane has none is skipped
     /// in place, and an organization with nothing runnable keeps its turn.
     pub(crate) fn claim_in(&mut self, max: usize, lanes: &Lanes) -> Vec<Pick> {
-        let mut room = Room::new(lanes, &self.processing_by_kind);
+        let mut room = Room::new(lanes, &self.in_flight_by_kind());
         let mut picks = Vec::new();
         let mut started = 0;
         // Organizations whose ready tasks are all in lanes without room: back in the ring at
@@ -359,6 +384,84 @@ impl ReadySet {
         self.mark(org);
     }
 
+    /// Tasks running plus sync attempts in flight, per task type (what a lane's
+    /// `max_in_flight` counts).
+    fn in_flight_by_kind(&self) -> [u32; KINDS] {
+        let mut n = self.processing_by_kind;
+        for (n, s) in n.iter_mut().zip(&self.sync_by_kind) {
+            *n += s;
+        }
+        n
+    }
+
+    /// Admits a sync call costing `cost` (see [`TaskQueue::sync_enter`]): the balance minus
+    /// reservations first, then a slot. Admitted: the slot and the reservation are taken.
+    ///
+    /// [`TaskQueue::sync_enter`]: crate::store::TaskQueue::sync_enter
+    pub(crate) fn sync_enter(&mut self, org: OrgKey, cost: i64) -> SyncEnter {
+        let Some(st) = self.orgs.get_mut(&org) else {
+            return SyncEnter::Limit {
+                limit: 0,
+                current: 1,
+            };
+        };
+        if st.credits - st.reserved < cost {
+            return SyncEnter::Credits;
+        }
+        if st.used() >= st.concurrency {
+            return SyncEnter::Limit {
+                limit: st.concurrency,
+                current: st.used() + 1,
+            };
+        }
+        st.sync += 1;
+        st.reserved += cost;
+        SyncEnter::Admitted {
+            limit: st.concurrency,
+            current: st.used(),
+        }
+    }
+
+    /// Ends a sync call admitted by [`ReadySet::sync_enter`]: frees its slot and its
+    /// reservation, and takes `charged` (already committed) off the balance.
+    pub(crate) fn sync_leave(&mut self, org: OrgKey, cost: i64, charged: i64) {
+        if let Some(st) = self.orgs.get_mut(&org) {
+            st.sync = st.sync.saturating_sub(1);
+            st.reserved -= cost;
+            st.credits -= charged;
+        }
+        self.mark(org);
+    }
+
+    /// Takes a lane place for a sync attempt of task type `kind` if its lane has room (see
+    /// [`TaskQueue::sync_lane_enter`]); a type without a capped lane always has room, and its
+    /// place is counted all the same so the leave is unconditional.
+    ///
+    /// [`TaskQueue::sync_lane_enter`]: crate::store::TaskQueue::sync_lane_enter
+    pub(crate) fn sync_lane_enter(&mut self, lanes: &Lanes, kind: u8) -> bool {
+        let kind = usize::from(kind_of(kind));
+        if let Some(l) = lane_of_kind(lanes, kind)
+            && let Some(m) = lanes.lanes[l].max_in_flight
+        {
+            let in_flight = self.in_flight_by_kind();
+            let n: u32 = (0..KINDS)
+                .filter(|&k| lane_of_kind(lanes, k) == Some(l))
+                .map(|k| in_flight[k])
+                .sum();
+            if n >= m {
+                return false;
+            }
+        }
+        self.sync_by_kind[kind] += 1;
+        true
+    }
+
+    /// Gives back a place taken by [`ReadySet::sync_lane_enter`].
+    pub(crate) fn sync_lane_leave(&mut self, kind: u8) {
+        let k = &mut self.sync_by_kind[usize::from(kind_of(kind))];
+        *k = k.saturating_sub(1);
+    }
+
     /// Tasks of each task type running now (tests).
     #[cfg(test)]
     pub(crate) fn processing_by_kind(&self) -> [u32; KINDS] {
@@ -398,6 +501,7 @@ impl ReadySet {
             return OrgCounts {
                 queued: 0,
                 processing: 0,
+                sync: 0,
                 by_priority: Vec::new(),
                 concurrency: 0,
                 credits: 0,
@@ -411,6 +515,7 @@ impl ReadySet {
         OrgCounts {
             queued: st.queued(),
             processing: u64::from(st.processing),
+            sync: u64::from(st.sync),
             by_priority,
             concurrency: st.concurrency,
             credits: st.credits,
@@ -672,6 +777,156 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sync_call_holds_a_slot_that_claims_count() {
+        let mut r = ReadySet::new();
+        r.set_org(
+            1,
+            OrgLimits {
+                concurrency: 2,
+                queue_limit: 100,
+                credits: 10,
+            },
+        );
+        for s in 0..5 {
+            r.push(1, s, 1, 1, 0);
+        }
+        assert_eq!(
+            r.sync_enter(1, 3),
+            SyncEnter::Admitted {
+                limit: 2,
+                current: 1
+            }
+        );
+        assert_eq!(r.claim(10).len(), 1);
+        assert_eq!(
+            r.sync_enter(1, 1),
+            SyncEnter::Limit {
+                limit: 2,
+                current: 3
+            }
+        );
+        // 10 credits: 3 reserved by the call, 1 by the task: 6 left. Credits are checked first.
+        assert_eq!(r.sync_enter(1, 7), SyncEnter::Credits);
+        r.sync_leave(1, 3, 2);
+        assert_eq!(r.credits(1), 8);
+        assert_eq!(r.claim(10).len(), 1);
+        let c = r.counts(1);
+        assert_eq!((c.processing, c.sync), (2, 0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum SyncOp {
+        Push { org: i64 },
+        Claim(usize),
+        FinishOne(usize),
+        Enter { org: i64, cost: i64 },
+        Leave { i: usize, charge: bool },
+    }
+
+    fn sync_op() -> impl Strategy<Value = SyncOp> {
+        prop_oneof![
+            3 => (0..3i64).prop_map(|org| SyncOp::Push { org }),
+            2 => (0..4usize).prop_map(SyncOp::Claim),
+            2 => any::<usize>().prop_map(SyncOp::FinishOne),
+            3 => (0..3i64, 0..30i64).prop_map(|(org, cost)| SyncOp::Enter { org, cost }),
+            2 => (any::<usize>(), any::<bool>()).prop_map(|(i, charge)| SyncOp::Leave { i, charge }),
+        ]
+    }
+
+    proptest! {
+        /// Random mixes of claims, finishes and sync calls (with and without a charge): running
+        /// tasks plus sync calls never exceed an organization's limit, the admission's numbers
+        /// are right, reservations always equal what is in flight, the balance goes down by
+        /// exactly what was charged, and once everything ended no slot is left taken.
+        #[test]
+        fn sync_calls_share_the_cap_with_tasks(
+            ops in proptest::collection::vec(sync_op(), 1..300),
+            caps in proptest::collection::vec(1..4u32, 3),
+        ) {
+            const START: i64 = 200;
+            let mut r = ReadySet::new();
+            for (org, cap) in caps.iter().enumerate() {
+                r.set_org(org as i64, OrgLimits { concurrency: *cap, queue_limit: 1_000, credits: START });
+            }
+            let mut running: Vec<Pick> = Vec::new();
+            // (org, cost) of the sync calls in flight.
+            let mut calls: Vec<(i64, i64)> = Vec::new();
+            let mut charged = [0i64; 3];
+            let mut seq = 0i64;
+            for op in ops {
+                match op {
+                    SyncOp::Push { org } => {
+                        seq += 1;
+                        r.push(org, seq, 1, 2, 0);
+                    }
+                    SyncOp::Claim(n) => {
+                        for p in r.claim(n) {
+                            if p.run { running.push(p); }
+                        }
+                    }
+                    SyncOp::FinishOne(i) => {
+                        if !running.is_empty() {
+                            let p = running.remove(i % running.len());
+                            r.finish(p.org, 0, p.cost, p.cost);
+                            charged[p.org as usize] += p.cost;
+                        }
+                    }
+                    SyncOp::Enter { org, cost } => {
+                        let o = org as usize;
+                        let busy = (running.iter().filter(|p| p.org == org).count()
+                            + calls.iter().filter(|c| c.0 == org).count()) as u32;
+                        let reserved: i64 = running.iter().filter(|p| p.org == org).map(|p| p.cost).sum::<i64>()
+                            + calls.iter().filter(|c| c.0 == org).map(|c| c.1).sum::<i64>();
+                        let got = r.sync_enter(org, cost);
+                        let expect = if START - charged[o] - reserved < cost {
+                            SyncEnter::Credits
+                        } else if busy >= caps[o] {
+                            SyncEnter::Limit { limit: caps[o], current: busy + 1 }
+                        } else {
+                            SyncEnter::Admitted { limit: caps[o], current: busy + 1 }
+                        };
+                        prop_assert_eq!(got, expect);
+                        if matches!(got, SyncEnter::Admitted { .. }) {
+                            calls.push((org, cost));
+                        }
+                    }
+                    SyncOp::Leave { i, charge } => {
+                        if !calls.is_empty() {
+                            let (org, cost) = calls.remove(i % calls.len());
+                            let amount = if charge { cost } else { 0 };
+                            r.sync_leave(org, cost, amount);
+                            charged[org as usize] += amount;
+                        }
+                    }
+                }
+                for org in 0..3i64 {
+                    let o = org as usize;
+                    let c = r.counts(org);
+                    let n_calls = calls.iter().filter(|c| c.0 == org).count() as u64;
+                    prop_assert_eq!(c.sync, n_calls);
+                    prop_assert!(c.processing + c.sync <= u64::from(caps[o]));
+                    prop_assert_eq!(c.credits, START - charged[o]);
+                    let reserved: i64 = running.iter().filter(|p| p.org == org).map(|p| p.cost).sum::<i64>()
+                        + calls.iter().filter(|c| c.0 == org).map(|c| c.1).sum::<i64>();
+                    prop_assert_eq!(r.orgs[&org].reserved, reserved);
+                }
+            }
+            for p in running.drain(..) {
+                r.finish(p.org, 0, p.cost, 0);
+            }
+            for (org, cost) in calls.drain(..) {
+                r.sync_leave(org, cost, 0);
+            }
+            for org in 0..3i64 {
+                let c = r.counts(org);
+                prop_assert_eq!((c.processing, c.sync), (0, 0));
+                prop_assert_eq!(r.orgs[&org].reserved, 0);
+                prop_assert_eq!(c.credits, START - charged[org as usize]);
+            }
+        }
+    }
+
     use crate::store::{Lane, Lanes};
 
     const CHATGPT: u8 = 4;
@@ -774,6 +1029,26 @@ mod tests {
         let got: Vec<(i64, bool)> = picks.iter().map(|p| (p.seq, p.run)).collect();
         assert_eq!(got, vec![(1, true), (2, false), (3, true)]);
         assert_eq!(r.processing_by_kind()[usize::from(CHATGPT)], 2);
+    }
+
+    #[test]
+    fn sync_attempts_take_lane_places_that_claims_count() {
+        let mut r = ReadySet::new();
+        r.set_org(1, limits(10));
+        r.push(1, 1, 1, 1, CHATGPT);
+        r.push(1, 2, 1, 1, CHATGPT);
+        let l = lanes(&[(CHATGPT, 0)], &[(Some(2), None)]);
+        assert!(r.sync_lane_enter(&l, CHATGPT));
+        assert_eq!(r.claim_in(10, &l).len(), 1);
+        // Lane full: one task, one sync attempt.
+        assert!(!r.sync_lane_enter(&l, CHATGPT));
+        r.sync_lane_leave(CHATGPT);
+        assert_eq!(r.claim_in(10, &l).len(), 1);
+        assert!(!r.sync_lane_enter(&l, CHATGPT));
+        // A type without a capped lane always has room; its places are counted and given back.
+        assert!(r.sync_lane_enter(&l, GEMINI));
+        r.sync_lane_leave(GEMINI);
+        assert_eq!(r.sync_by_kind, [0; KINDS]);
     }
 
     #[derive(Debug, Clone)]

@@ -5,24 +5,28 @@
 //! for every mutation, [`super::reader`] for point reads, [`super::ready`] and
 //! [`super::hook_index`] for what needs no I/O.
 
+use std::sync::atomic::Ordering;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::ready::SyncEnter;
 use super::writer::Cmd;
 use super::writer::finish::{Attempt, FinishRow};
 use super::writer::purge::PURGE_BATCH;
 use super::writer::submit::InsertItem;
+use super::writer::sync::SyncRow;
 use super::{SqliteStore, admin, lock, reader, result_log};
 use crate::domain::apikey::ApiKey;
-use crate::domain::task::seq_of;
+use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{gcra_return, gcra_take};
 use crate::store::{
     ClaimedTask, CreatedOrg, Directory, EngineHealthRow, Error, ItemError, KeyRecord, LaneStarts,
     Lanes, NewTask, Org, OrgKey, OrgSpec, Outbox, Outcome, QueueStatus, Result, Store, SubmitError,
-    TaskQueue, TaskRecord, Usage, WebhookJob, WebhookResult,
+    SyncAdmission, SyncDone, SyncSlot, TaskQueue, TaskRecord, Usage, WebhookJob, WebhookResult,
 };
 
 #[async_trait]
@@ -90,7 +94,7 @@ impl TaskQueue for SqliteStore {
             queued: c.queued,
             processing: c.processing,
             by_priority: c.by_priority,
-            concurrency_used: c.processing,
+            concurrency_used: c.processing + c.sync,
             concurrency_max: u64::from(c.concurrency),
         })
     }
@@ -126,6 +130,105 @@ impl TaskQueue for SqliteStore {
                 usage: None,
             })
             .collect())
+    }
+
+    async fn sync_enter(
+        &self,
+        org: OrgKey,
+        task_type: TaskType,
+        cost: i64,
+    ) -> Result<SyncAdmission> {
+        // An organization created after start-up becomes known to the ready index on first use.
+        if !lock(&self.shared.ready).knows(org) {
+            self.org(org).await?;
+        }
+        let decided = lock(&self.shared.ready).sync_enter(org, cost);
+        Ok(match decided {
+            SyncEnter::Credits => SyncAdmission::InsufficientCredits,
+            SyncEnter::Limit { limit, current } => {
+                SyncAdmission::ConcurrencyLimit { limit, current }
+            }
+            SyncEnter::Admitted { limit, current } => {
+                let started_ms = self.shared.clock.now_ms();
+                let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+                SyncAdmission::Admitted(SyncSlot {
+                    id: task_id(started_ms, seq, self.shared.mask, rand::random::<u16>()),
+                    org,
+                    task_type,
+                    cost,
+                    limit,
+                    current,
+                    started_ms,
+                })
+            }
+        })
+    }
+
+    async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
+        Ok(lock(&self.shared.ready).sync_lane_enter(lanes, task_type.code() as u8))
+    }
+
+    async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
+        lock(&self.shared.ready).sync_lane_leave(task_type.code() as u8);
+        // A lane place freed: a task of that lane may start now.
+        self.shared.notify.notify_one();
+        Ok(())
+    }
+
+    async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
+        let Some(done) = done else {
+            // Nothing to record: the slot and the reservation are in memory only.
+            lock(&self.shared.ready).sync_leave(slot.org, slot.cost, 0);
+            self.shared.notify.notify_one();
+            self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+            return Ok(());
+        };
+        let keep = match &done.keep {
+            None => None,
+            Some(rec) if rec.id != slot.id => {
+                lock(&self.shared.ready).sync_leave(slot.org, slot.cost, 0);
+                self.shared.notify.notify_one();
+                self.shared.changed.send_modify(|g| *g = g.wrapping_add(1));
+                return Err(Error::Conflict(format!(
+                    "a kept sync result must use its slot's id {}, not {}",
+                    slot.id, rec.id
+                )));
+            }
+            Some(rec) => Some(SyncRow {
+                seq: seq_of(&slot.id, self.shared.mask),
+                id: *slot.id.as_bytes(),
+                task_type: slot.task_type.code(),
+                attempts: rec.attempts,
+                cost: slot.cost,
+                payload: rec.payload.to_string(),
+                response: rec.result.to_string(),
+                started_ms: slot.started_ms,
+            }),
+        };
+        // The writer frees the slot once its group ended, committed or not, and wakes the
+        // dispatcher; if the command never reached it (or it stopped without answering), the
+        // slot is freed here.
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let cmd = Cmd::Sync {
+            org: slot.org,
+            cost: slot.cost,
+            charged: done.credits,
+            keep,
+            reply,
+        };
+        let sent = match lock(&self.tx).as_ref() {
+            Some(tx) => tx.send(cmd).is_ok(),
+            None => false,
+        };
+        let answer = if sent { rx.await.ok() } else { None };
+        match answer {
+            Some(result) => result,
+            None => {
+                lock(&self.shared.ready).sync_leave(slot.org, slot.cost, 0);
+                self.shared.notify.notify_one();
+                Err(Error::Unavailable("store writer stopped".into()))
+            }
+        }
     }
 
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()> {

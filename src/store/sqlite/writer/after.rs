@@ -58,6 +58,13 @@ pub(crate) enum After {
         rows: Vec<Renewed>,
         reply: Reply<Vec<Renewed>>,
     },
+    /// A sync call ended: free its slot and reservation, take its charge off the balance.
+    Sync {
+        org: OrgKey,
+        cost: i64,
+        charged: i64,
+        reply: Reply<()>,
+    },
     Failed {
         reply: FailedReply,
         error: String,
@@ -72,6 +79,8 @@ pub(crate) enum FailedReply {
     Finish(Reply<()>),
     Count(Reply<u64>, Taken),
     Renew(Reply<Vec<Renewed>>),
+    /// A sync call's end: nothing was charged, but its slot and reservation (`cost`) are freed.
+    Sync(Reply<()>, OrgKey, i64),
 }
 
 /// Updates the webhook due index for a committed command; true if it changed.
@@ -171,6 +180,15 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
         After::Count { reply, n, .. } => {
             let _ = reply.send(Ok(n));
         }
+        After::Sync {
+            org,
+            cost,
+            charged,
+            reply,
+        } => {
+            ready.sync_leave(org, cost, charged);
+            let _ = reply.send(Ok(()));
+        }
         After::Failed { reply, error } => after_failure(ready, After::Failed { reply, error }, ""),
     }
 }
@@ -197,6 +215,12 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
             let _ = reply.send(Err(err()));
         }
         After::Renew { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        After::Sync {
+            org, cost, reply, ..
+        } => {
+            ready.sync_leave(org, cost, 0);
             let _ = reply.send(Err(err()));
         }
         After::Count { reply, restore, .. } => {
@@ -231,6 +255,10 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
                     restore_taken(ready, restore);
                     let _ = r.send(Err(e));
                 }
+                FailedReply::Sync(r, org, cost) => {
+                    ready.sync_leave(org, cost, 0);
+                    let _ = r.send(Err(e));
+                }
             }
         }
     }
@@ -252,6 +280,9 @@ pub(crate) fn unapplied(cmd: Cmd) -> After {
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
         Cmd::Renew { reply, .. } => FailedReply::Renew(reply),
         Cmd::Webhook { reply, .. } => FailedReply::Finish(reply),
+        Cmd::Sync {
+            org, cost, reply, ..
+        } => FailedReply::Sync(reply, org, cost),
     };
     After::Failed { reply, error }
 }

@@ -10,7 +10,7 @@
 //!
 //! [`Writer::apply`] only dispatches: each command is a named function in its own file, with
 //! its SQL beside it ([`submit`], [`claim`], [`finish`], [`clear`], [`purge`], [`renew`],
-//! [`webhook`]). This is the hottest code of the project (docs/PERFORMANCE.md): the command
+//! [`webhook`], [`sync`]). This is the hottest code of the project (docs/PERFORMANCE.md): the command
 //! functions run no statement, allocation or lock per task beyond what the operation needs.
 
 pub(crate) mod after;
@@ -20,9 +20,11 @@ pub(crate) mod finish;
 pub(crate) mod purge;
 pub(crate) mod renew;
 pub(crate) mod submit;
+pub(crate) mod sync;
 pub(crate) mod webhook;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ use self::finish::{Attempt, FinishRow};
 use self::renew::Renewed;
 pub(crate) use self::submit::Queued;
 use self::submit::{InsertItem, ItemAnswers};
+use self::sync::SyncRow;
 use super::error::io_err;
 use super::result_log::ResultLog;
 use super::url_cache::UrlCache;
@@ -79,6 +82,15 @@ pub(crate) enum Cmd {
         now: i64,
         reply: Reply<Vec<Renewed>>,
     },
+    /// A sync call that got its answer ends: its charge, its kept result; its slot and its
+    /// reservation (`cost`) are freed once the group ends, committed or not.
+    Sync {
+        org: OrgKey,
+        cost: i64,
+        charged: i64,
+        keep: Option<SyncRow>,
+        reply: Reply<()>,
+    },
     Webhook {
         seq: i64,
         /// The attempt number the claim handed out.
@@ -94,8 +106,6 @@ pub(crate) enum Cmd {
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     pub(crate) shared: Arc<Shared>,
-    /// The next task's sequence number (restored if a group fails).
-    pub(crate) next_seq: i64,
     pub(crate) log: ResultLog,
     pub(crate) urls: UrlCache,
 }
@@ -109,7 +119,8 @@ pub(crate) struct Group<'a, 'c> {
     pub(crate) mask: u64,
     pub(crate) log: &'a mut ResultLog,
     pub(crate) urls: &'a mut UrlCache,
-    pub(crate) next_seq: &'a mut i64,
+    /// The next task sequence number ([`Shared::next_seq`]).
+    pub(crate) next_seq: &'a AtomicI64,
 }
 
 impl Writer {
@@ -141,7 +152,6 @@ impl Writer {
     /// One transaction for the whole group, then the answers and the in-memory effects.
     fn apply_group(&mut self, mut group: Vec<Cmd>) {
         let now = self.shared.clock.now_ms();
-        let seq_before = self.next_seq;
         let mut afters = Vec::with_capacity(group.len());
         let outcome = (|| -> rusqlite::Result<()> {
             let tx = match self
@@ -160,7 +170,7 @@ impl Writer {
                 mask: self.shared.mask,
                 log: &mut self.log,
                 urls: &mut self.urls,
-                next_seq: &mut self.next_seq,
+                next_seq: &self.shared.next_seq,
             };
             let mut cmds = group.drain(..);
             for cmd in cmds.by_ref() {
@@ -206,7 +216,6 @@ impl Writer {
                 self.log.discard();
                 // Ids interned in the rolled-back transaction do not exist.
                 self.urls.forget_ids();
-                self.next_seq = seq_before;
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "Store transaction failed");
                 for a in afters {
@@ -283,6 +292,21 @@ impl Writer {
                     reply,
                 }),
                 Err(e) => Err((e, FailedReply::Finish(reply))),
+            },
+            Cmd::Sync {
+                org,
+                cost,
+                charged,
+                keep,
+                reply,
+            } => match sync::record(g, org, charged, keep.as_ref()) {
+                Ok(()) => Ok(After::Sync {
+                    org,
+                    cost,
+                    charged,
+                    reply,
+                }),
+                Err(e) => Err((e, FailedReply::Sync(reply, org, cost))),
             },
             Cmd::Purge { cutoff, reply } => match purge::purge(g, cutoff) {
                 Ok(n) => Ok(After::Count {

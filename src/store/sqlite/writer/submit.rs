@@ -5,6 +5,8 @@
 //! sequence number and its public id, and a repeated idempotency key (another task of the
 //! organization still holds it) fails that item only, through the unique index.
 
+use std::sync::atomic::Ordering;
+
 use rusqlite::params;
 
 use super::Group;
@@ -46,7 +48,8 @@ pub(super) fn insert(
     let mut results = Vec::with_capacity(items.len());
     let mut pushed = Vec::with_capacity(items.len());
     for it in items {
-        let seq = *g.next_seq;
+        // Drawn per row tried: a duplicate key leaves a gap (see `Shared::next_seq`).
+        let seq = g.next_seq.fetch_add(1, Ordering::Relaxed);
         let id = task_id(now, seq, g.mask, rand::random::<u16>());
         let t = &it.task;
         let (url, url_id) = g.urls.store(g.tx, t.webhook_url.as_deref())?;
@@ -65,7 +68,6 @@ pub(super) fn insert(
         ]);
         match res {
             Ok(_) => {
-                *g.next_seq += 1;
                 pushed.push((
                     seq,
                     t.priority,
