@@ -44,7 +44,7 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
     let app = TestApp::spawn().await;
     let (_, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
     let ops = cloro::api::openapi::operations(&doc);
-    assert_eq!(ops.len(), 11, "{ops:?}");
+    assert_eq!(ops.len(), 19, "{ops:?}");
     for (method, path) in &ops {
         assert!(doc["paths"][path][method.to_lowercase()]["summary"].is_string());
         // Each documented operation answers (no 404 route fallback, no 405).
