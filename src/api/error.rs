@@ -29,6 +29,7 @@ pub(crate) const ERROR_CODES: &[(&str, u16, &str)] = &[
     ("RATE_LIMIT_EXCEEDED", 429, "API key rate limit exceeded"),
     ("QUEUE_LIMIT_EXCEEDED", 429, "Queue limit exceeded"),
     ("INTERNAL_SERVER_ERROR", 500, "Internal server error"),
+    ("EXTERNAL_SERVICE_ERROR", 502, "goto resolve request failed"),
     (
         "SERVICE_UNAVAILABLE",
         503,

@@ -21,6 +21,7 @@ pub(crate) mod credits;
 pub mod edge;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub mod goto;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub mod openapi;
@@ -58,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) engines: Arc<crate::queue::EngineRoutes>,
     /// The result pages' bounds and expiry ([`pages`]).
     pub(crate) pages: pages::PageServing,
+    /// Resolves Google redirect links that carry no destination ([`goto`]).
+    pub(crate) goto: goto::GotoResolver,
 }
 
 impl AppState {
@@ -76,7 +79,14 @@ impl AppState {
             allow_private_webhooks,
             engines: Arc::default(),
             pages: pages::PageServing::default(),
+            goto: goto::GotoResolver::google(allow_private_webhooks),
         }
+    }
+
+    /// The same state, resolving goto links with `goto`.
+    pub(crate) fn with_goto(mut self, goto: goto::GotoResolver) -> AppState {
+        self.goto = goto;
+        self
     }
 
     /// The same state, reporting the health of `engines`.
@@ -116,6 +126,8 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(tasks::get))
         .routes(routes!(queue::status))
         .routes(routes!(queue::clear))
+        // The synchronous monitor endpoints.
+        .routes(routes!(goto::resolve))
         // The account and reference lists.
         .routes(routes!(credits::get))
         .routes(routes!(reference::countries))

@@ -22,6 +22,7 @@
 
 mod account;
 mod error;
+mod goto;
 mod health;
 mod queue;
 mod reference;
@@ -29,6 +30,7 @@ mod task;
 
 pub(crate) use account::CreditsResponse;
 pub(crate) use error::{ErrorBody, ErrorEnvelope};
+pub(crate) use goto::{GotoRequest, GotoResponse};
 pub(crate) use health::{EngineHealth, Health};
 pub(crate) use queue::{ClearQueueResponse, StatusResponse};
 pub(crate) use reference::UsState;
