@@ -52,6 +52,9 @@ pub struct ServeOptions {
     pub webhooks: crate::webhooks::WebhookConfig,
     /// The result pages of `include.html`: their public URL and bounds.
     pub pages: crate::pages::PagesConfig,
+    /// `POST /v1/monitor/google/goto`: Google's time limit (and, for tests, a stand-in for
+    /// Google). Its address guard is `webhooks.allow_private`.
+    pub goto: api::goto::GotoConfig,
     /// The server's one wall clock: [`start`] gives it to the store, the dispatcher, the purger
     /// and the webhook sender (the `clock` fields of [`QueueConfig`] and
     /// [`WebhookConfig`](crate::webhooks::WebhookConfig) are for tests that drive those alone).
@@ -132,6 +135,8 @@ pub struct Server {
 /// Opens the store, creates the `default` organization on an empty database, binds the
 /// listener and starts every component.
 pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
+    let goto = api::goto::GotoResolver::new(&opts.goto, opts.webhooks.allow_private)
+        .map_err(anyhow::Error::msg)?;
     let (store, created_default) = open_store(&opts).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -194,7 +199,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         )
         .with_engines(opts.engines.clone())
         .with_sync(sync)
-        .with_pages(&opts.pages, opts.queue.retention_ms, opts.clock.clone()),
+        .with_pages(&opts.pages, opts.queue.retention_ms, opts.clock.clone())
+        .with_goto(goto),
     );
     let app = api::router(state);
     supervisor.spawn(

@@ -117,6 +117,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_limit: args.page_rate_limit,
             ..Default::default()
         },
+        goto: Default::default(),
         clock: cloro::clock::Clock::system(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -34,6 +34,7 @@ pub(crate) const ERROR_CODES: &[(&str, u16, &str)] = &[
     ),
     ("QUEUE_LIMIT_EXCEEDED", 429, "Queue limit exceeded"),
     ("INTERNAL_SERVER_ERROR", 500, "Internal server error"),
+    ("EXTERNAL_SERVICE_ERROR", 502, "goto resolve request failed"),
     (
         "SERVICE_UNAVAILABLE",
         503,

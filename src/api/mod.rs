@@ -21,6 +21,7 @@ pub(crate) mod credits;
 pub mod edge;
 pub(crate) mod error;
 pub(crate) mod extract;
+pub mod goto;
 pub(crate) mod health;
 pub(crate) mod listener;
 pub(crate) mod monitor;
@@ -61,6 +62,8 @@ pub(crate) struct AppState {
     pub(crate) pages: pages::PageServing,
     /// Runs the sync calls of [`monitor`] (`None`: not served, in tests of other parts).
     pub(crate) sync: Option<Arc<crate::queue::sync::SyncRunner>>,
+    /// Resolves Google redirect links that carry no destination ([`goto`]).
+    pub(crate) goto: goto::GotoResolver,
 }
 
 impl AppState {
@@ -80,12 +83,19 @@ impl AppState {
             engines: Arc::default(),
             pages: pages::PageServing::default(),
             sync: None,
+            goto: goto::GotoResolver::google(allow_private_webhooks),
         }
     }
 
     /// The same state, serving sync calls with `runner`.
     pub(crate) fn with_sync(mut self, runner: Arc<crate::queue::sync::SyncRunner>) -> AppState {
         self.sync = Some(runner);
+        self
+    }
+
+    /// The same state, resolving goto links with `goto`.
+    pub(crate) fn with_goto(mut self, goto: goto::GotoResolver) -> AppState {
+        self.goto = goto;
         self
     }
 
@@ -135,6 +145,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         .routes(routes!(monitor::aimode))
         .routes(routes!(monitor::google))
         .routes(routes!(monitor::google_news))
+        .routes(routes!(goto::resolve))
         // The account and reference lists.
         .routes(routes!(credits::get))
         .routes(routes!(reference::countries))

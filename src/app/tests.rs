@@ -23,6 +23,7 @@ fn options(db: &TestDb) -> ServeOptions {
         edge: Default::default(),
         webhooks: Default::default(),
         pages: Default::default(),
+        goto: Default::default(),
         clock: crate::clock::Clock::system(),
     }
 }

@@ -141,6 +141,7 @@ impl BenchServer {
                     ..Default::default()
                 },
                 pages: Default::default(),
+                goto: Default::default(),
                 clock: cloro::clock::Clock::system(),
             })
             .await

@@ -9,6 +9,7 @@
 //!   into a typed [`request::Payload`] (what the engines consume; stored as its normalised
 //!   JSON), plus pricing;
 //! - [`google_url`]: the one Google search-URL parser and percent-decoder (Google's `url` form);
+//! - [`goto`]: Google redirect links (`/url`, `/goto`) and the destinations they carry;
 //! - [`fuzz_checks`]: the properties behind the `fuzz/` targets (also run on their corpus as
 //!   tests); `hostile_tests`: property tests over arbitrary JSON;
 //! - [`usage`]: what an upstream used for an attempt (tokens, searches), summed per task.
@@ -17,6 +18,7 @@ pub mod apikey;
 pub mod countries;
 pub mod fuzz_checks;
 pub(crate) mod google_url;
+pub(crate) mod goto;
 pub(crate) mod plan;
 pub(crate) mod request;
 pub mod task;

@@ -22,6 +22,7 @@
 
 mod account;
 mod error;
+mod goto;
 mod health;
 mod monitor;
 mod queue;
@@ -30,6 +31,7 @@ mod task;
 
 pub(crate) use account::CreditsResponse;
 pub(crate) use error::{ErrorBody, ErrorEnvelope};
+pub(crate) use goto::{GotoRequest, GotoResponse};
 pub(crate) use health::{EngineHealth, Health};
 pub(crate) use monitor::MonitorResponse;
 pub(crate) use queue::{ClearQueueResponse, StatusResponse};

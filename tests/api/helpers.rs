@@ -86,6 +86,7 @@ pub struct Builder {
     edge: cloro::api::edge::EdgeConfig,
     webhooks: cloro::webhooks::WebhookConfig,
     pages: cloro::pages::PagesConfig,
+    goto: cloro::api::goto::GotoConfig,
 }
 
 impl TestApp {
@@ -114,6 +115,7 @@ impl TestApp {
                 ..Default::default()
             },
             pages: Default::default(),
+            goto: Default::default(),
         }
     }
 
@@ -298,6 +300,11 @@ impl Builder {
         f(&mut self.pages);
         self
     }
+    /// The goto resolver's settings (Google's time limit, a stand-in for Google).
+    pub fn goto(mut self, f: impl FnOnce(&mut cloro::api::goto::GotoConfig)) -> Self {
+        f(&mut self.goto);
+        self
+    }
     pub fn max_body_bytes(mut self, b: usize) -> Self {
         self.max_body_bytes = b;
         self
@@ -377,6 +384,7 @@ impl Builder {
             edge: self.edge.clone(),
             webhooks: self.webhooks,
             pages: self.pages,
+            goto: self.goto,
             clock: cloro::clock::Clock::system(),
         };
         let server = app::start(opts).await.expect("server starts");

@@ -7,6 +7,7 @@ mod batch;
 mod bodies;
 mod edge;
 mod engines;
+mod goto;
 mod monitor;
 mod openapi;
 mod pages;

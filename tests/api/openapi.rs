@@ -44,7 +44,7 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
     let app = TestApp::spawn().await;
     let (_, doc) = app.send(app.client.get(app.url("/openapi.json"))).await;
     let ops = cloro::api::openapi::operations(&doc);
-    assert_eq!(ops.len(), 19, "{ops:?}");
+    assert_eq!(ops.len(), 20, "{ops:?}");
     for (method, path) in &ops {
         assert!(doc["paths"][path][method.to_lowercase()]["summary"].is_string());
         // Each documented operation answers (no 404 route fallback, no 405).
@@ -86,7 +86,7 @@ async fn every_route_is_documented_and_every_operation_is_routed() {
         .collect();
     v1.sort_unstable();
     assert_eq!(buckets, v1);
-    assert_eq!(buckets.len(), 16, "{buckets:?}");
+    assert_eq!(buckets.len(), 17, "{buckets:?}");
 }
 
 /// The result pages take no key: the document says so (no security, no 401, no

@@ -72,6 +72,8 @@ pub(crate) use chat::ChatEngine;
 pub(crate) use google::Aioverview;
 pub(crate) use payload::Payload;
 pub(crate) use pricing::SYNC_SURCHARGE;
+/// zod's wording, shared with the goto body (`domain::goto`).
+pub(crate) use validator::{expected as expected_message, unknown_keys as unknown_key_errors};
 
 use super::google_url::MSG_BAD_HTTP_URL;
 

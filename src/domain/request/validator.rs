@@ -352,7 +352,7 @@ pub(super) fn join(prefix: &str, field: &str) -> String {
 }
 
 /// One `Unrecognized key "k"` error per key of `obj` outside `allowed`, at `base.k`.
-pub(super) fn unknown_keys(
+pub(crate) fn unknown_keys(
     errors: &mut Vec<FieldError>,
     obj: &Map<String, Value>,
     allowed: &[&str],
@@ -381,7 +381,7 @@ fn type_name(value: Option<&Value>) -> &'static str {
     }
 }
 
-pub(super) fn expected(ty: &str, got: Option<&Value>) -> String {
+pub(crate) fn expected(ty: &str, got: Option<&Value>) -> String {
     format!("Invalid input: expected {ty}, received {}", type_name(got))
 }
 
