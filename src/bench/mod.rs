@@ -56,6 +56,39 @@
 //!    at 0 ms, `--workers`). Reported per kind: requests, p50, p99, max; the achieved rate; and
 //!    errors (any transport error or any status other than 200), which must be 0. The queue must
 //!    drain afterwards.
+//! 6. **`webhooks`** and **`upstream`** (not part of `all`): see `bench/webhooks.rs` and
+//!    `bench/upstream.rs`.
+//! 7. **`sync`** (not part of `all`; `bench/sync.rs`): sync calls, `POST /v1/monitor/chatgpt` with
+//!    `{"prompt":"bench prompt <i>","country":"US"}`, in three parts, each its own line (JSON:
+//!    `"scenario": "sync"` with `"part"`). A call counts as answered when it is a 200 whose body
+//!    starts `{"success":true` and that carries `X-Credits-Charged`; anything else (a status,
+//!    a transport error) is a failure, counted by status. After each part, over HTTP: the
+//!    organization's balance (`GET /v1/credits`) must have dropped by exactly 7 (ChatGPT 5 + the
+//!    sync surcharge 2) per answered call and by the sum of the `X-Credits-Charged` headers, and
+//!    `GET /v1/async/status` must show `concurrency.used` 0 (no slot left behind). The bench fails
+//!    if any part had a failure or a check did not hold, after reporting all three.
+//!    - (a) **throughput**: simulator at 0 ms, `--clients` (default 64 for this scenario)
+//!      closed-loop clients, each its own connection, share `--tasks` calls (each takes the next
+//!      until none are left). Reported: answered calls/s = answered / wall time (first request
+//!      to last answer), latency p50/p99/max of the answered calls.
+//!    - (b) **rate**: the same server, another organization: `--rate` calls/s (default 2000)
+//!      for `--rate-secs` (default 5), open loop: call i is sent at `start + i/rate` whatever the
+//!      earlier ones are doing, round-robin over `--clients` connection pools, and its latency is
+//!      measured from that scheduled instant to the whole answer (a late sender counts against
+//!      the result rather than hiding it; how late the sender was is reported too). Reported:
+//!      p50/p99/max, the most calls in flight at once.
+//!    - (c) **inflight**: a new server whose simulator takes `--sim-latency-ms` (default 2000)
+//!      per call, one organization of concurrency `--inflight` (default 5000), the HTTP edge
+//!      serving `--inflight` + 1024 connections at once. `--inflight` calls are started over
+//!      half the engine's time (at most 1 s, so the listener's accept queue of 1024 never
+//!      overflows) from `--clients` connection pools (one connection per call in flight); all
+//!      must answer 200. Reported: the most calls in flight at the client, the most slots in use
+//!      at the server (`concurrency.used`, sampled every 50 ms), and the resident memory of the
+//!      WHOLE bench process (server and the clients' thousands of connections): `VmHWM`, reset
+//!      to the current `VmRSS` just before the calls start (`/proc/self/clear_refs`; if that
+//!      fails it is the peak since the process started, and the line says so), the highest
+//!      `VmRSS` sampled every 50 ms, and `VmRSS` before this part's server started. It needs
+//!      about two file descriptors per call (client and server ends in one process).
 //!
 //! Each scenario prints one human line on stdout; with `--json` it prints one JSON object per
 //! scenario on stdout instead (the human lines then go to stderr). Progress goes to stderr.
@@ -87,6 +120,7 @@ use cloro::store::admin;
 mod load;
 mod scratch;
 mod support;
+mod sync;
 mod upstream;
 mod webhooks;
 
@@ -117,6 +151,9 @@ pub(crate) enum Scenario {
     /// Many calls in flight through the real `openai-responses` adapter against a local fake
     /// upstream (not part of `all`; see `bench/upstream.rs`).
     Upstream,
+    /// Sync calls (`POST /v1/monitor/chatgpt`): throughput, latency at a fixed rate, and many
+    /// in flight with the memory they take (not part of `all`; see `bench/sync.rs`).
+    Sync,
     /// The fake upstream of `upstream`, run by it as a child process.
     #[value(hide = true)]
     UpstreamFake,
@@ -133,8 +170,12 @@ pub(crate) struct BenchArgs {
     /// Tasks per batch request (1 to 500).
     #[arg(long, default_value_t = 500)]
     pub(crate) batch: usize,
-    /// Concurrent HTTP clients submitting batches (`enqueue`, `status`).
-    #[arg(long, default_value_t = 4)]
+    /// Concurrent HTTP clients submitting batches (`enqueue`, `status`), per organization
+    /// (`load`), or making sync calls (`sync`). Default: 4, and 64 for `sync`.
+    #[arg(long = "clients")]
+    pub(crate) clients_arg: Option<usize>,
+    /// `--clients` or its default for the scenario (set by [`run`]).
+    #[arg(skip)]
     pub(crate) clients: usize,
     /// Server workers (`drain`, `latency`).
     #[arg(long, default_value_t = 256)]
@@ -154,9 +195,20 @@ pub(crate) struct BenchArgs {
     /// Length of the `load` scenario, seconds.
     #[arg(long, default_value_t = 60)]
     pub(crate) duration_secs: u64,
-    /// Offered requests per second of the `load` scenario, over all clients.
+    /// Offered requests per second of the `load` scenario, over all clients, and of the
+    /// fixed-rate part of `sync`.
     #[arg(long, default_value_t = 2000)]
     pub(crate) rate: u64,
+    /// `--scenario sync`: length of the fixed-rate part, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rate_secs: u64,
+    /// `--scenario sync`: calls in flight at once in the last part (also the organization's
+    /// concurrency).
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) inflight: usize,
+    /// `--scenario sync`: the simulated engine's time per call in the in-flight part, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) sim_latency_ms: u64,
     /// Print one JSON object per scenario on stdout (human lines go to stderr).
     #[arg(long)]
     pub(crate) json: bool,
@@ -196,7 +248,14 @@ static TARGET: std::sync::OnceLock<(Option<String>, usize)> = std::sync::OnceLoc
 static LONG_TXN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
-pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    args.clients = args
+        .clients_arg
+        .unwrap_or(if args.scenario == Scenario::Sync {
+            64
+        } else {
+            4
+        });
     if args.scenario == Scenario::UpstreamFake {
         return upstream::serve_fake(Duration::from_millis(args.upstream_latency_ms));
     }
@@ -280,6 +339,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         if args.scenario == Scenario::Load {
             bench_load(&args, &out).await.context("scenario load")?;
+        }
+        if args.scenario == Scenario::Sync {
+            sync::bench_sync(&args, &out)
+                .await
+                .context("scenario sync")?;
         }
         if args.scenario == Scenario::Upstream {
             upstream::bench_upstream(&args, &out)

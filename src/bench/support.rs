@@ -81,6 +81,19 @@ impl BenchServer {
         routes: Arc<cloro::queue::EngineRoutes>,
         paused: bool,
     ) -> anyhow::Result<BenchServer> {
+        Self::start_tuned(plans, workers, engine, routes, paused, bench_edge()).await
+    }
+
+    /// [`BenchServer::start_with_routes`] with the HTTP edge's settings given (e.g. more
+    /// connections served at once than the default 4096).
+    pub(super) async fn start_tuned(
+        plans: &[OrgPlan],
+        workers: usize,
+        engine: Arc<dyn Engine>,
+        routes: Arc<cloro::queue::EngineRoutes>,
+        paused: bool,
+        edge: cloro::api::edge::EdgeConfig,
+    ) -> anyhow::Result<BenchServer> {
         let (pg, nodes) = TARGET.get().cloned().unwrap_or((None, 1));
         let db = match &pg {
             None => ScratchDb::sqlite().context("creating the scratch database")?,
@@ -131,11 +144,7 @@ impl BenchServer {
                 engines: routes.clone(),
                 max_body_bytes: 10 * 1024 * 1024,
                 default_plan: "free".into(),
-                // The benchmarks measure the queue, not the rate limit.
-                edge: cloro::api::edge::EdgeConfig {
-                    rate_limit: u32::MAX,
-                    ..Default::default()
-                },
+                edge: edge.clone(),
                 webhooks: cloro::webhooks::WebhookConfig {
                     allow_private: true,
                     ..Default::default()
@@ -178,6 +187,15 @@ impl BenchServer {
             server.shutdown();
             server.stopped(Duration::from_secs(60)).await;
         }
+    }
+}
+
+/// The edge of a bench server: the defaults, without the rate limit (the benchmarks measure the
+/// queue, not the rate limit).
+pub(super) fn bench_edge() -> cloro::api::edge::EdgeConfig {
+    cloro::api::edge::EdgeConfig {
+        rate_limit: u32::MAX,
+        ..Default::default()
     }
 }
 

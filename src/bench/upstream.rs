@@ -3,7 +3,7 @@
 //! A local fake of OpenAI's Responses API (`POST /v1/responses`, the documented answer layout
 //! of https://platform.openai.com/docs/api-reference/responses/object: a `web_search_call`
 //! with 40 consulted sources and a `message` of ~6 KB with 20 `url_citation` annotations)
-//! answers every call after `--sim-latency-ms` (default 2000). The server runs CHATGPT on the
+//! answers every call after `--upstream-latency-ms` (default 2000). The server runs CHATGPT on the
 //! `openai-responses` adapter through an engines file pointing at the fake, with
 //! `max_in_flight = --workers` (default here: 5000) and as many workers, one organization of
 //! that concurrency. `--tasks` tasks (default 50 000) are enqueued with the dispatcher paused,
