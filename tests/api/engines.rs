@@ -51,13 +51,25 @@ struct Fake {
     trouble: Option<Trouble>,
     delay: Duration,
     changed: Arc<tokio::sync::Notify>,
+    /// When set, every Responses call waits for a permit before it answers.
+    hold: Option<Arc<tokio::sync::Semaphore>>,
+    /// Per Responses call in arrival order: whether its body mentions `SYNC-CALL`.
+    order: Arc<std::sync::Mutex<Vec<bool>>>,
 }
 
 fn json_reply(body: &str) -> Response {
     ([("content-type", "application/json")], body.to_owned()).into_response()
 }
 
-async fn responses(State(f): State<Fake>, uri: Uri, headers: HeaderMap) -> Response {
+async fn responses(
+    State(f): State<Fake>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Ok(mut order) = f.order.lock() {
+        order.push(String::from_utf8_lossy(&body).contains("SYNC-CALL"));
+    }
     let key_ok = headers
         .get("authorization")
         .or_else(|| headers.get("api-key"))
@@ -70,6 +82,11 @@ async fn responses(State(f): State<Fake>, uri: Uri, headers: HeaderMap) -> Respo
     f.changed.notify_waiters();
     if !f.delay.is_zero() {
         tokio::time::sleep(f.delay).await;
+    }
+    if let Some(hold) = &f.hold
+        && let Ok(permit) = hold.acquire().await
+    {
+        permit.forget();
     }
     f.in_flight.fetch_sub(1, Ordering::SeqCst);
     if let Some(t) = &f.trouble
@@ -709,4 +726,65 @@ async fn a_refused_key_answers_503_with_retry_after_and_costs_nothing() {
     // Only the first call met the upstream; the others were told at once.
     assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
     assert_eq!(app.credits().await, before);
+}
+
+#[tokio::test]
+async fn a_sync_call_waiting_for_its_engine_goes_ahead_of_queued_tasks() {
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let fake = Fake {
+        hold: Some(hold.clone()),
+        ..Fake::default()
+    };
+    let addr = serve(fake.clone()).await;
+    let app = TestApp::builder()
+        .concurrency(10)
+        .engines(routes(addr, "max_in_flight = 1"))
+        .spawn()
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(&app, chat("CHATGPT")).await);
+    }
+    // The first task is with the upstream; the other three wait for the engine.
+    within(async {
+        loop {
+            let notified = fake.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if fake.calls.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    // A sync call comes: it holds a slot of the organization (the running task holds the
+    // other) and waits for the engine.
+    let call = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/v1/monitor/chatgpt"),
+            app.key.clone(),
+        );
+        let body = json!({"prompt": "SYNC-CALL espresso", "country": "FR"});
+        tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await })
+    };
+    within(async {
+        // Polled: taking a slot is not a queue change the feed reports on every store.
+        while app.status().await["concurrency"]["used"] != 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // Now the upstream answers everything.
+    hold.add_permits(1_000);
+    let resp = within(call).await.expect("joined").expect("answered");
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The call was the engine's second: no queued task went before it.
+    let order = fake.order.lock().map(|o| o.clone()).unwrap_or_default();
+    assert_eq!(order.get(..2), Some(&[false, true][..]), "{order:?}");
+    for id in &ids {
+        assert_eq!(finished(&app, id).await["task"]["status"], "COMPLETED");
+    }
+    assert_eq!(fake.most.load(Ordering::SeqCst), 1);
 }

@@ -555,3 +555,19 @@ async fn an_engine_that_panics_is_a_500_and_the_slot_comes_back() {
     }
     assert_eq!(app.credits().await, before);
 }
+
+#[tokio::test]
+async fn the_rate_limit_comes_before_validation_and_has_no_concurrency_headers() {
+    let app = TestApp::builder().rate_limit(1).spawn().await;
+    let (s, _, b) = call(&app, "/v1/monitor/chatgpt", &prompt("a")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // The same second: the bucket of this route is empty, even for a bad body...
+    let (s, h, b) = call(&app, "/v1/monitor/chatgpt", &json!({"bad": true})).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(b["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    assert_eq!(concurrency(&h), (None, None, None));
+    assert_eq!(header(&h, "x-ratelimit-remaining"), Some(0));
+    // ...while another monitor route has a bucket of its own.
+    let (s, _, b) = call(&app, "/v1/monitor/gemini", &prompt("a")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

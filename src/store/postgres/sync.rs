@@ -215,7 +215,15 @@ pub(crate) async fn leave(store: &PgStore, slot: &SyncSlot, done: Option<&SyncDo
     }) = done
         && rec.id != slot.id
     {
-        release_later(store, slot);
+        // The slot is freed before the answer (a caller may count on it), in the background
+        // only if the database cannot be reached now.
+        match try_leave(store, slot, None).await {
+            Ok(()) => {
+                store.shared.notify.notify_one();
+                store.shared.bump();
+            }
+            Err(_) => release_later(store, slot),
+        }
         return Err(Error::Conflict(format!(
             "a kept sync result must use its slot's id {}, not {}",
             slot.id, rec.id
