@@ -17,6 +17,8 @@
 //! [`request`] builds the body (pure), [`normalize`] reads the provider's answer and shapes the
 //! cloro result (pure); `tests.rs` drives both on fixtures and through a local fake upstream.
 
+#[cfg(test)]
+mod golden;
 mod normalize;
 mod request;
 #[cfg(test)]

@@ -1230,7 +1230,7 @@ async fn task_types_it_does_not_serve_fail_without_a_call() {
 
 /// A typical OpenAI answer: ~3 KB of text with multi-byte characters, 20 cited sources, 20
 /// consulted ones (half of them the cited URLs), 3 queries.
-fn typical_answer() -> String {
+pub(super) fn typical_answer() -> String {
     let mut text = String::new();
     let mut annotations = Vec::new();
     let mut sources = Vec::new();
