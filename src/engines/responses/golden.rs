@@ -4,40 +4,21 @@
 //! an error kind or an error message shows here. To rewrite it after a deliberate change:
 //! `CLORO_WRITE_GOLDEN=1 cargo test --lib engines::responses::golden`.
 
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::json;
 
+use super::Chat;
 use super::normalize::{self, Shape};
-use super::{Chat, read_reply};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
-use crate::engines::EngineError;
-use crate::engines::upstream::{self, Reply};
 use crate::pages::PageLinks;
 
 const KEY: &str = "sk-test-SECRET-0123456789";
 const GOLDEN: &str = "src/engines/responses/fixtures/golden.txt";
 
-/// What `ResponsesEngine::execute` makes of a 200 answer's body.
+/// What `ResponsesEngine::execute` makes of a 200 answer's body (the golden file was written
+/// with today's code: `read_reply`, then `normalize::parse` on the `Value`, then `shape`).
 fn engine_path(body: &[u8], shape: Shape, chat: &Chat<'_>) -> String {
-    let reply = Reply {
-        status: StatusCode::OK,
-        headers: HeaderMap::new(),
-        body: body.to_vec().into(),
-    };
-    let out = (|| -> Result<_, EngineError> {
-        let json = read_reply(&reply, KEY)?;
-        let parsed = normalize::parse(&json).map_err(|e| {
-            EngineError::with_usage(
-                EngineError::Retryable(upstream::redact(&e.message, KEY)),
-                e.usage,
-            )
-        })?;
-        let usage = parsed.usage;
-        let result = normalize::shape(shape, &parsed, chat, &PageLinks::fixed(), json, KEY);
-        Ok((result, usage))
-    })();
+    let out = normalize::answer(body, shape, chat, &PageLinks::fixed(), KEY);
     match out {
         Ok((result, usage)) => format!(
             "ok {usage:?} {}",
