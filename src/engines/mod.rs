@@ -9,13 +9,15 @@
 //!   shapes, one file per engine under `simulated/`;
 //! - the real adapters, one folder each: [`responses`] (`openai-responses`: CHATGPT, GROK,
 //!   PERPLEXITY, COPILOT), [`gemini`] (GEMINI), [`serpapi`] (GOOGLE, GOOGLE_NEWS, AIMODE), and
-//!   what they share ([`upstream`]: the HTTP client, the body cap, error classification);
+//!   what they share ([`upstream`]: the HTTP client, the body cap, error classification;
+//!   [`lenient`]: reading their JSON answers typed, borrowing from the body);
 //! - [`file`]: the engines file (SPEC §5) that builds them, and `cloro engines list|check`.
 //!
 //! Which engine runs a task, and within which limits and health, is the dispatcher's
 //! ([`crate::queue::engines`]).
 
 pub(crate) mod gemini;
+pub(crate) mod lenient;
 pub(crate) mod responses;
 pub(crate) mod serpapi;
 pub(crate) mod upstream;

@@ -11,7 +11,7 @@ use crate::pages::PageLinks;
 /// `groundingMetadata.{webSearchQueries, groundingChunks[].web, groundingSupports[].segment}`,
 /// https://ai.google.dev/gemini-api/docs/google-search): ~5 KB of text with multi-byte
 /// characters, 20 sources, one support per sentence (UTF-8 byte offsets), 3 queries.
-fn typical_answer() -> String {
+pub(super) fn typical_answer() -> String {
     let mut text = String::new();
     let mut chunks = Vec::new();
     let mut supports = Vec::new();

@@ -10,6 +10,8 @@
 
 #[cfg(test)]
 mod cpu_tests;
+#[cfg(test)]
+mod golden;
 mod normalize;
 mod request;
 #[cfg(test)]

@@ -33,6 +33,7 @@
 //! candidate that stopped normally with no text is a valid empty answer. No candidate at all
 //! (and no block reason) is retryable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::super::lenient::{self, Obj, U64};
 use super::super::upstream;
 use super::super::{EngineError, Usage};
 use crate::pages::PageLinks;
@@ -55,78 +57,153 @@ pub(crate) struct Options {
     pub(crate) search_queries: bool,
 }
 
+/// The answer's fields this adapter reads, borrowed from the body. The struct names and field
+/// types are those of the reader that went through a `Value` (their error messages name them);
+/// [`Txt`] borrows a string where `String` copied it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct Response {
-    candidates: Vec<Candidate>,
-    prompt_feedback: Option<PromptFeedback>,
-    model_version: Option<String>,
+struct Response<'a> {
+    #[serde(borrow)]
+    candidates: Vec<Candidate<'a>>,
+    #[serde(borrow)]
+    prompt_feedback: Option<PromptFeedback<'a>>,
+    #[serde(borrow)]
+    model_version: Option<Txt<'a>>,
+    /// Read as `Value::get`/`as_u64` read it: any other JSON type is absent.
+    usage_metadata: Obj<UsageMetadata>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct PromptFeedback {
-    block_reason: Option<String>,
+struct UsageMetadata {
+    prompt_token_count: U64,
+    tool_use_prompt_token_count: U64,
+    candidates_token_count: U64,
+    thoughts_token_count: U64,
+}
+
+/// A JSON string, borrowed from the body when it has no escapes (`String`'s error messages).
+#[derive(Debug, Default)]
+struct Txt<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Txt<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Txt<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Txt<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Txt<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Txt<'a>, E> {
+                Ok(Txt(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Txt<'a>, E> {
+                Ok(Txt(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Txt<'a>, E> {
+                Ok(Txt(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_string(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct Candidate {
-    content: Option<Content>,
-    finish_reason: Option<String>,
-    grounding_metadata: Option<GroundingMetadata>,
+struct PromptFeedback<'a> {
+    #[serde(borrow)]
+    block_reason: Option<Txt<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct Candidate<'a> {
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Txt<'a>>,
+    #[serde(borrow)]
+    grounding_metadata: Option<GroundingMetadata<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Content {
-    parts: Vec<Part>,
+struct Content<'a> {
+    #[serde(borrow)]
+    parts: Vec<Part<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Part {
-    text: Option<String>,
+struct Part<'a> {
+    #[serde(borrow)]
+    text: Option<Txt<'a>>,
     thought: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct GroundingMetadata {
-    grounding_chunks: Vec<Chunk>,
-    grounding_supports: Vec<Support>,
-    web_search_queries: Vec<String>,
+struct GroundingMetadata<'a> {
+    #[serde(borrow)]
+    grounding_chunks: Vec<Chunk<'a>>,
+    #[serde(borrow)]
+    grounding_supports: Vec<Support<'a>>,
+    /// `None` when absent (no searches reported); `null` is refused, as a `Vec` refuses it.
+    #[serde(borrow, deserialize_with = "present")]
+    web_search_queries: Option<Vec<Txt<'a>>>,
+}
+
+/// A field that, when present, must be a `T` (`null` included in what it refuses).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Chunk {
-    web: Option<Web>,
+struct Chunk<'a> {
+    #[serde(borrow)]
+    web: Option<Web<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-struct Web {
-    uri: Option<String>,
-    title: Option<String>,
+struct Web<'a> {
+    #[serde(borrow)]
+    uri: Option<Txt<'a>>,
+    #[serde(borrow)]
+    title: Option<Txt<'a>>,
     /// Vertex AI only; the Gemini API does not document it.
-    domain: Option<String>,
+    #[serde(borrow)]
+    domain: Option<Txt<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct Support {
-    segment: Option<Segment>,
+struct Support<'a> {
+    #[serde(borrow)]
+    segment: Option<Segment<'a>>,
     grounding_chunk_indices: Vec<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-struct Segment {
+struct Segment<'a> {
     part_index: Option<usize>,
     start_index: Option<usize>,
     end_index: Option<usize>,
-    text: Option<String>,
+    #[serde(borrow)]
+    text: Option<Txt<'a>>,
 }
 
 struct Source {
@@ -158,19 +235,41 @@ pub(crate) fn normalize(
     pages: &PageLinks,
     secret: &str,
 ) -> Result<(Value, Option<Usage>), EngineError> {
-    let raw: Value =
+    let src: Cow<'_, [u8]> =
         if !secret.is_empty() && body.windows(secret.len()).any(|w| w == secret.as_bytes()) {
             let text = upstream::redact(&String::from_utf8_lossy(body), secret);
-            serde_json::from_str(&text).map_err(retryable_shape)?
+            Cow::Owned(text.into_bytes())
         } else {
-            serde_json::from_slice(body).map_err(retryable_shape)?
+            Cow::Borrowed(body)
         };
-    let resp = Response::deserialize(&raw).map_err(retryable_shape)?;
+    // Typed in one pass when a `Value` parse would accept the body and the typed read succeeds
+    // on it; otherwise (and for `rawResponse`, which needs the `Value`) through a `Value`, whose
+    // error messages the typed read does not reproduce.
+    let fast = if !opts.raw_response && lenient::valid(&src) {
+        serde_json::from_slice::<Response<'_>>(&src).ok()
+    } else {
+        None
+    };
+    let raw: Option<Value>;
+    let resp = match fast {
+        Some(resp) => {
+            raw = None;
+            resp
+        }
+        None => {
+            let value: Value = serde_json::from_slice(&src).map_err(retryable_shape)?;
+            raw = Some(value);
+            match &raw {
+                Some(v) => Response::deserialize(v).map_err(retryable_shape)?,
+                None => Response::default(),
+            }
+        }
+    };
     let Some(cand) = resp.candidates.first() else {
         return Err(match resp.prompt_feedback.and_then(|f| f.block_reason) {
             Some(reason) => EngineError::Fatal {
                 code: "UPSTREAM_BLOCKED".into(),
-                message: format!("Gemini blocked the prompt (blockReason {reason})"),
+                message: format!("Gemini blocked the prompt (blockReason {})", &*reason),
             },
             None => EngineError::Retryable("Gemini returned no candidate".into()),
         });
@@ -226,17 +325,30 @@ pub(crate) fn normalize(
         m.insert("html".into(), Value::String(pages.url(1)));
     }
     if opts.search_queries {
-        m.insert("searchQueries".into(), json!(gm.web_search_queries));
+        m.insert(
+            "searchQueries".into(),
+            Value::Array(
+                gm.web_search_queries
+                    .iter()
+                    .flatten()
+                    .map(|q| Value::String(q.to_string()))
+                    .collect(),
+            ),
+        );
     }
     m.insert(
         "model".into(),
-        resp.model_version.map_or(Value::Null, Value::String),
+        resp.model_version
+            .as_ref()
+            .map_or(Value::Null, |v| Value::String(v.to_string())),
     );
     let mut out = Map::new();
     out.insert("text".into(), Value::String(text));
     out.extend(m);
-    let usage = usage(&raw);
-    if opts.raw_response {
+    let usage = usage_of(&resp);
+    if opts.raw_response
+        && let Some(raw) = raw
+    {
         out.insert("rawResponse".into(), Value::Array(vec![raw]));
     }
     Ok((Value::Object(out), usage))
@@ -420,23 +532,37 @@ pub(crate) fn char_range(text: &str, start: usize, end: usize) -> (usize, usize)
 /// output), searches = the number of `webSearchQueries` of the first candidate (Gemini 3 bills
 /// grounding per search query; Gemini 2.5 per grounded prompt, which the count still shows
 /// as non-zero). `None` when Gemini reported none of them.
-pub(crate) fn usage(raw: &Value) -> Option<Usage> {
-    let u = raw.get("usageMetadata");
-    let n = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
+fn usage_of(resp: &Response<'_>) -> Option<Usage> {
+    let u = resp.usage_metadata.get();
+    let n = |k: fn(&UsageMetadata) -> U64| u.and_then(|u| k(u).0);
     let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
     };
-    let searches = raw
-        .pointer("/candidates/0/groundingMetadata/webSearchQueries")
-        .and_then(Value::as_array)
+    let searches = resp
+        .candidates
+        .first()
+        .and_then(|c| c.grounding_metadata.as_ref())
+        .and_then(|g| g.web_search_queries.as_ref())
         .map(|q| q.len() as u64);
     Usage {
-        input_tokens: sum(n("promptTokenCount"), n("toolUsePromptTokenCount")),
-        output_tokens: sum(n("candidatesTokenCount"), n("thoughtsTokenCount")),
+        input_tokens: sum(
+            n(|u| u.prompt_token_count),
+            n(|u| u.tool_use_prompt_token_count),
+        ),
+        output_tokens: sum(
+            n(|u| u.candidates_token_count),
+            n(|u| u.thoughts_token_count),
+        ),
         searches,
     }
     .nonempty()
+}
+
+/// [`usage_of`] an answer already parsed into a `Value` (`None` when it does not read).
+#[cfg(test)]
+pub(crate) fn usage(raw: &Value) -> Option<Usage> {
+    Response::deserialize(raw).ok().and_then(|r| usage_of(&r))
 }
 
 // ------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@
 //! [`request`] builds the body (pure), [`normalize`] reads the provider's answer and shapes the
 //! cloro result (pure); `tests.rs` drives both on fixtures and through a local fake upstream.
 
+#[cfg(test)]
+mod golden;
 mod normalize;
 mod request;
 #[cfg(test)]
@@ -227,8 +229,9 @@ impl ResponsesEngine {
         })
     }
 
-    /// One call: the request for `payload`, the provider's answer read and classified.
-    async fn call(&self, body: &Value) -> Result<Value, EngineError> {
+    /// One call: the request for `payload`; the body of a 2xx answer, else the error kind its
+    /// status and error body say.
+    async fn call(&self, body: &Value) -> Result<Reply, EngineError> {
         let secret = self.cfg.api_key.trim();
         let req = self
             .client
@@ -240,7 +243,10 @@ impl ResponsesEngine {
                 message: format!("cannot encode the request: {e}"),
             })?);
         let reply = upstream::send(req, self.cfg.max_body_bytes, secret).await?;
-        read_reply(&reply, secret)
+        if !reply.status.is_success() {
+            return Err(normalize::classify_error(&reply, secret));
+        }
+        Ok(reply)
     }
 }
 
@@ -249,14 +255,7 @@ pub(super) fn read_reply(reply: &Reply, secret: &str) -> Result<Value, EngineErr
     if !reply.status.is_success() {
         return Err(normalize::classify_error(reply, secret));
     }
-    let json: Value = serde_json::from_slice(&reply.body)
-        .map_err(|e| EngineError::Retryable(format!("the upstream's answer is not JSON: {e}")))?;
-    if !json.is_object() {
-        return Err(EngineError::Retryable(
-            "the upstream's answer is not a JSON object".into(),
-        ));
-    }
-    Ok(json)
+    normalize::json_object(&reply.body)
 }
 
 /// Largest answer read by [`ResponsesEngine::check`] (a model list).
@@ -378,18 +377,9 @@ impl Engine for ResponsesEngine {
                 .unwrap_or(provider.documents_include_sources()),
         };
         let body = request::body(&opts, &payload);
-        let json = self.call(&body).await?;
+        let reply = self.call(&body).await?;
         let secret = self.cfg.api_key.trim();
-        // A failed run is retried; what it was billed (its `usage`, when the body has one)
-        // still counts.
-        let parsed = normalize::parse(&json).map_err(|e| {
-            EngineError::with_usage(
-                EngineError::Retryable(upstream::redact(&e.message, secret)),
-                e.usage,
-            )
-        })?;
-        let usage = parsed.usage;
-        let result = normalize::shape(shape, &parsed, &payload, task.pages, json, secret);
+        let (result, usage) = normalize::answer(&reply.body, shape, &payload, task.pages, secret)?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

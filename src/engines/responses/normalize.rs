@@ -17,8 +17,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::super::lenient::{self, Arr, Message, Obj, Str, U64};
 use super::super::upstream::{self, Reply};
 use super::super::{EngineError, Usage};
 use super::Chat;
@@ -61,6 +63,112 @@ pub(crate) struct RunFailed {
     pub(crate) usage: Option<Usage>,
 }
 
+// ------------------------------------------------------------------------------------------
+// The answer, typed (read with `Value`'s meaning: a field of another JSON type is absent)
+
+/// The fields of a Responses-format answer this adapter reads, borrowed from the body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    status: Str<'a>,
+    #[serde(borrow)]
+    error: Message<'a>,
+    #[serde(borrow)]
+    model: Str<'a>,
+    #[serde(borrow)]
+    output: Arr<Obj<Item<'a>>>,
+    usage: Obj<UsageObj>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UsageObj {
+    input_tokens: U64,
+    output_tokens: U64,
+}
+
+/// One `output` item: a `message`, a `web_search_call` or Perplexity's `search_results`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Item<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    content: Arr<Obj<Part<'a>>>,
+    #[serde(borrow)]
+    action: Obj<Action<'a>>,
+    #[serde(borrow)]
+    arguments: Str<'a>,
+    #[serde(borrow)]
+    results: Arr<Obj<Found<'a>>>,
+    #[serde(borrow)]
+    queries: Arr<Str<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Action<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    sources: Arr<Obj<Found<'a>>>,
+    #[serde(borrow)]
+    queries: Arr<Str<'a>>,
+    #[serde(borrow)]
+    query: Str<'a>,
+}
+
+/// A consulted page: `action.sources[]` (OpenAI, Azure), `results[]` (Perplexity).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Found<'a> {
+    #[serde(borrow)]
+    url: Str<'a>,
+    #[serde(borrow)]
+    title: Str<'a>,
+    #[serde(borrow)]
+    snippet: Str<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Part<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    #[serde(borrow)]
+    text: Str<'a>,
+    #[serde(borrow)]
+    annotations: Arr<Obj<Annotation<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Annotation<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: Str<'a>,
+    /// OpenAI puts the fields on the annotation; some clients nest them in `url_citation`.
+    #[serde(borrow)]
+    url_citation: Obj<Cited<'a>>,
+    #[serde(borrow)]
+    url: Str<'a>,
+    #[serde(borrow)]
+    title: Str<'a>,
+    start_index: U64,
+    end_index: U64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Cited<'a> {
+    #[serde(borrow)]
+    url: Str<'a>,
+    #[serde(borrow)]
+    title: Str<'a>,
+    start_index: U64,
+    end_index: U64,
+}
+
 /// What the call used, as the provider reports it: tokens from `usage.input_tokens` and
 /// `usage.output_tokens`; searches counted from `output` (none reported when there is no
 /// `output`):
@@ -73,16 +181,17 @@ pub(crate) struct RunFailed {
 ///   invocation).
 ///
 /// `None` when the answer has no `usage` and ran no search.
-pub(crate) fn usage(json: &Value) -> Option<Usage> {
-    let u = json.get("usage").filter(|u| u.is_object());
-    let n = |k: &str| u.and_then(|u| u.get(k)).and_then(Value::as_u64);
-    let searches = json.get("output").and_then(Value::as_array).map(|items| {
+fn usage_of(a: &Answer<'_>) -> Option<Usage> {
+    let u = a.usage.get();
+    let searches = a.output.0.as_ref().map(|items| {
         items
             .iter()
-            .filter(|item| match str_of(item, "type") {
+            .filter_map(Obj::get)
+            .filter(|item| match item.kind.get() {
                 Some("web_search_call") => item
-                    .get("action")
-                    .and_then(|a| str_of(a, "type"))
+                    .action
+                    .get()
+                    .and_then(|a| a.kind.get())
                     .is_none_or(|t| t == "search"),
                 Some("search_results") => true,
                 _ => false,
@@ -93,11 +202,20 @@ pub(crate) fn usage(json: &Value) -> Option<Usage> {
         return None;
     }
     Usage {
-        input_tokens: n("input_tokens"),
-        output_tokens: n("output_tokens"),
+        input_tokens: u.and_then(|u| u.input_tokens.0),
+        output_tokens: u.and_then(|u| u.output_tokens.0),
         searches,
     }
     .nonempty()
+}
+
+/// [`usage_of`] an answer already parsed into a `Value`.
+#[cfg(test)]
+pub(crate) fn usage(json: &Value) -> Option<Usage> {
+    Obj::<Answer<'_>>::deserialize(json)
+        .ok()
+        .and_then(|a| a.0)
+        .and_then(|a| usage_of(&a))
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -135,75 +253,97 @@ fn push_query(queries: &mut Vec<String>, q: Option<&str>) {
     }
 }
 
+/// The JSON object of a 2xx body, or the retryable error saying why it is not one.
+pub(crate) fn json_object(body: &[u8]) -> Result<Value, EngineError> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| EngineError::Retryable(format!("the upstream's answer is not JSON: {e}")))?;
+    if !json.is_object() {
+        return Err(EngineError::Retryable(
+            "the upstream's answer is not a JSON object".into(),
+        ));
+    }
+    Ok(json)
+}
+
+/// What a 2xx body says: the answer read (or the run's failure), and the body as a `Value`
+/// when `keep_json` (for `rawResponse`) or when it could only be read through one. The body is
+/// read typed, in one pass, when it is a JSON object a `Value` parse accepts; any other body
+/// goes through [`json_object`] (and its error messages).
+pub(crate) fn read(
+    body: &[u8],
+    keep_json: bool,
+) -> Result<(Result<Normalized, RunFailed>, Option<Value>), EngineError> {
+    if !keep_json && lenient::valid(body) {
+        let typed: Result<Obj<Answer<'_>>, _> = serde_json::from_slice(body);
+        if let Ok(Obj(Some(answer))) = typed {
+            return Ok((normalized(&answer), None));
+        }
+    }
+    let json = json_object(body)?;
+    let n = parse(&json);
+    Ok((n, Some(json)))
+}
+
 /// Reads the provider's answer. An empty or absent `output` is a valid empty answer (xAI).
 pub(crate) fn parse(json: &Value) -> Result<Normalized, RunFailed> {
-    if let Some(status) = str_of(json, "status") {
+    // Every field takes any JSON value and a `Value` has no duplicate keys, so this cannot
+    // fail; a non-object answer reads as an empty one, as `Value::get` finds nothing in it.
+    let answer = Obj::<Answer<'_>>::deserialize(json)
+        .ok()
+        .and_then(|a| a.0)
+        .unwrap_or_default();
+    normalized(&answer)
+}
+
+fn normalized(json: &Answer<'_>) -> Result<Normalized, RunFailed> {
+    if let Some(status) = json.status.get() {
         match status {
             "completed" | "incomplete" => {}
             other => {
-                let why = json
-                    .get("error")
-                    .and_then(|e| str_of(e, "message").or_else(|| e.as_str()))
-                    .unwrap_or("no reason given");
+                let why = json.error.0.as_deref().unwrap_or("no reason given");
                 return Err(RunFailed {
                     message: format!("the upstream's run ended with status {other:?}: {why}"),
-                    usage: usage(json),
+                    usage: usage_of(json),
                 });
             }
         }
     }
     let mut out = Normalized {
-        model: nonblank(str_of(json, "model")),
-        usage: usage(json),
+        model: nonblank(json.model.get()),
+        usage: usage_of(json),
         ..Normalized::default()
     };
-    let empty = Vec::new();
-    let items = json
-        .get("output")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    for item in items {
-        match str_of(item, "type") {
+    for item in json.output.items().iter().filter_map(Obj::get) {
+        match item.kind.get() {
             Some("message") => {
-                let parts = item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty);
-                for part in parts {
-                    if str_of(part, "type") == Some("output_text") {
+                for part in item.content.items().iter().filter_map(Obj::get) {
+                    if part.kind.get() == Some("output_text") {
                         add_text_part(&mut out, part);
                     }
                 }
             }
             Some("web_search_call") => {
-                if let Some(action) = item.get("action") {
-                    for s in action
-                        .get("sources")
-                        .and_then(Value::as_array)
-                        .unwrap_or(&empty)
-                    {
-                        if let Some(url) = nonblank(str_of(s, "url")) {
+                if let Some(action) = item.action.get() {
+                    for s in action.sources.items().iter().filter_map(Obj::get) {
+                        if let Some(url) = nonblank(s.url.get()) {
                             out.consulted.push(Consulted {
                                 url,
-                                title: nonblank(str_of(s, "title")),
+                                title: nonblank(s.title.get()),
                                 snippet: None,
                             });
                         }
                     }
-                    for q in action
-                        .get("queries")
-                        .and_then(Value::as_array)
-                        .unwrap_or(&empty)
-                    {
-                        push_query(&mut out.queries, q.as_str());
+                    for q in action.queries.items() {
+                        push_query(&mut out.queries, q.get());
                     }
-                    push_query(&mut out.queries, str_of(action, "query"));
+                    push_query(&mut out.queries, action.query.get());
                 }
                 // xAI: `arguments` is a JSON string such as `{"query": "…"}`.
-                if let Some(args) = str_of(item, "arguments")
+                if let Some(args) = item.arguments.get()
                     && let Ok(args) = serde_json::from_str::<Value>(args)
                 {
                     push_query(&mut out.queries, str_of(&args, "query"));
+                    let empty = Vec::new();
                     for q in args
                         .get("queries")
                         .and_then(Value::as_array)
@@ -214,25 +354,17 @@ pub(crate) fn parse(json: &Value) -> Result<Normalized, RunFailed> {
                 }
             }
             Some("search_results") => {
-                for r in item
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty)
-                {
-                    if let Some(url) = nonblank(str_of(r, "url")) {
+                for r in item.results.items().iter().filter_map(Obj::get) {
+                    if let Some(url) = nonblank(r.url.get()) {
                         out.consulted.push(Consulted {
                             url,
-                            title: nonblank(str_of(r, "title")),
-                            snippet: nonblank(str_of(r, "snippet")),
+                            title: nonblank(r.title.get()),
+                            snippet: nonblank(r.snippet.get()),
                         });
                     }
                 }
-                for q in item
-                    .get("queries")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty)
-                {
-                    push_query(&mut out.queries, q.as_str());
+                for q in item.queries.items() {
+                    push_query(&mut out.queries, q.get());
                 }
             }
             _ => {}
@@ -241,37 +373,29 @@ pub(crate) fn parse(json: &Value) -> Result<Normalized, RunFailed> {
     Ok(out)
 }
 
-fn add_text_part(out: &mut Normalized, part: &Value) {
-    let text = str_of(part, "text").unwrap_or("");
+fn add_text_part(out: &mut Normalized, part: &Part<'_>) {
+    let text = part.text.get().unwrap_or("");
     if !out.text.is_empty() && !text.is_empty() {
         out.text.push_str("\n\n");
     }
     let base = out.text.len();
     let bounds = char_boundaries(text);
     out.text.push_str(text);
-    let empty = Vec::new();
-    for a in part
-        .get("annotations")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
-        if str_of(a, "type") != Some("url_citation") {
+    for a in part.annotations.items().iter().filter_map(Obj::get) {
+        if a.kind.get() != Some("url_citation") {
             continue;
         }
-        // OpenAI puts the fields on the annotation; some clients nest them in `url_citation`.
-        let a = a.get("url_citation").filter(|v| v.is_object()).unwrap_or(a);
-        let Some(url) = nonblank(str_of(a, "url")) else {
+        let (url, title, start, end) = match a.url_citation.get() {
+            Some(c) => (&c.url, &c.title, c.start_index, c.end_index),
+            None => (&a.url, &a.title, a.start_index, a.end_index),
+        };
+        let Some(url) = nonblank(url.get()) else {
             continue;
         };
-        let span = char_span(
-            &bounds,
-            a.get("start_index").and_then(Value::as_u64),
-            a.get("end_index").and_then(Value::as_u64),
-        )
-        .map(|(s, e)| (base + s, base + e));
+        let span = char_span(&bounds, start.0, end.0).map(|(s, e)| (base + s, base + e));
         out.citations.push(Citation {
             url,
-            title: nonblank(str_of(a, "title")),
+            title: nonblank(title.get()),
             span,
         });
     }
@@ -511,13 +635,14 @@ fn mentions(v: &Value, secret: &str) -> bool {
     }
 }
 
-/// The cloro result of `shape` for a parsed answer.
+/// The cloro result of `shape` for a parsed answer; `json` is the answer as a `Value`, kept
+/// as `rawResponse` when the payload asks for it (and [`read`] was told to keep it).
 pub(crate) fn shape(
     shape: Shape,
     n: &Normalized,
     payload: &Chat<'_>,
     pages: &PageLinks,
-    json: Value,
+    json: Option<Value>,
     secret: &str,
 ) -> Value {
     let srcs = sources(n);
@@ -589,7 +714,9 @@ pub(crate) fn shape(
     if payload.html {
         m.insert("html".into(), json!(pages.url(1)));
     }
-    if payload.raw_response {
+    if payload.raw_response
+        && let Some(json) = json
+    {
         m.insert("rawResponse".into(), raw(json, secret));
     }
     if shape == Shape::Chatgpt {
@@ -607,6 +734,31 @@ pub(crate) fn shape(
         }
     }
     Value::Object(m)
+}
+
+/// What `ResponsesEngine::execute` makes of a 2xx body: the cloro result of `shape` and the
+/// usage, or the error (a run that did not complete is retryable, carrying what it was billed).
+pub(crate) fn answer(
+    body: &[u8],
+    shape_of: Shape,
+    payload: &Chat<'_>,
+    pages: &PageLinks,
+    secret: &str,
+) -> Result<(Value, Option<Usage>), EngineError> {
+    let (parsed, json) = read(body, payload.raw_response)?;
+    // A failed run is retried; what it was billed (its `usage`, when the body has one) still
+    // counts.
+    let parsed = parsed.map_err(|e| {
+        EngineError::with_usage(
+            EngineError::Retryable(upstream::redact(&e.message, secret)),
+            e.usage,
+        )
+    })?;
+    let usage = parsed.usage;
+    Ok((
+        shape(shape_of, &parsed, payload, pages, json, secret),
+        usage,
+    ))
 }
 
 // ------------------------------------------------------------------------------------------

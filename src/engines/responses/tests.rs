@@ -61,7 +61,7 @@ fn shaped(shape: Shape, task_type: TaskType, fixture_text: &str) -> (Normalized,
     let n = normalize::parse(&json).expect("a completed run");
     let p = full_payload(task_type);
     let (_, chat) = Chat::of(&p).expect("a chat payload");
-    let result = normalize::shape(shape, &n, &chat, &PageLinks::fixed(), json, KEY);
+    let result = normalize::shape(shape, &n, &chat, &PageLinks::fixed(), Some(json), KEY);
     (n, result)
 }
 
@@ -265,7 +265,14 @@ fn include_flags_decide_the_optional_fields() {
     let n = normalize::parse(&json).expect("completed");
     let p = payload(TaskType::Chatgpt, json!({"prompt": "x", "country": "US"}));
     let (_, chat) = Chat::of(&p).expect("chat");
-    let r = normalize::shape(Shape::Chatgpt, &n, &chat, &PageLinks::fixed(), json, KEY);
+    let r = normalize::shape(
+        Shape::Chatgpt,
+        &n,
+        &chat,
+        &PageLinks::fixed(),
+        Some(json),
+        KEY,
+    );
     assert_shape_like_simulator_for(&r, &p, &[]);
     for key in [
         "markdown",
@@ -1230,7 +1237,7 @@ async fn task_types_it_does_not_serve_fail_without_a_call() {
 
 /// A typical OpenAI answer: ~3 KB of text with multi-byte characters, 20 cited sources, 20
 /// consulted ones (half of them the cited URLs), 3 queries.
-fn typical_answer() -> String {
+pub(super) fn typical_answer() -> String {
     let mut text = String::new();
     let mut annotations = Vec::new();
     let mut sources = Vec::new();
@@ -1281,9 +1288,14 @@ fn cpu_per_task_for_a_typical_answer() {
         let (_, chat) = Chat::of(&p).expect("chat");
         let started = std::time::Instant::now();
         for _ in 0..rounds {
-            let json: Value = serde_json::from_slice(body.as_bytes()).expect("json");
-            let n = normalize::parse(&json).expect("completed");
-            let r = normalize::shape(Shape::Chatgpt, &n, &chat, &PageLinks::fixed(), json, KEY);
+            let (r, _usage) = normalize::answer(
+                body.as_bytes(),
+                Shape::Chatgpt,
+                &chat,
+                &PageLinks::fixed(),
+                KEY,
+            )
+            .expect("completed");
             assert_eq!(r["sources"].as_array().map(Vec::len), Some(40));
         }
         let per_task = started.elapsed() / rounds;
