@@ -609,7 +609,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// Claims up to `max` deliveries that are due, oldest due first. A claimed delivery is
     /// not handed out again until it is recorded (or, in cluster mode, its lease ran out
     /// because its node died: `lease_ms`, longer than a delivery may take); its attempt
-    /// number counts this attempt.
+    /// number counts this attempt, durably before this returns, so an attempt a crash
+    /// interrupts is never handed out again under the same number.
     async fn claim_webhooks(&self, max: usize, lease_ms: i64) -> Result<Vec<WebhookJob>>;
     /// Records how a claimed attempt ended. A record for an attempt that no longer holds the
     /// delivery (taken over after a lease) changes nothing.

@@ -27,8 +27,21 @@
 //!    heavy load, never lost, and task throughput stays first.
 //! 5. **Record.** Any 2xx: delivered (`deliveredAt`). Anything else (non-2xx, timeout,
 //!    connection error, refused address): the attempt failed; attempt `n+1` is due
-//!    `base·2^(n-1)` later (2, 4, 8, 16 minutes with the default base), and after the fifth
-//!    failed attempt the delivery is given up (`delivered: false` stays).
+//!    `base·2^(n-1)` later on average (2, 4, 8, 16 minutes with the default base), each delay
+//!    drawn uniformly from half to one and a half times that, so deliveries that failed
+//!    together (a receiver's outage) do not all come back at the same instant; after the fifth
+//!    failed attempt the delivery is given up (`delivered: false` stays). Only the first
+//!    [`MAX_REPLY_BYTES`] of a 2xx answer's body are read: the answer is an acknowledgement,
+//!    and a receiver must not be able to make the sender read gigabytes.
+//!
+//! An attempt counts when it is claimed, before it is sent (both stores write the count in the
+//! claim), so a node that dies during an attempt never sends that same attempt again: after a
+//! crash the delivery comes back as the next attempt, and one claimed beyond
+//! [`WEBHOOK_MAX_ATTEMPTS`] is recorded as given up without being sent.
+//!
+//! Log lines name a destination only through [`redact_url`] (no user name, password or query
+//! values: they are often the receiver's credentials), and transport errors are logged without
+//! the URL reqwest puts in them.
 //!
 //! The next due time and the signature's timestamp are read from [`WebhookConfig::clock`];
 //! the pace, the time limits and the back-offs are durations on `tokio::time`.
@@ -106,6 +119,18 @@ pub(crate) fn retry_delay_ms(base: u64, attempt: u32) -> i64 {
     backoff_ms(base, attempt).min(i64::MAX as u64) as i64
 }
 
+/// The delay actually waited before attempt `attempt + 1`: [`retry_delay_ms`] times a factor
+/// drawn uniformly from [0.5, 1.5), so the documented schedule is the mean. Without it, every
+/// delivery that failed during one receiver outage (or one outage of this node) would be
+/// retried at the same instant, and the receiver that just came back would get the whole
+/// backlog at once, at every step of the schedule.
+pub(crate) fn jittered_retry_delay_ms(base: u64, attempt: u32, rng: &mut impl rand::Rng) -> i64 {
+    let mean = retry_delay_ms(base, attempt);
+    let factor: f64 = rng.random_range(0.5..1.5);
+    // `as` saturates: a huge mean stays at most i64::MAX.
+    (mean as f64 * factor) as i64
+}
+
 /// `v1=` + lowercase hex HMAC-SHA256, key = the secret as-is (`whsec_...` included), message =
 /// `<timestamp>.<raw body>` (SPEC decision 10).
 pub(crate) fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -176,6 +201,10 @@ const MAX_CLAIM_BATCH: usize = 256;
 /// Claimed deliveries per connection allowed ([`WebhookConfig::total`]) that may wait for their
 /// host or a connection.
 const CLAIMED_PER_CONNECTION: usize = 4;
+
+/// Most bytes of a 2xx answer's body read before the connection is dropped: enough for any
+/// acknowledgement, small next to [`WebhookConfig::total`] attempts at once.
+pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// When a deferred delivery (not attempted) is due again.
 const DEFERRED_DELAY_MS: i64 = 1_000;
@@ -267,7 +296,11 @@ impl Sender {
             },
             Attempted::Failed(_) if job.attempt >= WEBHOOK_MAX_ATTEMPTS => WebhookResult::GaveUp,
             Attempted::Failed(_) => WebhookResult::Retry {
-                delay_ms: retry_delay_ms(self.cfg.retry_base_ms, job.attempt),
+                delay_ms: jittered_retry_delay_ms(
+                    self.cfg.retry_base_ms,
+                    job.attempt,
+                    &mut rand::rng(),
+                ),
             },
         };
         match &result {
@@ -277,6 +310,7 @@ impl Sender {
             Attempted::Failed(error) => tracing::info!(
                 task = %job.task_id,
                 attempt = job.attempt,
+                url = %redact_url(&job.url),
                 %error,
                 given_up = matches!(record, WebhookResult::GaveUp),
                 "Webhook attempt failed"
@@ -359,15 +393,51 @@ impl Sender {
         }
         match req.body(body).send().await {
             Ok(resp) if resp.status().is_success() => {
-                // Read (and drop) the answer so the connection can be reused.
-                let _ = resp.bytes().await;
+                drain_reply(resp).await;
                 Attempted::Acked
             }
             Ok(resp) => Attempted::Failed(format!("answered {}", resp.status())),
             Err(e) if e.is_timeout() => Attempted::Failed("timed out".into()),
-            Err(e) => Attempted::Failed(error_chain(&e)),
+            // reqwest's text names the URL, credentials and query included.
+            Err(e) => Attempted::Failed(error_chain(&e.without_url())),
         }
     }
+}
+
+/// Reads (and drops) at most [`MAX_REPLY_BYTES`] of a 2xx answer's body: a short answer is
+/// read to its end so the connection can be reused; a longer one is dropped with its
+/// connection (the 2xx already said delivered, whatever follows). A body that fails midway
+/// changes nothing either.
+async fn drain_reply(mut resp: reqwest::Response) {
+    let mut read = 0usize;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        read = read.saturating_add(chunk.len());
+        if read > MAX_REPLY_BYTES {
+            // Dropping an unfinished response closes its connection.
+            return;
+        }
+    }
+}
+
+/// `url` as it may be logged: a user name or password becomes `***`, every query value
+/// becomes `***` (names are kept, they help to tell receivers apart), and a fragment goes.
+/// Anything that does not parse as a URL is not shown at all.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(not a URL)".into();
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        // Cannot fail for http(s) URLs with a host; other schemes keep what they have.
+        let _ = u.set_username("***");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        let redacted: Vec<String> = names.iter().map(|k| format!("{k}=***")).collect();
+        u.set_query(Some(&redacted.join("&")));
+    }
+    u.set_fragment(None);
+    u.to_string()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -426,6 +496,49 @@ mod tests {
     fn retries_are_two_four_eight_and_sixteen_minutes_apart_by_default() {
         let d: Vec<i64> = (1..=4).map(|a| retry_delay_ms(120_000, a)).collect();
         assert_eq!(d, [120_000, 240_000, 480_000, 960_000]);
+    }
+
+    #[test]
+    fn retry_delays_are_jittered_with_the_documented_schedule_as_their_mean() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempt in 1..=4 {
+            let mean = retry_delay_ms(120_000, attempt);
+            let samples: Vec<i64> = (0..10_000)
+                .map(|_| jittered_retry_delay_ms(120_000, attempt, &mut rng))
+                .collect();
+            assert!(
+                samples.iter().all(|&d| d >= mean / 2 && d < mean * 3 / 2),
+                "attempt {attempt}: within [0.5, 1.5) of {mean}"
+            );
+            let avg = samples.iter().sum::<i64>() as f64 / samples.len() as f64;
+            assert!(
+                (avg / mean as f64 - 1.0).abs() < 0.02,
+                "attempt {attempt}: mean {avg} vs {mean}"
+            );
+            let distinct: std::collections::HashSet<i64> = samples.iter().copied().collect();
+            assert!(distinct.len() > 5_000, "spread out, not a few instants");
+        }
+        // Tiny and huge bases stay in range (no overflow, never negative).
+        assert_eq!(jittered_retry_delay_ms(0, 1, &mut rng), 0);
+        assert!(jittered_retry_delay_ms(u64::MAX, 4, &mut rng) > 0);
+    }
+
+    #[test]
+    fn logged_urls_show_no_credentials_query_values_or_fragment() {
+        assert_eq!(
+            redact_url("http://user:secret@127.0.0.1:1/hook?token=abc&x=1#frag"),
+            "http://***@127.0.0.1:1/hook?token=***&x=***"
+        );
+        assert_eq!(
+            redact_url("https://:pw@example.com/h?k"),
+            "https://***@example.com/h?k=***"
+        );
+        assert_eq!(
+            redact_url("https://example.com/a/b"),
+            "https://example.com/a/b"
+        );
+        assert_eq!(redact_url("not a url secret"), "(not a URL)");
     }
 
     #[test]

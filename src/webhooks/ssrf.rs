@@ -3,7 +3,9 @@
 //! By default a delivery may not reach loopback, private (RFC 1918, ULA `fc00::/7`), link-local
 //! (`169.254/16`, `fe80::/10`, which holds the cloud metadata addresses `169.254.169.254` and,
 //! inside the ULA range, `fd00:ec2::254`), unspecified, CGNAT (`100.64/10`), multicast or
-//! reserved addresses, nor the IPv4-mapped, -compatible or NAT64 forms of those. The check runs
+//! reserved addresses, nor the IPv4-mapped, -compatible, SIIT-translated, NAT64 (`64:ff9b::/96`),
+//! 6to4 (`2002::/16`) or Teredo forms of those; local-use NAT64 (`64:ff9b:1::/48`) is refused
+//! whole, since its embedding is each network's own choice. The check runs
 //! on the **resolved** address at delivery time (see [`FilteringResolver`]), so a name that
 //! resolves to a private address (DNS rebinding included) is refused too; literal addresses
 //! and `localhost` names are refused at submission already. `--allow-private-webhooks` lifts
@@ -38,19 +40,36 @@ fn is_refused_v6(ip: Ipv6Addr) -> bool {
     if ip.is_unspecified() || ip.is_loopback() {
         return true;
     }
-    // IPv4-mapped (::ffff:a.b.c.d) and -compatible (::a.b.c.d): judge the IPv4 address.
-    if let Some(v4) = ip.to_ipv4() {
+    // A form that carries an IPv4 address reaches that address (through the host's own stack,
+    // a translator or a relay), so it is judged by the IPv4 rules.
+    if let Some(v4) = embedded_v4(&s) {
         return is_refused_v4(v4);
     }
-    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-        return is_refused_v4(v4);
-    }
-    (s[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 included)
+    // Local-use NAT64 (RFC 8215): the network's own translators, embedding as they are set up
+    // (any prefix length of RFC 6052), so no single embedded address can be trusted.
+    (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+        || (s[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 included)
         || (s[0] & 0xffc0) == 0xfe80 // link-local
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
         || (s[0] & 0xff00) == 0xff00 // multicast
+}
+
+/// The IPv4 address an IPv6 address stands for, if it is one of the forms that carry one.
+fn embedded_v4(s: &[u16; 8]) -> Option<Ipv4Addr> {
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    match s {
+        // IPv4-compatible (::a.b.c.d) and IPv4-mapped (::ffff:a.b.c.d, ::ffff:0:0/96).
+        [0, 0, 0, 0, 0, 0 | 0xffff, hi, lo] => Some(v4(*hi, *lo)),
+        // SIIT-translated (::ffff:0:a.b.c.d, ::ffff:0:0:0/96, RFC 2765).
+        [0, 0, 0, 0, 0xffff, 0, hi, lo] => Some(v4(*hi, *lo)),
+        // Well-known NAT64 (64:ff9b::/96, RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(v4(*hi, *lo)),
+        // 6to4 (2002::/16, RFC 3056): 2002:AABB:CCDD::/48 is the network of AA.BB.CC.DD.
+        [0x2002, hi, lo, ..] => Some(v4(*hi, *lo)),
+        // Teredo (2001:0::/32, RFC 4380): the client's address, inverted, in the last 32 bits.
+        [0x2001, 0, _, _, _, _, hi, lo] => Some(v4(!*hi, !*lo)),
+        _ => None,
+    }
 }
 
 /// True if the URL names a refused destination literally: an IP address in a refused range,
@@ -156,6 +175,83 @@ mod tests {
         ] {
             assert!(!refused(a), "{a} should be allowed");
         }
+    }
+
+    #[test]
+    fn local_use_nat64_addresses_are_refused_whatever_they_embed() {
+        // 64:ff9b:1::/48 (RFC 8215) is for translators inside a network: its embedding is the
+        // operator's choice, so the whole range is refused.
+        for a in [
+            "64:ff9b:1::1",
+            "64:ff9b:1:a00:1::",
+            "64:ff9b:1:808:808::",
+            "64:ff9b:1:ffff::1",
+        ] {
+            assert!(refused(a), "{a} should be refused");
+        }
+        assert!(!refused("64:ff9b:2::808:808"), "outside the /48");
+    }
+
+    #[test]
+    fn well_known_nat64_addresses_are_judged_by_their_ipv4_address() {
+        for a in [
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::c0a8:101",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(refused(a), "{a} should be refused");
+        }
+        assert!(!refused("64:ff9b::808:808"), "NAT64 of 8.8.8.8");
+    }
+
+    #[test]
+    fn six_to_four_addresses_are_judged_by_their_ipv4_address() {
+        // 2002:AABB:CCDD::/48 is the 6to4 network of the IPv4 address AA.BB.CC.DD.
+        for a in [
+            "2002:7f00:1::1",       // 127.0.0.1
+            "2002:a9fe:a9fe::1",    // 169.254.169.254
+            "2002:c0a8:101::",      // 192.168.1.1
+            "2002:a00:1:2:3:4:5:6", // 10.0.0.1
+            "2002::1",              // 0.0.0.0
+        ] {
+            assert!(refused(a), "{a} should be refused");
+        }
+        assert!(!refused("2002:808:808::1"), "6to4 of 8.8.8.8");
+    }
+
+    #[test]
+    fn ipv4_mapped_and_translated_addresses_are_judged_by_their_ipv4_address() {
+        // ::ffff:0:0/96 (mapped) and ::ffff:0:0:0/96 (SIIT-translated, RFC 2765).
+        for a in [
+            "::ffff:7f00:1",
+            "::ffff:a9fe:a9fe",
+            "::ffff:10.0.0.1",
+            "::ffff:0:7f00:1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:192.168.0.1",
+        ] {
+            assert!(refused(a), "{a} should be refused");
+        }
+        assert!(!refused("::ffff:808:808"));
+        assert!(!refused("::ffff:0:808:808"));
+    }
+
+    #[test]
+    fn teredo_addresses_are_judged_by_their_client_ipv4_address() {
+        // 2001:0::/32: the last 32 bits are the client's IPv4 address, inverted.
+        assert!(
+            refused("2001:0:4136:e378:8000:63bf:80ff:fffe"),
+            "client 127.0.0.1"
+        );
+        assert!(
+            refused("2001:0:4136:e378:8000:63bf:f5ff:fffe"),
+            "client 10.0.0.1"
+        );
+        assert!(
+            !refused("2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
+            "client 8.8.8.8"
+        );
     }
 
     #[tokio::test]

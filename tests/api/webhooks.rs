@@ -393,3 +393,160 @@ async fn a_rotated_secret_signs_the_next_delivery_at_once() {
         "signing disabled"
     );
 }
+
+/// A receiver that answers every delivery 200 with an endless chunked body (8 KiB a
+/// millisecond), and reports how many body bytes it wrote before the sender dropped the
+/// connection.
+struct EndlessBody {
+    url: String,
+    streamed: mpsc::UnboundedReceiver<usize>,
+}
+
+impl EndlessBody {
+    async fn start() -> EndlessBody {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    // The request: its head, then Content-Length bytes of body.
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let len = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                transfer-encoding: chunked\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut piece = b"2000\r\n".to_vec();
+                    piece.extend(std::iter::repeat_n(b'x', 8192));
+                    piece.extend_from_slice(b"\r\n");
+                    let (mut written, started) = (0usize, tokio::time::Instant::now());
+                    // Give up after 30 s: the test has failed long before.
+                    while started.elapsed() < Duration::from_secs(30) {
+                        if conn.write_all(&piece).await.is_err() {
+                            break;
+                        }
+                        written += 8192;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let _ = tx.send(written);
+                });
+            }
+        });
+        EndlessBody {
+            url: format!("http://{addr}/hook"),
+            streamed: rx,
+        }
+    }
+}
+
+/// Issue 12 item 8: a receiver that streams an endless 2xx body costs the sender at most a
+/// small read (it drops the connection), and the 2xx still counts as delivered, at once.
+#[tokio::test]
+async fn an_endless_2xx_body_is_read_only_up_to_a_cap_and_counts_as_delivered() {
+    let mut rx = EndlessBody::start().await;
+    let app = hooked_app(|w| w.timeout = Duration::from_secs(10)).await;
+    let id = submit_hooked(&app, &rx.url).await;
+    let written = tokio::time::timeout(Duration::from_secs(5), rx.streamed.recv())
+        .await
+        .expect("the sender drops the endless body within 5 s, long before its time limit")
+        .expect("receiver running");
+    assert!(
+        written < 1024 * 1024,
+        "the sender stopped reading near its cap, not after {written} bytes"
+    );
+    let b = delivered(&app, &id).await;
+    assert_eq!(b["webhook"]["delivered"], true);
+}
+
+/// Everything the test binary logs at INFO and above, from its first [`Logs::capture`] on.
+/// One global subscriber, not a thread-local one: the server's tasks may run on any thread,
+/// and a callsite first seen by another test without a subscriber would stay silent.
+#[derive(Clone)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("logs").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs(Arc::default());
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+            logs
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("logs")).into_owned()
+    }
+}
+
+/// Issue 12 item 9: a failing delivery's log lines name the destination without its
+/// credentials or its query values.
+#[tokio::test]
+async fn failed_deliveries_log_no_credentials_or_query_values_of_the_url() {
+    let logs = Logs::capture();
+    let app = hooked_app(|w| w.retry_base_ms = 10).await;
+    let id = submit_hooked(
+        &app,
+        "http://hookuser:s3cr3tpw@127.0.0.1:1/hook?token=t0k3nval&x=1",
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let given_up = format!("task={id} attempt=5");
+    while !logs.text().contains(&given_up) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up: {}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = logs.text();
+    assert!(
+        text.contains("url=http://***@127.0.0.1:1/hook?token=***&x=***"),
+        "the destination is named, redacted: {text}"
+    );
+    for secret in ["s3cr3tpw", "t0k3nval", "hookuser"] {
+        assert!(!text.contains(secret), "{secret} logged: {text}");
+    }
+}

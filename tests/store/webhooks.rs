@@ -13,6 +13,7 @@ store_tests!(
     purge_removes_deliveries_with_their_tasks,
     a_record_from_an_attempt_that_lost_the_delivery_changes_nothing,
     a_task_failed_at_pickup_for_credits_notifies_too,
+    an_attempt_in_flight_when_the_process_dies_counts,
 );
 
 const URL: &str = "https://example.com/hook";
@@ -257,6 +258,43 @@ async fn a_task_failed_at_pickup_for_credits_notifies_too(b: Backend) {
     );
 }
 
+/// Issue 12 item 8: an attempt is counted before it is sent, so a process that dies during
+/// every attempt (a receiver whose answer crashes it, say) still ends the delivery: after the
+/// fifth, the sixth claim is handed out only to be recorded as given up.
+async fn an_attempt_in_flight_when_the_process_dies_counts(b: Backend) {
+    let mut f = Fixture::new(&b, &[(10, 1_000_000, 1000)]).await;
+    let org = f.orgs[0];
+    let ids = submit(&*f.store, org, vec![hooked(1)]).await;
+    run_all(&*f.store, completed).await;
+    for attempt in 1..=6 {
+        // Lease 0: on PostgreSQL the delivery is due again as soon as its node is reaped.
+        let jobs = f.store.claim_webhooks(10, 0).await.expect("claim");
+        assert_eq!(
+            jobs.iter()
+                .map(|j| (j.task_id, j.attempt))
+                .collect::<Vec<_>>(),
+            vec![(ids[0], attempt)],
+            "the attempt in flight when the process died counted"
+        );
+        if attempt == 6 {
+            f.store
+                .record_webhook(&jobs[0], WebhookResult::GaveUp)
+                .await
+                .expect("record");
+            break;
+        }
+        f = f.crash_and_restart().await;
+    }
+    assert!(claim(&*f.store).await.is_empty(), "given up is final");
+    let t = f
+        .store
+        .get_task(org, ids[0])
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(t.webhook_delivered_ms, None);
+}
+
 /// SQLite only: a database written before the delivery state moved into the task rows (schema
 /// version 3, with its `webhook_deliveries` table) keeps every delivery through the migration:
 /// a pending one is due again with its attempt count, a delivered one keeps `deliveredAt`, and
@@ -298,7 +336,8 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
     };
 
     // Rewrite the file as schema 3 had it: the outbox table, no delivery columns on tasks, every
-    // URL in its task's row, no usage column.
+    // URL in its task's row, no usage column. Schema 3 counted an attempt only once recorded
+    // and had no claimed state (3): the claimed delivery is pending with no attempt counted.
     {
         let conn = rusqlite::Connection::open(path).expect("open");
         conn.execute_batch(
@@ -312,8 +351,9 @@ async fn sqlite_deliveries_written_by_schema_3_survive_the_migration() {
                  delivered_ms INTEGER, state INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL);
              CREATE INDEX webhook_deliveries_created ON webhook_deliveries (created_ms);
              INSERT INTO webhook_deliveries(seq, org, url, attempts, next_at, delivered_ms, state, created_ms)
-                 SELECT seq, org, webhook_url, COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms),
-                        wh_delivered_ms, wh_state, finished_ms
+                 SELECT seq, org, webhook_url, COALESCE(wh_attempts, 0) - (wh_state = 3),
+                        COALESCE(wh_next_at, finished_ms), wh_delivered_ms,
+                        CASE wh_state WHEN 3 THEN 0 ELSE wh_state END, finished_ms
                  FROM tasks WHERE wh_state IS NOT NULL;
              ALTER TABLE tasks DROP COLUMN wh_state;
              ALTER TABLE tasks DROP COLUMN wh_attempts;

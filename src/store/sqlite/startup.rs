@@ -4,7 +4,7 @@
 //! from the table, in one transaction: tasks that were PROCESSING when the last process died go
 //! back to QUEUED (they run again, with the next attempt number), the organizations' limits and
 //! balances are loaded, and one scan of the table fills both indexes (queued tasks, and pending
-//! webhook deliveries: one that was in flight is due again).
+//! webhook deliveries: one that was in flight is due again, as its next attempt).
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -23,13 +23,14 @@ const ORG_LIMITS: &str = "SELECT id, concurrency, queue_limit, credits FROM orgs
 
 /// One scan for both in-memory indexes: the queued tasks (with their retry time) and the
 /// pending webhook deliveries (with their attempts and due time; a never-attempted delivery is
-/// due at its task's finish time). A full scan, once per start: an index on either condition
+/// due at its task's finish time; one claimed when the last process died, `wh_state = 3`, is
+/// pending with that attempt counted). A full scan, once per start: an index on either condition
 /// would cost every submission and finish.
 const SCAN_INDEXES: &str =
     "SELECT seq, org, priority, credits_to_charge, run_after_ms, status, wh_state,
                             COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms), finished_ms,
                             task_type
-                     FROM tasks WHERE status = 0 OR wh_state = 0";
+                     FROM tasks WHERE status = 0 OR wh_state IN (0, 3)";
 
 /// What start-up rebuilt.
 pub(crate) struct Loaded {
@@ -78,7 +79,7 @@ pub(crate) fn load(conn: &mut Connection, now: i64) -> Result<Loaded> {
                     _ => ready.push(org, seq, prio, cost, kind),
                 }
             }
-            if r.get::<_, Option<i64>>(6)? == Some(0) {
+            if matches!(r.get::<_, Option<i64>>(6)?, Some(0 | 3)) {
                 let hook = PendingHook {
                     org,
                     attempts: r.get(7)?,

@@ -438,48 +438,77 @@ impl Directory for SqliteStore {
 #[async_trait]
 impl Outbox for SqliteStore {
     async fn claim_webhooks(&self, max: usize, _lease_ms: i64) -> Result<Vec<WebhookJob>> {
-        // One process owns the file: in-flight state lives in memory; a crash makes it due again.
+        // One process owns the file: which deliveries are in flight lives in memory; the count of
+        // attempts is written before they are sent (see `writer::webhook`), so an attempt a crash
+        // interrupts still counts.
         let now = self.shared.clock.now_ms();
         let taken = lock(&self.shared.hooks).take_due(now, max);
         if taken.is_empty() {
             return Ok(Vec::new());
         }
+        // Not claimed after all (the store failed): due again at once, not counted.
+        let put_back = |seqs: &mut dyn Iterator<Item = i64>| {
+            let mut hooks = lock(&self.shared.hooks);
+            for seq in seqs {
+                if let Some(h) = hooks.pending.get_mut(&seq) {
+                    h.in_flight = false;
+                    hooks.due.insert((now, seq));
+                }
+            }
+        };
         // The task id and the URL come from the task rows (a reader, not the writer).
         let seqs: Vec<i64> = taken.iter().map(|t| t.0).collect();
-        let rows = self
+        let rows = match self
             .readers
             .read(move |c| reader::webhook_targets(c, seqs))
-            .await;
-        let mut hooks = lock(&self.shared.hooks);
-        let rows = match rows {
+            .await
+        {
             Ok(rows) => rows,
             Err(e) => {
-                // Not claimed after all: due again at once.
-                for (seq, _, _) in &taken {
-                    if let Some(h) = hooks.pending.get_mut(seq) {
-                        h.in_flight = false;
-                        hooks.due.insert((now, *seq));
-                    }
-                }
+                put_back(&mut taken.iter().map(|t| t.0));
                 return Err(e);
             }
         };
         let mut jobs = Vec::with_capacity(taken.len());
-        for ((seq, org, attempt), row) in taken.into_iter().zip(rows) {
-            match row {
-                Some((id, Some(url))) => jobs.push(WebhookJob {
-                    seq,
-                    org,
-                    task_id: Uuid::from_slice(&id).unwrap_or_default(),
-                    url,
-                    attempt,
-                }),
-                // The task was purged meanwhile: its delivery went with it.
-                _ => {
-                    hooks.pending.remove(&seq);
+        {
+            let mut hooks = lock(&self.shared.hooks);
+            for ((seq, org, attempt), row) in taken.into_iter().zip(rows) {
+                match row {
+                    Some((id, Some(url))) => jobs.push(WebhookJob {
+                        seq,
+                        org,
+                        task_id: Uuid::from_slice(&id).unwrap_or_default(),
+                        url,
+                        attempt,
+                    }),
+                    // The task was purged meanwhile: its delivery went with it.
+                    _ => {
+                        hooks.pending.remove(&seq);
+                    }
                 }
             }
         }
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let claims: Vec<(i64, u32)> = jobs.iter().map(|j| (j.seq, j.attempt)).collect();
+        let applied = match self.send(|reply| Cmd::ClaimHooks { claims, reply }).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                put_back(&mut jobs.iter().map(|j| j.seq));
+                return Err(e);
+            }
+        };
+        let mut hooks = lock(&self.shared.hooks);
+        let mut applied = applied.into_iter();
+        jobs.retain(|j| {
+            // A row that did not change was purged since it was read.
+            let kept = applied.next().unwrap_or(false);
+            if !kept {
+                hooks.pending.remove(&j.seq);
+            }
+            kept
+        });
         Ok(jobs)
     }
 

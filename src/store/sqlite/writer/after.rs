@@ -40,6 +40,11 @@ pub(crate) enum After {
         hooks: NewHooks,
         reply: Reply<()>,
     },
+    /// Webhook attempts counted at their claim: which rows changed.
+    ClaimHooks {
+        applied: Vec<bool>,
+        reply: Reply<Vec<bool>>,
+    },
     Webhook {
         seq: i64,
         attempt: u32,
@@ -77,6 +82,7 @@ pub(crate) enum FailedReply {
     Submit(Reply<ItemAnswers>, OrgKey, u64),
     Claim(Reply<Vec<RawClaim>>, Vec<Pick>),
     Finish(Reply<()>),
+    ClaimHooks(Reply<Vec<bool>>),
     Count(Reply<u64>, Taken),
     Renew(Reply<Vec<Renewed>>),
     /// A sync call's end: nothing was charged, but its slot and reservation (`cost`) are freed.
@@ -151,6 +157,9 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
         After::Webhook { reply, .. } => {
             let _ = reply.send(Ok(()));
         }
+        After::ClaimHooks { applied, reply } => {
+            let _ = reply.send(Ok(applied));
+        }
         After::Finish { effects, reply, .. } => {
             for FinishEffect {
                 org,
@@ -217,6 +226,9 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
         After::Renew { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
+        After::ClaimHooks { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
         After::Sync {
             org, cost, reply, ..
         } => {
@@ -251,6 +263,9 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
                 FailedReply::Finish(r) => {
                     let _ = r.send(Err(e));
                 }
+                FailedReply::ClaimHooks(r) => {
+                    let _ = r.send(Err(e));
+                }
                 FailedReply::Count(r, restore) => {
                     restore_taken(ready, restore);
                     let _ = r.send(Err(e));
@@ -280,6 +295,7 @@ pub(crate) fn unapplied(cmd: Cmd) -> After {
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
         Cmd::Renew { reply, .. } => FailedReply::Renew(reply),
         Cmd::Webhook { reply, .. } => FailedReply::Finish(reply),
+        Cmd::ClaimHooks { reply, .. } => FailedReply::ClaimHooks(reply),
         Cmd::Sync {
             org, cost, reply, ..
         } => FailedReply::Sync(reply, org, cost),

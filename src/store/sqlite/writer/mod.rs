@@ -91,6 +91,11 @@ pub(crate) enum Cmd {
         keep: Option<SyncRow>,
         reply: Reply<()>,
     },
+    /// Claimed webhook attempts `(seq, attempt)`, counted before they are sent.
+    ClaimHooks {
+        claims: Vec<(i64, u32)>,
+        reply: Reply<Vec<bool>>,
+    },
     Webhook {
         seq: i64,
         /// The attempt number the claim handed out.
@@ -275,6 +280,10 @@ impl Writer {
             Cmd::Renew { now, reply } => match renew::renew(g.tx, now) {
                 Ok(rows) => Ok(After::Renew { rows, reply }),
                 Err(e) => Err((e, FailedReply::Renew(reply))),
+            },
+            Cmd::ClaimHooks { claims, reply } => match webhook::claim(g, &claims) {
+                Ok(applied) => Ok(After::ClaimHooks { applied, reply }),
+                Err(e) => Err((e, FailedReply::ClaimHooks(reply))),
             },
             Cmd::Webhook {
                 seq,
