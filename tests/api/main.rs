@@ -11,6 +11,7 @@ mod goto;
 mod monitor;
 mod openapi;
 mod pages;
+mod panics;
 mod reference;
 mod sync;
 mod tasks;
