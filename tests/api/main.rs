@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod addon_credits;
 mod auth;
 mod batch;
 mod bodies;
