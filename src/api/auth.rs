@@ -7,8 +7,14 @@
 //! (derived from the route table), `*` otherwise. `X-RateLimit-*` go on every authenticated
 //! answer, the 429 included. The result pages ([`is_keyless`](super::is_keyless)) take no key:
 //! their URL is the capability, and they are bounded on their own (`api::pages`).
+//!
+//! Before its store lookup, an unknown key meets the bounds of [`crate::auth`] (a negative
+//! cache, and a budget of failed lookups per client address, read from the connection's
+//! [`ConnectInfo`] that the listener attaches); a 429 from that budget carries `Retry-After`.
 
-use axum::extract::{MatchedPath, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +33,11 @@ pub(crate) async fn authenticate(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match state.auth.authenticate(&*state.store, header).await {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        match state.auth.authenticate(&*state.store, header, peer).await {
             Ok(caller) => {
                 let route = req
                     .extensions()

@@ -49,7 +49,8 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) details: Option<Value>,
-    /// Seconds, sent as `Retry-After` (503 only).
+    /// Seconds, sent as `Retry-After` (503s, and the 429 of an address over its failed-key
+    /// budget, `crate::auth`).
     pub(crate) retry_after: Option<u32>,
 }
 

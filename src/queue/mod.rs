@@ -14,6 +14,15 @@
 //!    (`{"error":{"code":"INTERNAL_SERVER_ERROR","message":"Maximum retries exceeded"}}`) or on a
 //!    fatal engine error. A finish that cannot be written is retried until it is; the slot
 //!    stays taken meanwhile, so a cap is never exceeded and never leaked.
+//!
+//!    **Panics.** A panic in an engine, or in deciding the outcome, is caught and counts as a
+//!    retryable failure of the attempt (retried after the backoff, FAILED "Maximum retries
+//!    exceeded" after the last one). A panic while the outcome is being written is caught too;
+//!    the outcome written instead is that retryable failure (a result that makes the store
+//!    panic would make it panic again), retried like an unwritable finish. Either way the
+//!    task leaves PROCESSING and its organization's slot is freed; left uncaught, the panic
+//!    would end the task's Tokio task with the row PROCESSING and the slot taken until the
+//!    process exits.
 //! 4. **Wake-ups.** The dispatcher sleeps until new work is committed, a slot frees, the next
 //!    retry is due, or shutdown; no polling of the database. Claiming, spawning, backing off
 //!    and sleeping are the shared claim loop's ([`crate::worker::claim_loop`]); this module
@@ -26,15 +35,17 @@
 //! [`QueueConfig::clock`]; durations (the engine's time limit, back-offs, the purge interval)
 //! are slept on `tokio::time`, so tests run both on a paused clock.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engines::{Engine, EngineError, execute_stored};
-use crate::store::{ClaimedTask, Outcome, Store, Usage};
+use crate::store::{ClaimedTask, Outcome, Store, TaskQueue, Usage};
 
 pub mod engines;
 pub(crate) mod sync;
@@ -197,9 +208,17 @@ impl Source for Dispatcher {
     async fn run(&self, mut task: ClaimedTask) {
         let member = self.routes.member_of(task.task_type);
         let engine = member.map_or(&*self.engine, |m| &*m.engine);
-        let (outcome, usage) = execute_on(engine, member, &task, &self.cfg).await;
+        let run = AssertUnwindSafe(execute_on(engine, member, &task, &self.cfg)).catch_unwind();
+        let (outcome, usage) = match run.await {
+            Ok(done) => done,
+            Err(panic) => {
+                let panic = crate::worker::panic_message(&*panic);
+                tracing::error!(task_id = %task.id, %panic, "Deciding a task's outcome panicked");
+                (panicked(&task, &self.cfg), None)
+            }
+        };
         task.usage = usage;
-        finish_durably(&*self.store, task, outcome).await;
+        finish_durably(&*self.store, task, outcome, &self.cfg).await;
         // Counted once the outcome is recorded; the worker slot is freed right after, so this
         // node never has more than `workers` tasks PROCESSING.
         self.gate.count_finished();
@@ -300,12 +319,21 @@ pub(crate) async fn execute_on(
         task.attempt,
         &pages,
     );
+    let call = AssertUnwindSafe(call).catch_unwind();
     let (result, usage) = match tokio::time::timeout(cfg.engine_timeout, call).await {
-        Ok(Ok(out)) => {
+        Ok(Err(panic)) => {
+            let panic = crate::worker::panic_message(&*panic);
+            tracing::error!(task_id = %task.id, attempt = task.attempt, %panic, "The engine panicked");
+            (
+                Err(EngineError::Retryable("the engine panicked".into())),
+                None,
+            )
+        }
+        Ok(Ok(Ok(out))) => {
             let usage = out.usage.and_then(Usage::nonempty);
             (Ok(out), usage)
         }
-        Ok(Err(e)) => {
+        Ok(Ok(Err(e))) => {
             let (e, usage) = e.billed();
             (Err(e), usage.and_then(Usage::nonempty))
         }
@@ -380,13 +408,43 @@ fn decide(
     }
 }
 
-/// Writes an outcome, retrying until the store takes it (its slot stays taken meanwhile).
-async fn finish_durably(store: &dyn Store, task: ClaimedTask, outcome: Outcome) {
+/// The outcome of an attempt that panicked: a retryable failure (a retry after the backoff, or
+/// FAILED "Maximum retries exceeded" after the last attempt).
+fn panicked(task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
+    if task.attempt < cfg.max_attempts {
+        Outcome::Retry {
+            run_after_ms: cfg.clock.now_ms() + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
+        }
+    } else {
+        Outcome::Failed {
+            error: max_retries_error(),
+        }
+    }
+}
+
+/// Writes an outcome, retrying until the store takes it (its slot stays taken meanwhile). A
+/// panic while writing it is caught: the outcome becomes the attempt's retryable failure
+/// ([`panicked`]), which is retried the same way, so the slot is still freed.
+pub(crate) async fn finish_durably(
+    store: &dyn TaskQueue,
+    task: ClaimedTask,
+    mut outcome: Outcome,
+    cfg: &QueueConfig,
+) {
     let mut failures = 0;
     loop {
-        match store.finish(&[(&task, &outcome)]).await {
-            Ok(()) => return,
-            Err(error) => {
+        let one = [(&task, &outcome)];
+        let finish = AssertUnwindSafe(store.finish(&one)).catch_unwind().await;
+        match finish {
+            Ok(Ok(())) => return,
+            Err(panic) => {
+                let panic = crate::worker::panic_message(&*panic);
+                tracing::error!(task_id = %task.id, %panic, "Recording a task outcome panicked; recording a failed attempt instead");
+                outcome = panicked(&task, cfg);
+                failures += 1;
+                tokio::time::sleep(FINISH_RETRY.after(failures)).await;
+            }
+            Ok(Err(error)) => {
                 tracing::warn!(task_id = %task.id, %error, "Cannot record a task outcome; retrying");
                 failures += 1;
                 tokio::time::sleep(FINISH_RETRY.after(failures)).await;

@@ -267,3 +267,164 @@ async fn a_billed_failure_is_decided_by_its_error_and_keeps_its_usage() {
     let (_, usage) = execute_on(&Failing::default(), None, &claimed(1), &cfg).await;
     assert_eq!(usage, None);
 }
+
+/// A task queue whose first `panics` finishes panic (then it is `inner`).
+struct PanicsOnFinish {
+    inner: Arc<dyn Store>,
+    panics: AtomicU32,
+}
+
+#[async_trait]
+impl TaskQueue for PanicsOnFinish {
+    async fn submit(
+        &self,
+        org: crate::store::OrgKey,
+        tasks: Vec<crate::store::NewTask>,
+    ) -> crate::store::Result<
+        Result<
+            Vec<Result<crate::store::TaskRecord, crate::store::ItemError>>,
+            crate::store::SubmitError,
+        >,
+    > {
+        self.inner.submit(org, tasks).await
+    }
+    async fn get_task(
+        &self,
+        org: crate::store::OrgKey,
+        id: uuid::Uuid,
+    ) -> crate::store::Result<Option<crate::store::TaskRecord>> {
+        self.inner.get_task(org, id).await
+    }
+    async fn status(
+        &self,
+        org: crate::store::OrgKey,
+    ) -> crate::store::Result<crate::store::QueueStatus> {
+        self.inner.status(org).await
+    }
+    async fn clear_queue(&self, org: crate::store::OrgKey) -> crate::store::Result<u64> {
+        self.inner.clear_queue(org).await
+    }
+    async fn claim_in(
+        &self,
+        max: usize,
+        lanes: &crate::store::Lanes,
+    ) -> crate::store::Result<Vec<ClaimedTask>> {
+        self.inner.claim_in(max, lanes).await
+    }
+    async fn take_lane_starts(
+        &self,
+        lane: &str,
+        want: u32,
+        per_minute: u32,
+        now_ms: i64,
+    ) -> crate::store::Result<crate::store::LaneStarts> {
+        self.inner
+            .take_lane_starts(lane, want, per_minute, now_ms)
+            .await
+    }
+    async fn return_lane_starts(
+        &self,
+        lane: &str,
+        n: u32,
+        per_minute: u32,
+    ) -> crate::store::Result<()> {
+        self.inner.return_lane_starts(lane, n, per_minute).await
+    }
+    async fn sync_enter(
+        &self,
+        org: crate::store::OrgKey,
+        task_type: TaskType,
+        cost: i64,
+    ) -> crate::store::Result<crate::store::SyncAdmission> {
+        self.inner.sync_enter(org, task_type, cost).await
+    }
+    async fn sync_lane_enter(
+        &self,
+        lanes: &crate::store::Lanes,
+        task_type: TaskType,
+    ) -> crate::store::Result<bool> {
+        self.inner.sync_lane_enter(lanes, task_type).await
+    }
+    async fn sync_lane_leave(&self, task_type: TaskType) -> crate::store::Result<()> {
+        self.inner.sync_lane_leave(task_type).await
+    }
+    async fn sync_leave(
+        &self,
+        slot: &crate::store::SyncSlot,
+        done: Option<&crate::store::SyncDone>,
+    ) -> crate::store::Result<()> {
+        self.inner.sync_leave(slot, done).await
+    }
+    async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> crate::store::Result<()> {
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1))
+            .is_ok()
+        {
+            panic!("the finish panics (test)");
+        }
+        self.inner.finish(outcomes).await
+    }
+    async fn purge(&self, cutoff_ms: i64) -> crate::store::Result<u64> {
+        self.inner.purge(cutoff_ms).await
+    }
+    async fn renew_cycles(&self, now_ms: i64) -> crate::store::Result<u64> {
+        self.inner.renew_cycles(now_ms).await
+    }
+    fn next_retry_ms(&self) -> Option<i64> {
+        self.inner.next_retry_ms()
+    }
+    fn work_notify(&self) -> &tokio::sync::Notify {
+        self.inner.work_notify()
+    }
+    async fn totals(&self) -> crate::store::Result<(u64, u64)> {
+        self.inner.totals().await
+    }
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.changes()
+    }
+}
+
+#[tokio::test]
+async fn a_finish_that_panics_records_a_failed_attempt_instead_and_frees_the_slot() {
+    use crate::domain::task::TaskStatus;
+    let (store, org, _, _db) = store_with_a_finished_task().await;
+    let task = crate::store::NewTask {
+        task_type: TaskType::Chatgpt,
+        payload: json!({"prompt": "p", "country": "US"}),
+        priority: 1,
+        idempotency_key: None,
+        webhook_url: None,
+        credits_to_charge: 5,
+    };
+    let id = store
+        .submit(org, vec![task])
+        .await
+        .expect("store ok")
+        .expect("under the limit")
+        .remove(0)
+        .expect("accepted")
+        .id;
+    let claimed = store.claim(1).await.expect("claim").remove(0);
+    assert_eq!(store.status(org).await.expect("status").concurrency_used, 1);
+    let queue = PanicsOnFinish {
+        inner: store.clone(),
+        panics: AtomicU32::new(1),
+    };
+    let done = Outcome::Completed {
+        result: json!({"text": "makes the store panic"}),
+        credits: 5,
+    };
+    let cfg = QueueConfig::default();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        finish_durably(&queue, claimed, done, &cfg),
+    )
+    .await
+    .expect("the finish ends");
+    let st = store.status(org).await.expect("status");
+    assert_eq!((st.processing, st.concurrency_used), (0, 0));
+    let record = store.get_task(org, id).await.expect("get").expect("exists");
+    assert_eq!(record.status, TaskStatus::Queued, "retried, not completed");
+    assert_eq!(record.attempts, 1);
+}

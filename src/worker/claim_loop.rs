@@ -12,6 +12,9 @@
 //!    its own Tokio task ([`Source::run`]); its place is taken until that future ends (the
 //!    dispatcher's run ends only once the outcome is durably recorded, so a slot is never freed
 //!    early nor leaked). A claim that returned as many as asked is followed at once by another.
+//!    A run that panics is caught and logged, and its place is freed like any other: a bug in
+//!    one item never shrinks the loop for good (the dispatcher catches its own panics first, so
+//!    that the task's outcome is recorded and its organization's slot freed too).
 //! 4. **Back off.** A claim that fails (the store is unavailable) is retried after
 //!    [`LoopConfig::claim_backoff`] (doubling per consecutive failure); nothing is polled
 //!    meanwhile.
@@ -22,10 +25,12 @@
 //! On cancellation the loop claims nothing more and returns once every running item ended.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,7 +137,11 @@ pub(crate) async fn run<S: Source, P: Pacer>(
                         }
                         let (source, taken) = (source.clone(), taken.clone());
                         tracker.spawn(async move {
-                            source.run(item).await;
+                            if let Err(panic) = AssertUnwindSafe(source.run(item)).catch_unwind().await
+                            {
+                                let panic = super::panic_message(&*panic);
+                                tracing::error!(%panic, "A claimed item's run panicked; its place is freed");
+                            }
                             taken.fetch_sub(1, Ordering::SeqCst);
                             source.wake().notify_one();
                         });

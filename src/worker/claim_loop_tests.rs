@@ -33,6 +33,8 @@ struct Fake {
     failures_told: AtomicU32,
     /// Items run until they get a permit.
     release: Semaphore,
+    /// The item whose run panics (`u32::MAX`: none).
+    panicking: AtomicU32,
     stats: Stats,
 }
 
@@ -47,6 +49,7 @@ impl Fake {
             failing: AtomicU32::new(0),
             failures_told: AtomicU32::new(0),
             release: Semaphore::new(if gated { 0 } else { 1 << 20 }),
+            panicking: AtomicU32::new(u32::MAX),
             stats: Stats::default(),
         })
     }
@@ -92,7 +95,10 @@ impl Source for Fake {
         Ok(items)
     }
 
-    async fn run(&self, _item: u32) {
+    async fn run(&self, item: u32) {
+        if item == self.panicking.load(Ordering::SeqCst) {
+            panic!("item {item} panics (test)");
+        }
         let stats = &self.stats;
         let now = stats.running.fetch_add(1, Ordering::SeqCst) + 1;
         stats.most_running.fetch_max(now, Ordering::SeqCst);
@@ -175,6 +181,24 @@ async fn no_more_than_max_in_flight_run_and_a_finished_item_frees_its_place() {
     assert_eq!(fake.stats.done.load(Ordering::SeqCst), 5);
     assert_eq!(fake.stats.most_running.load(Ordering::SeqCst), 3);
     assert!(fake.claims().iter().all(|&(_, asked, _)| asked <= 3));
+    cancel.cancel();
+    looping.await.expect("the loop ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_panics_frees_its_place_and_the_next_item_runs() {
+    let clock = Clock::manual(0);
+    let fake = Fake::new(clock.clone(), 0..3, false);
+    fake.panicking.store(0, Ordering::SeqCst);
+    let cancel = CancellationToken::new();
+    let looping = tokio::spawn(run(fake.clone(), open(), config(1, &clock), cancel.clone()));
+    settle().await;
+    assert_eq!(
+        fake.stats.done.load(Ordering::SeqCst),
+        2,
+        "the items after the panicking one ran, one place at a time: {:?}",
+        fake.claims()
+    );
     cancel.cancel();
     looping.await.expect("the loop ends");
 }

@@ -18,3 +18,13 @@ pub(crate) mod claim_loop;
 mod gate;
 
 pub(crate) use gate::Gate;
+
+/// The message a caught panic carried (`panic!("…")` gives a `&str` or a `String`), for the
+/// log line that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

@@ -173,3 +173,39 @@ async fn every_response_carries_a_request_id_and_latency() {
         Some(mine)
     );
 }
+
+/// Issue 12, item 13: random well-formed keys from one address are refused without a store
+/// lookup once the address used up its failed-lookup budget (429 with `Retry-After`); the
+/// valid key keeps working.
+#[tokio::test]
+async fn a_flood_of_random_keys_from_one_address_is_cut_off_and_a_valid_key_keeps_working() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/v1/async/status");
+    let (s, b) = app.send(app.client.get(&url).bearer_auth(&app.key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut limited = None;
+    for i in 0..200u32 {
+        let key = format!("sk_live_{:032x}", u128::from(i) * 0x9e37_79b9_7f4a_7c15 + 1);
+        let resp = app
+            .client
+            .get(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("answered");
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+    let resp = limited.expect("the flood is cut off before 200 random keys");
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let b: serde_json::Value = resp.json().await.expect("envelope");
+    assert_eq!(b["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    let (s, b) = app.send(app.client.get(&url).bearer_auth(&app.key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}

@@ -2,6 +2,7 @@
 
 mod helpers;
 
+mod addon_credits;
 mod auth;
 mod batch;
 mod bodies;
@@ -11,6 +12,7 @@ mod goto;
 mod monitor;
 mod openapi;
 mod pages;
+mod panics;
 mod reference;
 mod sync;
 mod tasks;
