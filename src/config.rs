@@ -89,7 +89,8 @@ pub struct ServeArgs {
     /// Tasks this node runs at once, over all organizations.
     #[arg(long, env = "CLORO_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,
-    /// Backoff before the second attempt; doubles for each further attempt.
+    /// Mean backoff before the second attempt; doubles for each further attempt. Each delay is
+    /// drawn from 0.5 to 1.5 times its mean, so tasks that failed together are spread out.
     #[arg(long, env = "CLORO_RETRY_BASE_MS", default_value_t = 1_000)]
     pub retry_base_ms: u64,
     /// Delay before a webhook's second delivery attempt; doubles for each further attempt
