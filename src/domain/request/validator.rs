@@ -460,10 +460,8 @@ pub(crate) fn has_nul(s: &str) -> bool {
 /// whole value, rather than checking each text field, also covers fields added later.
 pub(super) fn nul_errors(errors: &mut Vec<FieldError>, value: &Value, path: &str) {
     match value {
-        Value::String(s) if has_nul(s) => {
-            if !errors.iter().any(|e| e.field == path) {
-                errors.push(FieldError::new(path, MSG_NUL));
-            }
+        Value::String(s) if has_nul(s) && !errors.iter().any(|e| e.field == path) => {
+            errors.push(FieldError::new(path, MSG_NUL));
         }
         Value::Object(obj) => {
             for (key, v) in obj {
