@@ -1,6 +1,7 @@
 //! The command line (SPEC §6). Every serve option is also read from the environment
-//! (`CLORO_*`, and `DATABASE_URL`), and from `--config FILE` (lines `name = value`, using the
-//! long option names; command-line flags win over the file, the file over the environment).
+//! (`CLORO_*`, and `DATABASE_URL`), and from `--config FILE` (TOML: `name = value` lines using
+//! the long option names; command-line flags win over the file, the file over the environment,
+//! for `false` too: see [`expand_config_file`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,7 +78,7 @@ pub struct ServeArgs {
     /// not list, and all of them without a file, run on the simulator.
     #[arg(long, env = "CLORO_ENGINES")]
     pub engines: Option<PathBuf>,
-    /// A file of `name = value` lines with the options below.
+    /// A TOML file of `name = value` lines with the options below (e.g. `workers = 64`).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
     /// Simulated engine latency in ms: `N` or `MIN..MAX`.
@@ -89,7 +90,8 @@ pub struct ServeArgs {
     /// Tasks this node runs at once, over all organizations.
     #[arg(long, env = "CLORO_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,
-    /// Backoff before the second attempt; doubles for each further attempt.
+    /// Mean backoff before the second attempt; doubles for each further attempt. Each delay is
+    /// drawn from 0.5 to 1.5 times its mean, so tasks that failed together are spread out.
     #[arg(long, env = "CLORO_RETRY_BASE_MS", default_value_t = 1_000)]
     pub retry_base_ms: u64,
     /// Delay before a webhook's second delivery attempt; doubles for each further attempt
@@ -99,8 +101,13 @@ pub struct ServeArgs {
     /// Time limit of one webhook delivery attempt (tests).
     #[arg(long, env = "CLORO_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, hide = true, value_parser = clap::value_parser!(u64).range(10..))]
     pub webhook_timeout_ms: u64,
-    /// Let webhooks reach loopback and private addresses (refused by default).
-    #[arg(long, env = "CLORO_ALLOW_PRIVATE_WEBHOOKS")]
+    /// Let webhooks reach loopback and private addresses (refused by default; the bare flag
+    /// means `=true`).
+    // An optional value, not a bare switch: a `--config` file's `false` is passed on as
+    // `--allow-private-webhooks=false`, and only a flag overrides the environment.
+    #[arg(long, env = "CLORO_ALLOW_PRIVATE_WEBHOOKS", value_name = "BOOL",
+          action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false)]
     pub allow_private_webhooks: bool,
     /// How long finished tasks are kept, in seconds.
     #[arg(long, env = "CLORO_RETENTION_SECS", default_value_t = 86_400)]
@@ -231,8 +238,16 @@ pub fn parse_database(url: Option<&str>) -> Result<Database, String> {
     Ok(Database::Sqlite(PathBuf::from(path)))
 }
 
-/// Expands `serve --config FILE` into flags placed before the command line's own, so that
-/// explicit flags win.
+/// Expands `serve --config FILE` into flags placed right after `serve`, before the command
+/// line's own: explicit flags win over the file (clap keeps the last of a repeated option), and
+/// the file wins over the environment (clap prefers any flag to its environment variable).
+///
+/// The file is TOML (the engines file's format, and a real parser rather than line splitting):
+/// `name = value` with the long option names (`retry_base_ms` or `retry-base-ms`), strings,
+/// numbers or booleans, and `#` comments anywhere, also after a value. Every entry becomes an
+/// explicit `--name=value`, a `false` too, so the file can turn off what the environment turned
+/// on. Each value is checked against its option here, so an unknown name, a bad value or a TOML
+/// syntax error is reported as `FILE:LINE: …`.
 pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
     let Some(pos) = args
         .iter()
@@ -246,23 +261,7 @@ pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| format!("cannot read config file {file}: {e}"))?;
-    let mut flags = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = line
-            .split_once('=')
-            .ok_or_else(|| format!("{file}:{}: expected `name = value`", n + 1))?;
-        let k = k.trim().replace('_', "-");
-        let v = v.trim().trim_matches('"');
-        if v == "true" {
-            flags.push(format!("--{k}"));
-        } else if v != "false" {
-            flags.push(format!("--{k}={v}"));
-        }
-    }
+    let flags = config_flags(&file, &text)?;
     let Some(serve) = args.iter().position(|a| a == "serve") else {
         return Ok(args);
     };
@@ -270,6 +269,79 @@ pub fn expand_config_file(args: Vec<String>) -> Result<Vec<String>, String> {
     out.extend(flags);
     out.extend(args[serve + 1..].iter().cloned());
     Ok(out)
+}
+
+/// The `--name=value` flags of a config file's `text` (see [`expand_config_file`]), in the
+/// file's order; the first problem as `FILE:LINE: message`.
+fn config_flags(file: &str, text: &str) -> Result<Vec<String>, String> {
+    use std::collections::BTreeMap;
+    use toml::{Spanned, Value};
+
+    // `FILE:LINE: message` for a byte offset in the text.
+    let at = |offset: usize, message: &str| {
+        let line = text.as_bytes()[..offset.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        format!("{file}:{line}: {message}")
+    };
+    let table: BTreeMap<String, Spanned<Value>> = toml::from_str(text).map_err(|e| {
+        let message = e.message().trim().replace('\n', "; ");
+        match e.span() {
+            Some(span) => at(span.start, &message),
+            None => format!("{file}: {message}"),
+        }
+    })?;
+    let mut entries: Vec<(String, Spanned<Value>)> = table.into_iter().collect();
+    entries.sort_by_key(|(_, v)| v.span().start);
+    let serve = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+    let mut flags = Vec::with_capacity(entries.len());
+    for (key, value) in entries {
+        let offset = value.span().start;
+        let name = key.replace('_', "-");
+        let arg = serve
+            .get_arguments()
+            .find(|a| a.get_long() == Some(name.as_str()) && name != "config")
+            .ok_or_else(|| {
+                at(
+                    offset,
+                    &format!(
+                        "unknown option \"{key}\": expected a long option of `cloro serve` (see `cloro serve --help`)"
+                    ),
+                )
+            })?;
+        let value = match value.into_inner() {
+            Value::String(s) => s,
+            Value::Integer(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(at(
+                    offset,
+                    &format!(
+                        "\"{key}\" must be a string, a number or a boolean, not {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        // Checked on this option alone, without its environment variable: a bad value in the
+        // environment is not this line's fault.
+        let flag = format!("--{name}={value}");
+        clap::Command::new("serve")
+            .no_binary_name(true)
+            .arg(arg.clone().env(None::<&'static str>))
+            .try_get_matches_from([flag.as_str()])
+            .map_err(|e| {
+                // clap's text is `error: <reason>` plus usage hints; keep the reason.
+                let rendered = e.to_string();
+                let reason = rendered.lines().next().unwrap_or_default();
+                at(offset, reason.strip_prefix("error: ").unwrap_or(reason))
+            })?;
+        flags.push(flag);
+    }
+    Ok(flags)
 }
 
 #[cfg(test)]
@@ -308,6 +380,123 @@ mod tests {
     struct Cli {
         #[command(subcommand)]
         command: Command,
+    }
+
+    /// `cloro serve --config FILE ARGS…` expanded, with `text` as the file (`cloro.toml`).
+    fn expand_with(text: &str, args: &[&str]) -> Result<Vec<String>, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cloro.toml");
+        std::fs::write(&path, text).expect("written");
+        let mut all = vec![
+            "cloro".to_owned(),
+            "serve".to_owned(),
+            "--config".to_owned(),
+            path.to_string_lossy().into_owned(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        expand_config_file(all)
+    }
+
+    fn serve_args(args: Vec<String>) -> ServeArgs {
+        use clap::Parser as _;
+        match Cli::try_parse_from(&args) {
+            Ok(Cli {
+                command: Command::Serve(s),
+            }) => s,
+            Ok(other) => panic!("not serve: {other:?}"),
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn an_inline_comment_in_the_config_file_ends_the_value() {
+        let args = expand_with(
+            "workers = 8 # eight\nretry_base_ms = 250  # a quarter second\npublic_url = \"https://c.example/x\" # kept\n",
+            &[],
+        )
+        .expect("expands");
+        let s = serve_args(args);
+        assert_eq!((s.workers, s.retry_base_ms), (8, 250));
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_reported_with_its_line() {
+        let e = expand_with("# settings\nworkers = 8\nwrokers = 9\n", &[]).expect_err("refused");
+        assert!(e.contains("cloro.toml:3:"), "{e}");
+        assert!(e.contains("wrokers"), "{e}");
+    }
+
+    #[test]
+    fn a_false_in_the_config_file_is_passed_on_and_the_command_line_still_wins() {
+        let args = expand_with("allow_private_webhooks = false\n", &[]).expect("expands");
+        assert!(
+            args.iter().any(|a| a == "--allow-private-webhooks=false"),
+            "{args:?}"
+        );
+        assert!(!serve_args(args).allow_private_webhooks);
+        let args = expand_with(
+            "allow_private_webhooks = false\n",
+            &["--allow-private-webhooks"],
+        )
+        .expect("expands");
+        assert!(serve_args(args).allow_private_webhooks);
+        let args = expand_with("allow_private_webhooks = true\n", &[]).expect("expands");
+        assert!(serve_args(args).allow_private_webhooks);
+    }
+
+    /// A config file passes every entry as `--name=value`, so no serve option may be a bare
+    /// switch (clap's `SetTrue` refuses a value, and a `false` could not be passed at all).
+    #[test]
+    fn every_serve_option_takes_a_value() {
+        let serve = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for arg in serve.get_arguments() {
+            assert!(
+                !matches!(
+                    arg.get_action(),
+                    clap::ArgAction::SetTrue | clap::ArgAction::SetFalse
+                ),
+                "--{:?} is a bare switch",
+                arg.get_long()
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_and_bad_toml_in_the_config_file_name_their_line() {
+        let e = expand_with("workers = 8\n\nworkers_x = 1\n", &[]).expect_err("unknown");
+        assert!(
+            e.contains("cloro.toml:3: unknown option \"workers_x\""),
+            "{e}"
+        );
+        let e = expand_with("\nworkers = 0\n", &[]).expect_err("out of range");
+        assert!(
+            e.contains("cloro.toml:2: invalid value '0' for '--workers"),
+            "{e}"
+        );
+        let e = expand_with("workers = 8\nlisten = [1]\n", &[]).expect_err("an array");
+        assert!(
+            e.contains("cloro.toml:2: \"listen\" must be a string"),
+            "{e}"
+        );
+        let e = expand_with("workers = 8\nworkers = 9\n", &[]).expect_err("a duplicate");
+        assert!(e.contains("cloro.toml:2:"), "{e}");
+        let e = expand_with("workers 8\n", &[]).expect_err("not TOML");
+        assert!(e.contains("cloro.toml:1:"), "{e}");
+        let e = expand_with("config = \"other.toml\"\n", &[]).expect_err("no nesting");
+        assert!(e.contains("unknown option \"config\""), "{e}");
+        // Dashes, underscores, strings, floats and booleans all work.
+        let s = serve_args(
+            expand_with(
+                "sim-failure-rate = 0.25\nsim_latency_ms = \"1..5\"\ndefault_plan = \"lite\"\n",
+                &["--workers", "3"],
+            )
+            .expect("expands"),
+        );
+        assert_eq!(
+            (s.sim_failure_rate, s.sim_latency_ms.max_ms, s.workers),
+            (0.25, 5, 3)
+        );
+        assert_eq!(s.default_plan, "lite");
     }
 
     #[test]

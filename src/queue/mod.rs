@@ -10,7 +10,8 @@
 //!    last attempt) is not run again: it fails with "Maximum retries exceeded".
 //! 3. **Finish.** The outcome is written durably: COMPLETED with its result and the credit
 //!    charge in one transaction, or back to QUEUED for a retry after an exponential backoff
-//!    (`retry_base_ms · 2^(attempt-1)`, holding no slot), or FAILED once every attempt failed
+//!    (`retry_base_ms · 2^(attempt-1)` on average, drawn from half to one and a half times
+//!    that so that tasks that failed together are not all due at once; holding no slot), or FAILED once every attempt failed
 //!    (`{"error":{"code":"INTERNAL_SERVER_ERROR","message":"Maximum retries exceeded"}}`) or on a
 //!    fatal engine error. A finish that cannot be written is retried until it is; the slot
 //!    stays taken meanwhile, so a cap is never exceeded and never leaked.
@@ -55,7 +56,7 @@ pub use engines::{EngineRoutes, Health};
 use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
-pub(crate) use crate::worker::backoff::backoff_ms;
+pub use crate::worker::backoff::Jitter;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -64,6 +65,10 @@ pub struct QueueConfig {
     pub workers: usize,
     pub max_attempts: u32,
     pub retry_base_ms: u64,
+    /// How a retry's delay is spread around `retry_base_ms · 2^(attempt-1)` (uniformly, with
+    /// that as the mean, unless a test needs the exact schedule): tasks that failed together
+    /// are not all due again at once.
+    pub retry_jitter: Jitter,
     /// Longest an engine call may take before the attempt counts as failed.
     pub engine_timeout: Duration,
     /// No attempt of a sync call (`POST /v1/monitor/*`) starts after this long (reference
@@ -85,6 +90,7 @@ impl Default for QueueConfig {
             workers: 256,
             max_attempts: 5,
             retry_base_ms: 1_000,
+            retry_jitter: Jitter::Uniform,
             engine_timeout: Duration::from_secs(300),
             sync_budget: sync::SYNC_BUDGET,
             retention_ms: 24 * 3600 * 1000,
@@ -386,8 +392,11 @@ fn decide(
         ) if task.attempt < cfg.max_attempts => {
             tracing::debug!(task_id = %task.id, attempt = task.attempt, %reason, "Attempt failed; retrying");
             Outcome::Retry {
-                run_after_ms: cfg.clock.now_ms()
-                    + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
+                run_after_ms: cfg.clock.now_ms().saturating_add(
+                    cfg.retry_jitter
+                        .retry_ms(cfg.retry_base_ms, task.attempt)
+                        .min(i64::MAX as u64) as i64,
+                ),
             }
         }
         Err(

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::engines::{Member, Verdict};
-use super::{EngineRoutes, QueueConfig, backoff_ms};
+use super::{EngineRoutes, QueueConfig};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
 use crate::engines::{Engine, EngineError, EngineOutput, EngineTask};
@@ -149,7 +149,11 @@ impl SyncRunner {
                 }
                 None => {}
             }
-            let wait = Duration::from_millis(backoff_ms(self.cfg.retry_base_ms, attempts));
+            let wait = Duration::from_millis(
+                self.cfg
+                    .retry_jitter
+                    .retry_ms(self.cfg.retry_base_ms, attempts),
+            );
             if Instant::now() + wait >= deadline {
                 return Err(SyncFailure::Timeout);
             }

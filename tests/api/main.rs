@@ -10,6 +10,7 @@ mod edge;
 mod engines;
 mod goto;
 mod monitor;
+mod nul;
 mod openapi;
 mod pages;
 mod panics;

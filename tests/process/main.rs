@@ -153,6 +153,60 @@ fn the_cli_creates_organizations_and_keys_and_revokes_them() {
     }
 }
 
+/// Issue 12, item 17: "the file wins over the environment" holds for `false` too. The
+/// environment turns private webhook addresses on, the `--config` file turns them off again
+/// (with an inline comment on the line): a webhook to a loopback address is then refused at
+/// submission; without the file it is accepted (the control).
+#[test]
+fn a_false_in_the_config_file_turns_off_what_the_environment_turned_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("c.db");
+    let dbs = db.to_str().expect("path");
+    let key = run_json(&["org", "create", "--name", "acme", "--database", dbs])["apiKey"]
+        .as_str()
+        .expect("apiKey")
+        .to_owned();
+    let conf = dir.path().join("cloro.toml");
+    std::fs::write(
+        &conf,
+        "# the file wins over the environment\nallow_private_webhooks = false # not here\n",
+    )
+    .expect("config written");
+    let body = json!({
+        "taskType": "CHATGPT",
+        "payload": { "prompt": "p", "country": "US" },
+        "webhook": { "url": "http://127.0.0.1:9/hook" }
+    });
+    for (with_file, expected) in [(false, 200), (true, 400)] {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = cloro();
+        cmd.env("CLORO_ALLOW_PRIVATE_WEBHOOKS", "true").args([
+            "serve",
+            "--listen",
+            &listen,
+            "--database",
+            dbs,
+        ]);
+        if with_file {
+            cmd.args(["--config", conf.to_str().expect("path")]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let serve = Serve {
+            child,
+            base: format!("http://{listen}"),
+        };
+        let (status, _, answer) =
+            http_full(&serve.base, "POST", "/v1/async/task", &key, Some(&body));
+        assert_eq!(status, expected, "with the file: {with_file}: {answer}");
+        drop(serve);
+    }
+}
+
 #[test]
 fn serve_creates_the_default_organization_once_and_prints_its_key() {
     let dir = tempfile::tempdir().expect("tempdir");

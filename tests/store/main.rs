@@ -191,6 +191,7 @@ macro_rules! store_tests {
     };
 }
 
+mod directory;
 mod health;
 mod lanes;
 mod sync;

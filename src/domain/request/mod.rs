@@ -39,6 +39,9 @@
 //! - `include.googleGoto` (AI Mode and Google only) is accepted as a boolean and dropped from
 //!   the normalised payload.
 //! - String lengths are counted in Unicode scalar values (`char`s), never bytes.
+//! - No string may hold a NUL (U+0000): PostgreSQL cannot store one, so both stores refuse it
+//!   alike, at the field's path (`idempotencyKey`, `webhook.url`, `payload.prompt`, …), unless
+//!   that field already has another error.
 //!
 //! The normalised payload is idempotent: validating it again yields the same payload and price.
 //! It carries the defaults (`device: "desktop"`, `pages: 1`), trimmed text, `gl` lowercase plus
@@ -56,8 +59,8 @@ use serde_json::Value;
 
 use super::types::{FieldError, TaskType};
 use validator::{
-    Validator, expected, integer_in_range, longer_than, task_type_message, too_big_string,
-    too_small_string, trim_text, unknown_keys,
+    MSG_NUL, Validator, expected, has_nul, integer_in_range, longer_than, nul_errors,
+    task_type_message, too_big_string, too_small_string, trim_text, unknown_keys,
 };
 
 mod aimode;
@@ -159,6 +162,8 @@ pub(crate) fn parse_task_request(value: &Value) -> Result<TaskRequest, Vec<Field
         Some(Value::String(s)) => {
             if s.is_empty() {
                 errors.push(FieldError::new("idempotencyKey", too_small_string(1)));
+            } else if has_nul(s) {
+                errors.push(FieldError::new("idempotencyKey", MSG_NUL));
             } else if longer_than(s, MAX_IDEMPOTENCY_KEY_CHARS) {
                 errors.push(FieldError::new(
                     "idempotencyKey",
@@ -229,6 +234,7 @@ pub(crate) fn validate_payload(
         (None, TaskType::Google) => v.google(obj),
         (None, _) => v.google_news(obj),
     };
+    nul_errors(&mut v.errors, payload, prefix);
     match result {
         Some(ok) if v.errors.is_empty() => Ok(ok),
         _ => Err(v.errors),
@@ -244,6 +250,10 @@ fn validate_webhook_url(errors: &mut Vec<FieldError>, value: Option<&Value>) -> 
         }
     };
     let trimmed = trim_text(raw);
+    if has_nul(trimmed) {
+        errors.push(FieldError::new("webhook.url", MSG_NUL));
+        return None;
+    }
     if longer_than(trimmed, MAX_WEBHOOK_URL_CHARS) {
         errors.push(FieldError::new(
             "webhook.url",

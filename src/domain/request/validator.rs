@@ -31,6 +31,10 @@ pub(super) const MSG_QUERY_EMPTY: &str = "Query cannot be empty";
 pub(super) const MSG_QUERY_LONG: &str = "Query is too long (max 10,000 characters)";
 pub(super) const MSG_PROVIDE_GL: &str = "Provide gl (or country, which is deprecated)";
 const MSG_LOCATION_AND_UULE: &str = "Cannot set both location and uule; provide only one";
+/// A string holding U+0000. PostgreSQL refuses NUL in `text` (and in `jsonb` strings), so one
+/// would fail the write (a 500, and the whole batch with it); SQLite would keep it. Refusing it
+/// here gives both stores the same answer: a 400 at the field's path.
+pub(crate) const MSG_NUL: &str = "Must not contain NUL characters (U+0000)";
 
 const AIOVERVIEW_FIELDS: &[&str] = &["markdown"];
 
@@ -442,6 +446,34 @@ pub(super) fn country_problem(code: &str, model: CountryModel) -> Option<&'stati
         Some(MSG_UNKNOWN_COUNTRY)
     } else {
         None
+    }
+}
+
+/// Whether `s` holds a NUL character (see [`MSG_NUL`]).
+pub(crate) fn has_nul(s: &str) -> bool {
+    s.contains('\0')
+}
+
+/// Adds a [`MSG_NUL`] error for every string under `value` (at `path`, dotted; array items by
+/// index) that holds a NUL, unless that path already has an error: a field already refused for
+/// another reason (an unknown key, a wrong option) keeps its more specific message. Walking the
+/// whole value, rather than checking each text field, also covers fields added later.
+pub(super) fn nul_errors(errors: &mut Vec<FieldError>, value: &Value, path: &str) {
+    match value {
+        Value::String(s) if has_nul(s) && !errors.iter().any(|e| e.field == path) => {
+            errors.push(FieldError::new(path, MSG_NUL));
+        }
+        Value::Object(obj) => {
+            for (key, v) in obj {
+                nul_errors(errors, v, &join(path, key));
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                nul_errors(errors, v, &join(path, &i.to_string()));
+            }
+        }
+        _ => {}
     }
 }
 

@@ -317,3 +317,87 @@ fn pages_is_not_a_field_of_ai_mode() {
         "payload.pages"
     );
 }
+
+// ---- NUL characters (every family, every text field) -------------------------------------
+
+const NUL: &str = "Must not contain NUL characters (U+0000)";
+
+#[test]
+fn a_nul_in_any_text_field_is_rejected_at_its_path() {
+    for (t, p, field) in [
+        (
+            "CHATGPT",
+            json!({"prompt": "a\u{0}b", "country": "US"}),
+            "payload.prompt",
+        ),
+        (
+            "GOOGLE",
+            json!({"query": "\u{0}", "gl": "us"}),
+            "payload.query",
+        ),
+        (
+            "GOOGLE",
+            json!({"query": "q", "gl": "us", "hl": "en\u{0}"}),
+            "payload.hl",
+        ),
+        (
+            "GOOGLE",
+            json!({"query": "q", "gl": "us", "location": "Berlin\u{0}"}),
+            "payload.location",
+        ),
+        (
+            "AIMODE",
+            json!({"prompt": "a", "gl": "us", "uule": "w+\u{0}"}),
+            "payload.uule",
+        ),
+        (
+            "GOOGLE",
+            json!({"url": "https://www.google.com/search?q=a\u{0}&gl=us"}),
+            "payload.url",
+        ),
+        (
+            "GOOGLE_NEWS",
+            json!({"query": "a\u{0}", "gl": "us"}),
+            "payload.query",
+        ),
+    ] {
+        assert_eq!(
+            single(task(t, p)),
+            (field.to_owned(), NUL.to_owned()),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn a_nul_in_the_idempotency_key_or_the_webhook_url_is_rejected() {
+    let mut body = task("CHATGPT", json!({"prompt": "a", "country": "US"}));
+    body["idempotencyKey"] = json!("k\u{0}");
+    assert_eq!(single(body), ("idempotencyKey".to_owned(), NUL.to_owned()));
+    let mut body = task("CHATGPT", json!({"prompt": "a", "country": "US"}));
+    body["webhook"] = json!({"url": "https://example.com/\u{0}"});
+    assert_eq!(single(body), ("webhook.url".to_owned(), NUL.to_owned()));
+}
+
+#[test]
+fn a_sync_body_with_a_nul_is_rejected_without_a_prefix() {
+    let e = validate(
+        TaskType::Chatgpt,
+        &json!({"prompt": "\u{0}", "country": "US"}),
+        "",
+    )
+    .expect_err("refused");
+    assert_eq!(fields(&e), ["prompt"]);
+    assert_eq!(e[0].message, NUL);
+}
+
+#[test]
+fn a_field_refused_for_another_reason_keeps_its_own_message() {
+    // An unknown key and a wrong option are reported as such, not as a NUL.
+    let e = errs(task(
+        "GOOGLE",
+        json!({"query": "q", "gl": "us", "device": "desk\u{0}", "x": "\u{0}"}),
+    ));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e.iter().all(|x| x.message != NUL), "{e:?}");
+}

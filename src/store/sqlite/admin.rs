@@ -4,14 +4,15 @@
 //! They run on their own connection ([`super::schema::open_admin`]), outside the writer thread,
 //! so they work while a server owns the database; the server reads a new organization or key
 //! on first use (see [`super::SqliteStore`]'s organization cache). Each function is one short
-//! autocommitted statement or two; the time they record is passed in (`now_ms`), so the
-//! caller's clock decides it.
+//! autocommitted statement or two, except making an organization (three statements in one
+//! transaction); the time they record is passed in (`now_ms`), so the caller's clock decides
+//! it.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
@@ -61,9 +62,16 @@ const READ_ENGINE_HEALTH: &str =
 
 /// Creates an organization and its first API key at `now_ms` (a paid plan's first billing
 /// cycle ends one cycle later).
+///
+/// The three writes (the row, its rate limit, the key) are one transaction: a failure in the
+/// middle must not leave an organization without a key, which nobody could use and which
+/// would stop `serve` from making the `default` organization of an empty database. It is
+/// `IMMEDIATE` so that it takes the write lock (waiting out a running server's writer under
+/// the busy timeout) before its first statement rather than failing to upgrade later.
 pub(crate) fn create_org(conn: &Connection, spec: &OrgSpec, now_ms: i64) -> Result<CreatedOrg> {
     let org = Org::from_spec(spec, now_ms)?;
-    conn.execute(
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    tx.execute(
         INSERT_ORG,
         params![
             org.public_id,
@@ -77,9 +85,10 @@ pub(crate) fn create_org(conn: &Connection, spec: &OrgSpec, now_ms: i64) -> Resu
             now_ms
         ],
     )?;
-    let key = conn.last_insert_rowid();
-    conn.execute(SET_RATE_LIMIT, params![spec.rate_limit, key])?;
-    let (key_id, api_key) = insert_key(conn, key, now_ms)?;
+    let key = tx.last_insert_rowid();
+    tx.execute(SET_RATE_LIMIT, params![spec.rate_limit, key])?;
+    let (key_id, api_key) = insert_key(&tx, key, now_ms)?;
+    tx.commit()?;
     Ok(CreatedOrg {
         org: Org { key, ..org },
         key_id,
