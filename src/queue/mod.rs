@@ -422,7 +422,11 @@ fn decide(
 fn panicked(task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
     if task.attempt < cfg.max_attempts {
         Outcome::Retry {
-            run_after_ms: cfg.clock.now_ms() + backoff_ms(cfg.retry_base_ms, task.attempt) as i64,
+            run_after_ms: cfg.clock.now_ms().saturating_add(
+                cfg.retry_jitter
+                    .retry_ms(cfg.retry_base_ms, task.attempt)
+                    .min(i64::MAX as u64) as i64,
+            ),
         }
     } else {
         Outcome::Failed {
