@@ -94,7 +94,9 @@ async fn monitor(
         return Err(ApiError::new("INTERNAL_SERVER_ERROR").message("Sync calls are not served"));
     };
     let cost = i64::from(price + SYNC_SURCHARGE);
-    let slot = match s.store.sync_enter(caller.org, task_type, cost).await? {
+    // Cancellation-safe: a client leaving while the slot is taken cannot leak it.
+    let slot = match crate::queue::sync::enter(s.store.clone(), caller.org, task_type, cost).await?
+    {
         SyncAdmission::Admitted(slot) => slot,
         SyncAdmission::InsufficientCredits => {
             let st = s.store.status(caller.org).await?;

@@ -223,9 +223,7 @@ impl SyncRunner {
                 None => {}
             }
             let (lanes, _) = self.routes.lanes(1, now);
-            let entered = self
-                .store
-                .sync_lane_enter(&lanes, task_type)
+            let entered = lane_enter(self.store.clone(), lanes, task_type)
                 .await
                 .map_err(|e| SyncFailure::Store(e.to_string()))?;
             if !entered {
@@ -280,9 +278,11 @@ struct LanePlace {
 }
 
 impl LanePlace {
+    /// Gives the place back on a task of its own (a caller leaving meanwhile cannot stop it
+    /// half-way), and waits for it.
     async fn leave(mut self) {
         self.held = false;
-        lane_leave_durably(self.store.clone(), self.task_type).await;
+        let _ = tokio::spawn(lane_leave_durably(self.store.clone(), self.task_type)).await;
     }
 }
 
@@ -309,6 +309,50 @@ async fn lane_leave_durably(store: Arc<dyn Store>, task_type: TaskType) {
         failures += 1;
         tokio::time::sleep(LEAVE_RETRY.after(failures)).await;
     }
+}
+
+/// [`Store::sync_enter`], safe against the caller going away: the store call runs on a task
+/// of its own, and a slot it took after the caller left (a client that disconnected while the
+/// admission's transaction committed) is given back there, so it cannot leak.
+pub(crate) async fn enter(
+    store: Arc<dyn Store>,
+    org: OrgKey,
+    task_type: TaskType,
+    cost: i64,
+) -> crate::store::Result<crate::store::SyncAdmission> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let admission = store.sync_enter(org, task_type, cost).await;
+        if let Err(Ok(crate::store::SyncAdmission::Admitted(slot))) = tx.send(admission) {
+            leave(store, slot).await;
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(crate::store::Error::Other(
+            "the admission task ended without an answer".into(),
+        ))
+    })
+}
+
+/// [`Store::sync_lane_enter`], safe against the caller going away like [`enter`]: a place
+/// taken after the caller left is given back.
+async fn lane_enter(
+    store: Arc<dyn Store>,
+    lanes: crate::store::Lanes,
+    task_type: TaskType,
+) -> crate::store::Result<bool> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let entered = store.sync_lane_enter(&lanes, task_type).await;
+        if let Err(Ok(true)) = tx.send(entered) {
+            lane_leave_durably(store, task_type).await;
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(crate::store::Error::Other(
+            "the engine place task ended without an answer".into(),
+        ))
+    })
 }
 
 /// Frees a slot without a charge. Called once: a store that fails to record it still frees
