@@ -130,3 +130,30 @@ pub(crate) async fn serve(
     drop(listener);
     graceful.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+    use crate::auth::address_bucket;
+
+    #[test]
+    fn an_address_holds_at_most_its_share_and_a_closed_connection_gives_it_back() {
+        let counts = Arc::<PerAddress>::default();
+        let v6 = |last| {
+            address_bucket(IpAddr::V6(Ipv6Addr::new(
+                0x2001, 0xdb8, 1, 2, last, last, last, last,
+            )))
+        };
+        let a = counts.take(v6(1), 2).expect("first");
+        let _b = counts.take(v6(2), 2).expect("second, same /64");
+        assert!(counts.take(v6(3), 2).is_none(), "a third from the /64");
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let c = counts.take(other, 2).expect("another address");
+        drop(a);
+        assert!(counts.take(v6(4), 2).is_some(), "after one closed");
+        drop(c);
+        assert!(!counts.0.lock().expect("lock").contains_key(&other));
+    }
+}
