@@ -72,8 +72,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The address failures are counted under: an IPv6 client can use its whole /64, so it counts
-/// as one.
-fn bucket(addr: IpAddr) -> IpAddr {
+/// as one. The listener counts connections per address the same way.
+pub(crate) fn address_bucket(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -142,7 +142,7 @@ impl Authenticator {
         if known_unknown {
             return Err(ApiError::new("INVALID_OR_EXPIRED_API_KEY"));
         }
-        let peer = peer.map(bucket);
+        let peer = peer.map(address_bucket);
         if let Some(peer) = peer
             && lock(&self.failures)
                 .get(&peer)

@@ -141,6 +141,14 @@ pub struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, env = "CLORO_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Connections one client address (IPv6: its /64) may hold at once; a further one from it
+    /// is closed at once. Default: an eighth of `--max-connections`, at least 64.
+    #[arg(long, env = "CLORO_MAX_CONNECTIONS_PER_ADDRESS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_address: Option<u64>,
+    /// Request-body bytes being read at once over the node; a body that does not fit is
+    /// answered 503 `SERVICE_UNAVAILABLE` with `Retry-After` (256 MiB).
+    #[arg(long, env = "CLORO_MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 256 * 1024 * 1024, value_parser = at_least_one_byte)]
+    pub max_body_bytes_in_flight: usize,
     /// The base of the links cloro puts in results (the `include.html` pages it serves):
     /// an http(s) URL without a query or fragment, as clients reach this server (e.g. behind
     /// a proxy). Default: `http://{listen}`.
@@ -153,6 +161,14 @@ pub struct ServeArgs {
     /// Plan of the `default` organization made on an empty database.
     #[arg(long, env = "CLORO_DEFAULT_PLAN", default_value = "free")]
     pub default_plan: String,
+}
+
+fn at_least_one_byte(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

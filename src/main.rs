@@ -104,6 +104,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(args.request_timeout_ms),
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             max_connections: args.max_connections as usize,
+            max_connections_per_address: args.max_connections_per_address.map_or_else(
+                || cloro::api::edge::default_connections_per_address(args.max_connections as usize),
+                |n| n as usize,
+            ),
+            max_body_bytes_in_flight: args.max_body_bytes_in_flight,
             ..Default::default()
         },
         webhooks: cloro::webhooks::WebhookConfig {

@@ -36,6 +36,14 @@ pub struct EdgeConfig {
     pub max_header_bytes: usize,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 address by its /64) may hold at once; a further
+    /// one from it is closed at once, so one client cannot take every slot of
+    /// `max_connections`. `serve` derives it from `max_connections` unless given.
+    pub max_connections_per_address: usize,
+    /// Request-body bytes being read at once over the whole node: a body that does not fit is
+    /// answered 503 `SERVICE_UNAVAILABLE` with `Retry-After` instead of waiting. It bounds the
+    /// raw bytes being read, not the parsed JSON that a handler then holds.
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for EdgeConfig {
@@ -46,8 +54,16 @@ impl Default for EdgeConfig {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_connections: 4096,
+            max_connections_per_address: default_connections_per_address(4096),
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
         }
     }
+}
+
+/// The per-address share of `max_connections` when none is given: an eighth, but at least 64
+/// (clients behind one NAT, and the tests and benchmarks that all connect from loopback).
+pub fn default_connections_per_address(max_connections: usize) -> usize {
+    (max_connections / 8).max(64)
 }
 
 /// The request id a client asked for, when it is a UUID.

@@ -28,6 +28,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 }
 
 /// A JSON request body: `Content-Type: application/json`, at most `max_body_bytes`, valid JSON.
+///
+/// While it is read and parsed it holds its share of the node's budget of body bytes in flight
+/// (`AppState::body_budget`): the declared `Content-Length`, or `max_body_bytes` for a body
+/// without one (chunked). When the budget cannot give that much now the request is answered
+/// 503 `SERVICE_UNAVAILABLE` with `Retry-After` at once, never queued. The share is given back
+/// once the body is parsed: the budget bounds raw bytes being read, not the parsed JSON that
+/// the handler then holds.
 pub(crate) struct JsonBody(pub(crate) Value);
 
 impl FromRequest<SharedState> for JsonBody {
@@ -57,6 +64,17 @@ impl FromRequest<SharedState> for JsonBody {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
+        // A body larger than the whole budget takes all of it (it is alone, then), so that
+        // every body up to `max_body_bytes` can be served.
+        let share = declared
+            .map_or(limit, |n| n as usize)
+            .min(limit)
+            .min(state.edge.max_body_bytes_in_flight);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let _permit = state
+            .body_budget
+            .try_acquire_many(share)
+            .map_err(|_| ApiError::unavailable())?;
         let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
             .await
             .map_err(|_| too_large())?;

@@ -54,6 +54,9 @@ pub(crate) struct AppState {
     /// Bounds of the HTTP edge.
     pub(crate) edge: edge::EdgeConfig,
     pub(crate) limiter: ratelimit::RateLimiter,
+    /// The node's budget of request-body bytes being read (`edge.max_body_bytes_in_flight`
+    /// permits, one a byte), taken by [`extract::JsonBody`] while it reads and parses a body.
+    pub(crate) body_budget: tokio::sync::Semaphore,
     /// `--allow-private-webhooks`: literal private webhook URLs are accepted at submission.
     pub(crate) allow_private_webhooks: bool,
     /// The configured engines and their health (`/readyz`).
@@ -78,6 +81,10 @@ impl AppState {
             auth: Authenticator::default(),
             max_body_bytes,
             limiter: ratelimit::RateLimiter::new(edge.rate_limit),
+            body_budget: tokio::sync::Semaphore::new(
+                edge.max_body_bytes_in_flight
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             edge,
             allow_private_webhooks,
             engines: Arc::default(),

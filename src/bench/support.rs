@@ -190,11 +190,12 @@ impl BenchServer {
     }
 }
 
-/// The edge of a bench server: the defaults, without the rate limit (the benchmarks measure the
-/// queue, not the rate limit).
+/// The edge of a bench server: the defaults, without the rate limit nor the per-address share
+/// of connections (the benchmarks measure the queue, and every client is on loopback).
 pub(super) fn bench_edge() -> cloro::api::edge::EdgeConfig {
     cloro::api::edge::EdgeConfig {
         rate_limit: u32::MAX,
+        max_connections_per_address: usize::MAX,
         ..Default::default()
     }
 }

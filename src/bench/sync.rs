@@ -468,7 +468,8 @@ async fn inflight(args: &BenchArgs) -> anyhow::Result<Part> {
     });
     let concurrency = u32::try_from(n).unwrap_or(u32::MAX);
     let orgs = [OrgPlan::new("bench-sync-inflight", concurrency, 0)];
-    // Every call's connection is served at once (the default edge serves 4096).
+    // Every call's connection is served at once (the default edge serves 4096), all from
+    // loopback (`bench_edge` lifts the per-address share).
     let edge = cloro::api::edge::EdgeConfig {
         max_connections: n + 1024,
         ..bench_edge()

@@ -238,3 +238,103 @@ async fn connections_beyond_the_bound_wait_until_one_closes() {
         .expect("read b");
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn bodies_beyond_the_node_budget_are_503_until_the_ones_being_read_finish() {
+    const MIB: usize = 1024 * 1024;
+    let app = TestApp::builder()
+        .max_body_bytes(MIB)
+        .edge(EdgeConfig {
+            max_body_bytes_in_flight: MIB,
+            ..Default::default()
+        })
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // A: declares 1 MiB, the whole budget, sends a part of it and stalls.
+    let head = format!(
+        "POST /v1/async/task HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {MIB}\r\nconnection: close\r\n\r\n",
+        app.key
+    );
+    let mut a = TcpStream::connect(&addr).await.expect("connect a");
+    a.write_all(head.as_bytes()).await.expect("write a");
+    a.write_all(&[b' '; 1000]).await.expect("write a");
+    let post = || {
+        app.client
+            .post(app.url("/v1/async/task"))
+            .bearer_auth(&app.key)
+            .json(&crate::helpers::chatgpt("hello"))
+            .timeout(Duration::from_secs(5))
+            .send()
+    };
+    // B: a small body, answered 503 at once while A holds the budget (A may take a moment to
+    // reach the body's extractor).
+    let mut refused = None;
+    for _ in 0..50 {
+        let resp = post().await.expect("B answered at once");
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            refused = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = refused.expect("a body beyond the node's budget is refused");
+    assert_eq!(header(&resp, "retry-after"), Some("1"));
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    // A completes (all blanks: an empty body), and gives the budget back.
+    a.write_all(&vec![b' '; MIB - 1000]).await.expect("write a");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), a.read_to_end(&mut out))
+        .await
+        .expect("A answered")
+        .expect("read a");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    let resp = post().await.expect("B answered");
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_the_connections() {
+    let app = TestApp::builder()
+        .edge(EdgeConfig {
+            max_connections_per_address: 2,
+            ..Default::default()
+        })
+        .spawn()
+        .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Two idle connections from 127.0.0.1 take its share.
+    let a = TcpStream::connect(&addr).await.expect("connect a");
+    let _b = TcpStream::connect(&addr).await.expect("connect b");
+    // A third from the same address is closed at once.
+    let mut c = TcpStream::connect(&addr).await.expect("connect c");
+    let mut buf = vec![0u8; 4096];
+    let closed = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection beyond the address's share was kept open: {closed:?}"
+    );
+    // Once one closes, a new connection is served.
+    drop(a);
+    let get = b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let mut served = false;
+    for _ in 0..50 {
+        let mut d = TcpStream::connect(&addr).await.expect("connect d");
+        let mut out = Vec::new();
+        if d.write_all(get).await.is_ok()
+            && let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), d.read_to_end(&mut out)).await
+            && out.starts_with(b"HTTP/1.1 200")
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        served,
+        "no connection served after one of the address's closed"
+    );
+}
