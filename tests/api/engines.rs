@@ -652,13 +652,12 @@ async fn sync_calls_wait_for_room_under_max_in_flight_instead_of_failing() {
     let body = json!({"prompt": "best espresso machine", "country": "FR"});
     let calls: Vec<_> = (0..4)
         .map(|_| {
-            let (client, url, key, body) = (
+            spawn_post(
+                &app,
                 app.client.clone(),
-                app.url("/v1/monitor/chatgpt"),
-                app.key.clone(),
+                "/v1/monitor/chatgpt",
                 body.clone(),
-            );
-            tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await })
+            )
         })
         .collect();
     for c in calls {
@@ -760,15 +759,12 @@ async fn a_sync_call_waiting_for_its_engine_goes_ahead_of_queued_tasks() {
     .await;
     // A sync call comes: it holds a slot of the organization (the running task holds the
     // other) and waits for the engine.
-    let call = {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/monitor/chatgpt"),
-            app.key.clone(),
-        );
-        let body = json!({"prompt": "SYNC-CALL espresso", "country": "FR"});
-        tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await })
-    };
+    let call = spawn_post(
+        &app,
+        app.client.clone(),
+        "/v1/monitor/chatgpt",
+        json!({"prompt": "SYNC-CALL espresso", "country": "FR"}),
+    );
     within(async {
         // Polled: taking a slot is not a queue change the feed reports on every store.
         while app.status().await["concurrency"]["used"] != 2 {

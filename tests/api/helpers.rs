@@ -412,3 +412,15 @@ pub fn with(mut v: Value, key: &str, value: Value) -> Value {
     v[key] = value;
     v
 }
+
+/// Posts `body` to `path` with the app's key on a task of its own (a call the test lets run,
+/// or abandons, while it does other things), through `client`.
+pub fn spawn_post(
+    app: &TestApp,
+    client: reqwest::Client,
+    path: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let (url, key) = (app.url(path), app.key.clone());
+    tokio::spawn(async move { client.post(url).bearer_auth(key).json(&body).send().await })
+}

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::helpers::{TestApp, chatgpt};
+use crate::helpers::{TestApp, chatgpt, spawn_post};
 
 /// The simulator behind a gate: every call announces itself on `entered` and waits for a
 /// permit of `release`; a call dropped before its permit (its client went away) is counted in
@@ -261,21 +261,12 @@ async fn a_call_beyond_the_limit_is_a_429_at_once_and_the_slot_is_shared_with_ta
         .await;
     let before = app.credits().await;
     // A sync call holds the organization's only slot...
-    let first = {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/monitor/gemini"),
-            app.key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .json(&prompt("first"))
-                .send()
-                .await
-        })
-    };
+    let first = spawn_post(
+        &app,
+        app.client.clone(),
+        "/v1/monitor/gemini",
+        prompt("first"),
+    );
     engine.wait_entered().await;
     // ...so another is refused at once, with the numbers...
     let (s, h, b) = call(&app, "/v1/monitor/chatgpt", &prompt("second")).await;
@@ -336,21 +327,13 @@ async fn a_client_that_goes_away_frees_the_slot_cancels_the_attempt_and_pays_not
         .spawn()
         .await;
     let before = app.credits().await;
-    let call = {
-        let (client, url, key) = (
-            reqwest::Client::new(),
-            app.url("/v1/monitor/chatgpt"),
-            app.key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .json(&prompt("gone"))
-                .send()
-                .await
-        })
-    };
+    // A client of its own: aborting the call closes its connection.
+    let call = spawn_post(
+        &app,
+        reqwest::Client::new(),
+        "/v1/monitor/chatgpt",
+        prompt("gone"),
+    );
     engine.wait_entered().await;
     wait_used(&app, 1).await;
     // The client goes away mid-call: its connection closes.
