@@ -1345,3 +1345,111 @@ fn provider_keys_never_reach_the_logs_the_tasks_or_readyz() {
     }
     assert_eq!(chat["task"]["status"], "QUEUED", "{chat}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_request_id_and_each_task_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("logs.db");
+    let log_path = dir.path().join("stderr.log");
+    let port = free_port();
+    let mut child = cloro()
+        .env("CLORO_LOG", "info,cloro=debug")
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            db.to_str().expect("path"),
+            "--sim-latency-ms",
+            "0",
+            "--sim-failure-rate",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(&log_path).expect("log file"),
+        ))
+        .spawn()
+        .expect("starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("first line");
+    let key = serde_json::from_str::<Value>(&line).expect("JSON line")["apiKey"]
+        .as_str()
+        .expect("apiKey")
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let task = json!({"taskType": "CHATGPT", "payload": {"prompt": "hi", "country": "US"}});
+    let (status, head, created) = http_full(&base, "POST", "/v1/async/task", &key, Some(&task));
+    assert_eq!(status, 200, "{created}");
+    let request_id = header_value(&head, "x-request-id")
+        .expect("X-Request-ID")
+        .to_owned();
+    let id = created["task"]["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = http(&base, "GET", &format!("/v1/async/task/{id}"), &key, None);
+        if got["task"]["status"] == "COMPLETED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not completed: {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let task_line = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message && l["task_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no {message:?} line for {id} in:\n{logs}"))
+    };
+    // The submission's line carries the request's id, the task's and the organization's.
+    let queued = task_line("Task QUEUED");
+    assert_eq!(
+        queued["span"]["request_id"],
+        request_id.as_str(),
+        "{queued}"
+    );
+    assert!(queued["org"].is_number(), "{queued}");
+    for state in ["Task PROCESSING", "Task COMPLETED"] {
+        assert!(task_line(state)["org"].is_number());
+    }
+    // The request's own line (its status and latency) carries the same id.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == request_id.as_str() && l["status"] == 200),
+        "{logs}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = cloro().args(["completions", shell]).output().expect("runs");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).expect("utf-8");
+        // The script knows the commands and their flags.
+        for word in ["serve", "org", "--database", "bench"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    let out = cloro()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
