@@ -1453,3 +1453,65 @@ fn completions_are_printed_for_each_shell() {
         .expect("runs");
     assert!(!out.status.success(), "an unknown shell is refused");
 }
+
+/// The headless browser of the browser tests: `CLORO_CHROMIUM`, else Debian's `chromium`.
+/// `None` (the test says it skipped) unless `CLORO_REQUIRE_BROWSER` is set, as in CI, which
+/// installs it.
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("CLORO_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            [
+                "/usr/bin/chromium",
+                "/usr/bin/chromium-browser",
+                "/usr/bin/google-chrome",
+            ]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CLORO_REQUIRE_BROWSER").is_none(),
+            "no Chromium (install Debian's `chromium`, or set CLORO_CHROMIUM)"
+        );
+        eprintln!("SKIPPED: no Chromium (install Debian's `chromium`, or set CLORO_CHROMIUM)");
+    }
+    found
+}
+
+#[test]
+fn the_reference_page_renders_in_a_browser_with_no_network() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("docs.db"), &[]);
+    let profile = dir.path().join("profile");
+    // Every host but this server's is unresolvable: the page must need nothing else.
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{}/docs", serve.base))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // Redoc drew the document: the operations' summaries are in the page.
+    for summary in [
+        "Queue 1 to 500 tasks; each item is answered on its own",
+        "A task's state, credits and, once terminal, its response",
+    ] {
+        assert!(
+            dom.contains(summary),
+            "{summary:?} not rendered ({} bytes of DOM); stderr: {}",
+            dom.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
