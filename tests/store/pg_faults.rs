@@ -191,42 +191,63 @@ async fn a_held_org_row_bounds_that_orgs_submissions_and_spares_the_rest_and_the
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finish_that_needs_a_held_org_row_fails_in_bounded_time_and_commits_after() {
-    let Some((_db, url, orgs)) = database(1).await else {
+async fn a_finish_that_needs_a_held_org_row_fails_in_bounded_time_alone_and_commits_after() {
+    let Some((_db, url, orgs)) = database(2).await else {
         return;
     };
-    let a = orgs[0];
+    let (a, b) = (orgs[0], orgs[1]);
     let live = PgStore::open(&url, live_node()).await.expect("live node");
-    super::submit(&live, a, vec![task(1, None), task(1, None)]).await;
-    let claimed = live.claim(2).await.expect("claim");
-    assert_eq!(claimed.len(), 2);
+    super::submit(&live, a, vec![task(1, None), task(1, None), task(1, None)]).await;
+    super::submit(&live, b, vec![task(1, None)]).await;
+    let mut claimed = live.claim(4).await.expect("claim");
+    claimed.extend(live.claim(4).await.expect("claim"));
+    assert_eq!(claimed.len(), 4);
+    let (mut of_a, of_b): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|t| t.org == a);
+    let (a1, a2, a3, b1) = (of_a.remove(0), of_a.remove(0), of_a.remove(0), &of_b[0]);
     let locker = lock_org(&url, a).await;
 
-    // A retry puts the task back in `a`'s queue counts: it needs the row. The finisher gives
-    // up after the lock timeout (the dispatcher retries the finish) instead of stalling.
+    // A retry puts its task back in `a`'s queue counts: it needs the row. The finisher gives
+    // up after the lock timeout (the dispatcher retries the finish) instead of stalling, and
+    // `b`'s outcome, sent meanwhile (so grouped with one of `a`'s retries), still commits.
     let retry = Outcome::Retry { run_after_ms: 0 };
+    let done = Outcome::Completed {
+        result: serde_json::json!({ "text": "ok" }),
+        credits: 5,
+    };
+    let (f1, fb, f2) = ([(&a1, &retry)], [(b1, &done)], [(&a2, &retry)]);
     let started = Instant::now();
-    let out = answers("a retry's finish", live.finish(&[(&claimed[0], &retry)])).await;
-    assert!(matches!(out, Err(Error::Unavailable(_))), "{out:?}");
+    let (r1, rb, r2) = answers("the finishes", async {
+        tokio::join!(live.finish(&f1), live.finish(&fb), live.finish(&f2))
+    })
+    .await;
+    assert!(matches!(r1, Err(Error::Unavailable(_))), "{r1:?}");
+    assert!(matches!(r2, Err(Error::Unavailable(_))), "{r2:?}");
+    rb.expect("b's finish commits while a's row is held");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
     // A terminal outcome does not touch the row: it commits meanwhile.
-    let done = Outcome::Completed {
-        result: serde_json::json!({ "text": "ok" }),
-        credits: 5,
-    };
-    answers("a completion", live.finish(&[(&claimed[1], &done)]))
+    answers("a completion", live.finish(&[(&a3, &done)]))
         .await
         .expect("completion");
 
     locker.batch_execute("ROLLBACK").await.expect("unlock");
-    live.finish(&[(&claimed[0], &retry)]).await.expect("retry");
-    let again = live.claim(2).await.expect("claim");
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].id, claimed[0].id);
+    live.finish(&[(&a1, &retry), (&a2, &retry)])
+        .await
+        .expect("retries");
+    let mut again: Vec<_> = live
+        .claim(4)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    again.sort();
+    let mut want = vec![a1.id, a2.id];
+    want.sort();
+    assert_eq!(again, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,6 +224,19 @@ pub(crate) async fn run_finisher(
             if result.is_ok() {
                 shared.notify.notify_one();
                 shared.bump();
+            } else if group.len() > 1 {
+                // One call's outcomes may be what failed (its organization's row is held
+                // locked): the other calls must not fail with it, so each is tried alone.
+                for g in group {
+                    let rows: Vec<&FinishRow> = g.rows.iter().collect();
+                    let alone = shared.bounded(finish_rows(&shared, &rows)).await;
+                    if alone.is_ok() {
+                        shared.notify.notify_one();
+                        shared.bump();
+                    }
+                    let _ = g.reply.send(alone);
+                }
+                return;
             }
             for g in group {
                 let _ = g.reply.send(match &result {
