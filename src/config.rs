@@ -16,6 +16,7 @@ pub(crate) const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 /// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
 /// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size does not matter
 pub enum Command {
     /// Run the API and the workers.
     Serve(ServeArgs),

@@ -29,6 +29,12 @@
 //! * **Outage.** When the database cannot be reached, calls fail with `Error::Unavailable` (the
 //!   API answers 503 with `Retry-After`), the dispatcher backs off, finishes are retried until
 //!   they commit, and the listener reconnects ([`errors`]).
+//! * **Bounded waits.** No call waits on the database without a bound: every connection has
+//!   lock, statement and idle-in-transaction timeouts and TCP keepalives
+//!   ([`schema::connect_config`]), each store call is bounded on this side too
+//!   ([`Shared::bounded`], [`Conn`]), and the lease is renewed on its own connection and task,
+//!   apart from the reaper ([`cluster::run_renewal`]). A row someone keeps locked fails its
+//!   organization's calls after `lock_timeout` (`Unavailable`) and nobody else's.
 //!
 //! # Which clock
 //!
@@ -380,7 +386,7 @@ impl PgStore {
     }
 
     /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED; returns how many
-    /// (tests; in service the heartbeat reaps).
+    /// (tests; in service the reaper task reaps).
     #[cfg(any(test, feature = "testing"))]
     pub async fn reap(&self) -> Result<u64> {
         cluster::reap(&self.shared).await

@@ -8,7 +8,8 @@
 //!   `orgs` before `org_nodes`), then reads the sums in a fresh statement (READ COMMITTED: it
 //!   sees every claim that held the lock before), checks credits and the cap, and takes the
 //!   slot. Claims lock the same row (`SKIP LOCKED`), so a claim and a sync call never both see
-//!   the last free slot, on any node. The wait for the lock is bounded ([`ENTER_SETTINGS`]);
+//!   the last free slot, on any node. The wait for the lock is bounded (the connection's
+//!   `lock_timeout`, `--db-lock-timeout-ms`);
 //!   past it the call is refused as `Unavailable` (503) instead of hanging the request.
 //! * **Lane places.** `sync_lanes` rows per (node, task type); a lane with `max_in_flight` is
 //!   counted under the lane's advisory lock, the same one claims take, and claims count these
