@@ -32,6 +32,7 @@ fn test_cluster() -> PgConfig {
         heartbeat_ms: 3_600_000,
         poll_ms: 1_000,
         pool_size: 8,
+        ..PgConfig::default()
     }
 }
 
@@ -194,6 +195,8 @@ macro_rules! store_tests {
 mod directory;
 mod health;
 mod lanes;
+mod pg_faults;
+mod proxy;
 mod sync;
 mod webhooks;
 
