@@ -292,7 +292,7 @@ async fn insert_kept(
             &slot.org,
             &(slot.task_type.code() as i16),
             &attempts,
-            &slot.cost,
+            &rec.credits_to_charge,
             &charged,
             &payload,
             &response,

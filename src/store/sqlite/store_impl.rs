@@ -126,7 +126,8 @@ impl TaskQueue for SqliteStore {
                 task_type: TaskType::from_code(c.task_type).unwrap_or(TaskType::Chatgpt),
                 payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
                 attempt: c.attempts.max(1) as u32,
-                credits_to_charge: c.pick.cost,
+                credits_to_charge: c.credits_to_charge,
+                reserved: c.pick.cost,
                 usage: None,
             })
             .collect())
@@ -199,7 +200,7 @@ impl TaskQueue for SqliteStore {
                 id: *slot.id.as_bytes(),
                 task_type: slot.task_type.code(),
                 attempts: rec.attempts,
-                cost: slot.cost,
+                cost: rec.credits_to_charge,
                 payload: rec.payload.to_string(),
                 response: rec.result.to_string(),
                 started_ms: slot.started_ms,
@@ -253,7 +254,7 @@ impl TaskQueue for SqliteStore {
                     org: t.org,
                     kind: t.task_type.code() as u8,
                     attempt: t.attempt,
-                    cost: t.credits_to_charge,
+                    cost: t.reserved,
                     usage: t.usage.and_then(Usage::nonempty).map(Usage::to_json),
                 };
                 (key, row)
