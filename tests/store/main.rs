@@ -193,6 +193,7 @@ macro_rules! store_tests {
 
 mod directory;
 mod health;
+mod ids;
 mod lanes;
 mod sync;
 mod webhooks;

@@ -11,7 +11,7 @@ use rusqlite::params;
 
 use super::Group;
 use crate::domain::request::max_add_ons_stored;
-use crate::domain::task::{TaskStatus, task_id};
+use crate::domain::task::TaskStatus;
 use crate::store::sqlite::error::is_unique_violation;
 use crate::store::{ItemError, NewTask, OrgKey, TaskRecord};
 
@@ -53,7 +53,7 @@ pub(super) fn insert(
     for it in items {
         // Drawn per row tried: a duplicate key leaves a gap (see `Shared::next_seq`).
         let seq = g.next_seq.fetch_add(1, Ordering::Relaxed);
-        let id = task_id(now, seq, g.mask, rand::random::<u16>());
+        let id = g.ids.task_id(org, now, seq, rand::random::<u16>());
         let t = &it.task;
         let (url, url_id) = g.urls.store(g.tx, t.webhook_url.as_deref())?;
         let res = stmt.execute(params![
