@@ -145,7 +145,7 @@ pub(crate) async fn finish(
         .map(|(t, o)| FinishRow {
             seq: t.seq,
             attempt: t.attempt as i32,
-            cost: t.credits_to_charge,
+            cost: t.reserved,
             usage: t
                 .usage
                 .and_then(crate::store::Usage::nonempty)

@@ -171,8 +171,8 @@ pub(crate) struct Shared {
     pool: Pool,
     /// This node's id (its row in `nodes`, its `org_nodes` rows, `tasks.node`).
     node: Uuid,
-    /// The task-id mask ([`schema::id_mask`]).
-    mask: u64,
+    /// The task-id key ([`schema::id_key`]).
+    ids: crate::domain::task::IdKey,
     cfg: PgConfig,
     /// Where task and due times are read (see "Which clock" in the module docs).
     clock: Clock,
@@ -309,14 +309,14 @@ impl PgStore {
         let pool = schema::pool_with(url, &cfg)?;
         schema::migrate(&pool).await?;
         let client = pool.get().await.map_err(errors::pool_err)?;
-        let mask = schema::id_mask(&client).await?;
+        let ids = schema::id_key(&client).await?;
         let joined = std::time::Instant::now();
         let node = cluster::join(&client, cfg.lease_ms).await?;
         drop(client);
         let shared = Arc::new(Shared {
             pool,
             node,
-            mask,
+            ids,
             cfg: cfg.clone(),
             clock,
             notify: Notify::new(),

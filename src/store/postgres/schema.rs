@@ -2,9 +2,11 @@
 //! or upgraded when several nodes start at once.
 //!
 //! Migrations are the files in `migrations/postgres/`, run in order inside one transaction
-//! under an advisory lock, so two nodes starting together never run one twice; the first run
-//! also draws the random mask that task ids are made with (`meta.id_mask`), which every node
-//! reads at start-up so they all mint and decode the same ids.
+//! under an advisory lock, so two nodes starting together never run one twice; under the same
+//! lock the first start draws the random key task ids are made with (`meta.id_key`, see
+//! [`crate::domain::task::IdKey`]), which every node reads at start-up so they all mint and
+//! decode the same ids. A database created before keyed ids keeps its XOR mask
+//! (`meta.id_mask`), so that the ids minted with it still resolve.
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::errors::{pg_err, pool_err};
+use crate::domain::task::IdKey;
 use crate::store::{Error, Result};
 
 /// The schema's migrations in order; `schema_version` records how many have run. Add new
@@ -48,11 +51,14 @@ const UNBOUNDED: &str = "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout
 /// Records that migration `$1` (1-based) has run.
 const RECORD_VERSION: &str = "INSERT INTO schema_version(version) VALUES ($1)";
 
-/// The task-id mask, drawn once when the schema is created; later starts keep the first one.
-const INSERT_ID_MASK: &str =
-    "INSERT INTO meta(key, value) VALUES ('id_mask', $1) ON CONFLICT (key) DO NOTHING";
+/// The task-id key, drawn once; later starts keep the first one.
+const INSERT_ID_KEY: &str =
+    "INSERT INTO meta(key, value) VALUES ('id_key', $1) ON CONFLICT (key) DO NOTHING";
 
-/// The task-id mask every node uses (see [`crate::domain::task::task_id`]).
+/// The task-id key every node uses (see [`crate::domain::task::IdKey`]).
+const READ_ID_KEY: &str = "SELECT value FROM meta WHERE key = 'id_key'";
+
+/// The XOR mask of the ids minted before keyed ids, on a database created before them.
 const READ_ID_MASK: &str = "SELECT value FROM meta WHERE key = 'id_mask'";
 
 /// TCP keepalive: the first probe after this much silence...
@@ -196,20 +202,23 @@ pub(crate) async fn migrate(pool: &Pool) -> Result<()> {
             .await
             .map_err(pg_err)?;
     }
-    if version == 0 {
-        let mask = (rand::random::<u64>() >> 2).to_string();
-        tx.execute(INSERT_ID_MASK, &[&mask]).await.map_err(pg_err)?;
-    }
+    tx.execute(INSERT_ID_KEY, &[&IdKey::random_stored()])
+        .await
+        .map_err(pg_err)?;
     tx.commit().await.map_err(pg_err)
 }
 
-/// The task-id mask stored by the first migration.
-pub(crate) async fn id_mask(client: &tokio_postgres::Client) -> Result<u64> {
-    client
-        .query_one(READ_ID_MASK, &[])
+/// The task-id key, with the database's legacy mask if it has one.
+pub(crate) async fn id_key(client: &tokio_postgres::Client) -> Result<IdKey> {
+    let key: String = client
+        .query_one(READ_ID_KEY, &[])
         .await
         .map_err(pg_err)?
-        .get::<_, String>(0)
-        .parse()
-        .map_err(|_| Error::Other("corrupt id mask".into()))
+        .get(0);
+    let mask: Option<String> = client
+        .query_opt(READ_ID_MASK, &[])
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.get(0));
+    IdKey::from_stored(&key, mask.as_deref()).ok_or_else(|| Error::Other("corrupt id key".into()))
 }

@@ -34,7 +34,6 @@ use super::PgStore;
 use super::claim::{LOCK_LANE, RUNNING_BY_TYPE, lane_key};
 use super::cluster::NOTIFY_WORK;
 use super::errors::pg_err;
-use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{KINDS, lane_of_kind};
 use crate::store::{Error, Lanes, OrgKey, Result, SyncAdmission, SyncDone, SyncRecord, SyncSlot};
@@ -133,7 +132,10 @@ pub(crate) async fn enter(
     store.shared.bump();
     let started_ms = store.shared.clock.now_ms();
     Ok(SyncAdmission::Admitted(SyncSlot {
-        id: task_id(started_ms, seq, store.shared.mask, rand::random::<u16>()),
+        id: store
+            .shared
+            .ids
+            .task_id(org, started_ms, seq, rand::random::<u16>()),
         org,
         task_type,
         cost,
@@ -270,7 +272,7 @@ async fn insert_kept(
     rec: &SyncRecord,
     charged: i64,
 ) -> Result<()> {
-    let seq = seq_of(&slot.id, store.shared.mask);
+    let seq = store.shared.ids.seq_of(slot.org, &slot.id);
     let attempts = i32::try_from(rec.attempts).unwrap_or(i32::MAX);
     let payload = rec.payload.to_string();
     let response = rec.result.to_string();
@@ -283,7 +285,7 @@ async fn insert_kept(
             &slot.org,
             &(slot.task_type.code() as i16),
             &attempts,
-            &slot.cost,
+            &rec.credits_to_charge,
             &charged,
             &payload,
             &response,
