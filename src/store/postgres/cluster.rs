@@ -5,7 +5,7 @@
 //! whose clock is off by a minute must not look dead (or immortal) to the others.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -15,15 +15,12 @@ use super::counters::{REQUEUE, requeue};
 use super::errors::{pg_err, pool_err};
 use crate::store::Result;
 
-/// Registers node `$1` with a lease of `$2` ms from now, or (heartbeat) renews its lease. A
-/// node reaped while it was unreachable registers again on its next heartbeat.
+/// Renews node `$1`'s lease to `$2` ms from now. No row: the node was reaped while it could
+/// not renew; it must not simply register again with the same work (see [`rejoin`]).
 pub(super) const HEARTBEAT: &str = concat!(
-    "INSERT INTO nodes(id, started_ms, alive_until_ms) VALUES ($1, ",
+    "UPDATE nodes SET alive_until_ms = ",
     db_now!(),
-    ", ",
-    db_now!(),
-    " + $2)
-                         ON CONFLICT (id) DO UPDATE SET alive_until_ms = EXCLUDED.alive_until_ms"
+    " + $2 WHERE id = $1"
 );
 
 /// Registers a new node `$1` with a lease of `$2` ms from now.
@@ -64,6 +61,14 @@ const FOLD_COUNTERS: &str = "WITH gone AS (DELETE FROM org_nodes WHERE node = AN
 /// are their side-2 counter rows, which [`FOLD_COUNTERS`] deletes.
 const DELETE_SYNC_PLACES: &str = "DELETE FROM sync_lanes WHERE node = ANY($1)";
 
+/// Node `$1`'s lease ends now by the database's clock (tests).
+#[cfg(any(test, feature = "testing"))]
+const EXPIRE: &str = concat!(
+    "UPDATE nodes SET alive_until_ms = ",
+    db_now!(),
+    " - 1000 WHERE id = $1"
+);
+
 /// Nodes `$1` leave the cluster.
 const DELETE_NODES: &str = "DELETE FROM nodes WHERE id = ANY($1)";
 
@@ -79,6 +84,34 @@ pub(crate) async fn join(client: &tokio_postgres::Client, lease_ms: i64) -> Resu
         .await
         .map_err(pg_err)?;
     Ok(node)
+}
+
+/// This node was reaped (its row is gone, its tasks requeued, its counter rows folded): it
+/// forgets the attempts it ran (their late outcomes match nothing) and joins again under the
+/// same id with a fresh lease and no counter rows.
+pub(crate) async fn rejoin(shared: &Shared) -> Result<()> {
+    shared.lease.lost();
+    shared.running.forget_all();
+    let client = shared.pool.get().await.map_err(pool_err)?;
+    let sent = Instant::now();
+    client
+        .execute(JOIN, &[&shared.node, &shared.cfg.lease_ms])
+        .await
+        .map_err(pg_err)?;
+    shared.lease.renewed(sent);
+    tracing::warn!(node = %shared.node, "This node was reaped (its lease ran out); joined the cluster again");
+    Ok(())
+}
+
+/// Ends this node's lease by the database's clock (tests).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) async fn expire(shared: &Shared) -> Result<()> {
+    let client = shared.pool.get().await.map_err(pool_err)?;
+    client
+        .execute(EXPIRE, &[&shared.node])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
 }
 
 /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED, gives their slots back and
@@ -144,14 +177,18 @@ async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]
     Ok(())
 }
 
-/// Renews this node's lease and reaps dead nodes, every `heartbeat_ms`.
+/// Renews this node's lease, reaps dead nodes and reconciles this node's running tasks
+/// ([`reconcile`](super::reconcile)), every `heartbeat_ms`; joins again at once when a renewal,
+/// a claim or a finish found this node reaped.
 pub(crate) async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
     let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = shared.lease.reaped.notified() => {}
             _ = cancel.cancelled() => break,
         }
+        let sent = Instant::now();
         let renewed = async {
             let client = shared.pool.get().await.map_err(pool_err)?;
             client
@@ -160,12 +197,24 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken
                 .map_err(pg_err)
         }
         .await;
-        if let Err(error) = renewed {
-            tracing::warn!(%error, "Cannot renew this node's lease");
-            continue;
+        match renewed {
+            Ok(0) => {
+                if let Err(error) = rejoin(&shared).await {
+                    tracing::warn!(%error, "Cannot join the cluster again");
+                }
+                continue;
+            }
+            Ok(_) => shared.lease.renewed(sent),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot renew this node's lease");
+                continue;
+            }
         }
         if let Err(error) = reap(&shared).await {
             tracing::warn!(%error, "Cannot reap dead nodes");
+        }
+        if let Err(error) = super::reconcile::reconcile(&shared).await {
+            tracing::warn!(%error, "Cannot reconcile this node's running tasks");
         }
     }
 }

@@ -9,6 +9,12 @@
 //!   `attempts`. A finish only applies while the task is still PROCESSING with the same attempt
 //!   number, so a node that comes back after its tasks were taken over changes nothing and
 //!   charges nothing. A node that stops cleanly leaves at once ([`cluster`]).
+//! * **Fencing.** A node starts no claim unless its lease is provably current by its own
+//!   monotonic clock, and every claim and finish locks the node's row and checks it in SQL, so a
+//!   reap and a claim or finish of the same node never interleave. A node that finds itself
+//!   reaped forgets what it ran, lets its late outcomes go and joins again ([`lease`]). A live
+//!   node requeues the PROCESSING tasks the database gives it but it does not run (a claim whose
+//!   reply was lost) at its next heartbeat ([`reconcile`]).
 //! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included) are updated
 //!   in the same transaction as every task state change; running tasks, reservations and
 //!   not-yet-folded charges are in `org_nodes` rows per (organization, node, side): a node's
@@ -108,9 +114,11 @@ mod counters;
 mod errors;
 mod finisher;
 mod lanes;
+mod lease;
 mod listener;
 mod outbox;
 mod reads;
+mod reconcile;
 mod schema;
 pub mod scratch;
 #[cfg(test)]
@@ -170,6 +178,10 @@ pub(crate) struct Shared {
     hook_notify: Notify,
     /// Webhook retry times this node scheduled.
     hook_retries: Mutex<BinaryHeap<Reverse<i64>>>,
+    /// Until when this node's lease is provably current ([`lease`]: fencing).
+    lease: lease::LeaseClock,
+    /// The attempts this node runs, for [`reconcile`].
+    running: reconcile::Running,
 }
 
 impl Shared {
@@ -201,7 +213,10 @@ impl PgStore {
         schema::migrate(&pool).await?;
         let client = pool.get().await.map_err(errors::pool_err)?;
         let mask = schema::id_mask(&client).await?;
+        let lease = lease::LeaseClock::new(cfg.lease_ms);
+        let sent = std::time::Instant::now();
         let node = cluster::join(&client, cfg.lease_ms).await?;
+        lease.renewed(sent);
         drop(client);
         let shared = Arc::new(Shared {
             pool,
@@ -215,6 +230,8 @@ impl PgStore {
             leave: AtomicBool::new(false),
             hook_notify: Notify::new(),
             hook_retries: Mutex::new(BinaryHeap::new()),
+            lease,
+            running: reconcile::Running::default(),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -266,6 +283,26 @@ impl PgStore {
     #[cfg(any(test, feature = "testing"))]
     pub async fn reap(&self) -> Result<u64> {
         cluster::reap(&self.shared).await
+    }
+
+    /// Ends this node's lease now, by the database's clock, as if it had not renewed it for a
+    /// whole lease (tests: the other nodes may reap it; its own clock still trusts it).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn expire_lease(&self) -> Result<()> {
+        cluster::expire(&self.shared).await
+    }
+
+    /// Requeues the PROCESSING tasks the database gives this node but it does not run; returns
+    /// how many (tests; in service every heartbeat reconciles).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn reconcile(&self) -> Result<u64> {
+        reconcile::reconcile(&self.shared).await
+    }
+
+    /// Whether this node's lease is provably current by its own clock (tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn lease_is_current(&self) -> bool {
+        self.shared.lease.is_current()
     }
 }
 

@@ -33,6 +33,7 @@ use super::PgStore;
 use super::claim::{LOCK_LANE, RUNNING_BY_TYPE, lane_key};
 use super::cluster::NOTIFY_WORK;
 use super::errors::pg_err;
+use super::lease::{self, Held};
 use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{KINDS, lane_of_kind};
@@ -104,6 +105,11 @@ pub(crate) async fn enter(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ENTER_SETTINGS).await.map_err(pg_err)?;
+    // Fencing, as a claim: a node whose lease ran out takes no slot, and no reaper deletes
+    // its counter rows while it takes one (see `lease`).
+    if lease::hold(&tx, &store.shared.lease, node).await? != Held::Current {
+        return Err(Error::Unavailable("this node's lease ran out".into()));
+    }
     let locked = tx.query_opt(LOCK_ORG, &[&org]).await.map_err(|e| {
         if e.code().is_some_and(|c| c.code() == LOCK_NOT_AVAILABLE) {
             Error::Unavailable(crate::store::Cause::new(
