@@ -238,7 +238,8 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     tx.commit().await.map_err(pg_err)?;
     store.shared.bump();
     let tasks = hand_out(&started, &picked.run);
-    ticket.handed_out(tasks.iter().map(|t| (t.seq, t.attempt as i32)));
+    let current = store.shared.lease.is_current();
+    ticket.handed_out(tasks.iter().map(|t| (t.seq, t.attempt as i32)), current);
     Ok(tasks)
 }
 

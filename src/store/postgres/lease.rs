@@ -18,11 +18,18 @@
 //! A node that finds its row gone was reaped: its tasks run elsewhere now. It forgets them
 //! ([`lost`](LeaseClock::lost)), lets its late outcomes go (they would match nothing), and
 //! joins again ([`cluster::rejoin`](super::cluster::rejoin)).
+//!
+//! Its running attempts stop earlier still: the moment the lease is no longer provably current
+//! ([`run_fence`]), before any reaper can take them, so a task never runs on two nodes at once
+//! because one of them lost the database for longer than its lease.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
 
 /// Locks this node's row (`$1`) against reapers for the rest of the transaction; whether its
 /// lease is unexpired by the database's clock. No row: the node was reaped.
@@ -78,6 +85,8 @@ pub(crate) struct LeaseClock {
     until: Mutex<Option<Instant>>,
     /// Wakes the heartbeat when a transaction found this node reaped, so it joins again now.
     pub(crate) reaped: Notify,
+    /// Wakes [`run_fence`] when the lease was renewed or lost.
+    changed: Notify,
 }
 
 impl LeaseClock {
@@ -88,6 +97,7 @@ impl LeaseClock {
             trusted: lease.saturating_sub((lease / 10).min(MARGIN)),
             until: Mutex::new(None),
             reaped: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
@@ -98,6 +108,12 @@ impl LeaseClock {
         if until.is_none_or(|u| u < t) {
             *until = Some(t);
         }
+        self.changed.notify_one();
+    }
+
+    /// Until when the lease is provably current (`None`: not since the node was found reaped).
+    fn until(&self) -> Option<Instant> {
+        *self.until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the lease is provably current now.
@@ -109,6 +125,38 @@ impl LeaseClock {
     /// This node was found reaped: nothing is current until it joins again.
     pub(crate) fn lost(&self) {
         *self.until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changed.notify_one();
+    }
+}
+
+/// Gives up this node's running attempts the moment its lease is no longer provably current
+/// (before any other node can reap it and run them): their runs stop, nothing is recorded for
+/// them, and they come back to the queue (by [`reconcile`](super::reconcile) once the lease is
+/// renewed, or by the reaper that takes the node over).
+pub(crate) async fn run_fence(shared: Arc<Shared>, cancel: CancellationToken) {
+    loop {
+        match shared.lease.until() {
+            Some(until) if Instant::now() < until => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = shared.lease.changed.notified() => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            _ => {
+                let n = shared.running.forget_all();
+                if n > 0 {
+                    tracing::warn!(
+                        tasks = n,
+                        "This node's lease is no longer provably current; gave up its running tasks"
+                    );
+                }
+                tokio::select! {
+                    _ = shared.lease.changed.notified() => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        }
     }
 }
 

@@ -243,6 +243,7 @@ impl PgStore {
             cancel.clone(),
         ));
         tracker.spawn(cluster::run_heartbeat(shared.clone(), cancel.clone()));
+        tracker.spawn(lease::run_fence(shared.clone(), cancel.clone()));
         tracing::info!(node = %node, "Joined the cluster");
         Ok(PgStore {
             shared,

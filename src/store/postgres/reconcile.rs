@@ -15,6 +15,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
 use super::Shared;
 use super::errors::{pg_err, pool_err};
 use super::finisher::{self, FinishKind, FinishRow};
@@ -29,6 +31,8 @@ const MINE_RUNNING: &str =
 #[derive(Default)]
 pub(crate) struct Running {
     inner: Mutex<Inner>,
+    /// Changes when every attempt is given up ([`Running::forget_all`]).
+    forgotten: watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -73,16 +77,37 @@ impl Running {
         }
     }
 
-    /// This node was reaped: whatever it ran was taken over.
-    pub(crate) fn forget_all(&self) {
-        self.lock().tasks.clear();
+    /// This node gives up every attempt it runs (it was reaped, or its lease is no longer
+    /// provably current): their runs stop ([`Running::abandoned`]); the ones the database still
+    /// gives this node are requeued by the next [`reconcile`], or by a reaper.
+    pub(crate) fn forget_all(&self) -> usize {
+        let n = std::mem::take(&mut self.lock().tasks).len();
+        self.forgotten.send_modify(|g| *g = g.wrapping_add(1));
+        n
+    }
+
+    /// Returns once attempt `attempt` of task `seq` no longer runs here by this node's
+    /// account (given up, or never handed out).
+    pub(crate) async fn abandoned(&self, seq: i64, attempt: i32) {
+        let mut changes = self.forgotten.subscribe();
+        loop {
+            if self.lock().tasks.get(&seq) != Some(&attempt) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 }
 
 impl ClaimTicket<'_> {
-    /// The claim committed and hands these attempts out.
-    pub(crate) fn handed_out(self, tasks: impl IntoIterator<Item = (i64, i32)>) {
-        self.running.lock().tasks.extend(tasks);
+    /// The claim committed and hands these attempts out. Unless `current` (the lease ran out
+    /// while the claim ran) they are not taken on: given up at once, requeued like a lost claim.
+    pub(crate) fn handed_out(self, tasks: impl IntoIterator<Item = (i64, i32)>, current: bool) {
+        if current {
+            self.running.lock().tasks.extend(tasks);
+        }
     }
 }
 
