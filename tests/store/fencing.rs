@@ -214,6 +214,97 @@ async fn postgres_a_node_that_cannot_prove_its_lease_stops_its_tasks_and_claims_
     a.close();
 }
 
+/// The advisory-lock key a claim takes for lane `name` (as `claim::lane_key` computes it).
+fn lane_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"cloro lane\0".iter().chain(name.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// Item 3, the race itself: a reaper runs while a claim of the node it reaps is in the
+/// middle of its transaction (held there by a lane lock another session holds). The reap
+/// must not interleave with the claim: either the claim's tasks are reaped with the node, or
+/// the node is reaped later; never PROCESSING tasks of a node that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_reap_never_interleaves_with_a_claim_of_the_node_it_reaps() {
+    let Some(url) = cloro::testing::pg_admin_url() else {
+        return cloro::testing::announce_pg_skipped();
+    };
+    let f = Fixture::new(&Backend::Postgres(url), &[(2, 1_000, 100)]).await;
+    let org = f.orgs[0];
+    let url = pg_url(&f);
+    let db = sql(&url).await;
+    submit(&*f.store, org, vec![task(1, None), task(1, None)]).await;
+    let a = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
+    let b = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
+    // CHATGPT (position 4 in `TaskType::ALL`) on a lane with a cap: a claim takes its lock.
+    let mut lanes = cloro::store::Lanes::default();
+    lanes.lane_of[4] = Some(0);
+    lanes.lanes.push(cloro::store::Lane {
+        name: "openai".into(),
+        max_in_flight: Some(10),
+        starts: None,
+    });
+    let blocker = sql(&url).await;
+    blocker
+        .execute("SELECT pg_advisory_lock($1)", &[&lane_key("openai")])
+        .await
+        .expect("lane lock");
+    let claim = tokio::spawn({
+        let a = a.clone();
+        async move { a.claim_in(2, &lanes).await }
+    });
+    // Wait until A's claim waits for the lane lock, inside its transaction.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .expect("locks")
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the claim never reached the lane lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A's lease runs out meanwhile, and B reaps.
+    expire(&db, a.node()).await;
+    b.reap().await.expect("reap");
+    blocker
+        .execute("SELECT pg_advisory_unlock($1)", &[&lane_key("openai")])
+        .await
+        .expect("unlock");
+    let claimed = claim.await.expect("claim task");
+    assert_counters(&db, "after the claim that raced a reap").await;
+    // Whatever the claim did, a reap now leaves nothing of A running.
+    b.reap().await.expect("reap");
+    assert_counters(&db, "after the next reap").await;
+    let running: i64 = db
+        .query_one(
+            "SELECT count(*) FROM tasks WHERE status = 1 AND node = $1",
+            &[&a.node()],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        running, 0,
+        "A's claim ({claimed:?}) left tasks running on a reaped node"
+    );
+    a.close();
+    b.close();
+}
+
 /// Item 3: random interleavings of claims, finishes (completions, retries, requeues) and reaps
 /// of expired nodes, run concurrently over three nodes and three organizations. After every
 /// round the counters equal the PROCESSING rows and stay within the caps; at the end every
