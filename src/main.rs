@@ -35,8 +35,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 #[command(args_override_self = true)]
 struct Cli {
+    /// Log lines as text (default) or JSON, one object per line (with the request's id and,
+    /// for task events, the task's id and organization). The level is `CLORO_LOG`.
+    #[arg(long, global = true, value_enum, env = "CLORO_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: TopCommand,
+}
+
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,20 +56,36 @@ enum TopCommand {
     Core(Command),
     /// Measure enqueue, drain, latency, status cost and memory through the HTTP API.
     Bench(bench::BenchArgs),
+    /// Print a completion script for SHELL on stdout (e.g. `cloro completions bash >
+    /// /etc/bash_completion.d/cloro`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let args =
         config::expand_config_file(std::env::args().collect()).map_err(anyhow::Error::msg)?;
     let cli = Cli::parse_from(args);
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CLORO_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = EnvFilter::try_from_env("CLORO_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields at the top level, the request's span (its id, method, path)
+        // under `span`.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match cli.command {
         TopCommand::Core(Command::Serve(args)) => serve(args),
         TopCommand::Core(Command::Org(cmd)) => cloro::cli::org(cmd),
@@ -67,6 +94,11 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(cloro::engines::file::cli::run(&cmd))
         }
         TopCommand::Bench(args) => bench::run(args),
+        TopCommand::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "cloro", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 
@@ -81,6 +113,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             heartbeat_ms: args.heartbeat_ms,
             poll_ms: args.poll_ms,
             pool_size: args.db_pool as usize,
+            lock_timeout_ms: args.db_lock_timeout_ms,
+            db_timeout_ms: args.db_timeout_ms,
         },
         queue: QueueConfig {
             workers: args.workers as usize,

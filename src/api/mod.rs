@@ -179,13 +179,14 @@ pub fn rate_limit_buckets() -> &'static [String] {
     &BUCKETS
 }
 
-/// The server's router: the route table, the two undocumented document routes, the fallbacks
-/// and the middleware.
+/// The server's router: the route table, the undocumented document routes (`/openapi.json`,
+/// `/docs` and its script), the fallbacks and the middleware.
 pub(crate) fn router(state: SharedState) -> Router {
     let (documented, _) = routes().split_for_parts();
     documented
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
+        .route(openapi::REDOC_PATH, get(openapi::redoc_js))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -307,7 +307,24 @@ pub(crate) async fn openapi_json() -> Response {
         .into_response()
 }
 
-const DOCS_PAGE: &str = r#"<!doctype html>
+/// The vendored file's name, with its version (one place for the page, the route and the file).
+macro_rules! redoc_file {
+    () => {
+        "redoc-2.5.4.standalone.js"
+    };
+}
+
+/// The vendored API reference renderer (Redoc, pinned; `assets/redoc/README.md` says where
+/// it comes from and how to check it): served by the binary so `/docs` works offline.
+const REDOC_JS: &[u8] = include_bytes!(concat!("../../assets/redoc/", redoc_file!()));
+
+/// Where [`REDOC_JS`] is served. The version is in the path, so it can be cached for good.
+pub(crate) const REDOC_PATH: &str = concat!("/docs/", redoc_file!());
+
+/// The reference page: Redoc reads `/openapi.json` and renders it. No inline script (Redoc
+/// starts itself on the `<redoc>` element), nothing from another origin.
+const DOCS_PAGE: &str = concat!(
+    r#"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -315,16 +332,44 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 <title>cloro API reference</title>
 </head>
 <body>
-<script id="api-reference" data-url="/openapi.json"></script>
-<script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+<redoc spec-url="/openapi.json"></redoc>
+<script src="/docs/"#,
+    redoc_file!(),
+    r#""></script>
 </body>
 </html>
-"#;
+"#
+);
 
+/// The page may load only from this server: its script and the document. Redoc styles itself
+/// with `<style>` elements (hence `'unsafe-inline'` for styles only), draws icons as `data:`
+/// images and runs its search in a `blob:` worker it builds from its own code.
+pub(crate) const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    worker-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /docs`.
 pub(crate) async fn docs() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, DOCS_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         DOCS_PAGE,
+    )
+        .into_response()
+}
+
+/// `GET /docs/redoc-<version>.standalone.js`.
+pub(crate) async fn redoc_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        REDOC_JS,
     )
         .into_response()
 }

@@ -66,7 +66,10 @@ pub(crate) async fn create(
     let result = s.store.submit(caller.org, vec![new_task(req)]).await?;
     let mut items = result.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
     match items.pop() {
-        Some(Ok(t)) => Ok(Json(CreateTaskResponse::new(&t))),
+        Some(Ok(t)) => {
+            tracing::debug!(task_id = %t.id, org = caller.org, "Task {}", t.status.as_str());
+            Ok(Json(CreateTaskResponse::new(&t)))
+        }
         Some(Err(e)) => Err(item_error(&e)),
         None => Err(ApiError::new("INTERNAL_SERVER_ERROR")),
     }
@@ -128,7 +131,10 @@ pub(crate) async fn create_batch(
         let done = outcome.map_err(|SubmitError::QueueLimit(l)| queue_limit(l))?;
         for (r, i) in done.into_iter().zip(valid_index) {
             results[i] = Some(match r {
-                Ok(t) => BatchItem::queued(i as u32, &t),
+                Ok(t) => {
+                    tracing::debug!(task_id = %t.id, org = caller.org, "Task {}", t.status.as_str());
+                    BatchItem::queued(i as u32, &t)
+                }
                 Err(e) => BatchItem::refused(i as u32, item_error(&e).body()),
             });
         }

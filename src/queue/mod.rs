@@ -216,6 +216,7 @@ impl Source for Dispatcher {
     }
 
     async fn run(&self, mut task: ClaimedTask) {
+        tracing::debug!(task_id = %task.id, org = task.org, attempt = task.attempt, "Task PROCESSING");
         let member = self.routes.member_of(task.task_type);
         let engine = member.map_or(&*self.engine, |m| &*m.engine);
         let run = AssertUnwindSafe(execute_on(engine, member, &task, &self.cfg)).catch_unwind();
@@ -236,7 +237,9 @@ impl Source for Dispatcher {
             }
         };
         task.usage = usage;
+        let (id, org, state) = (task.id, task.org, state_after(&outcome));
         finish_durably(&*self.store, task, outcome, &self.cfg).await;
+        tracing::debug!(task_id = %id, org, "Task {state}");
         // Counted once the outcome is recorded; the worker slot is freed right after, so this
         // node never has more than `workers` tasks PROCESSING.
         self.gate.count_finished();
@@ -444,6 +447,16 @@ fn panicked(task: &ClaimedTask, cfg: &QueueConfig) -> Outcome {
         Outcome::Failed {
             error: max_retries_error(),
         }
+    }
+}
+
+/// The task's state once `outcome` is recorded, for the log.
+fn state_after(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed { .. } => "COMPLETED",
+        Outcome::Failed { .. } => "FAILED",
+        Outcome::Retry { .. } => "QUEUED (retry)",
+        Outcome::Requeue => "QUEUED (requeued)",
     }
 }
 

@@ -128,10 +128,50 @@ async fn the_result_pages_are_documented_without_key_security() {
 }
 
 #[tokio::test]
-async fn the_reference_page_is_served_without_a_key() {
+async fn the_reference_page_is_served_without_a_key_and_loads_nothing_from_elsewhere() {
     let app = TestApp::spawn().await;
     let resp = app.client.get(app.url("/docs")).send().await.expect("sent");
     assert_eq!(resp.status(), StatusCode::OK);
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Content-Security-Policy")
+        .to_owned();
+    // Only this server: nothing may be loaded from another origin.
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "connect-src 'self'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
     let html = resp.text().await.expect("body");
     assert!(html.contains("/openapi.json"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://") && !html.contains("//cdn"),
+        "the page names another origin: {html}"
+    );
+    // Every script it loads is served here, as JavaScript, without a key.
+    let scripts: Vec<&str> = html
+        .split("<script src=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(!scripts.is_empty(), "no script: {html}");
+    for src in scripts {
+        assert!(src.starts_with('/') && !src.starts_with("//"), "{src}");
+        let resp = app.client.get(app.url(src)).send().await.expect("sent");
+        assert_eq!(resp.status(), StatusCode::OK, "{src}");
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(kind.starts_with("text/javascript"), "{src}: {kind}");
+        let body = resp.bytes().await.expect("body");
+        // The renderer itself (about 1 MB), not an error page.
+        assert!(body.len() > 500_000, "{src}: {} bytes", body.len());
+    }
 }

@@ -1345,3 +1345,173 @@ fn provider_keys_never_reach_the_logs_the_tasks_or_readyz() {
     }
     assert_eq!(chat["task"]["status"], "QUEUED", "{chat}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_request_id_and_each_task_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("logs.db");
+    let log_path = dir.path().join("stderr.log");
+    let port = free_port();
+    let mut child = cloro()
+        .env("CLORO_LOG", "info,cloro=debug")
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            db.to_str().expect("path"),
+            "--sim-latency-ms",
+            "0",
+            "--sim-failure-rate",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(&log_path).expect("log file"),
+        ))
+        .spawn()
+        .expect("starts");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("first line");
+    let key = serde_json::from_str::<Value>(&line).expect("JSON line")["apiKey"]
+        .as_str()
+        .expect("apiKey")
+        .to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let task = json!({"taskType": "CHATGPT", "payload": {"prompt": "hi", "country": "US"}});
+    let (status, head, created) = http_full(&base, "POST", "/v1/async/task", &key, Some(&task));
+    assert_eq!(status, 200, "{created}");
+    let request_id = header_value(&head, "x-request-id")
+        .expect("X-Request-ID")
+        .to_owned();
+    let id = created["task"]["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = http(&base, "GET", &format!("/v1/async/task/{id}"), &key, None);
+        if got["task"]["status"] == "COMPLETED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not completed: {got}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = std::fs::read_to_string(&log_path).expect("logs");
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let task_line = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message && l["task_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no {message:?} line for {id} in:\n{logs}"))
+    };
+    // The submission's line carries the request's id, the task's and the organization's.
+    let queued = task_line("Task QUEUED");
+    assert_eq!(
+        queued["span"]["request_id"],
+        request_id.as_str(),
+        "{queued}"
+    );
+    assert!(queued["org"].is_number(), "{queued}");
+    for state in ["Task PROCESSING", "Task COMPLETED"] {
+        assert!(task_line(state)["org"].is_number());
+    }
+    // The request's own line (its status and latency) carries the same id.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["request_id"] == request_id.as_str() && l["status"] == 200),
+        "{logs}"
+    );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = cloro().args(["completions", shell]).output().expect("runs");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).expect("utf-8");
+        // The script knows the commands and their flags.
+        for word in ["serve", "org", "--database", "bench"] {
+            assert!(script.contains(word), "{shell}: {word} missing");
+        }
+    }
+    let out = cloro()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
+
+/// The headless browser of the browser tests: `CLORO_CHROMIUM`, else Debian's `chromium`.
+/// `None` (the test says it skipped) unless `CLORO_REQUIRE_BROWSER` is set, as in CI, which
+/// installs it.
+fn chromium() -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("CLORO_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            [
+                "/usr/bin/chromium",
+                "/usr/bin/chromium-browser",
+                "/usr/bin/google-chrome",
+            ]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CLORO_REQUIRE_BROWSER").is_none(),
+            "no Chromium (install Debian's `chromium`, or set CLORO_CHROMIUM)"
+        );
+        eprintln!("SKIPPED: no Chromium (install Debian's `chromium`, or set CLORO_CHROMIUM)");
+    }
+    found
+}
+
+#[test]
+fn the_reference_page_renders_in_a_browser_with_no_network() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = Serve::start(&dir.path().join("docs.db"), &[]);
+    let profile = dir.path().join("profile");
+    // Every host but this server's is unresolvable: the page must need nothing else.
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{}/docs", serve.base))
+        .output()
+        .expect("chromium runs");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // Redoc drew the document: the operations' summaries are in the page.
+    for summary in [
+        "Queue 1 to 500 tasks; each item is answered on its own",
+        "A task's state, credits and, once terminal, its response",
+    ] {
+        assert!(
+            dom.contains(summary),
+            "{summary:?} not rendered ({} bytes of DOM); stderr: {}",
+            dom.len(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -22,6 +22,7 @@ fn node_cfg(lease_ms: i64, heartbeat_ms: u64) -> PgConfig {
         heartbeat_ms,
         poll_ms: 1_000,
         pool_size: 8,
+        ..PgConfig::default()
     }
 }
 

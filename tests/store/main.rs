@@ -33,6 +33,7 @@ fn test_cluster() -> PgConfig {
         heartbeat_ms: 3_600_000,
         poll_ms: 1_000,
         pool_size: 8,
+        ..PgConfig::default()
     }
 }
 
@@ -197,6 +198,8 @@ mod directory;
 mod fencing;
 mod health;
 mod lanes;
+mod pg_faults;
+mod proxy;
 mod sync;
 mod webhooks;
 

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::Shared;
 use super::cluster::NOTIFY_WORK;
 use super::counters::{OrgDelta, REQUEUE, requeue};
-use super::errors::{pg_err, pool_err};
+use super::errors::pg_err;
 use super::lease::{self, Held};
 use crate::store::{ClaimedTask, Error, Outcome, Result};
 
@@ -224,11 +224,26 @@ pub(crate) async fn run_finisher(
         let shared = shared.clone();
         groups.spawn(async move {
             let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
-            let result = finish_rows(&shared, &rows).await;
+            // Bounded: a held lock or a dead connection fails the group (its finishes are
+            // retried by their callers) instead of stalling every finish of this node.
+            let result = shared.bounded(finish_rows(&shared, &rows)).await;
             drop(permit);
             if result.is_ok() {
                 shared.notify.notify_one();
                 shared.bump();
+            } else if group.len() > 1 {
+                // One call's outcomes may be what failed (its organization's row is held
+                // locked): the other calls must not fail with it, so each is tried alone.
+                for g in group {
+                    let rows: Vec<&FinishRow> = g.rows.iter().collect();
+                    let alone = shared.bounded(finish_rows(&shared, &rows)).await;
+                    if alone.is_ok() {
+                        shared.notify.notify_one();
+                        shared.bump();
+                    }
+                    let _ = g.reply.send(alone);
+                }
+                return;
             }
             for g in group {
                 let _ = g.reply.send(match &result {
@@ -313,7 +328,7 @@ struct Hooks {
 /// Commits one group of outcomes (see the module docs).
 pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
     let now = shared.clock.now_ms();
-    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let mut client = shared.conn().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     let done = || rows.iter().map(|r| (r.seq, r.attempt));
     // Fencing: no reaper takes this node over while the outcomes are written. Once it was

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 use super::Shared;
-use super::errors::{pg_err, pool_err};
+use super::errors::pg_err;
 use super::finisher::{self, FinishKind, FinishRow};
 use crate::store::Result;
 
@@ -122,7 +122,7 @@ impl Drop for ClaimTicket<'_> {
 pub(crate) async fn reconcile(shared: &Shared) -> Result<u64> {
     let mark = shared.running.lock().next_ticket;
     let rows = {
-        let client = shared.pool.get().await.map_err(pool_err)?;
+        let client = shared.conn().await?;
         client
             .query(MINE_RUNNING, &[&shared.node])
             .await
