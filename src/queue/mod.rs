@@ -24,6 +24,10 @@
 //!    task leaves PROCESSING and its organization's slot is freed; left uncaught, the panic
 //!    would end the task's Tokio task with the row PROCESSING and the slot taken until the
 //!    process exits.
+//!
+//!    **Fencing.** A cluster node that can no longer prove its lease gives its running attempts
+//!    up ([`TaskQueue::abandoned`]): the attempt stops and nothing is recorded; the store
+//!    returns the task to the queue (another node may already run it).
 //! 4. **Wake-ups.** The dispatcher sleeps until new work is committed, a slot frees, the next
 //!    retry is due, or shutdown; no polling of the database. Claiming, spawning, backing off
 //!    and sleeping are the shared claim loop's ([`crate::worker::claim_loop`]); this module
@@ -216,7 +220,15 @@ impl Source for Dispatcher {
         let member = self.routes.member_of(task.task_type);
         let engine = member.map_or(&*self.engine, |m| &*m.engine);
         let run = AssertUnwindSafe(execute_on(engine, member, &task, &self.cfg)).catch_unwind();
-        let (outcome, usage) = match run.await {
+        let ran = tokio::select! {
+            ran = run => ran,
+            () = self.store.abandoned(&task) => {
+                // Fencing (a cluster node that lost its lease): another node may run the task.
+                tracing::warn!(task_id = %task.id, attempt = task.attempt, "Gave up a running task: this node's lease is no longer current");
+                return;
+            }
+        };
+        let (outcome, usage) = match ran {
             Ok(done) => done,
             Err(panic) => {
                 let panic = crate::worker::panic_message(&*panic);

@@ -554,6 +554,14 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Records how attempts ended and frees their slots; each attempt's
     /// [`ClaimedTask::usage`] is added to its task's sum in the same transaction.
     async fn finish(&self, outcomes: &[(&ClaimedTask, &Outcome)]) -> Result<()>;
+    /// Returns once this node may no longer run `task`'s attempt: a cluster node whose lease is
+    /// no longer provably current, or that was found reaped, gives its attempts up, since
+    /// another node may run them (fencing). The dispatcher then stops the attempt and records
+    /// nothing; the task comes back to the queue on its own. Never, by default.
+    async fn abandoned(&self, task: &ClaimedTask) {
+        let _ = task;
+        std::future::pending::<()>().await
+    }
     /// Deletes terminal tasks that finished before `cutoff_ms`; returns how many.
     async fn purge(&self, cutoff_ms: i64) -> Result<u64>;
     /// Starts a new billing cycle for every paid organization whose cycle ended by `now_ms`:

@@ -24,11 +24,12 @@ enum Backend {
     Postgres(String),
 }
 
-/// Cluster settings for store tests: leases are already expired, so a test that wants a node
-/// to be dead only has to call `reap` on another node; no heartbeat runs in the background.
+/// Cluster settings for store tests: a lease that outlasts any test (a node claims only while
+/// its lease is provably current), and no heartbeat in the background. A test that wants a node
+/// dead abandons it, ends its lease (`expire_lease`) and calls `reap` on another node.
 fn test_cluster() -> PgConfig {
     PgConfig {
-        lease_ms: -1_000,
+        lease_ms: 600_000,
         heartbeat_ms: 3_600_000,
         poll_ms: 1_000,
         pool_size: 8,
@@ -120,6 +121,7 @@ impl Fixture {
                     unreachable!("a PostgreSQL fixture")
                 };
                 old.abandon();
+                old.expire_lease().await.expect("expire");
                 let new = Arc::new(
                     PgStore::open(url, test_cluster())
                         .await
@@ -193,6 +195,7 @@ macro_rules! store_tests {
 }
 
 mod directory;
+mod fencing;
 mod health;
 mod ids;
 mod lanes;

@@ -31,10 +31,11 @@ fn live_node() -> PgConfig {
     }
 }
 
-/// A node that is dead as soon as it joined (its lease already ran out) and never heartbeats.
+/// A node that never heartbeats; the test kills it (`abandon`, then `expire_lease`: a node
+/// claims only while its lease is provably current).
 fn dead_node() -> PgConfig {
     PgConfig {
-        lease_ms: -1_000,
+        lease_ms: 600_000,
         heartbeat_ms: 3_600_000,
         ..PgConfig::default()
     }
@@ -132,6 +133,7 @@ async fn a_held_org_row_bounds_that_orgs_submissions_and_spares_the_rest_and_the
     super::submit(&dead, a, vec![task(1, None)]).await;
     assert_eq!(dead.claim(1).await.expect("claim").len(), 1);
     dead.abandon();
+    dead.expire_lease().await.expect("expire");
 
     let locker = lock_org(&url, a).await;
     let live = PgStore::open(&url, live_node()).await.expect("live node");

@@ -270,6 +270,7 @@ async fn postgres_a_dead_nodes_sync_slots_come_back_with_its_lease() {
             .expect("lane")
     );
     a.abandon();
+    a.expire_lease().await.expect("expire");
     b.reap().await.expect("reap");
     let slot = admitted(&b, org, 5).await;
     assert!(

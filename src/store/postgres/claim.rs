@@ -33,6 +33,11 @@
 //! 7. [`record_turns`]: per organization, the queued counts, the cursors and `served_at`
 //!    ([`SERVED`]), then this node's claim-side counter row ([`TAKE_SLOTS`]).
 //!
+//! Before step 0 the claim holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)):
+//! a node whose lease ran out claims nothing, and no reaper takes the node over while the claim
+//! runs. Its tasks are registered as running here before the claim returns
+//! ([`reconcile`](super::reconcile)).
+//!
 //! The commit is asynchronous ([`ASYNC_COMMIT`]). `started_ms` and the "is this retry due"
 //! test use the store's [`Clock`](crate::clock::Clock); a retry's `run_after_ms` was set from
 //! the same kind of clock by the dispatcher.
@@ -47,9 +52,10 @@ use super::PgStore;
 use super::counters::{Params, deltas, push_deltas};
 use super::errors::pg_err;
 use crate::domain::request::max_add_ons_text;
+use super::lease::{self, Held};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{ALL_OPEN, KINDS, Room, lane_of_kind};
-use crate::store::{ClaimedTask, Lanes, Result};
+use crate::store::{ClaimedTask, Error, Lanes, Result};
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
@@ -203,11 +209,21 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     if max == 0 {
         return Ok(Vec::new());
     }
+    // Fencing: no claim unless this node still provably holds its lease (see `lease`).
+    if !store.shared.lease.is_current() {
+        return Err(Error::Unavailable(
+            "this node's lease is not provably current".into(),
+        ));
+    }
+    let ticket = store.shared.running.claim();
     let now = store.shared.clock.now_ms();
     let node = store.shared.node;
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
+    if lease::hold(&tx, &store.shared.lease, node).await? != Held::Current {
+        return Err(Error::Unavailable("this node's lease ran out".into()));
+    }
     let mut room = lane_room(&tx, lanes).await?;
     if room.as_ref().is_some_and(|r| r.open == 0) {
         tx.commit().await.map_err(pg_err)?;
@@ -226,7 +242,10 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     record_turns(&tx, picked.per_org, node).await?;
     tx.commit().await.map_err(pg_err)?;
     store.shared.bump();
-    Ok(hand_out(&started, &picked.run))
+    let tasks = hand_out(&started, &picked.run);
+    let current = store.shared.lease.is_current();
+    ticket.handed_out(tasks.iter().map(|t| (t.seq, t.attempt as i32)), current);
+    Ok(tasks)
 }
 
 /// The advisory-lock key of a lane: FNV-1a of its name (the same on every node), in a range

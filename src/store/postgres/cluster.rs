@@ -16,15 +16,12 @@ use super::counters::{REQUEUE, requeue};
 use super::errors::pg_err;
 use crate::store::Result;
 
-/// Registers node `$1` with a lease of `$2` ms from now, or (heartbeat) renews its lease. A
-/// node reaped while it was unreachable registers again on its next heartbeat.
+/// Renews node `$1`'s lease to `$2` ms from now. No row: the node was reaped while it could
+/// not renew; it must not simply register again with the same work (see [`rejoin`]).
 pub(super) const HEARTBEAT: &str = concat!(
-    "INSERT INTO nodes(id, started_ms, alive_until_ms) VALUES ($1, ",
+    "UPDATE nodes SET alive_until_ms = ",
     db_now!(),
-    ", ",
-    db_now!(),
-    " + $2)
-                         ON CONFLICT (id) DO UPDATE SET alive_until_ms = EXCLUDED.alive_until_ms"
+    " + $2 WHERE id = $1"
 );
 
 /// Registers a new node `$1` with a lease of `$2` ms from now.
@@ -65,6 +62,14 @@ const FOLD_COUNTERS: &str = "WITH gone AS (DELETE FROM org_nodes WHERE node = AN
 /// are their side-2 counter rows, which [`FOLD_COUNTERS`] deletes.
 const DELETE_SYNC_PLACES: &str = "DELETE FROM sync_lanes WHERE node = ANY($1)";
 
+/// Node `$1`'s lease ends now by the database's clock (tests).
+#[cfg(any(test, feature = "testing"))]
+const EXPIRE: &str = concat!(
+    "UPDATE nodes SET alive_until_ms = ",
+    db_now!(),
+    " - 1000 WHERE id = $1"
+);
+
 /// Nodes `$1` leave the cluster.
 const DELETE_NODES: &str = "DELETE FROM nodes WHERE id = ANY($1)";
 
@@ -80,6 +85,34 @@ pub(crate) async fn join(client: &tokio_postgres::Client, lease_ms: i64) -> Resu
         .await
         .map_err(pg_err)?;
     Ok(node)
+}
+
+/// This node was reaped (its row is gone, its tasks requeued, its counter rows folded): it
+/// forgets the attempts it ran (their late outcomes match nothing) and joins again under the
+/// same id with a fresh lease and no counter rows.
+pub(crate) async fn rejoin(shared: &Shared) -> Result<()> {
+    shared.lease.lost();
+    shared.running.forget_all();
+    let client = shared.conn().await?;
+    let sent = Instant::now();
+    client
+        .execute(JOIN, &[&shared.node, &shared.cfg.lease_ms])
+        .await
+        .map_err(pg_err)?;
+    shared.lease.renewed(sent);
+    tracing::warn!(node = %shared.node, "This node was reaped (its lease ran out); joined the cluster again");
+    Ok(())
+}
+
+/// Ends this node's lease by the database's clock (tests).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) async fn expire(shared: &Shared) -> Result<()> {
+    let client = shared.conn().await?;
+    client
+        .execute(EXPIRE, &[&shared.node])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
 }
 
 /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED, gives their slots back and
@@ -148,7 +181,9 @@ async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]
 /// Renews this node's lease every `heartbeat_ms` on a connection of its own (not the pool's,
 /// so busy or stuck pooled connections cannot delay it; nor the reaper, which runs apart), and
 /// records each success in [`Shared::lease`]. A renewal that fails or does not answer in time
-/// ([`renewal_limit`]) drops the connection; the next one reconnects.
+/// ([`renewal_limit`]) drops the connection; the next one reconnects. A renewal that finds the
+/// node's row gone (it was reaped) joins again ([`rejoin`]), at once when a claim or a finish
+/// found it so.
 pub(crate) async fn run_renewal(
     shared: Arc<Shared>,
     connect: tokio_postgres::Config,
@@ -160,11 +195,19 @@ pub(crate) async fn run_renewal(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            // A claim or a finish found this node reaped: join again now.
+            _ = shared.lease.reaped.notified() => {}
             _ = cancel.cancelled() => break,
         }
         let sent = Instant::now();
         match tokio::time::timeout(limit, renew(&mut conn, &connect, &shared)).await {
-            Ok(Ok(())) => shared.lease.renewed(sent),
+            Ok(Ok(0)) => {
+                // Reaped while it could not renew: not simply registered again (fencing).
+                if let Err(error) = shared.bounded(rejoin(&shared)).await {
+                    tracing::warn!(%error, "Cannot join the cluster again");
+                }
+            }
+            Ok(Ok(_)) => shared.lease.renewed(sent),
             Ok(Err(error)) => {
                 conn = None;
                 tracing::warn!(%error, "Cannot renew this node's lease");
@@ -184,12 +227,13 @@ fn renewal_limit(cfg: &super::PgConfig) -> Duration {
     Duration::from_millis(cfg.db_timeout_ms.max(1)).min(third)
 }
 
-/// One renewal ([`HEARTBEAT`]) on the renewal connection, connecting it first if needed.
+/// One renewal ([`HEARTBEAT`]) on the renewal connection, connecting it first if needed;
+/// returns whether this node's row was still there (0: it was reaped).
 async fn renew(
     conn: &mut Option<tokio_postgres::Client>,
     connect: &tokio_postgres::Config,
     shared: &Shared,
-) -> Result<()> {
+) -> Result<u64> {
     let client = match conn {
         Some(c) if !c.is_closed() => c,
         _ => {
@@ -202,13 +246,14 @@ async fn renew(
     client
         .execute(HEARTBEAT, &[&shared.node, &shared.cfg.lease_ms])
         .await
-        .map_err(pg_err)?;
-    Ok(())
+        .map_err(pg_err)
 }
 
 /// Reaps dead nodes ([`reap`]) every `heartbeat_ms`, each pass bounded (a lock held on an
 /// organization whose tasks it must requeue fails the pass after `lock_timeout`; the next
-/// pass tries again). Apart from the renewal, so a slow reap never delays this node's lease.
+/// pass tries again), then reconciles this node's own running tasks
+/// ([`reconcile`](super::reconcile)). Apart from the renewal, so a slow reap never delays this
+/// node's lease.
 pub(crate) async fn run_reaper(shared: Arc<Shared>, cancel: CancellationToken) {
     let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
     loop {
@@ -218,6 +263,9 @@ pub(crate) async fn run_reaper(shared: Arc<Shared>, cancel: CancellationToken) {
         }
         if let Err(error) = shared.bounded(reap(&shared)).await {
             tracing::warn!(%error, "Cannot reap dead nodes");
+        }
+        if let Err(error) = shared.bounded(super::reconcile::reconcile(&shared)).await {
+            tracing::warn!(%error, "Cannot reconcile this node's running tasks");
         }
     }
 }

@@ -8,6 +8,12 @@
 //! count, reservations, charges). A finish only applies while the task is still PROCESSING with
 //! the same attempt number, so an attempt taken over by another node changes nothing.
 //!
+//! The transaction first holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)), so
+//! no reaper deletes the node's counter rows while it writes them. A lease that ran out but was
+//! not reaped yet still lets outcomes commit (the tasks are still this node's, and the reaper
+//! waits for the commit, then finds them finished); a node found reaped lets its outcomes go:
+//! its tasks were requeued and may run elsewhere.
+//!
 //! Whatever the outcome, an attempt's upstream usage is added to its task's `usage` by the same
 //! statement (summed in SQL, see `usage_plus!`).
 //!
@@ -27,6 +33,7 @@ use super::Shared;
 use super::cluster::NOTIFY_WORK;
 use super::counters::{OrgDelta, REQUEUE, requeue};
 use super::errors::pg_err;
+use super::lease::{self, Held};
 use crate::store::{ClaimedTask, Error, Outcome, Result};
 
 /// Most outcomes folded into one finish transaction.
@@ -112,17 +119,17 @@ pub(crate) struct FinishReq {
 }
 
 /// One attempt's outcome, as the finisher writes it.
-struct FinishRow {
-    seq: i64,
-    attempt: i32,
+pub(crate) struct FinishRow {
+    pub(crate) seq: i64,
+    pub(crate) attempt: i32,
     /// The credits the claim reserved for it.
-    cost: i64,
+    pub(crate) cost: i64,
     /// What the attempt used upstream, as its stored JSON.
-    usage: Option<String>,
-    kind: FinishKind,
+    pub(crate) usage: Option<String>,
+    pub(crate) kind: FinishKind,
 }
 
-enum FinishKind {
+pub(crate) enum FinishKind {
     Done {
         status: i16,
         response: String,
@@ -319,10 +326,22 @@ struct Hooks {
 }
 
 /// Commits one group of outcomes (see the module docs).
-async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
+pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
     let now = shared.clock.now_ms();
     let mut client = shared.conn().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
+    let done = || rows.iter().map(|r| (r.seq, r.attempt));
+    // Fencing: no reaper takes this node over while the outcomes are written. Once it was
+    // reaped, its attempts were requeued (their outcomes would match nothing): they are let go.
+    if lease::hold(&tx, &shared.lease, shared.node).await? == Held::Reaped {
+        drop(tx);
+        shared.running.finished(done());
+        tracing::warn!(
+            outcomes = rows.len(),
+            "Dropped outcomes: this node was reaped and its tasks were taken over"
+        );
+        return Ok(());
+    }
     let cols = Columns::of(rows);
     // org → what its counters lose and gain.
     let mut per_org: BTreeMap<i64, OrgDelta> = Default::default();
@@ -343,6 +362,7 @@ async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
         tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
     }
     tx.commit().await.map_err(pg_err)?;
+    shared.running.finished(done());
     if !hooks.seq.is_empty() {
         shared.hook_notify.notify_one();
     }

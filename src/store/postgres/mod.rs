@@ -9,6 +9,12 @@
 //!   `attempts`. A finish only applies while the task is still PROCESSING with the same attempt
 //!   number, so a node that comes back after its tasks were taken over changes nothing and
 //!   charges nothing. A node that stops cleanly leaves at once ([`cluster`]).
+//! * **Fencing.** A node starts no claim unless its lease is provably current by its own
+//!   monotonic clock, and every claim and finish locks the node's row and checks it in SQL, so a
+//!   reap and a claim or finish of the same node never interleave. A node that finds itself
+//!   reaped forgets what it ran, lets its late outcomes go and joins again ([`lease`]). A live
+//!   node requeues the PROCESSING tasks the database gives it but it does not run (a claim whose
+//!   reply was lost) at its next heartbeat ([`reconcile`]).
 //! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included) are updated
 //!   in the same transaction as every task state change; running tasks, reservations and
 //!   not-yet-folded charges are in `org_nodes` rows per (organization, node, side): a node's
@@ -114,9 +120,11 @@ mod counters;
 mod errors;
 mod finisher;
 mod lanes;
+mod lease;
 mod listener;
 mod outbox;
 mod reads;
+mod reconcile;
 mod schema;
 pub mod scratch;
 #[cfg(test)]
@@ -188,33 +196,11 @@ pub(crate) struct Shared {
     hook_notify: Notify,
     /// Webhook retry times this node scheduled.
     hook_retries: Mutex<BinaryHeap<Reverse<i64>>>,
-    /// When this node's lease was last renewed ([`cluster::run_renewal`]).
-    pub(crate) lease: LeaseClock,
-}
-
-/// When this node last renewed its lease: the moment the renewal that succeeded was sent (so
-/// the lease, computed by the database when the statement ran, lasts at least `lease_ms`
-/// from then). Written only by the renewal task; read by whoever must know whether the node
-/// still holds its lease.
-#[derive(Debug, Default)]
-pub(crate) struct LeaseClock {
-    last: Mutex<Option<std::time::Instant>>,
-}
-
-impl LeaseClock {
-    /// A renewal sent at `at` committed (earlier ones never move it back).
-    pub(crate) fn renewed(&self, at: std::time::Instant) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|l| l < at) {
-            *last = Some(at);
-        }
-    }
-
-    /// When the last successful renewal was sent (`None`: never since this node joined).
-    #[allow(dead_code)] // read by the lease checks (fencing)
-    pub(crate) fn last(&self) -> Option<std::time::Instant> {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    /// Until when this node's lease is provably current ([`lease`]: fencing); renewed by
+    /// [`cluster::run_renewal`].
+    pub(crate) lease: lease::LeaseClock,
+    /// The attempts this node runs, for [`reconcile`].
+    running: reconcile::Running,
 }
 
 /// A pooled connection lent to one store operation. If it is given back later than the
@@ -310,6 +296,7 @@ impl PgStore {
         schema::migrate(&pool).await?;
         let client = pool.get().await.map_err(errors::pool_err)?;
         let ids = schema::id_key(&client).await?;
+        let lease = lease::LeaseClock::new(cfg.lease_ms);
         let joined = std::time::Instant::now();
         let node = cluster::join(&client, cfg.lease_ms).await?;
         drop(client);
@@ -325,7 +312,8 @@ impl PgStore {
             leave: AtomicBool::new(false),
             hook_notify: Notify::new(),
             hook_retries: Mutex::new(BinaryHeap::new()),
-            lease: LeaseClock::default(),
+            lease,
+            running: reconcile::Running::default(),
         });
         shared.lease.renewed(joined);
         let cancel = CancellationToken::new();
@@ -344,6 +332,7 @@ impl PgStore {
             cancel.clone(),
         ));
         tracker.spawn(cluster::run_reaper(shared.clone(), cancel.clone()));
+        tracker.spawn(lease::run_fence(shared.clone(), cancel.clone()));
         tracing::info!(node = %node, "Joined the cluster");
         Ok(PgStore {
             shared,
@@ -390,6 +379,26 @@ impl PgStore {
     #[cfg(any(test, feature = "testing"))]
     pub async fn reap(&self) -> Result<u64> {
         cluster::reap(&self.shared).await
+    }
+
+    /// Ends this node's lease now, by the database's clock, as if it had not renewed it for a
+    /// whole lease (tests: the other nodes may reap it; its own clock still trusts it).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn expire_lease(&self) -> Result<()> {
+        cluster::expire(&self.shared).await
+    }
+
+    /// Requeues the PROCESSING tasks the database gives this node but it does not run; returns
+    /// how many (tests; in service every heartbeat reconciles).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn reconcile(&self) -> Result<u64> {
+        reconcile::reconcile(&self.shared).await
+    }
+
+    /// Whether this node's lease is provably current by its own clock (tests).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn lease_is_current(&self) -> bool {
+        self.shared.lease.is_current()
     }
 }
 

@@ -95,10 +95,7 @@ fn clock_and_balance_statements_are_unchanged() {
     );
     assert_eq!(
         super::cluster::HEARTBEAT,
-        format!(
-            "INSERT INTO nodes(id, started_ms, alive_until_ms) VALUES ($1, {DB_NOW}, {DB_NOW} + $2)
-                         ON CONFLICT (id) DO UPDATE SET alive_until_ms = EXCLUDED.alive_until_ms"
-        )
+        format!("UPDATE nodes SET alive_until_ms = {DB_NOW} + $2 WHERE id = $1")
     );
     assert_eq!(
         super::cluster::DEAD_NODES,

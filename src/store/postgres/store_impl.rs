@@ -85,6 +85,13 @@ impl TaskQueue for PgStore {
         finisher::finish(&self.finisher, outcomes).await
     }
 
+    async fn abandoned(&self, task: &ClaimedTask) {
+        self.shared
+            .running
+            .abandoned(task.seq, task.attempt as i32)
+            .await
+    }
+
     async fn purge(&self, cutoff_ms: i64) -> Result<u64> {
         upkeep::purge(self, cutoff_ms).await
     }

@@ -34,6 +34,7 @@ use super::PgStore;
 use super::claim::{LOCK_LANE, RUNNING_BY_TYPE, lane_key};
 use super::cluster::NOTIFY_WORK;
 use super::errors::pg_err;
+use super::lease::{self, Held};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{KINDS, lane_of_kind};
 use crate::store::{Error, Lanes, OrgKey, Result, SyncAdmission, SyncDone, SyncRecord, SyncSlot};
@@ -102,6 +103,11 @@ pub(crate) async fn enter(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ENTER_SETTINGS).await.map_err(pg_err)?;
+    // Fencing, as a claim: a node whose lease ran out takes no slot, and no reaper deletes
+    // its counter rows while it takes one (see `lease`).
+    if lease::hold(&tx, &store.shared.lease, node).await? != Held::Current {
+        return Err(Error::Unavailable("this node's lease ran out".into()));
+    }
     // A lock not granted in time is `Unavailable` (503), see `errors`.
     let locked = tx.query_opt(LOCK_ORG, &[&org]).await.map_err(pg_err)?;
     let Some(row) = locked else {
