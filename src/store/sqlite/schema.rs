@@ -76,6 +76,23 @@ pub(crate) fn open_admin(path: &Path) -> Result<Connection> {
     }
     let mut conn = open(path, false)?;
     migrate(&mut conn)?;
+    // The database file (and the directory, if it was just made) may be new: their entries
+    // are made durable before anything is served from them (SQLite syncs its own WAL's entry).
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    };
+    let grandparent = dir
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty());
+    for d in dir.into_iter().chain(grandparent) {
+        super::result_log::sync_dir(d).map_err(|e| {
+            Error::Unavailable(crate::store::Cause::new(
+                format!("cannot sync {}: {e}", d.display()),
+                e,
+            ))
+        })?;
+    }
     Ok(conn)
 }
 
