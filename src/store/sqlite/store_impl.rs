@@ -82,9 +82,9 @@ impl TaskQueue for SqliteStore {
 
     async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
         let seq = seq_of(&id, self.shared.mask);
-        let log_dir = self.log_dir.clone();
+        let (log_dir, lost) = (self.log_dir.clone(), self.lost_results.clone());
         self.readers
-            .read(move |c| reader::task(c, &log_dir, org, id, seq))
+            .read(move |c| reader::task(c, &log_dir, &lost, org, id, seq))
             .await
     }
 
