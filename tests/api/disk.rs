@@ -1,8 +1,9 @@
 //! The embedded store's disk going wrong under a running server (issue 12, items 5 and 6): a
 //! result segment lost or cut short (a power loss before its directory entry was durable), a
-//! task row the store cannot decode, and a data directory on a small tmpfs that fills up.
+//! task row the store cannot decode, a data directory on a small tmpfs that fills up, and one
+//! on an ext4 file system that goes read-only under the server (as after a disk error).
 //! SQLite only: on PostgreSQL (`CLORO_TEST_STORE=postgres`) these tests say they were skipped.
-//! The tmpfs tests mount one (root only) and say they were skipped where that fails.
+//! The file-system tests mount one (root only) and say they were skipped where that fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -316,8 +317,8 @@ impl Tmpfs {
         Some(Tmpfs { dir })
     }
 
-    /// Fills the file system with `filler` until it is full.
-    fn fill(&self) -> PathBuf {
+    /// Fills the file system with `filler` until only `room` bytes are left.
+    fn fill(&self, room: u64) -> PathBuf {
         use std::io::Write;
         let path = self.dir.join("filler");
         let mut f = std::fs::File::create(&path).expect("filler");
@@ -330,6 +331,8 @@ impl Tmpfs {
                 Err(e) => panic!("filling the tmpfs: {e}"),
             }
         }
+        let len = f.metadata().expect("filler size").len();
+        f.set_len(len.saturating_sub(room)).expect("make room");
         path
     }
 }
@@ -353,7 +356,9 @@ async fn a_full_disk_answers_503_keeps_reads_and_recovers_when_space_returns() {
     let mut app = TestApp::builder().data_dir(&fs.dir).spawn().await;
     let before = completed_task(&app, &chatgpt("before the disk fills")).await;
     app.drain().await;
-    let filler = fs.fill();
+    // A little room is left: the store fills it itself, submissions, claims and finishes
+    // (their results) all running into the full disk at some point.
+    let filler = fs.fill(256 * 1024);
 
     // Submissions go on until the store cannot write: then 503 with Retry-After, never a
     // 500, never a 200 for a task that was not committed.
@@ -384,9 +389,29 @@ async fn a_full_disk_answers_503_keeps_reads_and_recovers_when_space_returns() {
         }
     }
     assert!(refused.is_some(), "the full disk refused a submission");
-    // A second one too (the writer is not wedged into accepting, nor dead).
+    // The disk stays full: whatever a write finds room for (SQLite may reuse its log after a
+    // checkpoint) is committed, anything else is a 503; an answer never runs ahead of the disk.
     let (s, b) = app.create_task(&chatgpt(&format!("again {big}"))).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    match s {
+        StatusCode::OK => accepted.push(b["task"]["id"].as_str().expect("id").to_owned()),
+        s => assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}"),
+    }
+    // A sync call's answer is not given without its charge recorded.
+    let credits = app.credits().await;
+    let (s, b) = app
+        .post_json(
+            "/v1/monitor/chatgpt",
+            &app.key,
+            &json!({"prompt": "full disk", "country": "US"}),
+        )
+        .await;
+    match s {
+        StatusCode::OK => assert!(app.credits().await < credits, "charged"),
+        s => {
+            assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+            assert_eq!(app.credits().await, credits, "nothing charged");
+        }
+    }
 
     // Reads keep working: the task finished before, and every accepted one.
     let (s, t) = app.get_task(&before).await;
@@ -416,4 +441,132 @@ async fn a_full_disk_answers_503_keeps_reads_and_recovers_when_space_returns() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity check");
     assert_eq!(check, "ok");
+}
+
+/// An ext4 file system in an image file on a loop device, mounted `errors=remount-ro`: the
+/// kernel's error trigger makes it read-only under the running server, as a disk error would
+/// (a plain `remount,ro` is refused while files are open for writing). Unmounted on drop.
+struct Ext4 {
+    img: PathBuf,
+    dir: PathBuf,
+    /// The loop device's name (`loop0`), for `/sys/fs/ext4/<dev>/`.
+    dev: String,
+}
+
+impl Ext4 {
+    fn mount(test: &str, size_mb: u64) -> Option<Ext4> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::temp_dir().join(format!(
+            "cloro-ext4-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let (img, dir) = (base.with_extension("img"), base);
+        let skip = |why: &str| {
+            eprintln!("{test}: SKIPPED: {why}");
+            let _ = std::fs::remove_file(&img);
+            let _ = std::fs::remove_dir(&dir);
+            None
+        };
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(size_mb << 20))
+            .expect("image file");
+        std::fs::create_dir_all(&dir).expect("mount point");
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !made {
+            return skip("no mkfs.ext4");
+        }
+        let mounted = Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&img)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            return skip("cannot mount a loop device (needs root)");
+        }
+        let source = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(&dir)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let dev = source.rsplit('/').next().unwrap_or_default().to_owned();
+        let fs = Ext4 { img, dir, dev };
+        if !Path::new(&format!("/sys/fs/ext4/{}/trigger_fs_error", fs.dev)).exists() {
+            drop(fs);
+            eprintln!("{test}: SKIPPED: no ext4 error trigger in /sys");
+            return None;
+        }
+        Some(fs)
+    }
+
+    /// Reports a file-system error: the kernel remounts it read-only at once.
+    fn break_it(&self) {
+        std::fs::write(
+            format!("/sys/fs/ext4/{}/trigger_fs_error", self.dev),
+            "cloro test",
+        )
+        .expect("trigger an ext4 error");
+        assert!(
+            std::fs::File::create(self.dir.join("probe")).is_err(),
+            "the file system is read-only now"
+        );
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_system_gone_read_only_answers_503_and_keeps_reads() {
+    let test = "disk::read_only";
+    if on_postgres(test) {
+        return;
+    }
+    let Some(fs) = Ext4::mount(test, 32) else {
+        return;
+    };
+    let mut app = TestApp::builder().data_dir(&fs.dir).spawn().await;
+    let before = completed_task(&app, &chatgpt("before")).await;
+    app.drain().await;
+    fs.break_it();
+
+    for _ in 0..3 {
+        let resp = app
+            .client
+            .post(app.url("/v1/async/task"))
+            .bearer_auth(&app.key)
+            .json(&chatgpt("after"))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get("retry-after").is_some(), "Retry-After");
+    }
+    let (s, b) = app.batch(&json!([chatgpt("a"), chatgpt("b")])).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+
+    let (s, t) = app.get_task(&before).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["task"]["status"], "COMPLETED", "{t}");
+    assert!(t["response"]["error"].is_null(), "{t}");
+    let status = app.status().await;
+    assert_eq!(status["queuedTasks"], 0, "{status}");
+    app.stop().await;
 }
