@@ -251,7 +251,7 @@ mod tests {
         // A new segment: its name is durable once the flush returns.
         log.stage(10, b"a").expect("stage");
         log.flush().expect("flush");
-        assert_eq!(dir_syncs(), [dir.clone()]);
+        assert_eq!(dir_syncs(), std::slice::from_ref(&dir));
         // The same segment again: only its bytes are synced.
         log.stage(20, b"b").expect("stage");
         log.flush().expect("flush");
@@ -259,7 +259,7 @@ mod tests {
         // The next hour's segment is a new file.
         log.stage(SEGMENT_SPAN_MS + 1, b"c").expect("stage");
         log.flush().expect("flush");
-        assert_eq!(dir_syncs(), [dir.clone()]);
+        assert_eq!(dir_syncs(), std::slice::from_ref(&dir));
         // A reopened log appending to an existing segment creates no entry.
         let mut log = ResultLog::open(&dir).expect("reopen");
         dir_syncs();
