@@ -285,3 +285,32 @@ pub(crate) fn webhook_secret(c: &Connection, org: OrgKey) -> Result<Option<Strin
 pub(crate) fn ping(c: &Connection) -> Result<()> {
     c.query_row(PING, [], |_| Ok(())).map_err(Error::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_result_is_reported_once_per_task_and_the_memory_is_bounded() {
+        let lost = LostResults::default();
+        assert!(lost.first_report(1));
+        assert!(!lost.first_report(1), "once");
+        assert!(lost.first_report(2));
+        for seq in 3..(LOST_REPORTED as i64 + 10) {
+            lost.first_report(seq);
+        }
+        assert_eq!(lock(&lost.0).len(), LOST_REPORTED);
+    }
+
+    #[test]
+    fn only_a_shortage_of_descriptors_or_memory_makes_a_failed_read_worth_retrying() {
+        use std::io::{Error, ErrorKind};
+        assert!(read_may_succeed_later(&Error::from_raw_os_error(24)));
+        assert!(read_may_succeed_later(&Error::from(ErrorKind::Interrupted)));
+        assert!(!read_may_succeed_later(&Error::from(ErrorKind::NotFound)));
+        assert!(!read_may_succeed_later(&Error::from(
+            ErrorKind::UnexpectedEof
+        )));
+        assert!(!read_may_succeed_later(&Error::from_raw_os_error(5)), "EIO");
+    }
+}

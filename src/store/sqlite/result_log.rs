@@ -227,7 +227,7 @@ pub(crate) fn remove_before(dir: &Path, cutoff_ms: i64) -> io::Result<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     thread_local! {
@@ -237,7 +237,8 @@ mod tests {
         };
     }
 
-    fn dir_syncs() -> Vec<PathBuf> {
+    /// Takes the directories synced on this thread so far.
+    pub(in crate::store::sqlite) fn dir_syncs() -> Vec<PathBuf> {
         DIR_SYNCS.with(|s| std::mem::take(&mut *s.borrow_mut()))
     }
 

@@ -153,3 +153,18 @@ pub(crate) fn take_lock(path: &Path) -> Result<std::fs::File> {
     })?;
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::result_log::tests::dir_syncs;
+
+    #[test]
+    fn a_new_database_s_directory_entries_are_synced_when_it_is_opened() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        let db = dir.join("cloro.db");
+        dir_syncs();
+        let _conn = super::open_admin(&db).expect("open");
+        assert_eq!(dir_syncs(), [dir.clone(), root.path().to_owned()]);
+    }
+}
