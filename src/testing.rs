@@ -75,6 +75,15 @@ impl TestDb {
         })
     }
 
+    /// A new SQLite database in `dir`, an existing directory (a test's own file system, such
+    /// as a small tmpfs); what is in it is removed on drop.
+    pub fn sqlite_in(dir: &std::path::Path) -> TestDb {
+        TestDb {
+            database: Database::Sqlite(dir.join("cloro.db")),
+            cleanup: Cleanup::Dir(dir.to_owned()),
+        }
+    }
+
     /// A new PostgreSQL database on the server of `admin_url`.
     pub async fn postgres(admin_url: &str) -> Result<TestDb, String> {
         let (url, name) =

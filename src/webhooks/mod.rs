@@ -34,6 +34,12 @@
 //!    [`MAX_REPLY_BYTES`] of a 2xx answer's body are read: the answer is an acknowledgement,
 //!    and a receiver must not be able to make the sender read gigabytes.
 //!
+//! The store failing while an attempt is prepared (reading the task or the secret) is not the
+//! receiver's fault: an outage defers the attempt (not counted, due again in a second), but a
+//! permanent failure (a row that cannot be decoded) gives the delivery up at once instead of
+//! deferring it every second forever. A task whose stored result is lost is not a failure: its
+//! body carries the error the task answers with (`RESULT_UNAVAILABLE`).
+//!
 //! An attempt counts when it is claimed, before it is sent (both stores write the count in the
 //! claim), so a node that dies during an attempt never sends that same attempt again: after a
 //! crash the delivery comes back as the next attempt, and one claimed beyond
@@ -284,6 +290,19 @@ enum Attempted {
     /// Not attempted (its host was busy for too long, or the store could not answer): put
     /// back, not counted.
     Deferred,
+    /// Not attempted and never will be: the store failed in a way a retry does not change (a
+    /// row it cannot decode). The delivery is given up at once.
+    Ended(String),
+}
+
+/// How a store failure during an attempt's preparation ends it: an outage ([`Error::Unavailable`](
+/// crate::store::Error::Unavailable)) defers the attempt; any other failure would fail every
+/// retry the same way, so the delivery ends.
+fn store_failure(e: crate::store::Error) -> Attempted {
+    match e {
+        crate::store::Error::Unavailable(_) => Attempted::Deferred,
+        other => Attempted::Ended(format!("the store cannot read the task: {other}")),
+    }
 }
 
 impl Sender {
@@ -294,6 +313,7 @@ impl Sender {
             Attempted::Deferred => WebhookResult::Deferred {
                 delay_ms: DEFERRED_DELAY_MS,
             },
+            Attempted::Ended(_) => WebhookResult::GaveUp,
             Attempted::Failed(_) if job.attempt >= WEBHOOK_MAX_ATTEMPTS => WebhookResult::GaveUp,
             Attempted::Failed(_) => WebhookResult::Retry {
                 delay_ms: jittered_retry_delay_ms(
@@ -314,6 +334,12 @@ impl Sender {
                 %error,
                 given_up = matches!(record, WebhookResult::GaveUp),
                 "Webhook attempt failed"
+            ),
+            Attempted::Ended(error) => tracing::error!(
+                task = %job.task_id,
+                attempt = job.attempt,
+                %error,
+                "Webhook delivery given up: its task cannot be read"
             ),
             Attempted::Deferred => {}
         }
@@ -348,7 +374,7 @@ impl Sender {
         let task = match self.store.get_task(job.org, job.task_id).await {
             Ok(Some(t)) => t,
             Ok(None) => return Attempted::Failed("the task no longer exists".into()),
-            Err(_) => return Attempted::Deferred,
+            Err(e) => return store_failure(e),
         };
         let body = match serde_json::to_vec(&crate::wire::GetTaskResponse::webhook_body(task)) {
             Ok(b) => b,
@@ -356,7 +382,7 @@ impl Sender {
         };
         let secret = match self.store.webhook_secret(job.org).await {
             Ok(s) => s,
-            Err(_) => return Attempted::Deferred,
+            Err(e) => return store_failure(e),
         };
         let url = match reqwest::Url::parse(&job.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,

@@ -87,6 +87,7 @@ pub struct Builder {
     webhooks: cloro::webhooks::WebhookConfig,
     pages: cloro::pages::PagesConfig,
     goto: cloro::api::goto::GotoConfig,
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl TestApp {
@@ -116,6 +117,7 @@ impl TestApp {
             },
             pages: Default::default(),
             goto: Default::default(),
+            data_dir: None,
         }
     }
 
@@ -339,8 +341,18 @@ impl Builder {
         self
     }
 
+    /// An SQLite database in `dir` (an existing directory, e.g. a small tmpfs) instead of a
+    /// fresh temporary one.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
-        let db = test_db().await;
+        let db = match &self.data_dir {
+            Some(dir) => TestDb::sqlite_in(dir),
+            None => test_db().await,
+        };
         // The test's organization exists before the server starts, so `default` is not made.
         let spec = OrgSpec {
             name: "test".into(),

@@ -7,6 +7,7 @@ mod auth;
 mod batch;
 mod bodies;
 mod db_faults;
+mod disk;
 mod edge;
 mod engines;
 mod goto;

@@ -120,6 +120,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The result log's directory (responses of finished tasks).
     log_dir: PathBuf,
+    /// Tasks whose lost result was reported already (each is logged once).
+    lost_results: Arc<reader::LostResults>,
     /// Organizations read so far (their settings; the live balance is in the ready index).
     orgs: Mutex<HashMap<OrgKey, Org>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -181,6 +183,7 @@ impl SqliteStore {
             readers,
             path: path.to_owned(),
             log_dir,
+            lost_results: Arc::default(),
             orgs: Mutex::new(HashMap::new()),
             writer: Mutex::new(Some(handle)),
             _lock: Some(lock),

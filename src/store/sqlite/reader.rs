@@ -6,8 +6,12 @@
 //! block; the pool keeps [`READERS`] connections and opens another when all are busy.
 //!
 //! Each statement reads by a key with an index (the primary key, `api_keys.hash`), never a
-//! scan; a task's response is read from the result log at the location its row holds.
+//! scan; a task's response is read from the result log at the location its row holds. A
+//! response that is not there any more (a segment missing or cut short) is reported once and
+//! answered as [`result_log::lost_result`], not as an error: the row is fine, and failing the
+//! read would fail every poll of the task and every attempt of its webhook, forever.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -166,10 +170,12 @@ fn decode_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
 }
 
 /// The task with sequence number `seq`, if it belongs to `org` and its stored id is `id` (a
-/// guessed id that decodes to an existing sequence number finds nothing), with its response.
+/// guessed id that decodes to an existing sequence number finds nothing), with its response
+/// (or, if that is lost, [`result_log::lost_result`]; see [`LostResults`]).
 pub(crate) fn task(
     c: &Connection,
     log_dir: &Path,
+    lost_results: &LostResults,
     org: OrgKey,
     id: Uuid,
     seq: i64,
@@ -185,20 +191,69 @@ pub(crate) fn task(
         return Ok(None);
     }
     if let Some(at) = at {
-        let bytes = result_log::read(log_dir, at).map_err(|e| {
-            Error::Other(crate::store::Cause::new(
-                format!("cannot read the response of task {id}: {e}"),
-                e,
-            ))
-        })?;
-        rec.response = Some(serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Other(crate::store::Cause::new(
-                format!("corrupt response of task {id}: {e}"),
-                e,
-            ))
-        })?);
+        let lost = |why: String| {
+            if lost_results.first_report(seq) {
+                tracing::error!(
+                    task = %id,
+                    segment = at.segment,
+                    offset = at.offset,
+                    len = at.len,
+                    error = %why,
+                    "The stored result of a finished task is lost; it is answered with an error"
+                );
+            }
+            result_log::lost_result()
+        };
+        rec.response = Some(match result_log::read(log_dir, at) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(e) => lost(format!("corrupt response: {e}")),
+            },
+            Err(e) if read_may_succeed_later(&e) => {
+                return Err(Error::Unavailable(crate::store::Cause::new(
+                    format!("cannot read the response of task {id} now: {e}"),
+                    e,
+                )));
+            }
+            Err(e) => lost(e.to_string()),
+        });
     }
     Ok(Some(rec))
+}
+
+/// Whether a failed read of a result may succeed if tried again (the process is short of
+/// file descriptors or memory): anything else (the segment is missing, shorter than the row
+/// says, or the disk cannot read it) will fail the same way every time.
+fn read_may_succeed_later(e: &std::io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::Interrupted
+            | std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::OutOfMemory
+    ) || matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
+}
+
+/// Tasks whose lost result was logged already: each is logged once per process (a client
+/// polling it, or its webhook, would repeat the line forever), up to [`LOST_REPORTED`]
+/// tasks; beyond that, at debug level.
+#[derive(Default)]
+pub(crate) struct LostResults(Mutex<HashSet<i64>>);
+
+/// Most tasks [`LostResults`] remembers.
+const LOST_REPORTED: usize = 10_000;
+
+impl LostResults {
+    /// Whether the lost result of task `seq` is reported for the first time.
+    fn first_report(&self, seq: i64) -> bool {
+        let mut seen = lock(&self.0);
+        if seen.len() >= LOST_REPORTED {
+            tracing::debug!(seq, "Another lost result");
+            return false;
+        }
+        seen.insert(seq)
+    }
 }
 
 /// A claimed delivery's target: `(stored task id, URL)`; `None` if the task is gone.
@@ -229,4 +284,33 @@ pub(crate) fn webhook_secret(c: &Connection, org: OrgKey) -> Result<Option<Strin
 /// Answers while a reader can reach the database.
 pub(crate) fn ping(c: &Connection) -> Result<()> {
     c.query_row(PING, [], |_| Ok(())).map_err(Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_result_is_reported_once_per_task_and_the_memory_is_bounded() {
+        let lost = LostResults::default();
+        assert!(lost.first_report(1));
+        assert!(!lost.first_report(1), "once");
+        assert!(lost.first_report(2));
+        for seq in 3..(LOST_REPORTED as i64 + 10) {
+            lost.first_report(seq);
+        }
+        assert_eq!(lock(&lost.0).len(), LOST_REPORTED);
+    }
+
+    #[test]
+    fn only_a_shortage_of_descriptors_or_memory_makes_a_failed_read_worth_retrying() {
+        use std::io::{Error, ErrorKind};
+        assert!(read_may_succeed_later(&Error::from_raw_os_error(24)));
+        assert!(read_may_succeed_later(&Error::from(ErrorKind::Interrupted)));
+        assert!(!read_may_succeed_later(&Error::from(ErrorKind::NotFound)));
+        assert!(!read_may_succeed_later(&Error::from(
+            ErrorKind::UnexpectedEof
+        )));
+        assert!(!read_may_succeed_later(&Error::from_raw_os_error(5)), "EIO");
+    }
 }

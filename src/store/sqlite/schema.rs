@@ -83,6 +83,23 @@ pub(crate) fn open_admin(path: &Path) -> Result<Connection> {
     }
     let mut conn = open(path, false)?;
     migrate(&mut conn)?;
+    // The database file (and the directory, if it was just made) may be new: their entries
+    // are made durable before anything is served from them (SQLite syncs its own WAL's entry).
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Some(Path::new(".")),
+        other => other,
+    };
+    let grandparent = dir
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty());
+    for d in dir.into_iter().chain(grandparent) {
+        super::result_log::sync_dir(d).map_err(|e| {
+            Error::Unavailable(crate::store::Cause::new(
+                format!("cannot sync {}: {e}", d.display()),
+                e,
+            ))
+        })?;
+    }
     Ok(conn)
 }
 
@@ -141,4 +158,19 @@ pub(crate) fn take_lock(path: &Path) -> Result<std::fs::File> {
         ))
     })?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::result_log::tests::dir_syncs;
+
+    #[test]
+    fn a_new_database_s_directory_entries_are_synced_when_it_is_opened() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data");
+        let db = dir.join("cloro.db");
+        dir_syncs();
+        let _conn = super::open_admin(&db).expect("open");
+        assert_eq!(dir_syncs(), [dir.clone(), root.path().to_owned()]);
+    }
 }

@@ -81,11 +81,11 @@ impl TaskQueue for SqliteStore {
 
     async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
         let seqs = self.shared.ids.seqs_of(org, &id);
-        let log_dir = self.log_dir.clone();
+        let (log_dir, lost) = (self.log_dir.clone(), self.lost_results.clone());
         self.readers
             .read(move |c| {
                 for seq in seqs {
-                    if let Some(t) = reader::task(c, &log_dir, org, id, seq)? {
+                    if let Some(t) = reader::task(c, &log_dir, &lost, org, id, seq)? {
                         return Ok(Some(t));
                     }
                 }
