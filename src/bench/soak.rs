@@ -379,6 +379,10 @@ struct Shared {
     known: HashSet<Uuid>,
     /// Most PROCESSING rows sampled per organization (database id).
     max_processing: HashMap<i64, i64>,
+    /// Each organization's cap (database id).
+    caps: HashMap<i64, i64>,
+    /// Per organization (database id): samples above its cap, and the first one's epoch ms.
+    over_cap: HashMap<i64, (u64, i64)>,
     samples: u64,
     /// Longest time between two completed samples (a slow sampler can miss peaks).
     max_sample_gap_ms: i64,
@@ -453,6 +457,10 @@ async fn sampler(
         for (org, n) in processing {
             let m = s.max_processing.entry(org).or_insert(0);
             *m = (*m).max(n);
+            if s.caps.get(&org).is_some_and(|&cap| n > cap) {
+                let e = s.over_cap.entry(org).or_insert((0, now));
+                e.0 += 1;
+            }
         }
         for slot in &mut s.slots {
             if !slot.up || slot.faulted {
@@ -954,6 +962,10 @@ pub(super) struct Facts {
     pub(super) accepted: HashMap<Uuid, Accepted>,
     /// Most PROCESSING rows sampled per organization.
     pub(super) max_processing: Vec<i64>,
+    /// Per organization: samples above the cap, and when the first was (seconds into the soak).
+    pub(super) over_cap: Vec<(u64, f64)>,
+    /// Nodes that exited on their own (not killed by the injector).
+    pub(super) exited: Vec<String>,
     pub(super) lease_ms: i64,
     /// Per node: lags beyond the lease outside faults (start epoch ms, longest lag ms).
     pub(super) stalls: Vec<Vec<(i64, i64)>>,
@@ -1080,8 +1092,10 @@ pub(super) fn judge(f: &Facts) -> Vec<String> {
     // 4. Caps.
     for (o, (&most, &cap)) in f.max_processing.iter().zip(&f.caps).enumerate() {
         if most > i64::from(cap) {
+            let (n, first) = f.over_cap.get(o).copied().unwrap_or((0, 0.0));
             out.push(format!(
-                "cap: org {o} (concurrency {cap}) had {most} PROCESSING tasks at once"
+                "cap: org {o} (concurrency {cap}) had {most} PROCESSING tasks at once \
+                 ({n} samples above the cap, the first {first:.1} s into the soak)"
             ));
         }
     }
@@ -1095,6 +1109,10 @@ pub(super) fn judge(f: &Facts) -> Vec<String> {
                 stalls.len()
             ));
         }
+    }
+
+    for e in &f.exited {
+        out.push(format!("exit: {e}"));
     }
 
     // 6. Counters agree with the rows.
@@ -1142,10 +1160,18 @@ fn examples(v: &[String], n: usize) -> String {
 /// Reads the final state of the database into [`Facts`] (load and sampler results added by the
 /// caller).
 async fn read_facts(
-    db: &tokio_postgres::Client,
+    db: &mut tokio_postgres::Client,
     org_ids: &HashMap<i64, usize>,
     facts: &mut Facts,
 ) -> anyhow::Result<()> {
+    // One snapshot: tasks may still be moving if the soak did not settle.
+    let db = db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .context("opening the snapshot")?;
     let org_of = |id: i64| org_ids.get(&id).copied().unwrap_or(usize::MAX);
     facts.tasks = db
         .query(SQL_TASKS, &[])
@@ -1187,6 +1213,7 @@ async fn read_facts(
             facts.counters[o] = (r.get(1), r.get(2));
         }
     }
+    db.commit().await.context("closing the snapshot")?;
     Ok(())
 }
 
@@ -1255,7 +1282,7 @@ async fn soak(args: &BenchArgs, out: &Output, server: &str, logs: &Path) -> anyh
     }
     drop(admin);
 
-    let db = connect(db_url).await?;
+    let mut db = connect(db_url).await?;
     let mut org_ids = HashMap::new();
     for r in db.query(SQL_BALANCES, &[]).await.context("reading orgs")? {
         let public_id: String = r.get(1);
@@ -1311,6 +1338,10 @@ async fn soak(args: &BenchArgs, out: &Output, server: &str, logs: &Path) -> anyh
     };
     let shared = Arc::new(Mutex::new(Shared {
         slots: (0..NODES).map(|_| Slot::default()).collect(),
+        caps: org_ids
+            .iter()
+            .map(|(&id, &o)| (id, i64::from(ORGS[o].1)))
+            .collect(),
         ..Default::default()
     }));
     let http = reqwest::Client::builder()
@@ -1339,6 +1370,7 @@ async fn soak(args: &BenchArgs, out: &Output, server: &str, logs: &Path) -> anyh
     ));
 
     let started = Instant::now();
+    let started_ms = now_ms();
     let until = started + Duration::from_secs(args.soak_secs);
     let mut clients = tokio::task::JoinSet::new();
     let interval = Duration::from_secs_f64(args.clients as f64 / args.soak_rate as f64);
@@ -1408,19 +1440,39 @@ async fn soak(args: &BenchArgs, out: &Output, server: &str, logs: &Path) -> anyh
         lease_ms,
         ..Default::default()
     };
-    read_facts(&db, &org_ids, &mut facts).await?;
+    drop(injector);
+    read_facts(&mut db, &org_ids, &mut facts).await?;
     {
         let s = lock(&shared);
         facts.max_processing = vec![0; ORGS.len()];
+        facts.over_cap = vec![(0, 0.0); ORGS.len()];
         for (org, most) in &s.max_processing {
             if let Some(&o) = org_ids.get(org) {
                 facts.max_processing[o] = *most;
+            }
+        }
+        for (org, (n, first)) in &s.over_cap {
+            if let Some(&o) = org_ids.get(org) {
+                facts.over_cap[o] = (*n, (first - started_ms) as f64 / 1000.0);
             }
         }
         facts.stalls = s.slots.iter().map(|sl| sl.stalls.clone()).collect();
     }
     facts.accepted = std::mem::take(&mut load.accepted);
     facts.keyed = std::mem::take(&mut load.keyed);
+    {
+        let mut guard = nodes.lock().map_err(|_| anyhow!("node list poisoned"))?;
+        for (i, p) in guard.procs.iter_mut().enumerate() {
+            match p.child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => {}
+                Some(Ok(Some(status))) => facts
+                    .exited
+                    .push(format!("node {i} exited on its own ({status})")),
+                Some(Err(e)) => facts.exited.push(format!("node {i}: {e}")),
+                None => facts.exited.push(format!("node {i} is not running")),
+            }
+        }
+    }
     let violations = judge(&facts);
     drop(nodes);
 
@@ -1570,6 +1622,8 @@ mod tests {
             tasks,
             accepted,
             max_processing: vec![1, 2],
+            over_cap: vec![(0, 0.0), (0, 0.0)],
+            exited: Vec::new(),
             lease_ms: 3000,
             stalls: vec![vec![], vec![]],
             counters: vec![(0, 0), (0, 0)],
@@ -1659,6 +1713,14 @@ mod tests {
         let mut f = clean();
         f.max_processing[0] = 2;
         only(&f, "cap");
+    }
+
+    #[test]
+    fn a_node_that_exited_fails() {
+        let mut f = clean();
+        f.exited
+            .push("node 2 exited on its own (exit status: 1)".into());
+        only(&f, "exit");
     }
 
     #[test]
