@@ -340,17 +340,17 @@ impl NodeProc {
     }
 }
 
-/// Every node process: killed when dropped, whatever the way out.
-struct Nodes {
-    procs: Vec<NodeProc>,
+/// A node's process is killed when its slot is dropped, whatever the way out (an error, Ctrl-C
+/// dropping the scenario's future, the end).
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.kill();
-        }
-    }
+/// Every node slot.
+struct Nodes {
+    procs: Vec<NodeProc>,
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -967,6 +967,8 @@ pub(super) struct Facts {
     /// Nodes that exited on their own (not killed by the injector).
     pub(super) exited: Vec<String>,
     pub(super) lease_ms: i64,
+    /// When the soak started, epoch ms (to place events in it).
+    pub(super) t0_ms: i64,
     /// Per node: lags beyond the lease outside faults (start epoch ms, longest lag ms).
     pub(super) stalls: Vec<Vec<(i64, i64)>>,
     /// Per organization: Σ processing and Σ reserved of its counter rows.
@@ -1102,10 +1104,12 @@ pub(super) fn judge(f: &Facts) -> Vec<String> {
 
     // 5. Stalls.
     for (n, stalls) in f.stalls.iter().enumerate() {
-        if let Some(worst) = stalls.iter().map(|s| s.1).max() {
+        if let Some(&(from, worst)) = stalls.iter().max_by_key(|s| s.1) {
             out.push(format!(
-                "stall: node {n} went {worst} ms without a heartbeat outside a fault (lease {} ms; {} episode(s))",
+                "stall: node {n} went {worst} ms without a heartbeat outside a fault on it \
+                 (lease {} ms), from {:.1} s into the soak; {} episode(s)",
                 f.lease_ms,
+                (from - f.t0_ms) as f64 / 1000.0,
                 stalls.len()
             ));
         }
@@ -1438,6 +1442,7 @@ async fn soak(args: &BenchArgs, out: &Output, server: &str, logs: &Path) -> anyh
         caps: ORGS.iter().map(|(_, c)| *c).collect(),
         initial_credits: SOAK_CREDITS,
         lease_ms,
+        t0_ms: started_ms,
         ..Default::default()
     };
     drop(injector);
@@ -1625,6 +1630,7 @@ mod tests {
             over_cap: vec![(0, 0.0), (0, 0.0)],
             exited: Vec::new(),
             lease_ms: 3000,
+            t0_ms: 0,
             stalls: vec![vec![], vec![]],
             counters: vec![(0, 0), (0, 0)],
             keyed: HashMap::from([("k".to_owned(), HashSet::from([Uuid::nil()]))]),
