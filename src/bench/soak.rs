@@ -91,6 +91,8 @@ const ORGS: [(&str, u32); 4] = [
 ];
 /// Credits of every organization (never the limit: the soak checks accounting, not refusals).
 const SOAK_CREDITS: i64 = 1_000_000_000;
+/// The queue's attempts per task (`QueueConfig::max_attempts`, which `serve` does not change).
+const MAX_ATTEMPTS: i32 = 5;
 /// Nodes in the cluster.
 const NODES: usize = 3;
 /// Sampling period of the database sampler.
@@ -1028,7 +1030,8 @@ pub(super) fn judge(f: &Facts) -> Vec<String> {
                     (Some(s), Some(e)) if s <= e => {}
                     (s, e) => why.push(format!("started {s:?} finished {e:?}")),
                 }
-                if t.attempts < 1 {
+                // An attempt past the last is FAILED without running (`queue::execute_on`).
+                if !(1..=MAX_ATTEMPTS).contains(&t.attempts) {
                     why.push(format!("{} attempts", t.attempts));
                 }
                 if !t.has_response {
@@ -1691,6 +1694,7 @@ mod tests {
             (|t: &mut TaskRow| t.finished_ms = None) as fn(&mut TaskRow),
             |t| t.started_ms = Some(30),
             |t| t.attempts = 0,
+            |t| t.attempts = MAX_ATTEMPTS + 1,
             |t| t.has_response = false,
             |t| t.has_node = true,
             |t| t.price += 1,
