@@ -368,6 +368,9 @@ struct Slot {
     clear_ms: i64,
     /// Its `nodes.id`s, one per process start.
     ids: Vec<Uuid>,
+    /// Its latest heartbeat seen (epoch ms, the database's clock). Kept here because a node
+    /// reaped by the others loses its row until its next heartbeat.
+    last_beat_ms: i64,
     max_lag_ms: i64,
     /// Lags beyond the lease: (start epoch ms, longest lag ms).
     stalls: Vec<(i64, i64)>,
@@ -469,14 +472,16 @@ async fn sampler(
                 slot.in_stall = false;
                 continue;
             }
-            let beat = slot
+            if let Some(beat) = slot
                 .ids
                 .iter()
                 .filter_map(|id| nodes.get(id))
                 .map(|until| until - lease_ms)
                 .max()
-                .unwrap_or(i64::MIN);
-            let lag = now - beat.max(slot.clear_ms);
+            {
+                slot.last_beat_ms = slot.last_beat_ms.max(beat);
+            }
+            let lag = now - slot.last_beat_ms.max(slot.clear_ms);
             slot.max_lag_ms = slot.max_lag_ms.max(lag);
             if lag > lease_ms {
                 if slot.in_stall {
