@@ -89,6 +89,15 @@
 //!      fails it is the peak since the process started, and the line says so), the highest
 //!      `VmRSS` sampled every 50 ms, and `VmRSS` before this part's server started. It needs
 //!      about two file descriptors per call (client and server ends in one process).
+//! 8. **`soak`** (not part of `all`; `bench/soak.rs`): issue 12's fault soak. Three `cloro serve`
+//!    child processes on a scratch PostgreSQL database (`--database` required), each behind its
+//!    own TCP proxy, under mixed submissions (`--soak-rate`, `--clients`) for `--soak-secs`
+//!    while a fault injector seeded with `--seed` drops connections, stalls one or all proxies
+//!    for 1–2 leases (`--soak-lease-ms`) and kills and restarts nodes. Then, after waiting at
+//!    most `--soak-settle-secs`: every accepted task terminal with a record of one completion,
+//!    credits = the COMPLETED tasks' charges, PROCESSING never above an organization's cap, no
+//!    node without a heartbeat for more than its lease outside a fault, counters = rows; it
+//!    exits non-zero naming what failed (`docs/RELIABILITY.md`).
 //!
 //! Each scenario prints one human line on stdout; with `--json` it prints one JSON object per
 //! scenario on stdout instead (the human lines then go to stderr). Progress goes to stderr.
@@ -119,6 +128,7 @@ use cloro::store::admin;
 
 mod load;
 mod scratch;
+mod soak;
 mod support;
 mod sync;
 mod upstream;
@@ -154,6 +164,10 @@ pub(crate) enum Scenario {
     /// Sync calls (`POST /v1/monitor/chatgpt`): throughput, latency at a fixed rate, and many
     /// in flight with the memory they take (not part of `all`; see `bench/sync.rs`).
     Sync,
+    /// Issue 12's fault soak: three node processes on PostgreSQL under mixed load while their
+    /// connections are dropped, the database paused and nodes killed; then the invariants are
+    /// checked (not part of `all`; needs `--database`; see `bench/soak.rs`).
+    Soak,
     /// The fake upstream of `upstream`, run by it as a child process.
     #[value(hide = true)]
     UpstreamFake,
@@ -240,6 +254,21 @@ pub(crate) struct BenchArgs {
     /// `--scenario upstream`: tasks to run.
     #[arg(long, default_value_t = 50_000)]
     pub(crate) upstream_tasks: usize,
+    /// `--scenario soak`: seconds of load and faults.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) soak_secs: u64,
+    /// `--scenario soak`: submission requests per second over all clients.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) soak_rate: u64,
+    /// `--scenario soak`: the nodes' lease, ms (heartbeat: a sixth of it).
+    #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(600..))]
+    pub(crate) soak_lease_ms: u64,
+    /// `--scenario soak`: the longest wait, after the load, for every task to be terminal.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) soak_settle_secs: u64,
+    /// `--scenario soak`: the fault schedule's seed (the same seed, the same faults).
+    #[arg(long, default_value_t = 12)]
+    pub(crate) seed: u64,
 }
 
 /// Where the scenarios run: set once from the arguments.
@@ -349,6 +378,11 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             upstream::bench_upstream(&args, &out)
                 .await
                 .context("scenario upstream")?;
+        }
+        if args.scenario == Scenario::Soak {
+            soak::bench_soak(&args, &out)
+                .await
+                .context("scenario soak")?;
         }
         anyhow::Ok(())
     })
