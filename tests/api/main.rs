@@ -9,6 +9,7 @@ mod bodies;
 mod edge;
 mod engines;
 mod goto;
+mod metrics;
 mod monitor;
 mod nul;
 mod openapi;

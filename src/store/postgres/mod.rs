@@ -110,6 +110,7 @@ mod finisher;
 mod lanes;
 mod listener;
 mod outbox;
+mod overview;
 mod reads;
 mod schema;
 pub mod scratch;
