@@ -16,6 +16,7 @@ pub(crate) const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 /// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
 /// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size does not matter
 pub enum Command {
     /// Run the API and the workers.
     Serve(ServeArgs),
@@ -128,6 +129,14 @@ pub struct ServeArgs {
     /// Cluster mode: database connections of this node.
     #[arg(long, env = "CLORO_DB_POOL", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub db_pool: u64,
+    /// Cluster mode: longest wait for a database lock (an organization's row someone holds);
+    /// past it the call is answered 503 `SERVICE_UNAVAILABLE` with `Retry-After`.
+    #[arg(long, env = "CLORO_DB_LOCK_TIMEOUT_MS", default_value_t = 3_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub db_lock_timeout_ms: u64,
+    /// Cluster mode: longest time one database statement may run or one store operation may
+    /// wait for the database (a dead connection); past it the call fails as unavailable.
+    #[arg(long, env = "CLORO_DB_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub db_timeout_ms: u64,
     /// Requests per second per API key per endpoint, for organizations without their own
     /// (`org create --rate-limit`).
     #[arg(long, env = "CLORO_RATE_LIMIT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]

@@ -113,6 +113,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             heartbeat_ms: args.heartbeat_ms,
             poll_ms: args.poll_ms,
             pool_size: args.db_pool as usize,
+            lock_timeout_ms: args.db_lock_timeout_ms,
+            db_timeout_ms: args.db_timeout_ms,
         },
         queue: QueueConfig {
             workers: args.workers as usize,

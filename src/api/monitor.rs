@@ -4,7 +4,9 @@
 //! `{"success": true, "result": {...}}` with the result of a COMPLETED task of that type.
 //!
 //! Order of checks: authentication (401) and the rate limit (429 `RATE_LIMIT_EXCEEDED`) in the
-//! middleware → the body (400) → credits for the price plus the sync surcharge (403) → a
+//! middleware → the body (400) → credits for the price plus the sync surcharge plus the most
+//! the engine may add after the run (AI Mode `expandProducts`: 6), reserved while the call
+//! runs (403) → a
 //! concurrency slot, at once (429 `CONCURRENCY_LIMIT_EXCEEDED`, `details.limit`) → the engine,
 //! with server-side retries ([`crate::queue::sync`]) → 200 with `X-Credits-Remaining` and
 //! `X-Credits-Charged`, or 500 `Maximum retries exceeded` / `Maximum timeout (5 minutes)
@@ -94,8 +96,13 @@ async fn monitor(
         return Err(ApiError::new("INTERNAL_SERVER_ERROR").message("Sync calls are not served"));
     };
     let cost = i64::from(price + SYNC_SURCHARGE);
+    // The slot reserves the most the call can cost: the price, the surcharge and what the
+    // engine may add after the run (AI Mode products), so the charge always fits the balance.
+    let most_added = i64::from(payload.max_add_ons());
+    let reserve = cost + most_added;
     // Cancellation-safe: a client leaving while the slot is taken cannot leak it.
-    let slot = match crate::queue::sync::enter(s.store.clone(), caller.org, task_type, cost).await?
+    let slot = match crate::queue::sync::enter(s.store.clone(), caller.org, task_type, reserve)
+        .await?
     {
         SyncAdmission::Admitted(slot) => slot,
         SyncAdmission::InsufficientCredits => {
@@ -122,7 +129,7 @@ async fn monitor(
             return Ok(with_concurrency(failure(f), limit, current));
         }
     };
-    let credits = cost + answer.extra_credits;
+    let credits = cost + answer.extra_credits.clamp(0, most_added);
     // A result linking to its pages is kept as a COMPLETED task, so the pages can be served
     // (and expire with the retention like any task's).
     let keep = answer.result.get("html").is_some().then(|| SyncRecord {
@@ -130,6 +137,7 @@ async fn monitor(
         payload: payload.clone().into_stored(),
         result: answer.result.clone(),
         attempts: answer.attempts,
+        credits_to_charge: cost,
     });
     if let Err(error) = guard.charge(SyncDone { credits, keep }).await {
         tracing::warn!(%error, "Cannot record a sync call's charge; answering 503");

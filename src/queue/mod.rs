@@ -423,7 +423,7 @@ fn decide(
     match result {
         Ok(out) => Outcome::Completed {
             result: out.result,
-            credits: task.credits_to_charge + out.extra_credits,
+            credits: charge(task, out.extra_credits),
         },
         // Taken apart by `execute_on`; a nested one is treated as what it wraps.
         Err(EngineError::Billed { error, .. }) => decide(member, task, cfg, Err(*error)),
@@ -459,6 +459,14 @@ fn decide(
             error: json!({"error": {"code": code, "message": message}}),
         },
     }
+}
+
+/// What a completed attempt costs: its price plus what the engine added, never more than the
+/// pickup reserved for it (an engine reporting more add-ons than its task type allows is
+/// charged the most it allows), so the balance cannot go below zero.
+pub(crate) fn charge(task: &ClaimedTask, extra_credits: i64) -> i64 {
+    let most = (task.reserved - task.credits_to_charge).max(0);
+    task.credits_to_charge + extra_credits.clamp(0, most)
 }
 
 /// The outcome of an attempt that panicked: a retryable failure (a retry after the backoff, or

@@ -43,6 +43,7 @@ fn claimed(attempt: u32) -> ClaimedTask {
         payload: json!({"prompt": "p", "country": "US"}),
         attempt,
         credits_to_charge: 5,
+        reserved: 5,
         usage: None,
     }
 }

@@ -339,6 +339,10 @@ pub struct ClaimedTask {
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub(crate) credits_to_charge: i64,
+    /// Credits reserved for this attempt at pickup: its price plus the most its engine may add
+    /// after the run (`Payload::max_add_ons`), so the charge always fits what the balance held
+    /// for it. The finish releases it and charges the actual cost.
+    pub(crate) reserved: i64,
     /// What this attempt used upstream: `None` when claimed; the runner sets it once the
     /// engine answered (an answer's usage, or what a failed run was billed), and
     /// [`TaskQueue::finish`] adds it to the task's `usage`, in the transaction that records
@@ -418,7 +422,8 @@ pub struct SyncSlot {
     pub id: Uuid,
     pub org: OrgKey,
     pub task_type: TaskType,
-    /// Credits reserved for the call (its price, the sync surcharge included) until it leaves.
+    /// Credits reserved for the call until it leaves: its price, the sync surcharge included,
+    /// plus the most its engine may add after the run (AI Mode products).
     pub cost: i64,
     /// The organization's concurrency limit when the call was admitted.
     pub limit: u32,
@@ -463,6 +468,9 @@ pub struct SyncRecord {
     pub result: Value,
     /// Attempts made (1..=5).
     pub attempts: u32,
+    /// The call's price, the sync surcharge included (the row's `creditsToCharge`; the slot
+    /// reserved more when the engine may add credits after the run).
+    pub credits_to_charge: i64,
 }
 
 /// `GET /v1/async/status` numbers.

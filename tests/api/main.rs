@@ -6,6 +6,7 @@ mod addon_credits;
 mod auth;
 mod batch;
 mod bodies;
+mod db_faults;
 mod edge;
 mod engines;
 mod goto;

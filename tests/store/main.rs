@@ -32,6 +32,7 @@ fn test_cluster() -> PgConfig {
         heartbeat_ms: 3_600_000,
         poll_ms: 1_000,
         pool_size: 8,
+        ..PgConfig::default()
     }
 }
 
@@ -193,7 +194,10 @@ macro_rules! store_tests {
 
 mod directory;
 mod health;
+mod ids;
 mod lanes;
+mod pg_faults;
+mod proxy;
 mod sync;
 mod webhooks;
 
@@ -215,6 +219,8 @@ store_tests!(
     a_closing_store_commits_its_outcomes_and_stops_promptly,
     a_new_billing_cycle_restores_the_plan_credits,
     usage_is_summed_over_every_attempt_of_a_task,
+    add_ons_are_reserved_at_pickup_and_the_rest_released_at_finish,
+    a_restarted_store_reserves_the_add_ons_of_the_tasks_it_restores,
 );
 
 fn usage(input: Option<u64>, output: Option<u64>, searches: Option<u64>) -> Option<Usage> {
@@ -788,4 +794,63 @@ async fn postgres_task_times_come_from_the_stores_clock() {
         (1_000_000_000, Some(1_000_005_000), Some(1_000_005_250))
     );
     store.close();
+}
+
+/// An AI Mode task with `expandProducts`: price 4, and up to 6 more after the run.
+fn aimode_with_products() -> NewTask {
+    NewTask {
+        task_type: TaskType::Aimode,
+        payload: json!({ "prompt": "espresso", "gl": "us", "country": "US", "device": "desktop",
+                         "include": { "expandProducts": true } }),
+        priority: 1,
+        idempotency_key: None,
+        webhook_url: None,
+        credits_to_charge: 4,
+    }
+}
+
+async fn add_ons_are_reserved_at_pickup_and_the_rest_released_at_finish(b: Backend) {
+    let f = Fixture::new(&b, &[(5, 12, 100)]).await;
+    let s = &*f.store;
+    let org = f.orgs[0];
+    let ids = submit(s, org, vec![aimode_with_products(), aimode_with_products()]).await;
+    // 12 credits hold one task's price and add-ons (4 + 6), not two.
+    let claimed = s.claim(5).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    let second = s.get_task(org, ids[1]).await.expect("get").expect("second");
+    assert_eq!(second.status, cloro::domain::task::TaskStatus::Failed);
+    assert_eq!(
+        second.response.as_ref().map(|r| r["error"]["code"].clone()),
+        Some(json!("INSUFFICIENT_CREDITS"))
+    );
+    // It completes with 3 products: charged 7, and the 3 reserved beyond that are free again.
+    let done = Outcome::Completed {
+        result: json!({ "text": "ok" }),
+        credits: 7,
+    };
+    finish(s, &claimed[0], done).await;
+    assert_eq!(s.org(org).await.expect("org").credits, 5);
+    let first = s.get_task(org, ids[0]).await.expect("get").expect("first");
+    assert_eq!(first.credits_charged, Some(7));
+    let chat = submit(s, org, vec![task(1, None)]).await;
+    let claimed = s.claim(5).await.expect("claim");
+    assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), chat);
+    finish(s, &claimed[0], completed()).await;
+    assert_eq!(s.org(org).await.expect("org").credits, 0);
+}
+
+async fn a_restarted_store_reserves_the_add_ons_of_the_tasks_it_restores(b: Backend) {
+    // 9 credits: the price of the task (4), not its price and add-ons (10).
+    let f = Fixture::new(&b, &[(5, 9, 100)]).await;
+    let org = f.orgs[0];
+    let ids = submit(&*f.store, org, vec![aimode_with_products()]).await;
+    let f = f.crash_and_restart().await;
+    let s = &*f.store;
+    assert!(s.claim(5).await.expect("claim").is_empty());
+    let t = s.get_task(org, ids[0]).await.expect("get").expect("task");
+    assert_eq!(t.status, cloro::domain::task::TaskStatus::Failed);
+    assert_eq!(s.org(org).await.expect("org").credits, 9);
 }

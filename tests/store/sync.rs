@@ -123,6 +123,7 @@ async fn a_charge_is_exact_and_durable_and_a_kept_result_is_a_completed_task(b: 
                 payload: json!({ "prompt": "hi", "country": "US" }),
                 result: result.clone(),
                 attempts: 2,
+                credits_to_charge: 7,
             }),
         };
         s.sync_leave(&kept, Some(&done)).await.expect("leave kept");
@@ -143,6 +144,7 @@ async fn a_charge_is_exact_and_durable_and_a_kept_result_is_a_completed_task(b: 
                 payload: json!({}),
                 result: json!({}),
                 attempts: 1,
+                credits_to_charge: 12,
             }),
         };
         assert!(matches!(

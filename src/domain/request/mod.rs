@@ -74,7 +74,9 @@ mod validator;
 pub(crate) use chat::ChatEngine;
 pub(crate) use google::Aioverview;
 pub(crate) use payload::Payload;
-pub(crate) use pricing::SYNC_SURCHARGE;
+pub(crate) use pricing::{
+    MAX_PRODUCT_CLUSTERS, SYNC_SURCHARGE, max_add_ons_stored, max_add_ons_text,
+};
 /// zod's wording, shared with the goto body (`domain::goto`).
 pub(crate) use validator::{expected as expected_message, unknown_keys as unknown_key_errors};
 

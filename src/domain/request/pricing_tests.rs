@@ -137,3 +137,46 @@ fn google_news_costs_two_per_extra_page() {
         );
     }
 }
+
+// ---- add-ons billed after the run --------------------------------------------------------
+
+/// The most each payload may add after the run, from the typed payload, its stored JSON and
+/// its stored text (the three must agree: the stores reserve from the stored forms).
+fn max_add_ons(task_type: &str, payload: Value) -> (u32, i64, i64) {
+    let t = TaskType::parse(task_type).expect("task type");
+    let (typed, _) = validate_payload(t, &payload, "").expect("valid");
+    let stored = typed.clone().into_stored();
+    let text = stored.to_string();
+    (
+        typed.max_add_ons(),
+        super::max_add_ons_stored(t, &stored),
+        super::max_add_ons_text(t, Some(&text)),
+    )
+}
+
+#[test]
+fn ai_mode_expand_products_may_add_at_most_six_credits_and_nothing_else_adds_any() {
+    let six = i64::from(super::MAX_PRODUCT_CLUSTERS);
+    assert_eq!(super::MAX_PRODUCT_CLUSTERS, 6);
+    assert_eq!(
+        max_add_ons(
+            "AIMODE",
+            json!({"prompt": "a", "gl": "us", "include": {"expandProducts": true}})
+        ),
+        (6, six, six)
+    );
+    for payload in [
+        json!({"prompt": "a", "gl": "us"}),
+        json!({"prompt": "a", "gl": "us", "include": {"expandProducts": false}}),
+        json!({"prompt": "a", "gl": "us", "include": {"html": true}}),
+    ] {
+        assert_eq!(max_add_ons("AIMODE", payload), (0, 0, 0));
+    }
+    let chat = json!({"prompt": "a", "country": "US", "include": {"rawResponse": true}});
+    assert_eq!(max_add_ons("CHATGPT", chat), (0, 0, 0));
+    let google = json!({"query": "a", "gl": "us", "include": {"aioverview": true}});
+    assert_eq!(max_add_ons("GOOGLE", google), (0, 0, 0));
+    // A row whose text cannot be read, or that was not read, reserves nothing more.
+    assert_eq!(super::max_add_ons_text(TaskType::Aimode, Some("{")), 0);
+    assert_eq!(super::max_add_ons_text(TaskType::Aimode, None), 0);
+}

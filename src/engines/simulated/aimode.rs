@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::context::*;
+use crate::domain::request::MAX_PRODUCT_CLUSTERS;
 
 pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Value> {
     let a = ctx.answer();
@@ -39,7 +40,7 @@ pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Valu
         m.insert(key.into(), Value::Array(Vec::new()));
     }
     if ctx.inc.expand_products {
-        let n = ctx.rng.range(1, 6);
+        let n = ctx.rng.range(1, MAX_PRODUCT_CLUSTERS as usize);
         let products: Vec<Value> = (0..n)
             .map(|i| product_result(ctx, a.brands[i % 3], i, currency))
             .collect();

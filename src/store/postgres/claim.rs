@@ -23,7 +23,8 @@
 //!    index entries of tasks claimed earlier (which a long transaction elsewhere keeps from
 //!    vacuum) are not walked again. A task waiting for its retry time, or of a lane without
 //!    room, is passed over (the cursor stays at or before it, so it is picked again later);
-//!    one whose cost exceeds the balance minus reservations is rejected. While some task types
+//!    one whose cost (its price plus the most its engine may add after the run, which is what
+//!    it reserves) exceeds the balance minus reservations is rejected. While some task types
 //!    have no room the walk asks only for the others ([`PICK_OPEN`]) and leaves the cursor
 //!    where it was (it cannot see the skipped rows).
 //! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]).
@@ -45,6 +46,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::counters::{Params, deltas, push_deltas};
 use super::errors::pg_err;
+use crate::domain::request::max_add_ons_text;
 use crate::domain::types::TaskType;
 use crate::store::lanes::{ALL_OPEN, KINDS, Room, lane_of_kind};
 use crate::store::{ClaimedTask, Lanes, Result};
@@ -73,13 +75,16 @@ const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(c
                    FROM org_nodes WHERE org = ANY($1) GROUP BY org";
 
 /// Step 4: organization `$1`'s queued tasks of priority `$2` from seq `$3` on, in FIFO order,
-/// `$4` at a time. `SKIP LOCKED`: a row another transaction holds is left for later.
-const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type FROM tasks
+/// `$4` at a time. `SKIP LOCKED`: a row another transaction holds is left for later. An AI Mode
+/// task (`task_type` 0) comes with its payload: what its pickup reserves depends on it.
+const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
+                         CASE WHEN task_type = 0 THEN payload END FROM tasks
                   WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
 
 /// Step 4 while only the task types `$5` have room: [`PICK`] restricted to them.
-const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type FROM tasks
+const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
+                         CASE WHEN task_type = 0 THEN payload END FROM tasks
                   WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
                     AND task_type = ANY($5)
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
@@ -411,8 +416,9 @@ async fn walk_org(
             }
             .map_err(pg_err)?;
             for r in &rows {
-                let (seq, cost, after): (i64, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+                let (seq, price, after): (i64, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2));
                 let kind = r.get::<_, i16>(3).clamp(0, KINDS as i16 - 1) as u8;
+                let cost = price + reserve_add_ons(r.get(3), r.get(4));
                 last_seen = Some(seq);
                 let no_room = room.as_ref().is_some_and(|r| !r.is_open(kind));
                 if taken >= want || after.is_some_and(|a| a > now) || no_room {
@@ -506,12 +512,22 @@ async fn record_turns(tx: &Tx<'_>, mut per_org: Vec<OrgClaim>, node: Uuid) -> Re
     Ok(())
 }
 
+/// What a pickup reserves beside the price of a task of type `code` whose stored payload is
+/// `payload` ([`PICK`] reads it for AI Mode only): the most its engine may add after the run.
+/// Step 4 (the budget) and the hand-out (the reservation the finish releases) both use it on
+/// the same row, so they always agree.
+fn reserve_add_ons(code: i16, payload: Option<&str>) -> i64 {
+    TaskType::from_code(i64::from(code)).map_or(0, |t| max_add_ons_text(t, payload))
+}
+
 /// The started tasks in the order they were picked (fairness, then priority and FIFO).
 fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
     let mut tasks: Vec<ClaimedTask> = started
         .iter()
         .map(|r| {
             let payload: String = r.get(4);
+            let price: i64 = r.get(6);
+            let reserved = price + reserve_add_ons(r.get(3), Some(&payload));
             ClaimedTask {
                 seq: r.get(0),
                 id: r.get(1),
@@ -520,7 +536,8 @@ fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
                     .unwrap_or(TaskType::Chatgpt),
                 payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                 attempt: r.get::<_, i32>(5).max(1) as u32,
-                credits_to_charge: r.get(6),
+                credits_to_charge: price,
+                reserved,
                 usage: None,
             }
         })
@@ -552,6 +569,18 @@ mod tests {
         let turns = share_slots(&l, &used, 5);
         let got: Vec<(i64, i64, i64)> = turns.iter().map(|t| (t.org, t.want, t.budget)).collect();
         assert_eq!(got, vec![(1, 4, 100), (3, 1, 6)]);
+    }
+
+    #[test]
+    fn the_pick_reads_the_payload_of_the_task_type_that_has_add_ons() {
+        // `PICK`'s `task_type = 0` is AI Mode, the only type billed more after the run.
+        assert_eq!(TaskType::Aimode.code(), 0);
+        assert!(PICK.contains("CASE WHEN task_type = 0 THEN payload END"));
+        assert!(PICK_OPEN.contains("CASE WHEN task_type = 0 THEN payload END"));
+        let expand = r#"{"prompt":"a","include":{"expandProducts":true}}"#;
+        assert_eq!(reserve_add_ons(0, Some(expand)), 6);
+        assert_eq!(reserve_add_ons(0, None), 0);
+        assert_eq!(reserve_add_ons(4, Some(expand)), 0);
     }
 
     #[test]

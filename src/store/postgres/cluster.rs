@@ -5,14 +5,15 @@
 //! whose clock is off by a minute must not look dead (or immortal) to the others.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Shared;
 use super::counters::{REQUEUE, requeue};
-use super::errors::{pg_err, pool_err};
+use super::errors::pg_err;
 use crate::store::Result;
 
 /// Registers node `$1` with a lease of `$2` ms from now, or (heartbeat) renews its lease. A
@@ -84,7 +85,7 @@ pub(crate) async fn join(client: &tokio_postgres::Client, lease_ms: i64) -> Resu
 /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED, gives their slots back and
 /// removes the nodes; returns how many tasks came back.
 pub(crate) async fn reap(shared: &Shared) -> Result<u64> {
-    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let mut client = shared.conn().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     let dead: Vec<Uuid> = tx
         .query(DEAD_NODES, &[])
@@ -144,27 +145,78 @@ async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]
     Ok(())
 }
 
-/// Renews this node's lease and reaps dead nodes, every `heartbeat_ms`.
-pub(crate) async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken) {
+/// Renews this node's lease every `heartbeat_ms` on a connection of its own (not the pool's,
+/// so busy or stuck pooled connections cannot delay it; nor the reaper, which runs apart), and
+/// records each success in [`Shared::lease`]. A renewal that fails or does not answer in time
+/// ([`renewal_limit`]) drops the connection; the next one reconnects.
+pub(crate) async fn run_renewal(
+    shared: Arc<Shared>,
+    connect: tokio_postgres::Config,
+    cancel: CancellationToken,
+) {
+    let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
+    let limit = renewal_limit(&shared.cfg);
+    let mut conn: Option<tokio_postgres::Client> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => break,
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout(limit, renew(&mut conn, &connect, &shared)).await {
+            Ok(Ok(())) => shared.lease.renewed(sent),
+            Ok(Err(error)) => {
+                conn = None;
+                tracing::warn!(%error, "Cannot renew this node's lease");
+            }
+            Err(_) => {
+                conn = None;
+                tracing::warn!(?limit, "This node's lease renewal did not answer in time");
+            }
+        }
+    }
+}
+
+/// How long one lease renewal may take: the statement bound, and at most a third of the
+/// lease, so a stuck connection is replaced while the lease still holds.
+fn renewal_limit(cfg: &super::PgConfig) -> Duration {
+    let third = Duration::from_millis(u64::try_from(cfg.lease_ms / 3).unwrap_or(0).max(100));
+    Duration::from_millis(cfg.db_timeout_ms.max(1)).min(third)
+}
+
+/// One renewal ([`HEARTBEAT`]) on the renewal connection, connecting it first if needed.
+async fn renew(
+    conn: &mut Option<tokio_postgres::Client>,
+    connect: &tokio_postgres::Config,
+    shared: &Shared,
+) -> Result<()> {
+    let client = match conn {
+        Some(c) if !c.is_closed() => c,
+        _ => {
+            let (client, connection) = connect.connect(NoTls).await.map_err(pg_err)?;
+            // Ends when the client is dropped or the connection fails.
+            tokio::spawn(connection);
+            conn.insert(client)
+        }
+    };
+    client
+        .execute(HEARTBEAT, &[&shared.node, &shared.cfg.lease_ms])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// Reaps dead nodes ([`reap`]) every `heartbeat_ms`, each pass bounded (a lock held on an
+/// organization whose tasks it must requeue fails the pass after `lock_timeout`; the next
+/// pass tries again). Apart from the renewal, so a slow reap never delays this node's lease.
+pub(crate) async fn run_reaper(shared: Arc<Shared>, cancel: CancellationToken) {
     let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = cancel.cancelled() => break,
         }
-        let renewed = async {
-            let client = shared.pool.get().await.map_err(pool_err)?;
-            client
-                .execute(HEARTBEAT, &[&shared.node, &shared.cfg.lease_ms])
-                .await
-                .map_err(pg_err)
-        }
-        .await;
-        if let Err(error) = renewed {
-            tracing::warn!(%error, "Cannot renew this node's lease");
-            continue;
-        }
-        if let Err(error) = reap(&shared).await {
+        if let Err(error) = shared.bounded(reap(&shared)).await {
             tracing::warn!(%error, "Cannot reap dead nodes");
         }
     }
@@ -174,19 +226,20 @@ pub(crate) async fn run_heartbeat(shared: Arc<Shared>, cancel: CancellationToken
 /// has no tasks of its own running, so its counter rows fold into the balances and its row goes
 /// (other nodes need not wait for its lease to run out).
 pub(crate) async fn leave(shared: &Shared) {
-    let left = async {
-        let mut client = shared.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(pg_err)?;
-        let running = tx
-            .query_opt(STILL_RUNNING, &[&shared.node])
-            .await
-            .map_err(pg_err)?;
-        if running.is_none() {
-            fold_and_forget(&tx, &[shared.node]).await?;
-        }
-        tx.commit().await.map_err(pg_err)
-    }
-    .await;
+    let left = shared
+        .bounded(async {
+            let mut client = shared.conn().await?;
+            let tx = client.transaction().await.map_err(pg_err)?;
+            let running = tx
+                .query_opt(STILL_RUNNING, &[&shared.node])
+                .await
+                .map_err(pg_err)?;
+            if running.is_none() {
+                fold_and_forget(&tx, &[shared.node]).await?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+        .await;
     if let Err(error) = left {
         tracing::warn!(%error, "Cannot leave the cluster cleanly; the lease will expire");
     }

@@ -11,10 +11,14 @@ use crate::store::{Cause, Error};
 /// Server errors that say the database cannot serve right now rather than that the statement
 /// is wrong: connection exceptions (08), insufficient resources (53, e.g. too many
 /// connections), operator intervention (57: the backend was terminated, the server is shutting
-/// down or starting), system errors (58), and transaction rollbacks (40: serialization failure,
-/// deadlock), which a retry resolves.
+/// down or starting; 57014 is also `statement_timeout`), system errors (58), transaction
+/// rollbacks (40: serialization failure, deadlock), which a retry resolves, and the bounded
+/// waits every connection has ([`connect_config`](super::schema::connect_config)):
+/// `lock_not_available` (55P03: a lock held past `lock_timeout`, e.g. an organization's row
+/// someone keeps locked) and `idle_in_transaction_session_timeout` (25P03).
 pub(crate) fn transient_sqlstate(code: &str) -> bool {
     matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+        || matches!(code, "55P03" | "25P03")
 }
 
 /// A driver error as a store error: a unique violation is a conflict, a transient server
@@ -47,13 +51,19 @@ mod tests {
     fn outage_sqlstates_are_transient_and_statement_errors_are_not() {
         // admin_shutdown (a terminated backend), cannot_connect_now, too_many_connections,
         // connection_failure, serialization_failure, deadlock_detected, io_error.
+        // lock_not_available, query_canceled (statement_timeout),
+        // idle_in_transaction_session_timeout.
         for code in [
-            "57P01", "57P03", "53300", "08006", "40001", "40P01", "58030",
+            "57P01", "57P03", "53300", "08006", "40001", "40P01", "58030", "55P03", "57014",
+            "25P03",
         ] {
             assert!(transient_sqlstate(code), "{code}");
         }
         // unique_violation, syntax_error, undefined_table, check_violation, invalid_catalog_name.
-        for code in ["23505", "42601", "42P01", "23514", "3D000", "", "5"] {
+        // object_in_use (55006), another class-55 state.
+        for code in [
+            "23505", "42601", "42P01", "23514", "3D000", "", "5", "55006",
+        ] {
             assert!(!transient_sqlstate(code), "{code}");
         }
     }

@@ -26,7 +26,7 @@ use uuid::Uuid;
 use super::Shared;
 use super::cluster::NOTIFY_WORK;
 use super::counters::{OrgDelta, REQUEUE, requeue};
-use super::errors::{pg_err, pool_err};
+use super::errors::pg_err;
 use crate::store::{ClaimedTask, Error, Outcome, Result};
 
 /// Most outcomes folded into one finish transaction.
@@ -145,7 +145,7 @@ pub(crate) async fn finish(
         .map(|(t, o)| FinishRow {
             seq: t.seq,
             attempt: t.attempt as i32,
-            cost: t.credits_to_charge,
+            cost: t.reserved,
             usage: t
                 .usage
                 .and_then(crate::store::Usage::nonempty)
@@ -217,11 +217,26 @@ pub(crate) async fn run_finisher(
         let shared = shared.clone();
         groups.spawn(async move {
             let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
-            let result = finish_rows(&shared, &rows).await;
+            // Bounded: a held lock or a dead connection fails the group (its finishes are
+            // retried by their callers) instead of stalling every finish of this node.
+            let result = shared.bounded(finish_rows(&shared, &rows)).await;
             drop(permit);
             if result.is_ok() {
                 shared.notify.notify_one();
                 shared.bump();
+            } else if group.len() > 1 {
+                // One call's outcomes may be what failed (its organization's row is held
+                // locked): the other calls must not fail with it, so each is tried alone.
+                for g in group {
+                    let rows: Vec<&FinishRow> = g.rows.iter().collect();
+                    let alone = shared.bounded(finish_rows(&shared, &rows)).await;
+                    if alone.is_ok() {
+                        shared.notify.notify_one();
+                        shared.bump();
+                    }
+                    let _ = g.reply.send(alone);
+                }
+                return;
             }
             for g in group {
                 let _ = g.reply.send(match &result {
@@ -306,7 +321,7 @@ struct Hooks {
 /// Commits one group of outcomes (see the module docs).
 async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
     let now = shared.clock.now_ms();
-    let mut client = shared.pool.get().await.map_err(pool_err)?;
+    let mut client = shared.conn().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     let cols = Columns::of(rows);
     // org → what its counters lose and gain.

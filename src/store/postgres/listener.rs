@@ -19,12 +19,18 @@ use super::Shared;
 /// Subscribes this connection to the work channel.
 const LISTEN_WORK: &str = "LISTEN cloro_work";
 
-/// `LISTEN cloro_work` on a dedicated connection; reconnects with backoff.
-pub(crate) async fn run_listener(shared: Arc<Shared>, url: String, cancel: CancellationToken) {
+/// `LISTEN cloro_work` on a dedicated connection (with the keepalives of
+/// [`connect_config`](super::schema::connect_config), so a dead one is noticed); reconnects
+/// with backoff.
+pub(crate) async fn run_listener(
+    shared: Arc<Shared>,
+    connect: tokio_postgres::Config,
+    cancel: CancellationToken,
+) {
     let mut wait = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let (client, mut connection) = tokio_postgres::connect(&url, NoTls).await?;
+            let (client, mut connection) = connect.connect(NoTls).await?;
             let (tx, mut rx) = mpsc::unbounded_channel();
             let pump = tokio::spawn(async move {
                 let mut messages =

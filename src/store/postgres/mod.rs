@@ -29,6 +29,12 @@
 //! * **Outage.** When the database cannot be reached, calls fail with `Error::Unavailable` (the
 //!   API answers 503 with `Retry-After`), the dispatcher backs off, finishes are retried until
 //!   they commit, and the listener reconnects ([`errors`]).
+//! * **Bounded waits.** No call waits on the database without a bound: every connection has
+//!   lock, statement and idle-in-transaction timeouts and TCP keepalives
+//!   ([`schema::connect_config`]), each store call is bounded on this side too
+//!   ([`Shared::bounded`], [`Conn`]), and the lease is renewed on its own connection and task,
+//!   apart from the reaper ([`cluster::run_renewal`]). A row someone keeps locked fails its
+//!   organization's calls after `lock_timeout` (`Unavailable`) and nobody else's.
 //!
 //! # Which clock
 //!
@@ -135,6 +141,16 @@ pub struct PgConfig {
     pub poll_ms: u64,
     /// Connections in this node's pool.
     pub pool_size: usize,
+    /// Longest wait for a row or advisory lock (PostgreSQL `lock_timeout`); past it the call
+    /// fails as [`Error::Unavailable`] (503 with `Retry-After`), so a row someone holds (a
+    /// stuck node, an operator's open transaction) cannot hang submissions or the finisher.
+    pub lock_timeout_ms: u64,
+    /// Longest time one statement may run and one transaction may sit idle on the server
+    /// (`statement_timeout`, `idle_in_transaction_session_timeout`); on this node, a store
+    /// operation that has not finished this long after it got its connection (plus the pool's
+    /// wait) is given up as [`Error::Unavailable`] and its connection is dropped, so a
+    /// silently dead connection cannot hang the claim, the finisher or a request.
+    pub db_timeout_ms: u64,
 }
 
 impl Default for PgConfig {
@@ -144,6 +160,8 @@ impl Default for PgConfig {
             heartbeat_ms: 5_000,
             poll_ms: 1_000,
             pool_size: 16,
+            lock_timeout_ms: 3_000,
+            db_timeout_ms: 15_000,
         }
     }
 }
@@ -154,8 +172,8 @@ pub(crate) struct Shared {
     pool: Pool,
     /// This node's id (its row in `nodes`, its `org_nodes` rows, `tasks.node`).
     node: Uuid,
-    /// The task-id mask ([`schema::id_mask`]).
-    mask: u64,
+    /// The task-id key ([`schema::id_key`]).
+    ids: crate::domain::task::IdKey,
     cfg: PgConfig,
     /// Where task and due times are read (see "Which clock" in the module docs).
     clock: Clock,
@@ -171,12 +189,103 @@ pub(crate) struct Shared {
     hook_notify: Notify,
     /// Webhook retry times this node scheduled.
     hook_retries: Mutex<BinaryHeap<Reverse<i64>>>,
+    /// When this node's lease was last renewed ([`cluster::run_renewal`]).
+    pub(crate) lease: LeaseClock,
+}
+
+/// When this node last renewed its lease: the moment the renewal that succeeded was sent (so
+/// the lease, computed by the database when the statement ran, lasts at least `lease_ms`
+/// from then). Written only by the renewal task; read by whoever must know whether the node
+/// still holds its lease.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseClock {
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl LeaseClock {
+    /// A renewal sent at `at` committed (earlier ones never move it back).
+    pub(crate) fn renewed(&self, at: std::time::Instant) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|l| l < at) {
+            *last = Some(at);
+        }
+    }
+
+    /// When the last successful renewal was sent (`None`: never since this node joined).
+    #[allow(dead_code)] // read by the lease checks (fencing)
+    pub(crate) fn last(&self) -> Option<std::time::Instant> {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A pooled connection lent to one store operation. If it is given back later than the
+/// operation's bound ([`schema::op_limit`] less the pool's wait) — the operation was
+/// abandoned by [`PgStore::bounded`], or by a request's own timeout, while a statement may
+/// still be unanswered — it leaves the pool instead: a silently dead connection is used by
+/// one operation, not by every later one.
+pub(crate) struct Conn {
+    obj: Option<deadpool_postgres::Object>,
+    since: std::time::Instant,
+    limit: std::time::Duration,
+}
+
+impl Conn {
+    fn new(obj: deadpool_postgres::Object, cfg: &PgConfig) -> Conn {
+        Conn {
+            obj: Some(obj),
+            since: std::time::Instant::now(),
+            limit: std::time::Duration::from_millis(cfg.db_timeout_ms.max(1)),
+        }
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        // Only `drop` takes it out.
+        self.obj.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.obj.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.since.elapsed() >= self.limit
+            && let Some(obj) = self.obj.take()
+        {
+            tracing::debug!("Dropping a database connection an operation outlived");
+            drop(deadpool_postgres::Object::take(obj));
+        }
+    }
 }
 
 impl Shared {
     /// Signals a committed state change.
     fn bump(&self) {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// A pooled connection for one operation ([`Conn`]).
+    async fn conn(&self) -> Result<Conn> {
+        let obj = self.pool.get().await.map_err(errors::pool_err)?;
+        Ok(Conn::new(obj, &self.cfg))
+    }
+
+    /// `op`, given up as [`Error::Unavailable`] once it has run for [`schema::op_limit`]
+    /// (its connection then leaves the pool, see [`Conn`]).
+    async fn bounded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let limit = schema::op_limit(&self.cfg);
+        match tokio::time::timeout(limit, op).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(
+                format!("the database did not answer within {limit:?}").into(),
+            )),
+        }
     }
 }
 
@@ -189,8 +298,8 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects, migrates, registers this node and starts the listener, the heartbeat/reaper and
-    /// the finisher. Task times come from the system clock.
+    /// Connects, migrates, registers this node and starts the listener, the lease renewal, the
+    /// reaper and the finisher. Task times come from the system clock.
     pub async fn open(url: &str, cfg: PgConfig) -> Result<PgStore> {
         PgStore::open_with_clock(url, cfg, Clock::system()).await
     }
@@ -198,16 +307,17 @@ impl PgStore {
     /// [`PgStore::open`] with the clock task times are read from (see "Which clock" in the
     /// module docs).
     pub async fn open_with_clock(url: &str, cfg: PgConfig, clock: Clock) -> Result<PgStore> {
-        let pool = schema::pool(url, cfg.pool_size)?;
+        let pool = schema::pool_with(url, &cfg)?;
         schema::migrate(&pool).await?;
         let client = pool.get().await.map_err(errors::pool_err)?;
-        let mask = schema::id_mask(&client).await?;
+        let ids = schema::id_key(&client).await?;
+        let joined = std::time::Instant::now();
         let node = cluster::join(&client, cfg.lease_ms).await?;
         drop(client);
         let shared = Arc::new(Shared {
             pool,
             node,
-            mask,
+            ids,
             cfg: cfg.clone(),
             clock,
             notify: Notify::new(),
@@ -216,17 +326,25 @@ impl PgStore {
             leave: AtomicBool::new(false),
             hook_notify: Notify::new(),
             hook_retries: Mutex::new(BinaryHeap::new()),
+            lease: LeaseClock::default(),
         });
+        shared.lease.renewed(joined);
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (finisher, rx) = mpsc::channel(4096);
         tracker.spawn(finisher::run_finisher(shared.clone(), rx, cancel.clone()));
+        let connect = schema::connect_config(url, &cfg)?;
         tracker.spawn(listener::run_listener(
             shared.clone(),
-            url.to_owned(),
+            connect.clone(),
             cancel.clone(),
         ));
-        tracker.spawn(cluster::run_heartbeat(shared.clone(), cancel.clone()));
+        tracker.spawn(cluster::run_renewal(
+            shared.clone(),
+            connect,
+            cancel.clone(),
+        ));
+        tracker.spawn(cluster::run_reaper(shared.clone(), cancel.clone()));
         tracing::info!(node = %node, "Joined the cluster");
         Ok(PgStore {
             shared,
@@ -241,9 +359,15 @@ impl PgStore {
         self.shared.node
     }
 
-    /// A pooled connection, unless the store is shut down.
-    async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.live_pool()?.get().await.map_err(errors::pool_err)
+    /// A pooled connection ([`Conn`]), unless the store is shut down.
+    async fn client(&self) -> Result<Conn> {
+        self.live_pool()?;
+        self.shared.conn().await
+    }
+
+    /// [`Shared::bounded`].
+    async fn bounded<T>(&self, op: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        self.shared.bounded(op).await
     }
 
     /// The pool, unless the store was closed.
@@ -263,7 +387,7 @@ impl PgStore {
     }
 
     /// Returns PROCESSING tasks of nodes whose lease ran out to QUEUED; returns how many
-    /// (tests; in service the heartbeat reaps).
+    /// (tests; in service the reaper task reaps).
     #[cfg(any(test, feature = "testing"))]
     pub async fn reap(&self) -> Result<u64> {
         cluster::reap(&self.shared).await

@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 
 use super::errors::{pg_err, pool_err};
 use crate::domain::apikey::constant_time_eq;
-use crate::domain::task::{TaskStatus, seq_of};
+use crate::domain::task::TaskStatus;
 use crate::domain::types::TaskType;
 use crate::store::{Error, KeyRecord, Org, OrgKey, QueueStatus, Result, TaskRecord};
 
@@ -96,14 +96,21 @@ pub(crate) async fn org(pool: &Pool, key: OrgKey) -> Result<Org> {
 }
 
 pub(crate) async fn get_task(store: &PgStore, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
-    let seq = seq_of(&id, store.shared.mask);
     let client = store.client().await?;
-    let row = client.query_opt(GET_TASK, &[&seq]).await.map_err(pg_err)?;
-    Ok(row
-        .map(|r| decode_task(&r))
-        .and_then(|(stored, owner, rec)| {
-            (owner == org && constant_time_eq(stored.as_bytes(), id.as_bytes())).then_some(rec)
-        }))
+    // The keyed decoding, then (a database created before keyed ids) the legacy one: the
+    // candidate whose row has exactly this id and owner is the task.
+    for seq in store.shared.ids.seqs_of(org, &id) {
+        let row = client.query_opt(GET_TASK, &[&seq]).await.map_err(pg_err)?;
+        let found = row
+            .map(|r| decode_task(&r))
+            .and_then(|(stored, owner, rec)| {
+                (owner == org && constant_time_eq(stored.as_bytes(), id.as_bytes())).then_some(rec)
+            });
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// A [`GET_TASK`] row: the stored id, the owner, the record.

@@ -25,23 +25,23 @@ impl TaskQueue for PgStore {
         tasks: Vec<NewTask>,
     ) -> Result<std::result::Result<Vec<std::result::Result<TaskRecord, ItemError>>, SubmitError>>
     {
-        submit::submit(self, org, tasks).await
+        self.bounded(submit::submit(self, org, tasks)).await
     }
 
     async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
-        reads::get_task(self, org, id).await
+        self.bounded(reads::get_task(self, org, id)).await
     }
 
     async fn status(&self, org: OrgKey) -> Result<QueueStatus> {
-        reads::status(self, org).await
+        self.bounded(reads::status(self, org)).await
     }
 
     async fn clear_queue(&self, org: OrgKey) -> Result<u64> {
-        submit::clear_queue(self, org).await
+        self.bounded(submit::clear_queue(self, org)).await
     }
 
     async fn claim_in(&self, max: usize, lanes: &Lanes) -> Result<Vec<ClaimedTask>> {
-        claim::claim(self, max, lanes).await
+        self.bounded(claim::claim(self, max, lanes)).await
     }
 
     async fn take_lane_starts(
@@ -51,11 +51,13 @@ impl TaskQueue for PgStore {
         per_minute: u32,
         now_ms: i64,
     ) -> Result<LaneStarts> {
-        lanes::take_starts(self, lane, want, per_minute, now_ms).await
+        self.bounded(lanes::take_starts(self, lane, want, per_minute, now_ms))
+            .await
     }
 
     async fn return_lane_starts(&self, lane: &str, n: u32, per_minute: u32) -> Result<()> {
-        lanes::return_starts(self, lane, n, per_minute).await
+        self.bounded(lanes::return_starts(self, lane, n, per_minute))
+            .await
     }
 
     async fn sync_enter(
@@ -64,15 +66,15 @@ impl TaskQueue for PgStore {
         task_type: TaskType,
         cost: i64,
     ) -> Result<SyncAdmission> {
-        sync::enter(self, org, task_type, cost).await
+        self.bounded(sync::enter(self, org, task_type, cost)).await
     }
 
     async fn sync_lane_enter(&self, lanes: &Lanes, task_type: TaskType) -> Result<bool> {
-        sync::lane_enter(self, lanes, task_type).await
+        self.bounded(sync::lane_enter(self, lanes, task_type)).await
     }
 
     async fn sync_lane_leave(&self, task_type: TaskType) -> Result<()> {
-        sync::lane_leave(self, task_type).await
+        self.bounded(sync::lane_leave(self, task_type)).await
     }
 
     async fn sync_leave(&self, slot: &SyncSlot, done: Option<&SyncDone>) -> Result<()> {
@@ -88,7 +90,7 @@ impl TaskQueue for PgStore {
     }
 
     async fn renew_cycles(&self, now_ms: i64) -> Result<u64> {
-        upkeep::renew_cycles(self, now_ms).await
+        self.bounded(upkeep::renew_cycles(self, now_ms)).await
     }
 
     fn next_retry_ms(&self) -> Option<i64> {
@@ -105,7 +107,7 @@ impl TaskQueue for PgStore {
     }
 
     async fn totals(&self) -> Result<(u64, u64)> {
-        reads::totals(self).await
+        self.bounded(reads::totals(self)).await
     }
 
     async fn overview(&self) -> Result<crate::store::Overview> {
@@ -120,35 +122,53 @@ impl TaskQueue for PgStore {
 #[async_trait]
 impl Directory for PgStore {
     async fn find_key(&self, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
-        reads::find_key(self.live_pool()?, digest).await
+        self.bounded(reads::find_key(self.live_pool()?, digest))
+            .await
     }
 
     async fn org(&self, key: OrgKey) -> Result<Org> {
-        reads::org(self.live_pool()?, key).await
+        self.bounded(reads::org(self.live_pool()?, key)).await
     }
 
     async fn webhook_secret(&self, org: OrgKey) -> Result<Option<String>> {
-        reads::webhook_secret(self.live_pool()?, org).await
+        self.bounded(reads::webhook_secret(self.live_pool()?, org))
+            .await
     }
 
     async fn create_org(&self, spec: &OrgSpec) -> Result<CreatedOrg> {
-        admin::create_org(self.live_pool()?, spec, self.shared.clock.now_ms()).await
+        self.bounded(admin::create_org(
+            self.live_pool()?,
+            spec,
+            self.shared.clock.now_ms(),
+        ))
+        .await
     }
 
     async fn create_key(&self, org_id: &str) -> Result<(String, ApiKey)> {
-        admin::create_key(self.live_pool()?, org_id, self.shared.clock.now_ms()).await
+        self.bounded(admin::create_key(
+            self.live_pool()?,
+            org_id,
+            self.shared.clock.now_ms(),
+        ))
+        .await
     }
 
     async fn revoke_key(&self, key_id: &str) -> Result<()> {
-        admin::revoke_key(self.live_pool()?, key_id, self.shared.clock.now_ms()).await
+        self.bounded(admin::revoke_key(
+            self.live_pool()?,
+            key_id,
+            self.shared.clock.now_ms(),
+        ))
+        .await
     }
 
     async fn set_webhook_secret(&self, org_id: &str, secret: Option<&str>) -> Result<()> {
-        admin::set_webhook_secret(self.live_pool()?, org_id, secret).await
+        self.bounded(admin::set_webhook_secret(self.live_pool()?, org_id, secret))
+            .await
     }
 
     async fn count_orgs(&self) -> Result<i64> {
-        admin::count_orgs(self.live_pool()?).await
+        self.bounded(admin::count_orgs(self.live_pool()?)).await
     }
 
     async fn record_engine_health(
@@ -161,22 +181,31 @@ impl Directory for PgStore {
     ) -> Result<()> {
         let node = Some(self.shared.node.to_string());
         let row = (name, health, message);
-        admin::record_engine_health(self.live_pool()?, row, since_ms, now_ms, node).await
+        self.bounded(admin::record_engine_health(
+            self.live_pool()?,
+            row,
+            since_ms,
+            now_ms,
+            node,
+        ))
+        .await
     }
 
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
-        admin::engine_health(self.live_pool()?).await
+        self.bounded(admin::engine_health(self.live_pool()?)).await
     }
 }
 
 #[async_trait]
 impl Outbox for PgStore {
     async fn claim_webhooks(&self, max: usize, lease_ms: i64) -> Result<Vec<WebhookJob>> {
-        outbox::claim_webhooks(self, max, lease_ms).await
+        self.bounded(outbox::claim_webhooks(self, max, lease_ms))
+            .await
     }
 
     async fn record_webhook(&self, job: &WebhookJob, result: WebhookResult) -> Result<()> {
-        outbox::record_webhook(self, job, result).await
+        self.bounded(outbox::record_webhook(self, job, result))
+            .await
     }
 
     fn webhook_notify(&self) -> &Notify {
@@ -213,6 +242,6 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        reads::ping(self).await
+        self.bounded(reads::ping(self)).await
     }
 }

@@ -14,7 +14,7 @@ use super::PgStore;
 use super::cluster::NOTIFY_WORK;
 use super::counters::{Params, add_queued, deltas, push_deltas};
 use super::errors::pg_err;
-use crate::domain::task::{TaskStatus, task_id};
+use crate::domain::task::TaskStatus;
 use crate::store::{ItemError, ItemResults, NewTask, OrgKey, Result, SubmitError, TaskRecord};
 
 /// Organization `$1`'s live balance ([`balance!`]).
@@ -120,8 +120,12 @@ pub(crate) async fn submit(
         let mut cols = Columns::default();
         for ((_, t), seq) in accepted.iter().zip(&seqs) {
             cols.seq.push(*seq);
-            cols.id
-                .push(task_id(now, *seq, store.shared.mask, rand::random::<u16>()));
+            cols.id.push(
+                store
+                    .shared
+                    .ids
+                    .task_id(org, now, *seq, rand::random::<u16>()),
+            );
             cols.task_type.push(t.task_type.code() as i16);
             cols.priority.push(i16::from(t.priority));
             cols.cost.push(t.credits_to_charge);

@@ -8,7 +8,8 @@
 //!   `orgs` before `org_nodes`), then reads the sums in a fresh statement (READ COMMITTED: it
 //!   sees every claim that held the lock before), checks credits and the cap, and takes the
 //!   slot. Claims lock the same row (`SKIP LOCKED`), so a claim and a sync call never both see
-//!   the last free slot, on any node. The wait for the lock is bounded ([`ENTER_SETTINGS`]);
+//!   the last free slot, on any node. The wait for the lock is bounded (the connection's
+//!   `lock_timeout`, `--db-lock-timeout-ms`);
 //!   past it the call is refused as `Unavailable` (503) instead of hanging the request.
 //! * **Lane places.** `sync_lanes` rows per (node, task type); a lane with `max_in_flight` is
 //!   counted under the lane's advisory lock, the same one claims take, and claims count these
@@ -33,14 +34,14 @@ use super::PgStore;
 use super::claim::{LOCK_LANE, RUNNING_BY_TYPE, lane_key};
 use super::cluster::NOTIFY_WORK;
 use super::errors::pg_err;
-use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{KINDS, lane_of_kind};
 use crate::store::{Error, Lanes, OrgKey, Result, SyncAdmission, SyncDone, SyncRecord, SyncSlot};
 
-/// How long a sync call waits for its organization's row (claims hold it briefly), and its
-/// commit's durability: an admission lost in a crash only frees a slot (see the module docs).
-const ENTER_SETTINGS: &str = "SET LOCAL lock_timeout = '5s'; SET LOCAL synchronous_commit = off";
+/// An admission's commit need not wait for its WAL flush: one lost in a crash only frees a
+/// slot (see the module docs). Its wait for the organization's row (claims hold it briefly)
+/// is the connection's `lock_timeout` (`--db-lock-timeout-ms`).
+const ENTER_SETTINGS: &str = "SET LOCAL synchronous_commit = off";
 
 /// Freeing a slot or a lane place need not wait for its WAL flush either.
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
@@ -90,9 +91,6 @@ const TAKE_PLACE: &str = "INSERT INTO sync_lanes(node, task_type, n) VALUES ($1,
 const FREE_PLACE: &str =
     "UPDATE sync_lanes SET n = n - 1 WHERE node = $1 AND task_type = $2 AND n > 0";
 
-/// `lock_not_available`: the bounded wait for the organization's row ran out.
-const LOCK_NOT_AVAILABLE: &str = "55P03";
-
 /// [`TaskQueue::sync_enter`](crate::store::TaskQueue::sync_enter).
 pub(crate) async fn enter(
     store: &PgStore,
@@ -104,16 +102,8 @@ pub(crate) async fn enter(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ENTER_SETTINGS).await.map_err(pg_err)?;
-    let locked = tx.query_opt(LOCK_ORG, &[&org]).await.map_err(|e| {
-        if e.code().is_some_and(|c| c.code() == LOCK_NOT_AVAILABLE) {
-            Error::Unavailable(crate::store::Cause::new(
-                "the organization's counters are busy",
-                e,
-            ))
-        } else {
-            pg_err(e)
-        }
-    })?;
+    // A lock not granted in time is `Unavailable` (503), see `errors`.
+    let locked = tx.query_opt(LOCK_ORG, &[&org]).await.map_err(pg_err)?;
     let Some(row) = locked else {
         return Err(Error::NotFound);
     };
@@ -142,7 +132,10 @@ pub(crate) async fn enter(
     store.shared.bump();
     let started_ms = store.shared.clock.now_ms();
     Ok(SyncAdmission::Admitted(SyncSlot {
-        id: task_id(started_ms, seq, store.shared.mask, rand::random::<u16>()),
+        id: store
+            .shared
+            .ids
+            .task_id(org, started_ms, seq, rand::random::<u16>()),
         org,
         task_type,
         cost,
@@ -217,7 +210,7 @@ pub(crate) async fn leave(store: &PgStore, slot: &SyncSlot, done: Option<&SyncDo
     {
         // The slot is freed before the answer (a caller may count on it), in the background
         // only if the database cannot be reached now.
-        match try_leave(store, slot, None).await {
+        match store.bounded(try_leave(store, slot, None)).await {
             Ok(()) => {
                 store.shared.notify.notify_one();
                 store.shared.bump();
@@ -229,7 +222,7 @@ pub(crate) async fn leave(store: &PgStore, slot: &SyncSlot, done: Option<&SyncDo
             slot.id, rec.id
         )));
     }
-    match try_leave(store, slot, done).await {
+    match store.bounded(try_leave(store, slot, done)).await {
         Ok(()) => {
             store.shared.notify.notify_one();
             store.shared.bump();
@@ -279,7 +272,7 @@ async fn insert_kept(
     rec: &SyncRecord,
     charged: i64,
 ) -> Result<()> {
-    let seq = seq_of(&slot.id, store.shared.mask);
+    let seq = store.shared.ids.seq_of(slot.org, &slot.id);
     let attempts = i32::try_from(rec.attempts).unwrap_or(i32::MAX);
     let payload = rec.payload.to_string();
     let response = rec.result.to_string();
@@ -292,7 +285,7 @@ async fn insert_kept(
             &slot.org,
             &(slot.task_type.code() as i16),
             &attempts,
-            &slot.cost,
+            &rec.credits_to_charge,
             &charged,
             &payload,
             &response,
@@ -314,15 +307,16 @@ fn release_later(store: &PgStore, slot: &SyncSlot) {
     store.tracker.spawn(async move {
         let mut wait = Duration::from_millis(50);
         loop {
-            let freed = async {
-                let client = shared.pool.get().await.map_err(super::errors::pool_err)?;
-                let zero = 0i64;
-                client
-                    .execute(FREE_SLOT, &[&org, &shared.node, &cost, &zero])
-                    .await
-                    .map_err(pg_err)
-            }
-            .await;
+            let freed = shared
+                .bounded(async {
+                    let client = shared.conn().await?;
+                    let zero = 0i64;
+                    client
+                        .execute(FREE_SLOT, &[&org, &shared.node, &cost, &zero])
+                        .await
+                        .map_err(pg_err)
+                })
+                .await;
             match freed {
                 Ok(_) => {
                     shared.notify.notify_one();

@@ -79,6 +79,7 @@ use self::writer::{Cmd, Reply, Writer};
 pub use super::CYCLE_MS;
 use super::{Error, Org, OrgKey, Result};
 use crate::clock::Clock;
+use crate::domain::task::IdKey;
 
 /// Locks a mutex, taking over the data if a holder panicked (every critical section leaves
 /// its data consistent at each step).
@@ -96,8 +97,8 @@ pub(crate) struct Shared {
     pub(crate) hook_notify: Notify,
     /// Bumped after every commit, for whoever waits on queue changes (tests, drain).
     pub(crate) changed: tokio::sync::watch::Sender<u64>,
-    /// The database's id mask (public task ids).
-    pub(crate) mask: u64,
+    /// The database's id key (public task ids).
+    pub(crate) ids: IdKey,
     /// The next task sequence number. Drawn by the writer for each new row and by
     /// [`TaskQueue::sync_enter`](crate::store::TaskQueue::sync_enter) for the id of a sync
     /// call's kept result (outside the writer: the id is needed before the call's row is
@@ -137,7 +138,7 @@ impl SqliteStore {
     pub(crate) fn open_with_clock(path: &Path, clock: Clock) -> Result<SqliteStore> {
         let mut conn = schema::open_admin(path)?;
         let lock = schema::take_lock(path)?;
-        let mask = schema::id_mask(&conn)?;
+        let ids = schema::id_key(&conn)?;
         let loaded = startup::load(&mut conn, clock.now_ms())?;
         let readers = Readers::open(path)?;
         let shared = Arc::new(Shared {
@@ -146,7 +147,7 @@ impl SqliteStore {
             hooks: Mutex::new(loaded.hooks),
             hook_notify: Notify::new(),
             changed: tokio::sync::watch::Sender::new(0),
-            mask,
+            ids,
             next_seq: std::sync::atomic::AtomicI64::new(loaded.next_seq),
             clock,
             lane_rates: Mutex::new(HashMap::new()),

@@ -31,7 +31,7 @@ const FIND_KEY: &str = "SELECT k.key_id, k.org, k.hash, k.revoked_ms, o.rate_lim
                  FROM api_keys k LEFT JOIN orgs o ON o.id = k.org WHERE k.hash = ?1";
 
 /// A task by its sequence number (the primary key; the public id encodes it, see
-/// [`crate::domain::task::seq_of`]), in the column order [`decode_record`] reads; the URL may
+/// [`crate::domain::task::IdKey`]), in the column order [`decode_record`] reads; the URL may
 /// be interned (`webhook_url_of_task!`).
 const READ_TASK: &str = concat!(
     "SELECT id, org, task_type, status, priority, created_ms, started_ms, finished_ms, attempts,

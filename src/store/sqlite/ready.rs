@@ -127,6 +127,8 @@ pub(crate) struct Pick {
     pub(crate) org: OrgKey,
     pub(crate) seq: i64,
     pub(crate) priority: u8,
+    /// What its pickup reserves: the task's price plus the most its engine may add after the
+    /// run (every `cost` in this index is that reservation, not the price).
     pub(crate) cost: i64,
     /// Its task type (position in `TaskType::ALL`, its stored code).
     pub(crate) kind: u8,

@@ -7,8 +7,10 @@
 //! * **Connections** all get the same settings: WAL (readers run beside the writer),
 //!   `synchronous=FULL` (a commit is on disk when it returns), a busy timeout for the CLI
 //!   writing while a server runs, and a 32 MB page cache.
-//! * **The id mask** (`meta.id_mask`), drawn once per database, scrambles the sequence number
-//!   inside public task ids (see [`crate::domain::task::task_id`]).
+//! * **The id key** (`meta.id_key`), drawn once per database, keys the permutation of the
+//!   sequence number inside public task ids (see [`crate::domain::task::IdKey`]). A database
+//!   created before keyed ids also has the XOR mask its older ids were made with
+//!   (`meta.id_mask`), kept so that they still resolve; a new database has none.
 //! * **The lock file** `<db>.lock`: only one server process may own a database, since the
 //!   ready index and the webhook index live in its memory.
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use crate::domain::task::IdKey;
 use crate::store::{Error, Result};
 
 /// The schema's migrations in order; `PRAGMA user_version` is how many have run. Add new
@@ -34,11 +37,15 @@ const MIGRATIONS: &[&str] = &[
 /// How many migrations have run (0 on a new file).
 const READ_VERSION: &str = "PRAGMA user_version";
 
-/// The database's id mask, if it has one yet (written once, by the first migration run).
+/// The legacy id mask of a database created before keyed ids (a decimal string), if any.
 const READ_ID_MASK: &str = "SELECT value FROM meta WHERE key = 'id_mask'";
 
-/// Stores a new database's id mask (a decimal string: `meta.value` is text).
-const INSERT_ID_MASK: &str = "INSERT INTO meta(key, value) VALUES ('id_mask', ?1)";
+/// The database's id key, if it has one yet (written once, by the first start of a binary
+/// with keyed ids).
+const READ_ID_KEY: &str = "SELECT value FROM meta WHERE key = 'id_key'";
+
+/// Stores the database's id key (32 hex digits: `meta.value` is text).
+const INSERT_ID_KEY: &str = "INSERT INTO meta(key, value) VALUES ('id_key', ?1)";
 
 /// Opens a connection with the store's settings (see the module docs).
 pub(crate) fn open(path: &Path, read_only: bool) -> Result<Connection> {
@@ -79,7 +86,7 @@ pub(crate) fn open_admin(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Runs the migrations this file has not seen yet and draws its id mask if it has none.
+/// Runs the migrations this file has not seen yet and draws its id key if it has none.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.query_row(READ_VERSION, [], |r| r.get(0))?;
@@ -96,20 +103,19 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
     }
-    let has_mask: Option<String> = tx.query_row(READ_ID_MASK, [], |r| r.get(0)).optional()?;
-    if has_mask.is_none() {
-        let mask: u64 = rand::random::<u64>() >> 2;
-        tx.execute(INSERT_ID_MASK, [mask.to_string()])?;
+    let has_key: Option<String> = tx.query_row(READ_ID_KEY, [], |r| r.get(0)).optional()?;
+    if has_key.is_none() {
+        tx.execute(INSERT_ID_KEY, [IdKey::random_stored()])?;
     }
     tx.commit()?;
     Ok(())
 }
 
-/// The id mask of a migrated database.
-pub(crate) fn id_mask(conn: &Connection) -> Result<u64> {
-    conn.query_row(READ_ID_MASK, [], |r| r.get::<_, String>(0))?
-        .parse()
-        .map_err(|_| Error::Other("corrupt id mask".into()))
+/// The id key of a migrated database, with its legacy mask if it has one.
+pub(crate) fn id_key(conn: &Connection) -> Result<IdKey> {
+    let key: String = conn.query_row(READ_ID_KEY, [], |r| r.get(0))?;
+    let mask: Option<String> = conn.query_row(READ_ID_MASK, [], |r| r.get(0)).optional()?;
+    IdKey::from_stored(&key, mask.as_deref()).ok_or_else(|| Error::Other("corrupt id key".into()))
 }
 
 /// Only one server may own a database: an exclusive lock on `<db>.lock`, held as long as the

@@ -10,6 +10,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::hook_index::{HookIndex, PendingHook};
 use super::ready::{OrgLimits, ReadySet};
+use crate::domain::request::max_add_ons_text;
+use crate::domain::types::TaskType;
 use crate::store::Result;
 
 /// Tasks that were running when the last process died run again (PROCESSING 1 → QUEUED 0).
@@ -25,11 +27,12 @@ const ORG_LIMITS: &str = "SELECT id, concurrency, queue_limit, credits FROM orgs
 /// pending webhook deliveries (with their attempts and due time; a never-attempted delivery is
 /// due at its task's finish time; one claimed when the last process died, `wh_state = 3`, is
 /// pending with that attempt counted). A full scan, once per start: an index on either condition
-/// would cost every submission and finish.
+/// would cost every submission and finish. A queued AI Mode task (`task_type` 0) comes with
+/// its payload: what its pickup reserves depends on it (`include.expandProducts`).
 const SCAN_INDEXES: &str =
     "SELECT seq, org, priority, credits_to_charge, run_after_ms, status, wh_state,
                             COALESCE(wh_attempts, 0), COALESCE(wh_next_at, finished_ms), finished_ms,
-                            task_type
+                            task_type, CASE WHEN status = 0 AND task_type = 0 THEN payload END
                      FROM tasks WHERE status = 0 OR wh_state IN (0, 3)";
 
 /// What start-up rebuilt.
@@ -72,8 +75,12 @@ pub(crate) fn load(conn: &mut Connection, now: i64) -> Result<Loaded> {
         while let Some(r) = rows.next()? {
             let (seq, org): (i64, i64) = (r.get(0)?, r.get(1)?);
             if r.get::<_, i64>(5)? == 0 {
-                let (prio, cost, run_after, kind): (u8, i64, Option<i64>, u8) =
+                let (prio, price, run_after, kind): (u8, i64, Option<i64>, u8) =
                     (r.get(2)?, r.get(3)?, r.get(4)?, r.get(10)?);
+                let payload: Option<String> = r.get(11)?;
+                let add_ons = TaskType::from_code(i64::from(kind))
+                    .map_or(0, |t| max_add_ons_text(t, payload.as_deref()));
+                let cost = price + add_ons;
                 match run_after {
                     Some(due) if due > now => ready.push_delayed(org, seq, prio, cost, kind, due),
                     _ => ready.push(org, seq, prio, cost, kind),

@@ -20,7 +20,6 @@ use super::writer::submit::InsertItem;
 use super::writer::sync::SyncRow;
 use super::{SqliteStore, admin, lock, reader, result_log};
 use crate::domain::apikey::ApiKey;
-use crate::domain::task::{seq_of, task_id};
 use crate::domain::types::TaskType;
 use crate::store::lanes::{gcra_return, gcra_take};
 use crate::store::{
@@ -81,10 +80,17 @@ impl TaskQueue for SqliteStore {
     }
 
     async fn get_task(&self, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
-        let seq = seq_of(&id, self.shared.mask);
+        let seqs = self.shared.ids.seqs_of(org, &id);
         let log_dir = self.log_dir.clone();
         self.readers
-            .read(move |c| reader::task(c, &log_dir, org, id, seq))
+            .read(move |c| {
+                for seq in seqs {
+                    if let Some(t) = reader::task(c, &log_dir, org, id, seq)? {
+                        return Ok(Some(t));
+                    }
+                }
+                Ok(None)
+            })
             .await
     }
 
@@ -126,7 +132,8 @@ impl TaskQueue for SqliteStore {
                 task_type: TaskType::from_code(c.task_type).unwrap_or(TaskType::Chatgpt),
                 payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
                 attempt: c.attempts.max(1) as u32,
-                credits_to_charge: c.pick.cost,
+                credits_to_charge: c.credits_to_charge,
+                reserved: c.pick.cost,
                 usage: None,
             })
             .collect())
@@ -152,7 +159,10 @@ impl TaskQueue for SqliteStore {
                 let started_ms = self.shared.clock.now_ms();
                 let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
                 SyncAdmission::Admitted(SyncSlot {
-                    id: task_id(started_ms, seq, self.shared.mask, rand::random::<u16>()),
+                    id: self
+                        .shared
+                        .ids
+                        .task_id(org, started_ms, seq, rand::random::<u16>()),
                     org,
                     task_type,
                     cost,
@@ -195,11 +205,11 @@ impl TaskQueue for SqliteStore {
                 )));
             }
             Some(rec) => Some(SyncRow {
-                seq: seq_of(&slot.id, self.shared.mask),
+                seq: self.shared.ids.seq_of(slot.org, &slot.id),
                 id: *slot.id.as_bytes(),
                 task_type: slot.task_type.code(),
                 attempts: rec.attempts,
-                cost: slot.cost,
+                cost: rec.credits_to_charge,
                 payload: rec.payload.to_string(),
                 response: rec.result.to_string(),
                 started_ms: slot.started_ms,
@@ -253,7 +263,7 @@ impl TaskQueue for SqliteStore {
                     org: t.org,
                     kind: t.task_type.code() as u8,
                     attempt: t.attempt,
-                    cost: t.credits_to_charge,
+                    cost: t.reserved,
                     usage: t.usage.and_then(Usage::nonempty).map(Usage::to_json),
                 };
                 (key, row)

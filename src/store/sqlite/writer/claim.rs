@@ -18,6 +18,8 @@ pub(crate) struct RawClaim {
     pub(crate) task_type: i64,
     pub(crate) payload: String,
     pub(crate) attempts: i64,
+    /// Its price (`credits_to_charge`); the pick's `cost` is what the pickup reserved.
+    pub(crate) credits_to_charge: i64,
 }
 
 /// Starts an attempt: QUEUED (0) to PROCESSING (1), one more attempt, `started_ms` kept from
@@ -26,7 +28,7 @@ pub(crate) struct RawClaim {
 const RUN: &str = "UPDATE tasks SET status = 1, attempts = attempts + 1,
                                 started_ms = COALESCE(started_ms, ?2), run_after_ms = NULL
                          WHERE seq = ?1 AND status = 0
-                         RETURNING id, task_type, payload, attempts";
+                         RETURNING id, task_type, payload, attempts, credits_to_charge";
 
 /// Fails a task whose cost does not fit the balance at pickup: QUEUED (0) to FAILED (3),
 /// nothing charged, the `INSUFFICIENT_CREDITS` error in the result log. FAILED is terminal, so
@@ -62,16 +64,23 @@ pub(super) fn claim(
         if p.run {
             let row = run
                 .query_row(params![p.seq, now], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    ))
                 })
                 .optional()?;
-            if let Some((id, task_type, payload, attempts)) = row {
+            if let Some((id, task_type, payload, attempts, credits_to_charge)) = row {
                 claims.push(RawClaim {
                     pick: *p,
                     id,
                     task_type,
                     payload,
                     attempts,
+                    credits_to_charge,
                 });
             }
         } else {

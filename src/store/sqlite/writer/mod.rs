@@ -120,8 +120,8 @@ pub(crate) struct Group<'a, 'c> {
     pub(crate) tx: &'a rusqlite::Transaction<'c>,
     /// The group's time: every row the group writes says the same time.
     pub(crate) now: i64,
-    /// The database's id mask (public task ids).
-    pub(crate) mask: u64,
+    /// The database's id key (public task ids).
+    pub(crate) ids: crate::domain::task::IdKey,
     pub(crate) log: &'a mut ResultLog,
     pub(crate) urls: &'a mut UrlCache,
     /// The next task sequence number ([`Shared::next_seq`]).
@@ -172,7 +172,7 @@ impl Writer {
             let mut g = Group {
                 tx: &tx,
                 now,
-                mask: self.shared.mask,
+                ids: self.shared.ids,
                 log: &mut self.log,
                 urls: &mut self.urls,
                 next_seq: &self.shared.next_seq,

@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use rusqlite::params;
 
 use super::Group;
-use crate::domain::task::{TaskStatus, task_id};
+use crate::domain::request::max_add_ons_stored;
+use crate::domain::task::TaskStatus;
 use crate::store::sqlite::error::is_unique_violation;
 use crate::store::{ItemError, NewTask, OrgKey, TaskRecord};
 
@@ -25,7 +26,9 @@ pub(crate) struct InsertItem {
 /// Each item's answer, by its index in the request.
 pub(crate) type ItemAnswers = Vec<(usize, std::result::Result<TaskRecord, ItemError>)>;
 
-/// A queued task as the ready index knows it: `(seq, priority, cost, task type code)`.
+/// A queued task as the ready index knows it: `(seq, priority, cost, task type code)`, where
+/// `cost` is what its pickup reserves: its price plus the most its engine may add after the
+/// run (see [`crate::domain::request::max_add_ons_stored`]).
 pub(crate) type Queued = (i64, u8, i64, u8);
 
 /// A new QUEUED task (status 0). `seq` is the primary key (the row id, so appended in order);
@@ -50,7 +53,7 @@ pub(super) fn insert(
     for it in items {
         // Drawn per row tried: a duplicate key leaves a gap (see `Shared::next_seq`).
         let seq = g.next_seq.fetch_add(1, Ordering::Relaxed);
-        let id = task_id(now, seq, g.mask, rand::random::<u16>());
+        let id = g.ids.task_id(org, now, seq, rand::random::<u16>());
         let t = &it.task;
         let (url, url_id) = g.urls.store(g.tx, t.webhook_url.as_deref())?;
         let res = stmt.execute(params![
@@ -71,7 +74,7 @@ pub(super) fn insert(
                 pushed.push((
                     seq,
                     t.priority,
-                    t.credits_to_charge,
+                    t.credits_to_charge + max_add_ons_stored(t.task_type, &t.payload),
                     t.task_type.code() as u8,
                 ));
                 results.push((

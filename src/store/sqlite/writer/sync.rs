@@ -23,7 +23,7 @@ pub(crate) struct SyncRow {
     pub(crate) id: [u8; 16],
     pub(crate) task_type: i64,
     pub(crate) attempts: u32,
-    /// Credits reserved for the call (`credits_to_charge`).
+    /// The call's price (`credits_to_charge`; [`crate::store::SyncRecord::credits_to_charge`]).
     pub(crate) cost: i64,
     pub(crate) payload: String,
     pub(crate) response: String,
