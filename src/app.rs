@@ -55,6 +55,8 @@ pub struct ServeOptions {
     /// `POST /v1/monitor/google/goto`: Google's time limit (and, for tests, a stand-in for
     /// Google). Its address guard is `webhooks.allow_private`.
     pub goto: api::goto::GotoConfig,
+    /// The operator surfaces: the admin token, `/metrics` and its own listener.
+    pub operator: api::admin::OperatorConfig,
     /// The server's one wall clock: [`start`] gives it to the store, the dispatcher, the purger
     /// and the webhook sender (the `clock` fields of [`QueueConfig`] and
     /// [`WebhookConfig`](crate::webhooks::WebhookConfig) are for tests that drive those alone).
@@ -154,15 +156,41 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         }
         crate::pages::PublicUrl::for_listen(addr)
     });
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        opts.operator.metrics_org_labels,
+    ));
     let queue_cfg = QueueConfig {
         clock: opts.clock.clone(),
         public_url: public_url.clone(),
+        metrics: metrics.clone(),
         ..opts.queue.clone()
     };
     let webhook_cfg = crate::webhooks::WebhookConfig {
         clock: opts.clock.clone(),
+        metrics: metrics.clone(),
         ..opts.webhooks.clone()
     };
+    if opts.operator.admin_token.is_none() {
+        tracing::info!(
+            "No admin token (--admin-token-env, default CLORO_ADMIN_TOKEN): /metrics is not served on the API's address"
+        );
+    }
+    if let Some(at) = opts.operator.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+        let router = api::admin::metrics_router(dyn_store.clone(), metrics.clone());
+        let stop = cancel.clone();
+        tracing::info!(addr = %metrics_listener.local_addr()?, "Serving /metrics without a token (--metrics-listen)");
+        supervisor.spawn("metrics listener", async move {
+            let served = axum::serve(metrics_listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "The metrics listener stopped");
+            }
+        });
+    }
     let gate = Arc::new(queue::Gate::default());
     supervisor.spawn(
         "dispatcher",
@@ -200,7 +228,8 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         .with_engines(opts.engines.clone())
         .with_sync(sync)
         .with_pages(&opts.pages, opts.queue.retention_ms, opts.clock.clone())
-        .with_goto(goto),
+        .with_goto(goto)
+        .with_admin(metrics, opts.operator.admin_token.clone()),
     );
     let app = api::router(state);
     supervisor.spawn(

@@ -163,6 +163,20 @@ pub struct ServeArgs {
     /// a proxy). Default: `http://{listen}`.
     #[arg(long, env = "CLORO_PUBLIC_URL")]
     pub public_url: Option<crate::pages::PublicUrl>,
+    /// The environment variable holding the admin token, which `/metrics` requires as
+    /// `Authorization: Bearer` (the token itself never goes on the command line). Unset or
+    /// empty: `/metrics` is not served on the API's address.
+    #[arg(long, value_name = "NAME", default_value = "CLORO_ADMIN_TOKEN")]
+    pub admin_token_env: String,
+    /// Also serve `/metrics`, without the token, on this address (an internal network's).
+    #[arg(long, env = "CLORO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Label queue metrics with each organization (`=false`: summed over organizations, for
+    /// deployments with very many).
+    #[arg(long, env = "CLORO_METRICS_ORG_LABELS", value_name = "BOOL",
+          action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = true)]
+    pub metrics_org_labels: bool,
     /// Result pages (`include.html`, no key needed) served per second over all clients; more
     /// are answered 429.
     #[arg(long, env = "CLORO_PAGE_RATE_LIMIT", default_value_t = crate::pages::DEFAULT_PAGE_RATE_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]

@@ -34,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod engines;
+pub mod metrics;
 pub mod pages;
 pub mod queue;
 pub mod store;

@@ -157,6 +157,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
         goto: Default::default(),
+        operator: cloro::api::admin::OperatorConfig {
+            admin_token: std::env::var(&args.admin_token_env)
+                .ok()
+                .and_then(|t| cloro::api::admin::AdminToken::new(&t)),
+            metrics_listen: args.metrics_listen,
+            metrics_org_labels: args.metrics_org_labels,
+        },
         clock: cloro::clock::Clock::system(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

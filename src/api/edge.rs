@@ -77,6 +77,12 @@ pub(crate) async fn edge(State(state): State<SharedState>, req: Request, next: N
     let start = Instant::now();
     let request_id =
         client_request_id(req.headers().get("x-request-id")).unwrap_or_else(Uuid::new_v4);
+    // The route's template (a bounded label), and the method, for the metrics.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -113,7 +119,14 @@ pub(crate) async fn edge(State(state): State<SharedState>, req: Request, next: N
             ApiError::new("REQUEST_TIMEOUT").into_response()
         }
     };
-    let latency_ms = start.elapsed().as_millis() as u64;
+    let took = start.elapsed();
+    state.metrics.http(
+        route.as_deref().unwrap_or("other"),
+        method.as_str(),
+        resp.status().as_u16(),
+        took,
+    );
+    let latency_ms = took.as_millis() as u64;
     span.in_scope(|| {
         tracing::debug!(
             status = resp.status().as_u16(),

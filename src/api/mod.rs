@@ -16,6 +16,7 @@
 //! Answers are [`crate::wire`] types; errors are [`error::ApiError`], the only way to the cloro
 //! error envelope. The extractors ([`extract`]) reject in that envelope too.
 
+pub mod admin;
 pub(crate) mod auth;
 pub(crate) mod credits;
 pub mod edge;
@@ -67,6 +68,10 @@ pub(crate) struct AppState {
     pub(crate) sync: Option<Arc<crate::queue::sync::SyncRunner>>,
     /// Resolves Google redirect links that carry no destination ([`goto`]).
     pub(crate) goto: goto::GotoResolver,
+    /// This node's metrics (`GET /metrics`; the edge counts every request).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The operator's token ([`admin`]); `None`: operator endpoints are not served.
+    pub(crate) admin: Option<admin::AdminToken>,
 }
 
 impl AppState {
@@ -91,7 +96,20 @@ impl AppState {
             pages: pages::PageServing::default(),
             sync: None,
             goto: goto::GotoResolver::google(allow_private_webhooks),
+            metrics: Arc::default(),
+            admin: None,
         }
+    }
+
+    /// The same state, counting into `metrics` and serving the operator endpoints to `admin`.
+    pub(crate) fn with_admin(
+        mut self,
+        metrics: Arc<crate::metrics::Metrics>,
+        admin: Option<admin::AdminToken>,
+    ) -> AppState {
+        self.metrics = metrics;
+        self.admin = admin;
+        self
     }
 
     /// The same state, serving sync calls with `runner`.
@@ -187,6 +205,7 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))
+        .route("/metrics", get(admin::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -24,6 +24,7 @@ fn options(db: &TestDb) -> ServeOptions {
         webhooks: Default::default(),
         pages: Default::default(),
         goto: Default::default(),
+        operator: Default::default(),
         clock: crate::clock::Clock::system(),
     }
 }

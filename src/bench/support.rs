@@ -151,6 +151,7 @@ impl BenchServer {
                 },
                 pages: Default::default(),
                 goto: Default::default(),
+                operator: Default::default(),
                 clock: cloro::clock::Clock::system(),
             })
             .await

@@ -106,6 +106,14 @@ impl EngineError {
     }
 
     /// The error without its billing, and the usage billed (summed if nested).
+    /// The error a [`EngineError::Billed`] wraps (however deep), or this one.
+    pub(crate) fn billed_ref(&self) -> &EngineError {
+        match self {
+            EngineError::Billed { error, .. } => error.billed_ref(),
+            other => other,
+        }
+    }
+
     pub(crate) fn billed(self) -> (EngineError, Option<Usage>) {
         match self {
             EngineError::Billed { error, usage } => {

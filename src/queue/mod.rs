@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::engines::{Engine, EngineError, execute_stored};
+use crate::metrics::{CallEnd, TaskEnd};
 use crate::store::{ClaimedTask, Outcome, Store, TaskQueue, Usage};
 
 pub mod engines;
@@ -86,6 +87,8 @@ pub struct QueueConfig {
     /// The base of the result-page links engines put in results (`serve --public-url`; set by
     /// `app::start`).
     pub public_url: crate::pages::PublicUrl,
+    /// Where task outcomes, engine calls and store errors are counted (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for QueueConfig {
@@ -101,6 +104,7 @@ impl Default for QueueConfig {
             purge_interval: Duration::from_secs(60),
             clock: Clock::system(),
             public_url: crate::pages::PublicUrl::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -217,6 +221,19 @@ impl Source for Dispatcher {
 
     async fn run(&self, mut task: ClaimedTask) {
         tracing::debug!(task_id = %task.id, org = task.org, attempt = task.attempt, "Task PROCESSING");
+        let started = std::time::Instant::now();
+        let task_type = task.task_type.as_str();
+        if task.attempt == 1 {
+            // A task id's UUIDv7 prefix is its submission time.
+            let submitted_ms = task.id.get_timestamp().map_or(0, |t| {
+                let (s, n) = t.to_unix();
+                (s * 1000 + u64::from(n / 1_000_000)) as i64
+            });
+            let waited = self.cfg.clock.now_ms().saturating_sub(submitted_ms).max(0);
+            self.cfg
+                .metrics
+                .started(task_type, Duration::from_millis(waited as u64));
+        }
         let member = self.routes.member_of(task.task_type);
         let engine = member.map_or(&*self.engine, |m| &*m.engine);
         let run = AssertUnwindSafe(execute_on(engine, member, &task, &self.cfg)).catch_unwind();
@@ -238,6 +255,15 @@ impl Source for Dispatcher {
         };
         task.usage = usage;
         let (id, org, state) = (task.id, task.org, state_after(&outcome));
+        let end = match &outcome {
+            Outcome::Completed { .. } => TaskEnd::Completed,
+            Outcome::Failed { .. } => TaskEnd::Failed,
+            Outcome::Retry { .. } => TaskEnd::Retried,
+            Outcome::Requeue => TaskEnd::Requeued,
+        };
+        // Counted before it is recorded (recording retries until the store takes it): once the
+        // store shows the outcome, the metrics do too.
+        self.cfg.metrics.finished(task_type, end, started.elapsed());
         finish_durably(&*self.store, task, outcome, &self.cfg).await;
         tracing::debug!(task_id = %id, org, "Task {state}");
         // Counted once the outcome is recorded; the worker slot is freed right after, so this
@@ -253,6 +279,7 @@ impl Source for Dispatcher {
     }
 
     fn claim_failed(&self, error: &crate::store::Error, _failures: u32) {
+        self.cfg.metrics.store_error("claim");
         tracing::warn!(%error, "Claim failed; backing off");
     }
 }
@@ -341,7 +368,21 @@ pub(crate) async fn execute_on(
         &pages,
     );
     let call = AssertUnwindSafe(call).catch_unwind();
-    let (result, usage) = match tokio::time::timeout(cfg.engine_timeout, call).await {
+    let in_flight = cfg
+        .metrics
+        .engine_call(member.map_or("simulated", |m| m.name.as_str()));
+    let ended = tokio::time::timeout(cfg.engine_timeout, call).await;
+    in_flight.end(match &ended {
+        Ok(Err(_)) => CallEnd::Panic,
+        Ok(Ok(Ok(_))) => CallEnd::Ok,
+        Ok(Ok(Err(e))) => match e.billed_ref() {
+            EngineError::RateLimited { .. } => CallEnd::RateLimited,
+            EngineError::Unauthorized { .. } => CallEnd::Unauthorized,
+            _ => CallEnd::Error,
+        },
+        Err(_) => CallEnd::Timeout,
+    });
+    let (result, usage) = match ended {
         Ok(Err(panic)) => {
             let panic = crate::worker::panic_message(&*panic);
             tracing::error!(task_id = %task.id, attempt = task.attempt, %panic, "The engine panicked");
@@ -491,6 +532,7 @@ pub(crate) async fn finish_durably(
                 tokio::time::sleep(FINISH_RETRY.after(failures)).await;
             }
             Ok(Err(error)) => {
+                cfg.metrics.store_error("finish");
                 tracing::warn!(task_id = %task.id, %error, "Cannot record a task outcome; retrying");
                 failures += 1;
                 tokio::time::sleep(FINISH_RETRY.after(failures)).await;

@@ -418,6 +418,10 @@ impl TaskQueue for PanicsOnFinish {
     async fn totals(&self) -> crate::store::Result<(u64, u64)> {
         self.inner.totals().await
     }
+
+    async fn overview(&self) -> crate::store::Result<crate::store::Overview> {
+        self.inner.overview().await
+    }
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.changes()
     }

@@ -486,6 +486,25 @@ pub struct QueueStatus {
     pub(crate) concurrency_max: u64,
 }
 
+/// One organization's queue ([`TaskQueue::overview`]).
+#[derive(Debug, Clone)]
+pub struct OrgOverview {
+    pub org: OrgKey,
+    /// Its public id (`org_…`).
+    pub org_id: String,
+    pub status: QueueStatus,
+}
+
+/// The queue at a glance ([`TaskQueue::overview`]).
+#[derive(Debug, Clone, Default)]
+pub struct Overview {
+    /// Organizations with tasks queued or running, or known to this node (SQLite) / every
+    /// organization (PostgreSQL), by key.
+    pub orgs: Vec<OrgOverview>,
+    /// Webhook deliveries not yet delivered or given up.
+    pub webhook_backlog: u64,
+}
+
 /// The task queue: submissions, reads of tasks and counts, the scheduler's claim and finish,
 /// and the upkeep (purge, billing cycles). The rules of the module docs are this contract's.
 #[async_trait]
@@ -573,6 +592,9 @@ pub trait TaskQueue: Send + Sync + 'static {
     fn work_notify(&self) -> &tokio::sync::Notify;
     /// `(queued, processing)` over every organization.
     async fn totals(&self) -> Result<(u64, u64)>;
+    /// Every organization's queue and the webhook backlog, for the operator's metrics (read
+    /// at each scrape: one statement on PostgreSQL, memory on SQLite).
+    async fn overview(&self) -> Result<Overview>;
     /// Changes after every committed state change.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }

@@ -89,6 +89,8 @@ pub struct WebhookConfig {
     pub busy_deliveries_per_sec: u64,
     /// The wall clock due times and signature timestamps are read from.
     pub clock: Clock,
+    /// Where delivery outcomes are counted (`GET /metrics`).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Default for WebhookConfig {
@@ -102,6 +104,7 @@ impl Default for WebhookConfig {
             busy_tasks_per_sec: 2_000,
             busy_deliveries_per_sec: 200,
             clock: Clock::system(),
+            metrics: Default::default(),
         }
     }
 }
@@ -343,6 +346,12 @@ impl Sender {
             ),
             Attempted::Deferred => {}
         }
+        match record {
+            WebhookResult::Delivered => self.cfg.metrics.webhook("delivered"),
+            WebhookResult::Retry { .. } => self.cfg.metrics.webhook("retry"),
+            WebhookResult::GaveUp => self.cfg.metrics.webhook("failed"),
+            WebhookResult::Deferred { .. } => {}
+        }
         self.record(&job, record).await;
     }
 
@@ -354,6 +363,7 @@ impl Sender {
             match self.store.record_webhook(job, result).await {
                 Ok(()) => return,
                 Err(error) => {
+                    self.cfg.metrics.store_error("record_webhook");
                     tracing::warn!(%error, task = %job.task_id, "Cannot record a webhook attempt")
                 }
             }

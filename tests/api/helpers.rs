@@ -88,6 +88,7 @@ pub struct Builder {
     pages: cloro::pages::PagesConfig,
     goto: cloro::api::goto::GotoConfig,
     data_dir: Option<std::path::PathBuf>,
+    operator: cloro::api::admin::OperatorConfig,
 }
 
 impl TestApp {
@@ -118,6 +119,7 @@ impl TestApp {
             pages: Default::default(),
             goto: Default::default(),
             data_dir: None,
+            operator: Default::default(),
         }
     }
 
@@ -303,6 +305,13 @@ impl Builder {
         self
     }
     /// The goto resolver's settings (Google's time limit, a stand-in for Google).
+    /// Serves the operator endpoints to this admin token (and how metrics label organizations).
+    pub fn admin_token(mut self, token: &str, org_labels: bool) -> Self {
+        self.operator.admin_token = cloro::api::admin::AdminToken::new(token);
+        self.operator.metrics_org_labels = org_labels;
+        self
+    }
+
     pub fn goto(mut self, f: impl FnOnce(&mut cloro::api::goto::GotoConfig)) -> Self {
         f(&mut self.goto);
         self
@@ -397,6 +406,7 @@ impl Builder {
             webhooks: self.webhooks,
             pages: self.pages,
             goto: self.goto,
+            operator: self.operator,
             clock: cloro::clock::Clock::system(),
         };
         let server = app::start(opts).await.expect("server starts");

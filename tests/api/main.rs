@@ -11,6 +11,7 @@ mod disk;
 mod edge;
 mod engines;
 mod goto;
+mod metrics;
 mod monitor;
 mod nul;
 mod openapi;

@@ -1515,3 +1515,63 @@ fn the_reference_page_renders_in_a_browser_with_no_network() {
         );
     }
 }
+
+/// A GET with an optional bearer token: status and body text.
+fn get_text(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).expect("write");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+#[test]
+fn the_admin_token_comes_from_the_named_variable_and_metrics_listen_needs_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut cmd = cloro();
+    cmd.env("OPS_TOKEN", "t0ken-from-env");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = cmd
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--database",
+            dir.path().join("m.db").to_str().expect("path"),
+            "--admin-token-env",
+            "OPS_TOKEN",
+            "--metrics-listen",
+            &metrics_addr,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = get_text(&listen, "/metrics", None);
+    assert_eq!(status, 401);
+    let (status, body) = get_text(&listen, "/metrics", Some("t0ken-from-env"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("cloro_http_requests_total"), "{body}");
+    let (status, body) = get_text(&metrics_addr, "/metrics", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

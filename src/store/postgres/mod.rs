@@ -123,6 +123,7 @@ mod lanes;
 mod lease;
 mod listener;
 mod outbox;
+mod overview;
 mod reads;
 mod reconcile;
 mod schema;

@@ -117,6 +117,10 @@ impl TaskQueue for PgStore {
         self.bounded(reads::totals(self)).await
     }
 
+    async fn overview(&self) -> Result<crate::store::Overview> {
+        super::overview::overview(self).await
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.shared.changed.subscribe()
     }

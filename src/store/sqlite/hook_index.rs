@@ -55,6 +55,11 @@ pub(crate) struct HookIndex {
 }
 
 impl HookIndex {
+    /// Pending deliveries (in flight included).
+    pub(crate) fn len(&self) -> usize {
+        self.fresh.len() + self.pending.len()
+    }
+
     /// Adds a delivery due at `due` (start-up).
     pub(crate) fn add(&mut self, seq: i64, due: i64, hook: PendingHook) {
         self.due.insert((due, seq));

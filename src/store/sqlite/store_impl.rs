@@ -362,6 +362,32 @@ impl TaskQueue for SqliteStore {
         Ok(lock(&self.shared.ready).totals())
     }
 
+    async fn overview(&self) -> Result<crate::store::Overview> {
+        // The ready index knows every organization with a task queued or running (start-up
+        // loads them; a submission loads its organization first).
+        let counts = lock(&self.shared.ready).all_counts();
+        let webhook_backlog = lock(&self.shared.hooks).len() as u64;
+        let mut orgs = Vec::with_capacity(counts.len());
+        for (org, c) in counts {
+            let org_id = Directory::org(self, org).await?.public_id;
+            orgs.push(crate::store::OrgOverview {
+                org,
+                org_id,
+                status: QueueStatus {
+                    queued: c.queued,
+                    processing: c.processing,
+                    by_priority: c.by_priority,
+                    concurrency_used: c.processing + c.sync,
+                    concurrency_max: u64::from(c.concurrency),
+                },
+            });
+        }
+        Ok(crate::store::Overview {
+            orgs,
+            webhook_backlog,
+        })
+    }
+
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.changed.subscribe()
     }
