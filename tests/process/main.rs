@@ -1575,3 +1575,148 @@ fn the_admin_token_comes_from_the_named_variable_and_metrics_listen_needs_none()
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The text of the element with `id` in a dumped DOM (its first text, up to the next tag).
+fn text_by_id(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_owned())
+}
+
+/// Loads `url` in headless Chromium (no other host resolvable) and returns the DOM after the
+/// page ran for a few seconds of virtual time.
+fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_shows_the_queue_in_a_browser_and_needs_the_token() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("dash.db");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "d",
+        "--concurrency",
+        "1",
+        "--database",
+        db.to_str().expect("path"),
+    ]);
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId").to_owned();
+    // One slot and a minute per task: one PROCESSING, the rest stay QUEUED while we look.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = cloro()
+        .env("CLORO_ADMIN_TOKEN", "dash-t0ken")
+        .args(["serve", "--listen", &listen, "--database"])
+        .arg(&db)
+        .args(["--sim-latency-ms", "60000..60000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let server = Serve {
+        child,
+        base: format!("http://{listen}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("{}/dashboard#token=dash-t0ken", server.base);
+    // The organization's first request makes it known to the node (it shows on the page).
+    let s = http(&server.base, "GET", "/v1/async/status", &key, None);
+    assert_eq!(s["queuedTasks"], 0, "{s}");
+
+    let before = dump_dom(&browser, &dir.path().join("p1"), &url);
+    assert_eq!(
+        text_by_id(&before, &format!("{org_id}-queued")).as_deref(),
+        Some("0"),
+        "{before}"
+    );
+    assert_eq!(
+        text_by_id(&before, "node-workers").as_deref(),
+        Some("0 / 256"),
+        "{before}"
+    );
+
+    // A P8 first: whichever task starts at once, it is a P8.
+    for priority in [8, 3, 3, 8] {
+        let body = json!({"taskType": "CHATGPT", "payload": {"prompt": "p", "country": "US"}, "priority": priority});
+        let v = http(&server.base, "POST", "/v1/async/task", &key, Some(&body));
+        assert_eq!(v["success"], true, "{v}");
+    }
+    // The dispatcher starts one at once; wait for it (bounded) so the page's numbers are known.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = http(&server.base, "GET", "/v1/async/status", &key, None);
+        if s["processingTasks"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no task started: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = dump_dom(&browser, &dir.path().join("p2"), &url);
+    for (id, want) in [
+        (format!("{org_id}-queued"), "3"),
+        (format!("{org_id}-processing"), "1"),
+        (format!("{org_id}-limit"), "1"),
+        (format!("{org_id}-p8"), "1"),
+        (format!("{org_id}-p3"), "2"),
+        ("node-workers".to_owned(), "1 / 256"),
+        ("node-backlog".to_owned(), "0"),
+    ] {
+        assert_eq!(
+            text_by_id(&after, &id).as_deref(),
+            Some(want),
+            "{id}: {after}"
+        );
+    }
+    assert!(after.contains(r#"data-state="live""#), "{after}");
+    assert!(
+        !after.contains("dash-t0ken"),
+        "the token left the address bar"
+    );
+
+    // Without the token, or a wrong one, the page says so and the data is refused.
+    let no_token = dump_dom(
+        &browser,
+        &dir.path().join("p3"),
+        &format!("{}/dashboard", server.base),
+    );
+    assert!(
+        no_token.contains(r#"data-state="unauthorized""#),
+        "{no_token}"
+    );
+    assert_eq!(text_by_id(&no_token, &format!("{org_id}-queued")), None);
+    let wrong = dump_dom(
+        &browser,
+        &dir.path().join("p4"),
+        &format!("{}/dashboard#token=nope", server.base),
+    );
+    assert!(wrong.contains(r#"data-state="unauthorized""#), "{wrong}");
+    let (status, _) = get_text(&listen, "/dashboard/data", None);
+    assert_eq!(status, 401);
+    let (status, body) = get_text(&listen, "/dashboard/data", Some("dash-t0ken"));
+    assert_eq!(status, 200, "{body}");
+}
