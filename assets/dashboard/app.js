@@ -1,4 +1,6 @@
-// The cloro dashboard: polls /dashboard/data every second with the admin token and redraws.
+// The cloro dashboard: asks /dashboard/data with the admin token and redraws, again a second
+// after each answer; `?since=<version>` makes the server answer as soon as the store changed
+// (at most two seconds later).
 // The token comes from the URL's fragment (#token=…, never sent to the server), is kept in this
 // tab's sessionStorage and removed from the address bar. Everything is built with DOM calls
 // and textContent (no innerHTML): error messages come from upstream engines.
@@ -47,7 +49,7 @@
 
   // Bars of completed (bottom) and failed (stacked) tasks per bucket.
   function throughputChart(o, bucketMs) {
-    const n = o.completed.length, w = 600, h = 80, top = 12;
+    const n = o.completed.length, w = 600, h = 80, top = 2;
     const s = svg('svg', { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: 'none' });
     let max = 1, total = 0;
     for (let i = 0; i < n; i++) {
@@ -60,15 +62,12 @@
       if (c > 0) s.append(svg('rect', { class: 'completed', x: i * bw, y: h - c, width: bw * 0.8, height: c }));
       if (f > 0) s.append(svg('rect', { class: 'failed', x: i * bw, y: h - c - f, width: bw * 0.8, height: f }));
     }
-    const label = svg('text', { x: 4, y: 10 });
-    label.textContent = `max ${max} per ${bucketMs / 1000} s · ${total} in ${Math.round(n * bucketMs / 60000)} min`;
-    s.append(label);
-    return s;
+    return [s, el('div', { class: 'axis' }, [`max ${max} per ${bucketMs / 1000} s · ${total} in ${Math.round(n * bucketMs / 60000)} min`])];
   }
 
   // The mean queue wait per bucket, as a line (gaps where no task started).
   function waitChart(o) {
-    const n = o.waitMs.length, w = 600, h = 80, top = 12;
+    const n = o.waitMs.length, w = 600, h = 80, top = 2;
     const s = svg('svg', { viewBox: `0 0 ${w} ${h}`, preserveAspectRatio: 'none' });
     let max = 1;
     for (const v of o.waitMs) if (v !== null) max = Math.max(max, v);
@@ -84,10 +83,7 @@
       points.push([i * bw + bw / 2, h - 1 - v * scale]);
     });
     flush();
-    const label = svg('text', { x: 4, y: 10 });
-    label.textContent = `max ${fmtMs(max)}`;
-    s.append(label);
-    return s;
+    return [s, el('div', { class: 'axis' }, [`max ${fmtMs(max)}`])];
   }
 
   function orgCard(o, bucketMs) {
@@ -130,8 +126,8 @@
         el('div', { class: 'section' }, [el('h3', {}, ['Recent failures']), failures]),
       ]),
       el('div', { class: 'row' }, [
-        el('div', { class: 'chart' }, [el('h3', {}, ['Throughput (completed, failed) · last 10 min']), throughputChart(o, bucketMs)]),
-        el('div', { class: 'chart' }, [el('h3', {}, ['Queue wait · last 10 min']), waitChart(o)]),
+        el('div', { class: 'chart' }, [el('h3', {}, ['Throughput · completed, failed']), ...throughputChart(o, bucketMs)]),
+        el('div', { class: 'chart' }, [el('h3', {}, ['Queue wait · mean']), ...waitChart(o)]),
       ]),
     ]);
   }
@@ -150,13 +146,15 @@
     status('live', `Live · updated ${new Date(d.nowMs).toLocaleTimeString()}`);
   }
 
+  let version = null;
   async function poll() {
     if (!token) {
       status('unauthorized', 'Unauthorized: open /dashboard#token=<admin token>');
       return;
     }
     try {
-      const r = await fetch('/dashboard/data', {
+      const url = version === null ? '/dashboard/data' : `/dashboard/data?since=${version}`;
+      const r = await fetch(url, {
         headers: { Authorization: `Bearer ${token}` },
         cache: 'no-store',
       });
@@ -171,7 +169,9 @@
       if (!r.ok) {
         status('error', `Error ${r.status}; retrying`);
       } else {
-        render(await r.json());
+        const d = await r.json();
+        version = d.version;
+        render(d);
       }
     } catch (e) {
       status('error', 'Server unreachable; retrying');

@@ -8,7 +8,10 @@
 //!   (`/dashboard#token=…`, which the browser never sends), keeps it in the tab's
 //!   `sessionStorage`, removes it from the address bar and sends it as `Authorization: Bearer`.
 //! * `GET /dashboard/data`: the numbers, as JSON, behind the admin token like `/metrics`
-//!   (401 without it, 404 when none is configured). The page polls it every second.
+//!   (401 without it, 404 when none is configured). With `?since=<version>` (the `version`
+//!   of the previous answer: the store's change counter, [`Store::changes`]) it waits until the
+//!   store changed, at most [`LONG_POLL`], before it answers: the page shows a change at once
+//!   without asking many times a second. The page asks again a second after each answer.
 //!
 //! What the data holds: per organization, the queue by priority and PROCESSING against the
 //! concurrency limit (the store's, [`Store::overview`], so every node of a cluster shows the
@@ -35,7 +38,7 @@ use super::SharedState;
 use super::error::ApiError;
 use crate::clock::Clock;
 use crate::metrics::TaskEnd;
-use crate::store::{OrgKey, Overview};
+use crate::store::{OrgKey, Overview, Store};
 
 /// The width of a bucket of the charts.
 pub const BUCKET_MS: i64 = 5_000;
@@ -43,6 +46,8 @@ pub const BUCKET_MS: i64 = 5_000;
 pub const BUCKETS: usize = 120;
 /// How many failures are kept.
 pub const FAILURES: usize = 20;
+/// The longest `GET /dashboard/data?since=` waits for a change.
+pub const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One bucket of an organization's activity.
 #[derive(Debug, Clone, Copy, Default)]
@@ -172,7 +177,7 @@ impl Activity {
     }
 
     /// The snapshot of `overview` with this node's activity and `engines`.
-    fn snapshot(&self, overview: Overview, engines: Vec<EngineView>) -> Snapshot {
+    fn snapshot(&self, version: u64, overview: Overview, engines: Vec<EngineView>) -> Snapshot {
         let now_ms = self.clock.now_ms();
         let first = now_ms.div_euclid(BUCKET_MS) - (BUCKETS as i64 - 1);
         let inner = self.lock();
@@ -225,6 +230,7 @@ impl Activity {
             })
             .collect();
         Snapshot {
+            version,
             now_ms,
             bucket_ms: BUCKET_MS,
             node: NodeView {
@@ -242,6 +248,8 @@ impl Activity {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Snapshot {
+    /// The store's change counter when the numbers were read (`?since=` of the next request).
+    version: u64,
     now_ms: i64,
     /// The width of a bucket of `completed`, `failed`, `waitMs`; the last one holds `nowMs`.
     bucket_ms: i64,
@@ -301,11 +309,34 @@ struct FailureView {
     error: Value,
 }
 
-/// `GET /dashboard/data` behind the admin token.
-pub(crate) async fn data(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+/// `since` of a query string (anything else, or a malformed value, is ignored).
+fn since(query: Option<&str>) -> Option<u64> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("since="))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until the store's change counter is no longer `since`, at most [`LONG_POLL`].
+async fn changed_since(store: &dyn Store, since: u64) {
+    let mut changes = store.changes();
+    let _ = tokio::time::timeout(LONG_POLL, changes.wait_for(|v| *v != since)).await;
+}
+
+/// `GET /dashboard/data[?since=<version>]` behind the admin token.
+pub(crate) async fn data(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     if let Some(refused) = super::admin::refusal(&state, &headers) {
         return refused;
     }
+    if let Some(since) = since(query.as_deref()) {
+        changed_since(&*state.store, since).await;
+    }
+    // Read before the numbers: a change in between makes the next request answer at once.
+    let version = *state.store.changes().borrow();
     let overview = match state.store.overview().await {
         Ok(o) => o,
         Err(error) => return ApiError::from(error).into_response(),
@@ -321,7 +352,10 @@ pub(crate) async fn data(State(state): State<SharedState>, headers: HeaderMap) -
             message: health.message().map(str::to_owned),
         })
         .collect();
-    let snapshot = state.metrics.activity().snapshot(overview, engines);
+    let snapshot = state
+        .metrics
+        .activity()
+        .snapshot(version, overview, engines);
     ([(header::CACHE_CONTROL, "no-store")], Json(snapshot)).into_response()
 }
 
@@ -402,27 +436,29 @@ mod tests {
                 .collect(),
             webhook_backlog: 0,
         };
-        let s = a.snapshot(overview(vec![1]), Vec::new());
+        let s = a.snapshot(0, overview(vec![1]), Vec::new());
         let o = &s.orgs[0];
         assert_eq!(o.completed[BUCKETS - 2..], [1, 1]);
         assert_eq!(o.wait_ms[BUCKETS - 2], Some(200));
         assert_eq!(o.completed.iter().sum::<u64>(), 2);
         // Ten minutes on, the first bucket is out of the window; the second is the oldest.
         clock.advance(BUCKET_MS * (BUCKETS as i64 - 1));
-        let s = a.snapshot(overview(vec![1]), Vec::new());
+        let s = a.snapshot(0, overview(vec![1]), Vec::new());
         assert_eq!(s.orgs[0].completed[0], 1);
         assert_eq!(s.orgs[0].completed.iter().sum::<u64>(), 1);
         for i in 0..FAILURES + 5 {
             let err = serde_json::json!({ "n": i });
             a.finished(1, Uuid::nil(), "GOOGLE", TaskEnd::Failed, Some(&err));
         }
-        let s = a.snapshot(overview(vec![1]), Vec::new());
+        let s = a.snapshot(0, overview(vec![1]), Vec::new());
         let f = &s.orgs[0].failures;
         assert_eq!(f.len(), FAILURES);
         assert_eq!(f[0].error["n"], FAILURES + 4, "newest first");
         let _busy = a.busy();
         assert_eq!(
-            a.snapshot(overview(vec![]), Vec::new()).node.workers_busy,
+            a.snapshot(0, overview(vec![]), Vec::new())
+                .node
+                .workers_busy,
             1
         );
     }

@@ -179,3 +179,39 @@ async fn failed_tasks_are_listed_with_their_errors() {
         assert!(f["error"]["error"]["message"].is_string(), "{f}");
     }
 }
+
+#[tokio::test]
+async fn a_request_since_a_version_answers_when_the_store_changes() {
+    let app = TestApp::builder()
+        .admin_token(TOKEN, true)
+        .paused()
+        .spawn()
+        .await;
+    let (_, d) = data(&app, Some(TOKEN)).await;
+    let version = d["version"].as_u64().expect("version");
+    let waiting = {
+        let req = app
+            .client
+            .get(app.url(&format!("/dashboard/data?since={version}")))
+            .bearer_auth(TOKEN);
+        tokio::spawn(async move { req.send().await.expect("sent").json::<Value>().await })
+    };
+    let (s, b) = app.create_task(&task("CHATGPT", 4)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Whether it asked before or after the submission, it answers with the new task (well
+    // before the 2 s bound: the store changed).
+    let started = std::time::Instant::now();
+    let d = waiting.await.expect("joined").expect("JSON");
+    assert!(started.elapsed() < std::time::Duration::from_millis(1500));
+    assert_ne!(d["version"].as_u64(), Some(version), "{d}");
+    assert_eq!(org(&d, &app.org_id)["queued"], 1, "{d}");
+    // A malformed `since` is ignored: an answer at once.
+    let (s, _) = app
+        .send(
+            app.client
+                .get(app.url("/dashboard/data?since=soon"))
+                .bearer_auth(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -1585,28 +1585,36 @@ fn text_by_id(dom: &str, id: &str) -> Option<String> {
     Some(rest[start..start + end].to_owned())
 }
 
-/// Loads `url` in headless Chromium (no other host resolvable) and returns the DOM after the
-/// page ran for a few seconds of virtual time.
+/// Headless Chromium (no other host resolvable) loading `url` in `profile`; `--dump-dom`
+/// prints the DOM once the page ran `budget_ms` of virtual time. Virtual time stands still
+/// while a request is pending, so a page waiting on the server waits for real.
+fn chromium_dom(browser: &Path, profile: &Path, url: &str, budget_ms: u32) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--dump-dom",
+    ])
+    .arg(format!("--virtual-time-budget={budget_ms}"))
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(url)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c
+}
+
 fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
+    let out = chromium_dom(browser, profile, url, 3000)
         .output()
         .expect("chromium runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
-fn the_dashboard_shows_the_queue_in_a_browser_and_needs_the_token() {
+fn the_dashboard_shows_the_queue_change_live_in_a_browser_and_needs_the_token() {
     let Some(browser) = chromium() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("dash.db");
@@ -1643,40 +1651,57 @@ fn the_dashboard_shows_the_queue_in_a_browser_and_needs_the_token() {
         assert!(Instant::now() < deadline, "server did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let url = format!("{}/dashboard#token=dash-t0ken", server.base);
     // The organization's first request makes it known to the node (it shows on the page).
     let s = http(&server.base, "GET", "/v1/async/status", &key, None);
     assert_eq!(s["queuedTasks"], 0, "{s}");
 
-    let before = dump_dom(&browser, &dir.path().join("p1"), &url);
-    assert_eq!(
-        text_by_id(&before, &format!("{org_id}-queued")).as_deref(),
-        Some("0"),
-        "{before}"
-    );
-    assert_eq!(
-        text_by_id(&before, "node-workers").as_deref(),
-        Some("0 / 256"),
-        "{before}"
-    );
-
-    // A P8 first: whichever task starts at once, it is a P8.
-    for priority in [8, 3, 3, 8] {
-        let body = json!({"taskType": "CHATGPT", "payload": {"prompt": "p", "country": "US"}, "priority": priority});
-        let v = http(&server.base, "POST", "/v1/async/task", &key, Some(&body));
-        assert_eq!(v["success"], true, "{v}");
-    }
-    // The dispatcher starts one at once; wait for it (bounded) so the page's numbers are known.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The page loads and shows the empty queue; then it waits for a change (`?since=`).
+    let url = format!("{}/dashboard#token=dash-t0ken", server.base);
+    let page = chromium_dom(&browser, &dir.path().join("p1"), &url, 5000)
+        .spawn()
+        .expect("chromium runs");
+    let answered = |m: &str| {
+        cloro::metrics::sample(
+            m,
+            "cloro_http_requests_total",
+            &[
+                ("route", "/dashboard/data"),
+                ("method", "GET"),
+                ("status", "200"),
+            ],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = http(&server.base, "GET", "/v1/async/status", &key, None);
-        if s["processingTasks"] == 1 {
+        let (_, m) = get_text(&listen, "/metrics", Some("dash-t0ken"));
+        if answered(&m).is_some_and(|n| n >= 1.0) {
             break;
         }
-        assert!(Instant::now() < deadline, "no task started: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "the page never asked for data: {m}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after = dump_dom(&browser, &dir.path().join("p2"), &url);
+    // Submitted after the page showed its first numbers: what it shows now came live.
+    let batch: Vec<Value> = [8, 3, 3, 8]
+        .iter()
+        .map(|p| json!({"taskType": "CHATGPT", "payload": {"prompt": "p", "country": "US"}, "priority": p}))
+        .collect();
+    let v = http(
+        &server.base,
+        "POST",
+        "/v1/async/task/batch",
+        &key,
+        Some(&Value::Array(batch)),
+    );
+    assert_eq!(v["success"], true, "{v}");
+    let out = page.wait_with_output().expect("chromium ends");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The first page load asked once; the changes were shown by the requests that followed.
+    let (_, m) = get_text(&listen, "/metrics", Some("dash-t0ken"));
+    assert!(answered(&m).is_some_and(|n| n >= 2.0), "{m}");
+    // A P8 runs first: the slot holds a P8, one P8 and both P3 wait.
     for (id, want) in [
         (format!("{org_id}-queued"), "3"),
         (format!("{org_id}-processing"), "1"),
@@ -1687,21 +1712,22 @@ fn the_dashboard_shows_the_queue_in_a_browser_and_needs_the_token() {
         ("node-backlog".to_owned(), "0"),
     ] {
         assert_eq!(
-            text_by_id(&after, &id).as_deref(),
+            text_by_id(&dom, &id).as_deref(),
             Some(want),
-            "{id}: {after}"
+            "{id}: {dom}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(after.contains(r#"data-state="live""#), "{after}");
+    assert!(dom.contains(r#"data-state="live""#), "{dom}");
     assert!(
-        !after.contains("dash-t0ken"),
+        !dom.contains("dash-t0ken"),
         "the token left the address bar"
     );
 
-    // Without the token, or a wrong one, the page says so and the data is refused.
+    // Without the token, or with a wrong one, the page says so and the data is refused.
     let no_token = dump_dom(
         &browser,
-        &dir.path().join("p3"),
+        &dir.path().join("p2"),
         &format!("{}/dashboard", server.base),
     );
     assert!(
@@ -1711,7 +1737,7 @@ fn the_dashboard_shows_the_queue_in_a_browser_and_needs_the_token() {
     assert_eq!(text_by_id(&no_token, &format!("{org_id}-queued")), None);
     let wrong = dump_dom(
         &browser,
-        &dir.path().join("p4"),
+        &dir.path().join("p3"),
         &format!("{}/dashboard#token=nope", server.base),
     );
     assert!(wrong.contains(r#"data-state="unauthorized""#), "{wrong}");
