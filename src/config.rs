@@ -29,6 +29,56 @@ pub enum Command {
     /// Show and check the engines file (SPEC §5): which engine runs each task type.
     #[command(subcommand)]
     Engines(EnginesCommand),
+    /// Stream a JSONL file of tasks to a server through the batch endpoint (resumable: re-run
+    /// the same file after an interruption; what was accepted is not submitted twice).
+    Submit(SubmitArgs),
+}
+
+/// `cloro submit` (`src/submit.rs`). Exit code 0: every line accepted (or accepted before);
+/// 1: some lines failed (listed in the failures file), or the run could not go on.
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    /// The JSONL file: one task per line, as the items of `POST /v1/async/task/batch`
+    /// (`taskType`, `payload`, optional `priority`, `idempotencyKey`, `webhook`). Blank lines
+    /// are skipped.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// The server's base URL (e.g. `http://127.0.0.1:8080`).
+    #[arg(long, env = "CLORO_URL")]
+    pub url: String,
+    /// The API key (`sk_live_...`).
+    #[arg(long, env = "CLORO_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Tasks per request.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub batch_size: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+    /// Where the failed lines go, one JSON object each (`line`, `error`, `input`); default
+    /// `<file>.failures.jsonl`.
+    #[arg(long)]
+    pub failures: Option<PathBuf>,
+    /// The start of the idempotency key derived for a line without its own
+    /// (`<prefix>-<hash of the line's content>-<line number>`); change it to submit the same
+    /// file again as new tasks.
+    #[arg(long, default_value = "submit", value_parser = parse_key_prefix)]
+    pub key_prefix: String,
+    /// Attempts of a request answered 5xx or lost (transport error) before its lines count as
+    /// failed. 429s are retried without limit (after `Retry-After`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+    /// Print the summary as one JSON object (`submitted`, `already`, `failed`,
+    /// `failuresFile`); no progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_key_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().count() > 100 || s.contains('\0') {
+        return Err("the prefix must be 1 to 100 characters, without NUL".into());
+    }
+    Ok(s.to_owned())
 }
 
 /// `cloro engines list|check` (exit code 0: all fine; 1: a check failed; 2: a bad file).

@@ -17,8 +17,9 @@
 //! * [`api`]: the HTTP routes, extractors and the error envelope; [`auth`]: API keys.
 //! * [`wire`]: the JSON shapes cloro speaks (HTTP answers, webhook bodies, the OpenAPI schemas).
 //! * [`app`]: wiring and lifecycle (start, graceful shutdown); [`config`]: the command line;
-//!   [`cli`]: the administrative commands; [`clock`]: the injected wall clock; `testing` (the
-//!   `testing` feature, on for this package's own tests): throw-away databases for tests.
+//!   [`cli`]: the administrative commands; [`submit`]: `cloro submit`, a bulk loader over
+//!   HTTP; [`clock`]: the injected wall clock; `testing` (the `testing` feature, on for this
+//!   package's own tests): throw-away databases for tests.
 //!   The benchmark, `cloro bench`, is part of the binary (`src/bench/`), not of the library.
 //!
 //! Items are `pub(crate)` unless the binary, the integration tests (`tests/`) or the fuzz targets
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod pages;
 pub mod queue;
 pub mod store;
+pub mod submit;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod time_fmt;

@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         TopCommand::Core(Command::Engines(cmd)) => {
             std::process::exit(cloro::engines::file::cli::run(&cmd))
         }
+        TopCommand::Core(Command::Submit(args)) => std::process::exit(cloro::submit::run(args)?),
         TopCommand::Bench(args) => bench::run(args),
         TopCommand::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -1746,3 +1746,283 @@ fn the_dashboard_shows_the_queue_change_live_in_a_browser_and_needs_the_token() 
     let (status, body) = get_text(&listen, "/dashboard/data", Some("dash-t0ken"));
     assert_eq!(status, 200, "{body}");
 }
+
+/// Runs `cloro submit --json` with `args`: its exit code and its summary.
+fn submit(args: &[&str]) -> (i32, Value) {
+    let out = cloro()
+        .arg("submit")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("cloro runs");
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{args:?}: no JSON summary; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), summary)
+}
+
+#[test]
+fn submit_streams_a_file_reports_its_failures_and_resumes_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("submit.db");
+    let dbs = db.to_str().expect("path");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "bulk",
+        "--credits",
+        "1000000",
+        "--database",
+        dbs,
+    ]);
+    let key = org["apiKey"].as_str().expect("apiKey").to_owned();
+    // Tasks stay queued (or processing): the status counts every task created.
+    let server = Serve::start(&db, &["--workers", "1", "--sim-latency-ms", "3600000"]);
+    let task = |i: usize| {
+        json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("p{i}"), "country": "US" } })
+            .to_string()
+    };
+    let mut lines: Vec<String> = (1..=5).map(task).collect();
+    lines.insert(2, "{not json".into()); // line 3
+    lines.insert(
+        4,
+        json!({ "taskType": "CHATGPT", "payload": { "prompt": "no country" } }).to_string(),
+    ); // line 5
+    lines.push(String::new()); // a blank line: skipped
+    lines.push(json!({ "taskType": "CHATGPT", "payload": { "prompt": "own", "country": "US" }, "idempotencyKey": "mine-1" }).to_string());
+    // 5 + 1 valid tasks, 2 bad lines. The interruption: a first run on the first 4 lines only.
+    let head = dir.path().join("head.jsonl");
+    std::fs::write(&head, lines[..4].join("\n")).expect("write");
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    let base = server.base.as_str();
+    let common = [
+        "--url",
+        base,
+        "--key",
+        &key,
+        "--batch-size",
+        "2",
+        "--concurrency",
+        "2",
+    ];
+
+    let (code, s) = submit(&[&["--file", head.to_str().expect("path")][..], &common].concat());
+    assert_eq!(code, 1, "{s}");
+    assert_eq!(
+        (
+            s["submitted"].as_u64(),
+            s["already"].as_u64(),
+            s["failed"].as_u64()
+        ),
+        (Some(3), Some(0), Some(1)),
+        "{s}"
+    );
+
+    let (code, s) = submit(&[&["--file", file.to_str().expect("path")][..], &common].concat());
+    assert_eq!(code, 1, "{s}");
+    assert_eq!(
+        (
+            s["submitted"].as_u64(),
+            s["already"].as_u64(),
+            s["failed"].as_u64()
+        ),
+        (Some(3), Some(3), Some(2)),
+        "{s}"
+    );
+    let failures_file = format!("{}.failures.jsonl", file.display());
+    assert_eq!(s["failuresFile"], failures_file.as_str());
+    let mut failed: Vec<Value> = std::fs::read_to_string(&failures_file)
+        .expect("failures file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    failed.sort_by_key(|f| f["line"].as_u64());
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0]["line"], 3);
+    assert_eq!(failed[0]["error"]["code"], "INVALID_JSON");
+    assert_eq!(failed[0]["input"], "{not json");
+    assert_eq!(failed[1]["line"], 5);
+    assert_eq!(failed[1]["error"]["code"], "VALIDATION_ERROR");
+    assert_eq!(failed[1]["input"], lines[4].as_str());
+
+    // Again: nothing new; a clean file submits with exit code 0 and leaves no failures file.
+    let (_, s) = submit(&[&["--file", file.to_str().expect("path")][..], &common].concat());
+    assert_eq!(
+        (
+            s["submitted"].as_u64(),
+            s["already"].as_u64(),
+            s["failed"].as_u64()
+        ),
+        (Some(0), Some(6), Some(2)),
+        "{s}"
+    );
+    let status = http(base, "GET", "/v1/async/status", &key, None);
+    let created = status["queuedTasks"].as_u64().unwrap_or(0)
+        + status["processingTasks"].as_u64().unwrap_or(0);
+    assert_eq!(created, 6, "{status}");
+
+    let clean = dir.path().join("clean.jsonl");
+    std::fs::write(&clean, task(99) + "\n").expect("write");
+    let (code, s) = submit(&[&["--file", clean.to_str().expect("path")][..], &common].concat());
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(
+        (s["submitted"].as_u64(), s["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["failuresFile"], Value::Null);
+    assert!(!Path::new(&format!("{}.failures.jsonl", clean.display())).exists());
+}
+
+/// A fake batch endpoint answering its requests with the statuses of `script` in turn (a 429
+/// with `Retry-After: 1`, any other error without it), then 200 with every item accepted; sends
+/// each request's arrival time and item count.
+fn scripted_batch_server(
+    script: Vec<u16>,
+) -> (String, std::sync::mpsc::Receiver<(Instant, usize)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut script = script.into_iter();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            loop {
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line.to_ascii_lowercase());
+                }
+                if head.is_empty() {
+                    break;
+                }
+                let at = Instant::now();
+                let len = header_value(&head, "content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let items = serde_json::from_slice::<Vec<Value>>(&body).map_or(0, |v| v.len());
+                let (status, extra, answer) = match script.next() {
+                    Some(429) => (
+                        429,
+                        "Retry-After: 1\r\n",
+                        json!({ "success": false, "error": { "code": "RATE_LIMIT_EXCEEDED", "message": "slow down" } }),
+                    ),
+                    Some(status) => (
+                        status,
+                        "",
+                        json!({ "success": false, "error": { "code": "INTERNAL_SERVER_ERROR", "message": "boom" } }),
+                    ),
+                    None => {
+                        let results: Vec<Value> = (0..items)
+                            .map(|i| json!({ "success": true, "index": i, "task": { "id": format!("t{i}") } }))
+                            .collect();
+                        (200, "", json!({ "success": true, "results": results }))
+                    }
+                };
+                let answer = answer.to_string();
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                if stream.write_all(reply.as_bytes()).is_err() || tx.send((at, items)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (base, rx)
+}
+
+fn three_tasks(dir: &Path) -> std::path::PathBuf {
+    let file = dir.join("t.jsonl");
+    let lines: Vec<String> = (0..3)
+        .map(|i| json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("r{i}"), "country": "US" } }).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    file
+}
+
+#[test]
+fn submit_waits_as_long_as_a_429_asks_and_retries_a_5xx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = three_tasks(dir.path());
+    let (base, requests) = scripted_batch_server(vec![503, 429]);
+    let (code, s) = submit(&[
+        "--file",
+        file.to_str().expect("path"),
+        "--url",
+        &base,
+        "--key",
+        "sk_test",
+    ]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(
+        (
+            s["submitted"].as_u64(),
+            s["already"].as_u64(),
+            s["failed"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{s}"
+    );
+    let sent: Vec<(Instant, usize)> = (0..3)
+        .map(|_| requests.recv().expect("a request"))
+        .collect();
+    assert!(sent.iter().all(|r| r.1 == 3), "the same batch each time");
+    let waited = sent[2].0.duration_since(sent[1].0);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "the retry came {waited:?} after the 429"
+    );
+    assert!(requests.try_recv().is_err(), "three requests in all");
+}
+
+#[test]
+fn submit_counts_a_batch_as_failed_after_its_attempts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = three_tasks(dir.path());
+    let (base, requests) = scripted_batch_server(vec![500, 502, 500]);
+    let failures = dir.path().join("failed.jsonl");
+    let (code, s) = submit(&[
+        "--file",
+        file.to_str().expect("path"),
+        "--url",
+        &base,
+        "--key",
+        "sk_test",
+        "--attempts",
+        "2",
+        "--failures",
+        failures.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 1, "{s}");
+    assert_eq!(
+        (s["submitted"].as_u64(), s["failed"].as_u64()),
+        (Some(0), Some(3)),
+        "{s}"
+    );
+    let lines = std::fs::read_to_string(&failures).expect("failures file");
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    assert!(
+        lines.lines().all(|l| l.contains("INTERNAL_SERVER_ERROR")),
+        "{lines}"
+    );
+    for _ in 0..2 {
+        requests.recv().expect("an attempt");
+    }
+    assert!(requests.try_recv().is_err(), "two attempts in all");
+}
