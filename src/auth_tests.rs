@@ -96,6 +96,13 @@ impl Directory for Counting {
     async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
         unreachable!("not used by authentication")
     }
+    async fn task_of_org(
+        &self,
+        _: &str,
+        _: uuid::Uuid,
+    ) -> Result<Option<crate::store::TaskRecord>> {
+        unreachable!("not used by authentication")
+    }
 }
 
 fn bearer(key: &ApiKey) -> String {

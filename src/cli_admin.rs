@@ -1,5 +1,5 @@
 //! The operator's read and settings commands (issue 13): `cloro status`, `org list|show|set`,
-//! `key list`. Like the other administrative commands (`cli`) they go straight to the database
+//! `key list`, `task get`. Like the other administrative commands (`cli`) they go straight to the database
 //! (SQLite or PostgreSQL), so they work while servers run on it; `org set` is applied by a
 //! running server at once (see [`Directory::update_org`]). Human output is an aligned table by
 //! default, `--json` prints JSON; a failure is a message on stderr and a non-zero exit.
@@ -7,7 +7,7 @@
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::config::{KeyCommand, OrgCommand, StatusArgs};
+use crate::config::{KeyCommand, OrgCommand, StatusArgs, TaskCommand};
 use crate::store::{Error, KeyInfo, OrgInfo, OrgQueue, OrgUpdate};
 use crate::time_fmt::format_ms;
 
@@ -297,6 +297,60 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
             "BY PRIORITY",
         ];
         println!("{}", table(&headers, &rows));
+        Ok(())
+    })
+}
+
+/// A JSON value as one table cell: strings bare, the rest as JSON, null as `-`.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `cloro task get TASK_ID --org ORG_ID`: the task as the API's `GET /v1/async/task/{id}`
+/// answers it (`--json`: that body; else its fields, then the response).
+pub fn task(cmd: TaskCommand) -> anyhow::Result<()> {
+    let TaskCommand::Get {
+        task_id,
+        org,
+        out,
+        db,
+    } = cmd;
+    crate::cli::runtime()?.block_on(async move {
+        let Ok(id) = uuid::Uuid::parse_str(task_id.trim()) else {
+            bail!("{task_id:?} is not a task id (a UUID)");
+        };
+        let admin = crate::cli::open(&db).await?;
+        let Some(t) = admin
+            .task_of_org(&org, id)
+            .await
+            .map_err(|e| explain(e, &org))?
+        else {
+            bail!("organization {org:?} has no task {task_id:?}");
+        };
+        let body = serde_json::to_value(crate::wire::GetTaskResponse::new(t))?;
+        if out.json {
+            println!("{body}");
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for part in ["task", "credits", "webhook"] {
+            if let Some(fields) = body[part].as_object() {
+                for (k, v) in fields {
+                    lines.push(format!("{:<18} {}", format!("{k}:"), cell(v)));
+                }
+            }
+        }
+        if let Some(response) = body.get("response") {
+            lines.push(format!(
+                "response:\n{}",
+                serde_json::to_string_pretty(response)?
+            ));
+        }
+        println!("{}", lines.join("\n"));
         Ok(())
     })
 }

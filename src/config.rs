@@ -28,6 +28,9 @@ pub enum Command {
     Key(KeyCommand),
     /// The node's and each organization's queue numbers, read from the database.
     Status(StatusArgs),
+    /// Read tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Show and check the engines file (SPEC §5): which engine runs each task type.
     #[command(subcommand)]
     Engines(EnginesCommand),
@@ -73,6 +76,22 @@ pub struct StatusArgs {
     pub out: OutArgs,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// `cloro task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// One task as `GET /v1/async/task/{taskId}` shows it (`--json`: the same body).
+    Get {
+        task_id: String,
+        /// The organization that owns it (its public id).
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 /// How the read-only administrative commands print (human tables by default).

@@ -750,6 +750,9 @@ pub trait Directory: Send + Sync + 'static {
     async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>>;
     /// Every organization's queued and running tasks and limits, read from the database.
     async fn queues(&self) -> Result<Vec<OrgQueue>>;
+    /// Task `id` of organization `org_id`, read only (`cloro task get`): `NotFound` if there is
+    /// no such organization, `None` if it has no such task.
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>>;
 }
 
 /// The webhook outbox. A terminal finish of a task with a webhook URL makes its delivery

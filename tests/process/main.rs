@@ -1747,6 +1747,10 @@ fn org_set_on_a_running_servers_database_applies_without_a_restart() {
         Some(&Value::Array(batch)),
     );
     assert_eq!(resp["summary"]["succeeded"], 6, "{resp}");
+    let first = resp["results"][0]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1793,4 +1797,41 @@ fn org_set_on_a_running_servers_database_applies_without_a_restart() {
         (&json!(5), &json!(1)),
         "{status}"
     );
+
+    // `task get` reads the task as the API shows it, only for its own organization.
+    let got = run_json(&[
+        "task",
+        "get",
+        &first,
+        "--org",
+        org_id,
+        "--json",
+        "--database",
+        dbs,
+    ]);
+    let api = http(
+        &server.base,
+        "GET",
+        &format!("/v1/async/task/{first}"),
+        &key,
+        None,
+    );
+    assert_eq!(got["task"]["id"], first.as_str());
+    assert_eq!(got["task"]["status"], "PROCESSING", "{got}");
+    assert_eq!(got, api);
+    assert!(
+        run_text(&["task", "get", &first, "--org", org_id, "--database", dbs]).contains(&first)
+    );
+    let other = run_json(&["org", "create", "--name", "other", "--database", dbs]);
+    let other_id = other["orgId"].as_str().expect("orgId");
+    run_fails(&["task", "get", &first, "--org", other_id, "--database", dbs]);
+    run_fails(&[
+        "task",
+        "get",
+        "not-a-uuid",
+        "--org",
+        org_id,
+        "--database",
+        dbs,
+    ]);
 }

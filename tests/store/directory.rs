@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use cloro::domain::task::TaskStatus;
 use cloro::store::{Directory, Error, OrgUpdate};
 
 use super::*;
@@ -125,7 +126,7 @@ async fn the_operator_reads_organizations_keys_and_queues(b: Backend) {
     ));
 
     let org = f.orgs[0];
-    submit(
+    let ids = submit(
         &*f.store,
         org,
         vec![task(5, None), task(5, None), task(9, None)],
@@ -141,6 +142,28 @@ async fn the_operator_reads_organizations_keys_and_queues(b: Backend) {
     assert_eq!(q.by_priority, vec![(5, 2)], "the priority 9 task runs");
     assert_eq!((q.concurrency, q.queue_limit), (2, 10));
     finish(&*f.store, &claimed[0], completed()).await;
+
+    // One task, read only, by its organization's public id.
+    let done = admin
+        .task_of_org(&org_id, ids[2])
+        .await
+        .expect("read")
+        .expect("the task");
+    assert_eq!((done.id, done.status), (ids[2], TaskStatus::Completed));
+    assert_eq!(done.response, Some(json!({ "text": "ok" })));
+    let queued = f.store.task_of_org(&org_id, ids[0]).await.expect("read");
+    assert_eq!(queued.map(|t| t.status), Some(TaskStatus::Queued));
+    assert_eq!(
+        admin
+            .task_of_org(&org_id, uuid::Uuid::new_v4())
+            .await
+            .expect("read"),
+        None
+    );
+    assert!(matches!(
+        admin.task_of_org("no-such-org", ids[0]).await,
+        Err(Error::NotFound)
+    ));
     f.store.close();
 }
 

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
 use crate::store::{
     CreatedOrg, Directory, EngineHealthRow, Error, KeyInfo, KeyRecord, Org, OrgInfo, OrgKey,
-    OrgQueue, OrgSpec, OrgUpdate, Result,
+    OrgQueue, OrgSpec, OrgUpdate, Result, TaskRecord,
 };
 
 /// A new organization; its key (`id`) comes from the database's sequence.
@@ -313,6 +313,23 @@ pub(crate) async fn queues(pool: &Pool) -> Result<Vec<OrgQueue>> {
         .collect())
 }
 
+/// Task `id` of organization `org_id`, read only (`cloro task get`).
+pub(crate) async fn task_of_org(
+    pool: &Pool,
+    org_id: &str,
+    id: uuid::Uuid,
+) -> Result<Option<TaskRecord>> {
+    let client = pool.get().await.map_err(pool_err)?;
+    let org: OrgKey = client
+        .query_opt(ORG_BY_PUBLIC_ID, &[&org_id])
+        .await
+        .map_err(pg_err)?
+        .ok_or(Error::NotFound)?
+        .get(0);
+    let ids = super::schema::id_key(&client).await?;
+    super::reads::get_task_on(&client, &ids, org, id).await
+}
+
 /// Records an engine's health (see [`Directory::record_engine_health`]); `node` is the writing
 /// node's id, if it is one.
 pub(crate) async fn record_engine_health(
@@ -459,5 +476,9 @@ impl Directory for PgDirectory {
 
     async fn queues(&self) -> Result<Vec<OrgQueue>> {
         queues(&self.pool).await
+    }
+
+    async fn task_of_org(&self, org_id: &str, id: uuid::Uuid) -> Result<Option<TaskRecord>> {
+        task_of_org(&self.pool, org_id, id).await
     }
 }

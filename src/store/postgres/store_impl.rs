@@ -233,6 +233,11 @@ impl Directory for PgStore {
     async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
         self.bounded(admin::queues(self.live_pool()?)).await
     }
+
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>> {
+        self.bounded(admin::task_of_org(self.live_pool()?, org_id, id))
+            .await
+    }
 }
 
 #[async_trait]

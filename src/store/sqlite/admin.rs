@@ -19,7 +19,7 @@ use crate::domain::apikey::ApiKey;
 use crate::domain::task::TaskStatus;
 use crate::store::{
     CreatedOrg, Directory, EngineHealthRow, Error, KeyInfo, KeyRecord, Org, OrgInfo, OrgKey,
-    OrgQueue, OrgSpec, OrgUpdate, Result,
+    OrgQueue, OrgSpec, OrgUpdate, Result, TaskRecord,
 };
 
 /// A new organization; its id (`orgs.id`, the [`OrgKey`]) is the row id.
@@ -334,6 +334,33 @@ pub(crate) fn queues(conn: &Connection) -> Result<Vec<OrgQueue>> {
     Ok(out)
 }
 
+/// The key of the organization with public id `org_id`.
+pub(crate) fn org_key(conn: &Connection, org_id: &str) -> Result<OrgKey> {
+    conn.query_row(ORG_BY_PUBLIC_ID, [org_id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound)
+}
+
+/// Task `id` of organization `org_id` in the database at `path` (its result from the log
+/// beside it), read only.
+pub(crate) fn task_of_org(
+    conn: &Connection,
+    path: &Path,
+    org_id: &str,
+    id: uuid::Uuid,
+) -> Result<Option<TaskRecord>> {
+    let org = org_key(conn, org_id)?;
+    let ids = super::schema::id_key(conn)?;
+    let log_dir = super::result_log::dir_for(path);
+    let lost = super::reader::LostResults::default();
+    for seq in ids.seqs_of(org, &id) {
+        if let Some(t) = super::reader::task(conn, &log_dir, &lost, org, id, seq)? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
 /// Records an engine's health (see [`Directory::record_engine_health`]).
 pub(crate) fn record_engine_health(
     conn: &Connection,
@@ -388,6 +415,7 @@ pub(crate) fn read_engine_health(path: &Path) -> Result<Vec<EngineHealthRow>> {
 /// starts. It takes no lock file and starts no writer, so it works beside a running server.
 pub(crate) struct SqliteDirectory {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
     clock: Clock,
 }
 
@@ -396,6 +424,7 @@ impl SqliteDirectory {
     pub(crate) fn open(path: &Path) -> Result<SqliteDirectory> {
         Ok(SqliteDirectory {
             conn: Mutex::new(super::schema::open_admin(path)?),
+            path: path.to_owned(),
             clock: Clock::system(),
         })
     }
@@ -474,5 +503,9 @@ impl Directory for SqliteDirectory {
 
     async fn queues(&self) -> Result<Vec<OrgQueue>> {
         self.with(queues)
+    }
+
+    async fn task_of_org(&self, org_id: &str, id: uuid::Uuid) -> Result<Option<TaskRecord>> {
+        self.with(|c| task_of_org(c, &self.path, org_id, id))
     }
 }

@@ -502,6 +502,15 @@ impl Directory for SqliteStore {
     async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
         self.readers.read(admin::queues).await
     }
+
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>> {
+        let org_id = org_id.to_owned();
+        let org = self
+            .readers
+            .read(move |c| admin::org_key(c, &org_id))
+            .await?;
+        self.get_task(org, id).await
+    }
 }
 
 #[async_trait]
