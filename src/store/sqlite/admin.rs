@@ -329,7 +329,7 @@ pub(crate) fn queues(conn: &Connection) -> Result<Vec<OrgQueue>> {
         }
     }
     for q in &mut out {
-        q.by_priority.sort_by(|a, b| b.0.cmp(&a.0));
+        q.by_priority.sort_by_key(|b| std::cmp::Reverse(b.0));
     }
     Ok(out)
 }
