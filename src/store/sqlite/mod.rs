@@ -144,6 +144,8 @@ impl SqliteStore {
         let mut conn = schema::open_admin(path)?;
         let lock = schema::take_lock(path)?;
         let ids = schema::id_key(&conn)?;
+        // Read before the organizations are loaded: a change committed in between is reloaded.
+        let orgs_version = admin::orgs_version(&conn)?;
         let loaded = startup::load(&mut conn, clock.now_ms())?;
         let readers = Readers::open(path)?;
         let shared = Arc::new(Shared {
@@ -181,7 +183,7 @@ impl SqliteStore {
                 ))
             })?;
         let orgs = Arc::new(Mutex::new(HashMap::new()));
-        let watch = orgs_watch::spawn(path, tx.clone(), orgs.clone())?;
+        let watch = orgs_watch::spawn(path, orgs_version, tx.clone(), orgs.clone())?;
         Ok(SqliteStore {
             shared,
             tx: Mutex::new(Some(tx)),

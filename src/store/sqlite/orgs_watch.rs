@@ -39,14 +39,15 @@ impl Watch {
     }
 }
 
-/// Starts watching the database at `path`; reloads go to the writer through `tx`.
+/// Starts watching the database at `path`, whose organizations were loaded at counter `seen`
+/// or later; reloads go to the writer through `tx`.
 pub(crate) fn spawn(
     path: &Path,
+    mut seen: i64,
     tx: mpsc::Sender<Cmd>,
     orgs: Arc<Mutex<HashMap<OrgKey, Org>>>,
 ) -> Result<Watch> {
     let conn = schema::open(path, true)?;
-    let mut seen = admin::orgs_version(&conn)?;
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("cloro-sqlite-orgs".into())
