@@ -156,9 +156,11 @@ pub async fn start(opts: ServeOptions) -> anyhow::Result<Server> {
         }
         crate::pages::PublicUrl::for_listen(addr)
     });
-    let metrics = Arc::new(crate::metrics::Metrics::new(
-        opts.operator.metrics_org_labels,
-    ));
+    let metrics = Arc::new(
+        crate::metrics::Metrics::new(opts.operator.metrics_org_labels).with_activity(
+            api::dashboard::Activity::new(opts.clock.clone(), opts.queue.workers),
+        ),
+    );
     let queue_cfg = QueueConfig {
         clock: opts.clock.clone(),
         public_url: public_url.clone(),

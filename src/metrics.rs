@@ -146,6 +146,8 @@ pub struct Metrics {
     store_errors: Family<OpLabels, Counter>,
     /// Scrapes whose read of the store failed (the scrape still answers, without the queue).
     overview_errors: AtomicU64,
+    /// What the dashboard shows of this node's recent work (`GET /dashboard/data`).
+    activity: crate::api::dashboard::Activity,
 }
 
 impl Default for Metrics {
@@ -177,7 +179,19 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             store_errors: Family::default(),
             overview_errors: AtomicU64::new(0),
+            activity: crate::api::dashboard::Activity::default(),
         }
+    }
+
+    /// The same metrics, keeping the dashboard's `activity` (its clock and worker count).
+    pub fn with_activity(mut self, activity: crate::api::dashboard::Activity) -> Metrics {
+        self.activity = activity;
+        self
+    }
+
+    /// This node's recent work, for the dashboard.
+    pub(crate) fn activity(&self) -> &crate::api::dashboard::Activity {
+        &self.activity
     }
 
     /// An answered HTTP request; `route` is its template (`/v1/async/task/{taskId}`), or

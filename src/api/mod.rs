@@ -19,6 +19,7 @@
 pub mod admin;
 pub(crate) mod auth;
 pub(crate) mod credits;
+pub mod dashboard;
 pub mod edge;
 pub(crate) mod error;
 pub(crate) mod extract;
@@ -198,7 +199,8 @@ pub fn rate_limit_buckets() -> &'static [String] {
 }
 
 /// The server's router: the route table, the undocumented document routes (`/openapi.json`,
-/// `/docs` and its script), the fallbacks and the middleware.
+/// `/docs` and its script), the operator's (`/metrics`, `/dashboard`), the fallbacks and the
+/// middleware.
 pub(crate) fn router(state: SharedState) -> Router {
     let (documented, _) = routes().split_for_parts();
     documented
@@ -206,6 +208,10 @@ pub(crate) fn router(state: SharedState) -> Router {
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))
         .route("/metrics", get(admin::metrics))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
+        .route("/dashboard/data", get(dashboard::data))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn_with_state(

@@ -222,6 +222,7 @@ impl Source for Dispatcher {
     async fn run(&self, mut task: ClaimedTask) {
         tracing::debug!(task_id = %task.id, org = task.org, attempt = task.attempt, "Task PROCESSING");
         let started = std::time::Instant::now();
+        let _busy = self.cfg.metrics.activity().busy();
         let task_type = task.task_type.as_str();
         if task.attempt == 1 {
             // A task id's UUIDv7 prefix is its submission time.
@@ -233,6 +234,7 @@ impl Source for Dispatcher {
             self.cfg
                 .metrics
                 .started(task_type, Duration::from_millis(waited as u64));
+            self.cfg.metrics.activity().started(task.org, waited as u64);
         }
         let member = self.routes.member_of(task.task_type);
         let engine = member.map_or(&*self.engine, |m| &*m.engine);
@@ -264,6 +266,14 @@ impl Source for Dispatcher {
         // Counted before it is recorded (recording retries until the store takes it): once the
         // store shows the outcome, the metrics do too.
         self.cfg.metrics.finished(task_type, end, started.elapsed());
+        let error = match &outcome {
+            Outcome::Failed { error } => Some(error),
+            _ => None,
+        };
+        self.cfg
+            .metrics
+            .activity()
+            .finished(org, id, task_type, end, error);
         finish_durably(&*self.store, task, outcome, &self.cfg).await;
         tracing::debug!(task_id = %id, org, "Task {state}");
         // Counted once the outcome is recorded; the worker slot is freed right after, so this

@@ -6,6 +6,7 @@ mod addon_credits;
 mod auth;
 mod batch;
 mod bodies;
+mod dashboard;
 mod db_faults;
 mod disk;
 mod edge;

@@ -1576,6 +1576,177 @@ fn the_admin_token_comes_from_the_named_variable_and_metrics_listen_needs_none()
     let _ = child.wait();
 }
 
+/// The text of the element with `id` in a dumped DOM (its first text, up to the next tag).
+fn text_by_id(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].to_owned())
+}
+
+/// Headless Chromium (no other host resolvable) loading `url` in `profile`; `--dump-dom`
+/// prints the DOM once the page ran `budget_ms` of virtual time. Virtual time stands still
+/// while a request is pending, so a page waiting on the server waits for real.
+fn chromium_dom(browser: &Path, profile: &Path, url: &str, budget_ms: u32) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--dump-dom",
+    ])
+    .arg(format!("--virtual-time-budget={budget_ms}"))
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(url)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c
+}
+
+fn dump_dom(browser: &Path, profile: &Path, url: &str) -> String {
+    let out = chromium_dom(browser, profile, url, 3000)
+        .output()
+        .expect("chromium runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_dashboard_shows_the_queue_change_live_in_a_browser_and_needs_the_token() {
+    let Some(browser) = chromium() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("dash.db");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "d",
+        "--concurrency",
+        "1",
+        "--database",
+        db.to_str().expect("path"),
+    ]);
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    let org_id = org["orgId"].as_str().expect("orgId").to_owned();
+    // One slot and a minute per task: one PROCESSING, the rest stay QUEUED while we look.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = cloro()
+        .env("CLORO_ADMIN_TOKEN", "dash-t0ken")
+        .args(["serve", "--listen", &listen, "--database"])
+        .arg(&db)
+        .args(["--sim-latency-ms", "60000..60000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server starts");
+    let server = Serve {
+        child,
+        base: format!("http://{listen}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The organization's first request makes it known to the node (it shows on the page).
+    let s = http(&server.base, "GET", "/v1/async/status", &key, None);
+    assert_eq!(s["queuedTasks"], 0, "{s}");
+
+    // The page loads and shows the empty queue; then it waits for a change (`?since=`).
+    let url = format!("{}/dashboard#token=dash-t0ken", server.base);
+    let page = chromium_dom(&browser, &dir.path().join("p1"), &url, 5000)
+        .spawn()
+        .expect("chromium runs");
+    let answered = |m: &str| {
+        cloro::metrics::sample(
+            m,
+            "cloro_http_requests_total",
+            &[
+                ("route", "/dashboard/data"),
+                ("method", "GET"),
+                ("status", "200"),
+            ],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, m) = get_text(&listen, "/metrics", Some("dash-t0ken"));
+        if answered(&m).is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never asked for data: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Submitted after the page showed its first numbers: what it shows now came live.
+    let batch: Vec<Value> = [8, 3, 3, 8]
+        .iter()
+        .map(|p| json!({"taskType": "CHATGPT", "payload": {"prompt": "p", "country": "US"}, "priority": p}))
+        .collect();
+    let v = http(
+        &server.base,
+        "POST",
+        "/v1/async/task/batch",
+        &key,
+        Some(&Value::Array(batch)),
+    );
+    assert_eq!(v["success"], true, "{v}");
+    let out = page.wait_with_output().expect("chromium ends");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The first page load asked once; the changes were shown by the requests that followed.
+    let (_, m) = get_text(&listen, "/metrics", Some("dash-t0ken"));
+    assert!(answered(&m).is_some_and(|n| n >= 2.0), "{m}");
+    // A P8 runs first: the slot holds a P8, one P8 and both P3 wait.
+    for (id, want) in [
+        (format!("{org_id}-queued"), "3"),
+        (format!("{org_id}-processing"), "1"),
+        (format!("{org_id}-limit"), "1"),
+        (format!("{org_id}-p8"), "1"),
+        (format!("{org_id}-p3"), "2"),
+        ("node-workers".to_owned(), "1 / 256"),
+        ("node-backlog".to_owned(), "0"),
+    ] {
+        assert_eq!(
+            text_by_id(&dom, &id).as_deref(),
+            Some(want),
+            "{id}: {dom}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dom.contains(r#"data-state="live""#), "{dom}");
+    assert!(
+        !dom.contains("dash-t0ken"),
+        "the token left the address bar"
+    );
+
+    // Without the token, or with a wrong one, the page says so and the data is refused.
+    let no_token = dump_dom(
+        &browser,
+        &dir.path().join("p2"),
+        &format!("{}/dashboard", server.base),
+    );
+    assert!(
+        no_token.contains(r#"data-state="unauthorized""#),
+        "{no_token}"
+    );
+    assert_eq!(text_by_id(&no_token, &format!("{org_id}-queued")), None);
+    let wrong = dump_dom(
+        &browser,
+        &dir.path().join("p3"),
+        &format!("{}/dashboard#token=nope", server.base),
+    );
+    assert!(wrong.contains(r#"data-state="unauthorized""#), "{wrong}");
+    let (status, _) = get_text(&listen, "/dashboard/data", None);
+    assert_eq!(status, 401);
+    let (status, body) = get_text(&listen, "/dashboard/data", Some("dash-t0ken"));
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Runs `cloro` with `args`; it must fail with a message on stderr.
 fn run_fails(args: &[&str]) -> String {
     let out = cloro().args(args).output().expect("cloro runs");
