@@ -77,6 +77,32 @@ impl Directory for Counting {
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
         unreachable!("not used by authentication")
     }
+    async fn list_orgs(&self) -> Result<Vec<crate::store::OrgInfo>> {
+        unreachable!("not used by authentication")
+    }
+    async fn org_info(&self, _: &str) -> Result<crate::store::OrgInfo> {
+        unreachable!("not used by authentication")
+    }
+    async fn update_org(
+        &self,
+        _: &str,
+        _: &crate::store::OrgUpdate,
+    ) -> Result<crate::store::OrgInfo> {
+        unreachable!("not used by authentication")
+    }
+    async fn list_keys(&self, _: &str) -> Result<Vec<crate::store::KeyInfo>> {
+        unreachable!("not used by authentication")
+    }
+    async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
+        unreachable!("not used by authentication")
+    }
+    async fn task_of_org(
+        &self,
+        _: &str,
+        _: uuid::Uuid,
+    ) -> Result<Option<crate::store::TaskRecord>> {
+        unreachable!("not used by authentication")
+    }
 }
 
 fn bearer(key: &ApiKey) -> String {

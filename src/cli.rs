@@ -9,14 +9,14 @@ use crate::config::{self, DbArgs, KeyCommand, OrgCommand};
 use crate::store::{Directory, admin};
 use crate::store::{Error, OrgSpec};
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")
 }
 
-async fn open(db: &DbArgs) -> anyhow::Result<Box<dyn Directory>> {
+pub(crate) async fn open(db: &DbArgs) -> anyhow::Result<Box<dyn Directory>> {
     let database = config::parse_database(db.database.as_deref()).map_err(anyhow::Error::msg)?;
     admin::open(&database).await.context("opening the database")
 }
@@ -53,6 +53,7 @@ pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            other => crate::cli_admin::org(other).await,
         }
     })
 }
@@ -81,6 +82,7 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
                 println!("{}", json!({ "keyId": key_id, "revoked": true }));
                 Ok(())
             }
+            other => crate::cli_admin::key(other).await,
         }
     })
 }

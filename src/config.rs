@@ -26,6 +26,11 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The node's and each organization's queue numbers, read from the database.
+    Status(StatusArgs),
+    /// Read tasks.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Show and check the engines file (SPEC §5): which engine runs each task type.
     #[command(subcommand)]
     Engines(EnginesCommand),
@@ -109,6 +114,42 @@ pub struct EnginesListArgs {
     /// embedded database if that file exists); it is only read, never created or migrated.
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+/// `cloro status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only this organization (its public id).
+    #[arg(long)]
+    pub org: Option<String>,
+    #[command(flatten)]
+    pub out: OutArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// `cloro task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// One task as `GET /v1/async/task/{taskId}` shows it (`--json`: the same body).
+    Get {
+        task_id: String,
+        /// The organization that owns it (its public id).
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// How the read-only administrative commands print (human tables by default).
+#[derive(Debug, Clone, Args)]
+pub struct OutArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -283,6 +324,44 @@ pub enum OrgCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Every organization: id, name, plan, limits, balance.
+    List {
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// One organization's settings and balance.
+    Show {
+        org_id: String,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Change an organization's settings; a running server applies them at once (SQLite: within
+    /// a second). `--plan` brings the plan's credits and concurrency unless given too. A
+    /// concurrency below the tasks running never cancels them: it only stops new starts.
+    Set {
+        org_id: String,
+        /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        concurrency: Option<u32>,
+        /// The balance now (running tasks' reservations still hold).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        credits: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        queue_limit: Option<i64>,
+        /// Requests per second per API key per endpoint.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
+        #[command(flatten)]
+        out: OutArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +376,15 @@ pub enum KeyCommand {
     /// Revoke an API key; prints {"keyId", "revoked": true}.
     Revoke {
         key_id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// An organization's API keys: ids, creation and revocation times (never the keys).
+    List {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: OutArgs,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -31,6 +31,7 @@ pub mod api;
 pub mod app;
 pub(crate) mod auth;
 pub mod cli;
+pub mod cli_admin;
 pub mod clock;
 pub mod config;
 pub mod domain;

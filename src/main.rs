@@ -90,6 +90,8 @@ fn main() -> anyhow::Result<()> {
         TopCommand::Core(Command::Serve(args)) => serve(args),
         TopCommand::Core(Command::Org(cmd)) => cloro::cli::org(cmd),
         TopCommand::Core(Command::Key(cmd)) => cloro::cli::key(cmd),
+        TopCommand::Core(Command::Status(args)) => cloro::cli_admin::status(args),
+        TopCommand::Core(Command::Task(cmd)) => cloro::cli_admin::task(cmd),
         TopCommand::Core(Command::Engines(cmd)) => {
             std::process::exit(cloro::engines::file::cli::run(&cmd))
         }

@@ -37,7 +37,6 @@ impl TaskStatus {
             TaskStatus::Failed => "FAILED",
         }
     }
-    #[cfg(test)]
     pub(crate) fn code(self) -> i64 {
         match self {
             TaskStatus::Queued => 0,

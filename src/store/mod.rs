@@ -294,6 +294,104 @@ pub(crate) fn screen_submission(
     accepted
 }
 
+/// An organization as the operator sees it (`cloro org list|show|set`): its settings and its
+/// committed balance (SQLite: as last written; PostgreSQL: minus the charges not yet folded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgInfo {
+    pub org_id: String,
+    pub name: String,
+    pub plan: String,
+    pub concurrency: u32,
+    pub credits: i64,
+    pub per_cycle: Option<i64>,
+    pub cycle_resets_ms: Option<i64>,
+    pub queue_limit: i64,
+    /// Requests/s per API key per endpoint; `None`: the server's default.
+    pub rate_limit: Option<u32>,
+    pub created_ms: i64,
+}
+
+/// A change of an organization's settings (`cloro org set`): `None` keeps a setting. A new
+/// plan brings its credits and concurrency (and its billing cycle: a paid plan starts one now
+/// unless one runs already; `free` has none) unless `credits`/`concurrency` say otherwise, as
+/// `org create` does.
+#[derive(Debug, Clone, Default)]
+pub struct OrgUpdate {
+    pub plan: Option<String>,
+    pub concurrency: Option<u32>,
+    pub credits: Option<i64>,
+    pub queue_limit: Option<i64>,
+    pub rate_limit: Option<u32>,
+}
+
+impl OrgUpdate {
+    /// The settings `cur` has after this update at `now_ms` (`Conflict` for an unknown plan).
+    pub(crate) fn apply(&self, cur: &OrgInfo, now_ms: i64) -> Result<OrgInfo> {
+        let mut next = cur.clone();
+        if let Some(name) = &self.plan {
+            let p = crate::domain::plan::plan(name).ok_or_else(|| {
+                let names: Vec<&str> = crate::domain::plan::PLANS.iter().map(|p| p.name).collect();
+                Error::Conflict(format!(
+                    "unknown plan {name:?}; plans: {}",
+                    names.join(", ")
+                ))
+            })?;
+            let paid = p.name != "free";
+            next.plan = p.name.to_owned();
+            next.concurrency = p.concurrency;
+            next.credits = p.credits;
+            next.per_cycle = paid.then_some(p.credits);
+            next.cycle_resets_ms = if paid {
+                cur.cycle_resets_ms
+                    .filter(|_| cur.per_cycle.is_some())
+                    .or(Some(now_ms + CYCLE_MS))
+            } else {
+                None
+            };
+        }
+        if let Some(c) = self.concurrency {
+            next.concurrency = c;
+        }
+        if let Some(c) = self.credits {
+            next.credits = c;
+        }
+        if let Some(q) = self.queue_limit {
+            next.queue_limit = q;
+        }
+        if let Some(r) = self.rate_limit {
+            next.rate_limit = Some(r);
+        }
+        Ok(next)
+    }
+
+    /// Whether the update sets the balance (explicitly, or through a new plan).
+    pub(crate) fn sets_credits(&self) -> bool {
+        self.credits.is_some() || self.plan.is_some()
+    }
+}
+
+/// An API key as `cloro key list` shows it: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// One organization's queue numbers as the database holds them (`cloro status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgQueue {
+    pub org_id: String,
+    pub name: String,
+    /// `(priority, queued count)`, priority descending, only non-zero levels.
+    pub by_priority: Vec<(u8, u64)>,
+    pub queued: u64,
+    /// PROCESSING tasks.
+    pub processing: u64,
+    pub concurrency: u32,
+    pub queue_limit: i64,
+}
+
 /// A task's public record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
@@ -637,6 +735,24 @@ pub trait Directory: Send + Sync + 'static {
     ) -> Result<()>;
     /// Every engine's recorded health, by name.
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>>;
+    /// Every organization, oldest first (`cloro org list`).
+    async fn list_orgs(&self) -> Result<Vec<OrgInfo>>;
+    /// The organization with public id `org_id` (`NotFound` if none).
+    async fn org_info(&self, org_id: &str) -> Result<OrgInfo>;
+    /// Changes the settings of organization `org_id` in one transaction and returns them
+    /// (`NotFound`, or `Conflict` for an unknown plan). Running servers apply it at once
+    /// (PostgreSQL: every claim reads the row; SQLite: the server polls a change counter the
+    /// update bumps, see `sqlite::orgs_watch`). A concurrency below the tasks running only
+    /// stops new starts. The balance set is the live one: on PostgreSQL the charges not yet
+    /// folded are accounted for; running tasks' reservations still hold.
+    async fn update_org(&self, org_id: &str, update: &OrgUpdate) -> Result<OrgInfo>;
+    /// The API keys of organization `org_id`, oldest first (`NotFound` if no such org).
+    async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>>;
+    /// Every organization's queued and running tasks and limits, read from the database.
+    async fn queues(&self) -> Result<Vec<OrgQueue>>;
+    /// Task `id` of organization `org_id`, read only (`cloro task get`): `NotFound` if there is
+    /// no such organization, `None` if it has no such task.
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>>;
 }
 
 /// The webhook outbox. A terminal finish of a task with a webhook URL makes its delivery

@@ -2026,3 +2026,263 @@ fn submit_counts_a_batch_as_failed_after_its_attempts() {
     }
     assert!(requests.try_recv().is_err(), "two attempts in all");
 }
+
+/// Runs `cloro` with `args`; it must fail with a message on stderr.
+fn run_fails(args: &[&str]) -> String {
+    let out = cloro().args(args).output().expect("cloro runs");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.is_empty(), "{args:?}: no message");
+    err
+}
+
+/// Runs `cloro` with `args`; it must succeed: its stdout.
+fn run_text(args: &[&str]) -> String {
+    let out = cloro().args(args).output().expect("cloro runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Issue 13: `org list|show|set`, `key list` and `status`, as tables and as JSON, and their
+/// errors (a message and a non-zero exit).
+#[test]
+fn the_admin_commands_show_and_change_organizations_keys_and_queues() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("x.db");
+    let db = db.to_str().expect("path");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "acme",
+        "--plan",
+        "lite",
+        "--database",
+        db,
+    ]);
+    let org_id = org["orgId"].as_str().expect("orgId");
+    let api_key = org["apiKey"].as_str().expect("apiKey");
+
+    let list = run_json(&["org", "list", "--json", "--database", db]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["orgId"], org_id);
+    assert_eq!(list[0]["plan"], "lite");
+    let table = run_text(&["org", "list", "--database", db]);
+    let mut lines = table.lines();
+    assert!(
+        lines.next().expect("header").starts_with("ORG ID"),
+        "{table}"
+    );
+    assert!(lines.next().expect("row").starts_with(org_id), "{table}");
+
+    let shown = run_json(&["org", "show", org_id, "--json", "--database", db]);
+    assert_eq!(shown, list[0]);
+    assert!(run_text(&["org", "show", org_id, "--database", db]).contains("acme"));
+
+    let set = run_json(&[
+        "org",
+        "set",
+        org_id,
+        "--concurrency",
+        "4",
+        "--credits",
+        "77",
+        "--queue-limit",
+        "9",
+        "--rate-limit",
+        "5",
+        "--json",
+        "--database",
+        db,
+    ]);
+    assert_eq!(
+        (
+            &set["concurrency"],
+            &set["credits"],
+            &set["queueLimit"],
+            &set["rateLimit"]
+        ),
+        (&json!(4), &json!(77), &json!(9), &json!(5)),
+        "{set}"
+    );
+    assert_eq!(
+        run_json(&["org", "show", org_id, "--json", "--database", db]),
+        set
+    );
+    let plan = run_json(&[
+        "org",
+        "set",
+        org_id,
+        "--plan",
+        "free",
+        "--json",
+        "--database",
+        db,
+    ]);
+    assert_eq!(
+        (&plan["plan"], &plan["concurrency"]),
+        (&json!("free"), &json!(1))
+    );
+
+    let keys = run_json(&["key", "list", "--org", org_id, "--json", "--database", db]);
+    assert_eq!(keys.as_array().map(Vec::len), Some(1), "{keys}");
+    assert_eq!(keys[0]["keyId"], org["keyId"]);
+    assert_eq!(keys[0]["revoked"], false);
+    let table = run_text(&["key", "list", "--org", org_id, "--database", db]);
+    assert!(
+        table.contains(org["keyId"].as_str().expect("keyId")),
+        "{table}"
+    );
+    assert!(!table.contains(api_key) && !keys.to_string().contains(api_key));
+
+    let status = run_json(&["status", "--json", "--database", db]);
+    assert_eq!(
+        (&status["queued"], &status["processing"]),
+        (&json!(0), &json!(0))
+    );
+    assert_eq!(status["organizations"][0]["orgId"], org_id);
+    assert_eq!(status["organizations"][0]["concurrency"], 1);
+    let one = run_json(&["status", "--org", org_id, "--json", "--database", db]);
+    assert_eq!(one["organizations"].as_array().map(Vec::len), Some(1));
+    assert!(run_text(&["status", "--database", db]).contains(org_id));
+
+    for bad in [
+        vec!["org", "show", "nope", "--database", db],
+        vec!["org", "set", "nope", "--concurrency", "2", "--database", db],
+        vec!["org", "set", org_id, "--database", db],
+        vec!["org", "set", org_id, "--plan", "platinum", "--database", db],
+        vec!["key", "list", "--org", "nope", "--database", db],
+        vec!["status", "--org", "nope", "--database", db],
+    ] {
+        run_fails(&bad);
+    }
+    assert!(run_fails(&["org", "show", "nope", "--database", db]).contains("no organization"));
+}
+
+/// Issue 13: `org set` on the SQLite file a server runs on is applied without a restart: the
+/// status endpoint reports the new limit, a limit below the running tasks cancels none of them
+/// (it only stops new starts), and a higher one lets the dispatcher start more at once.
+#[test]
+fn org_set_on_a_running_servers_database_applies_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("x.db");
+    let dbs = db.to_str().expect("path");
+    let org = run_json(&[
+        "org",
+        "create",
+        "--name",
+        "live",
+        "--plan",
+        "business",
+        "--concurrency",
+        "2",
+        "--database",
+        dbs,
+    ]);
+    let org_id = org["orgId"].as_str().expect("orgId");
+    let key = org["apiKey"].as_str().expect("key").to_owned();
+    // Tasks run for a minute: what is PROCESSING stays so for the whole test.
+    let server = Serve::start(&db, &["--sim-latency-ms", "60000", "--workers", "8"]);
+    let batch: Vec<Value> = (0..6)
+        .map(|i| json!({ "taskType": "CHATGPT", "payload": { "prompt": format!("t{i}"), "country": "US" } }))
+        .collect();
+    let resp = http(
+        &server.base,
+        "POST",
+        "/v1/async/task/batch",
+        &key,
+        Some(&Value::Array(batch)),
+    );
+    assert_eq!(resp["summary"]["succeeded"], 6, "{resp}");
+    let first = resp["results"][0]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = http(&server.base, "GET", "/v1/async/status", &key, None);
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what}: {st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("2 running", &|st| st["processingTasks"] == 2);
+
+    run_json(&[
+        "org",
+        "set",
+        org_id,
+        "--concurrency",
+        "1",
+        "--json",
+        "--database",
+        dbs,
+    ]);
+    let st = wait_for("the new limit", &|st| st["concurrency"]["max"] == 1);
+    assert_eq!(st["processingTasks"], 2, "nothing cancelled: {st}");
+    assert_eq!(st["queuedTasks"], 4, "{st}");
+
+    run_json(&[
+        "org",
+        "set",
+        org_id,
+        "--concurrency",
+        "5",
+        "--json",
+        "--database",
+        dbs,
+    ]);
+    wait_for("the dispatcher starts 3 more", &|st| {
+        st["concurrency"]["max"] == 5 && st["processingTasks"] == 5
+    });
+    let status = run_json(&["status", "--org", org_id, "--json", "--database", dbs]);
+    assert_eq!(
+        (&status["processing"], &status["queued"]),
+        (&json!(5), &json!(1)),
+        "{status}"
+    );
+
+    // `task get` reads the task as the API shows it, only for its own organization.
+    let got = run_json(&[
+        "task",
+        "get",
+        &first,
+        "--org",
+        org_id,
+        "--json",
+        "--database",
+        dbs,
+    ]);
+    let api = http(
+        &server.base,
+        "GET",
+        &format!("/v1/async/task/{first}"),
+        &key,
+        None,
+    );
+    assert_eq!(got["task"]["id"], first.as_str());
+    assert_eq!(got["task"]["status"], "PROCESSING", "{got}");
+    assert_eq!(got, api);
+    assert!(
+        run_text(&["task", "get", &first, "--org", org_id, "--database", dbs]).contains(&first)
+    );
+    let other = run_json(&["org", "create", "--name", "other", "--database", dbs]);
+    let other_id = other["orgId"].as_str().expect("orgId");
+    run_fails(&["task", "get", &first, "--org", other_id, "--database", dbs]);
+    run_fails(&[
+        "task",
+        "get",
+        "not-a-uuid",
+        "--org",
+        org_id,
+        "--database",
+        dbs,
+    ]);
+}

@@ -97,9 +97,19 @@ pub(crate) async fn org(pool: &Pool, key: OrgKey) -> Result<Org> {
 
 pub(crate) async fn get_task(store: &PgStore, org: OrgKey, id: Uuid) -> Result<Option<TaskRecord>> {
     let client = store.client().await?;
+    get_task_on(&client, &store.shared.ids, org, id).await
+}
+
+/// [`get_task`] on `client`, decoding ids with `ids` (also `cloro task get`'s read).
+pub(crate) async fn get_task_on(
+    client: &tokio_postgres::Client,
+    ids: &crate::domain::task::IdKey,
+    org: OrgKey,
+    id: Uuid,
+) -> Result<Option<TaskRecord>> {
     // The keyed decoding, then (a database created before keyed ids) the legacy one: the
     // candidate whose row has exactly this id and owner is the task.
-    for seq in store.shared.ids.seqs_of(org, &id) {
+    for seq in ids.seqs_of(org, &id) {
         let row = client.query_opt(GET_TASK, &[&seq]).await.map_err(pg_err)?;
         let found = row
             .map(|r| decode_task(&r))

@@ -201,6 +201,43 @@ impl Directory for PgStore {
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
         self.bounded(admin::engine_health(self.live_pool()?)).await
     }
+
+    async fn list_orgs(&self) -> Result<Vec<crate::store::OrgInfo>> {
+        self.bounded(admin::list_orgs(self.live_pool()?)).await
+    }
+
+    async fn org_info(&self, org_id: &str) -> Result<crate::store::OrgInfo> {
+        self.bounded(admin::org_info(self.live_pool()?, org_id))
+            .await
+    }
+
+    async fn update_org(
+        &self,
+        org_id: &str,
+        update: &crate::store::OrgUpdate,
+    ) -> Result<crate::store::OrgInfo> {
+        self.bounded(admin::update_org(
+            self.live_pool()?,
+            org_id,
+            update,
+            self.shared.clock.now_ms(),
+        ))
+        .await
+    }
+
+    async fn list_keys(&self, org_id: &str) -> Result<Vec<crate::store::KeyInfo>> {
+        self.bounded(admin::list_keys(self.live_pool()?, org_id))
+            .await
+    }
+
+    async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
+        self.bounded(admin::queues(self.live_pool()?)).await
+    }
+
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>> {
+        self.bounded(admin::task_of_org(self.live_pool()?, org_id, id))
+            .await
+    }
 }
 
 #[async_trait]

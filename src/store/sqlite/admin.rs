@@ -16,8 +16,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use crate::clock::Clock;
 use crate::domain::apikey::ApiKey;
+use crate::domain::task::TaskStatus;
 use crate::store::{
-    CreatedOrg, Directory, EngineHealthRow, Error, KeyRecord, Org, OrgKey, OrgSpec, Result,
+    CreatedOrg, Directory, EngineHealthRow, Error, KeyInfo, KeyRecord, Org, OrgInfo, OrgKey,
+    OrgQueue, OrgSpec, OrgUpdate, Result, TaskRecord,
 };
 
 /// A new organization; its id (`orgs.id`, the [`OrgKey`]) is the row id.
@@ -59,6 +61,41 @@ const UPSERT_ENGINE_HEALTH: &str =
 /// Every engine's recorded health (a handful of rows).
 const READ_ENGINE_HEALTH: &str =
     "SELECT name, health, message, since_ms, updated_ms, node FROM engine_health ORDER BY name";
+
+/// Every organization as the operator sees it, oldest first (`cloro org list`).
+const LIST_ORGS: &str =
+    "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms,
+                queue_limit, rate_limit, created_ms FROM orgs ORDER BY id";
+
+/// One organization as the operator sees it, by its public id (unique, so indexed).
+const ORG_INFO: &str =
+    "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms,
+                queue_limit, rate_limit, created_ms FROM orgs WHERE public_id = ?1";
+
+/// An organization's new settings (`cloro org set`).
+const UPDATE_ORG: &str =
+    "UPDATE orgs SET plan = ?2, concurrency = ?3, credits = ?4, per_cycle = ?5,
+                cycle_resets_ms = ?6, queue_limit = ?7, rate_limit = ?8 WHERE id = ?1";
+
+/// Bumps the organizations' change counter (`meta.orgs_version`, text like every `meta`
+/// value): a running server polls it and reloads the organizations' settings when it moves.
+const BUMP_ORGS_VERSION: &str = "INSERT INTO meta(key, value) VALUES ('orgs_version', '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)";
+
+/// The organizations' change counter (no row: 0).
+const READ_ORGS_VERSION: &str =
+    "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'orgs_version'";
+
+/// An organization's API keys, oldest first (never their digests).
+const LIST_KEYS: &str = "SELECT key_id, created_ms, revoked_ms FROM api_keys WHERE org = ?1 ORDER BY created_ms, key_id";
+
+/// Queued (?1) and PROCESSING (?2) tasks per organization and priority, every organization
+/// listed (a scan of the task table: `status` is not indexed, as the server keeps these numbers
+/// in memory; the CLI reads them rarely).
+const QUEUES: &str =
+    "SELECT o.public_id, o.name, o.concurrency, o.queue_limit, t.priority, t.status, count(t.seq)
+         FROM orgs o LEFT JOIN tasks t ON t.org = o.id AND t.status IN (?1, ?2)
+         GROUP BY o.id, t.priority, t.status ORDER BY o.id";
 
 /// Creates an organization and its first API key at `now_ms` (a paid plan's first billing
 /// cycle ends one cycle later).
@@ -155,6 +192,175 @@ pub(crate) fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
     .map_err(Error::from)
 }
 
+/// An [`ORG_INFO`]/[`LIST_ORGS`] row: the key and the organization.
+fn org_info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OrgKey, OrgInfo)> {
+    Ok((
+        r.get(0)?,
+        OrgInfo {
+            org_id: r.get(1)?,
+            name: r.get(2)?,
+            plan: r.get(3)?,
+            concurrency: r.get(4)?,
+            credits: r.get(5)?,
+            per_cycle: r.get(6)?,
+            cycle_resets_ms: r.get(7)?,
+            queue_limit: r.get(8)?,
+            rate_limit: r.get(9)?,
+            created_ms: r.get(10)?,
+        },
+    ))
+}
+
+/// Every organization, oldest first.
+pub(crate) fn list_orgs(conn: &Connection) -> Result<Vec<OrgInfo>> {
+    let mut stmt = conn.prepare(LIST_ORGS)?;
+    let rows = stmt.query_map([], org_info_row)?;
+    Ok(rows
+        .map(|r| r.map(|(_, o)| o))
+        .collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The organization with public id `org_id`, and its key.
+fn org_by_public_id(conn: &Connection, org_id: &str) -> Result<(OrgKey, OrgInfo)> {
+    conn.query_row(ORG_INFO, [org_id], org_info_row)
+        .optional()?
+        .ok_or(Error::NotFound)
+}
+
+/// The organization with public id `org_id`.
+pub(crate) fn org_info(conn: &Connection, org_id: &str) -> Result<OrgInfo> {
+    Ok(org_by_public_id(conn, org_id)?.1)
+}
+
+/// Changes an organization's settings at `now_ms` and bumps the change counter, in one
+/// `IMMEDIATE` transaction: the balance written is read in it, so it races no server's charge
+/// (the server charges by difference, under the same write lock).
+pub(crate) fn update_org(
+    conn: &Connection,
+    org_id: &str,
+    update: &OrgUpdate,
+    now_ms: i64,
+) -> Result<OrgInfo> {
+    let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    let (key, cur) = org_by_public_id(&tx, org_id)?;
+    let next = update.apply(&cur, now_ms)?;
+    tx.execute(
+        UPDATE_ORG,
+        params![
+            key,
+            next.plan,
+            next.concurrency,
+            next.credits,
+            next.per_cycle,
+            next.cycle_resets_ms,
+            next.queue_limit,
+            next.rate_limit
+        ],
+    )?;
+    tx.execute(BUMP_ORGS_VERSION, [])?;
+    tx.commit()?;
+    Ok(next)
+}
+
+/// The organizations' change counter ([`BUMP_ORGS_VERSION`]).
+pub(crate) fn orgs_version(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .query_row(READ_ORGS_VERSION, [], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// The API keys of organization `org_id`.
+pub(crate) fn list_keys(conn: &Connection, org_id: &str) -> Result<Vec<KeyInfo>> {
+    let (key, _) = org_by_public_id(conn, org_id)?;
+    let mut stmt = conn.prepare(LIST_KEYS)?;
+    let rows = stmt.query_map([key], |r| {
+        Ok(KeyInfo {
+            key_id: r.get(0)?,
+            created_ms: r.get(1)?,
+            revoked_ms: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Every organization's queued and running tasks, from the task table.
+pub(crate) fn queues(conn: &Connection) -> Result<Vec<OrgQueue>> {
+    let mut stmt = conn.prepare(QUEUES)?;
+    let mut rows = stmt.query(params![
+        TaskStatus::Queued.code(),
+        TaskStatus::Processing.code()
+    ])?;
+    let mut out: Vec<OrgQueue> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let org_id: String = r.get(0)?;
+        if out.last().is_none_or(|q| q.org_id != org_id) {
+            out.push(OrgQueue {
+                org_id,
+                name: r.get(1)?,
+                by_priority: Vec::new(),
+                queued: 0,
+                processing: 0,
+                concurrency: r.get(2)?,
+                queue_limit: r.get(3)?,
+            });
+        }
+        let (Some(q), Some(priority), Some(status)) = (
+            out.last_mut(),
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+        ) else {
+            continue;
+        };
+        let n = r.get::<_, i64>(6)?.max(0) as u64;
+        if status == TaskStatus::Processing.code() {
+            q.processing += n;
+        } else {
+            q.queued += n;
+            match q
+                .by_priority
+                .iter_mut()
+                .find(|(p, _)| i64::from(*p) == priority)
+            {
+                Some((_, c)) => *c += n,
+                None => q.by_priority.push((priority.clamp(1, 10) as u8, n)),
+            }
+        }
+    }
+    for q in &mut out {
+        q.by_priority.sort_by_key(|b| std::cmp::Reverse(b.0));
+    }
+    Ok(out)
+}
+
+/// The key of the organization with public id `org_id`.
+pub(crate) fn org_key(conn: &Connection, org_id: &str) -> Result<OrgKey> {
+    conn.query_row(ORG_BY_PUBLIC_ID, [org_id], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::NotFound)
+}
+
+/// Task `id` of organization `org_id` in the database at `path` (its result from the log
+/// beside it), read only.
+pub(crate) fn task_of_org(
+    conn: &Connection,
+    path: &Path,
+    org_id: &str,
+    id: uuid::Uuid,
+) -> Result<Option<TaskRecord>> {
+    let org = org_key(conn, org_id)?;
+    let ids = super::schema::id_key(conn)?;
+    let log_dir = super::result_log::dir_for(path);
+    let lost = super::reader::LostResults::default();
+    for seq in ids.seqs_of(org, &id) {
+        if let Some(t) = super::reader::task(conn, &log_dir, &lost, org, id, seq)? {
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
+}
+
 /// Records an engine's health (see [`Directory::record_engine_health`]).
 pub(crate) fn record_engine_health(
     conn: &Connection,
@@ -209,6 +415,7 @@ pub(crate) fn read_engine_health(path: &Path) -> Result<Vec<EngineHealthRow>> {
 /// starts. It takes no lock file and starts no writer, so it works beside a running server.
 pub(crate) struct SqliteDirectory {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
     clock: Clock,
 }
 
@@ -217,6 +424,7 @@ impl SqliteDirectory {
     pub(crate) fn open(path: &Path) -> Result<SqliteDirectory> {
         Ok(SqliteDirectory {
             conn: Mutex::new(super::schema::open_admin(path)?),
+            path: path.to_owned(),
             clock: Clock::system(),
         })
     }
@@ -275,5 +483,29 @@ impl Directory for SqliteDirectory {
 
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
         self.with(engine_health)
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<OrgInfo>> {
+        self.with(list_orgs)
+    }
+
+    async fn org_info(&self, org_id: &str) -> Result<OrgInfo> {
+        self.with(|c| org_info(c, org_id))
+    }
+
+    async fn update_org(&self, org_id: &str, update: &OrgUpdate) -> Result<OrgInfo> {
+        self.with(|c| update_org(c, org_id, update, self.clock.now_ms()))
+    }
+
+    async fn list_keys(&self, org_id: &str) -> Result<Vec<KeyInfo>> {
+        self.with(|c| list_keys(c, org_id))
+    }
+
+    async fn queues(&self) -> Result<Vec<OrgQueue>> {
+        self.with(queues)
+    }
+
+    async fn task_of_org(&self, org_id: &str, id: uuid::Uuid) -> Result<Option<TaskRecord>> {
+        self.with(|c| task_of_org(c, &self.path, org_id, id))
     }
 }

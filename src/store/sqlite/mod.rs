@@ -50,6 +50,7 @@ macro_rules! webhook_url_of_task {
 pub(crate) mod admin;
 mod error;
 pub(crate) mod hook_index;
+pub(crate) mod orgs_watch;
 pub(crate) mod reader;
 pub(crate) mod ready;
 pub mod result_log;
@@ -123,7 +124,9 @@ pub struct SqliteStore {
     /// Tasks whose lost result was reported already (each is logged once).
     lost_results: Arc<reader::LostResults>,
     /// Organizations read so far (their settings; the live balance is in the ready index).
-    orgs: Mutex<HashMap<OrgKey, Org>>,
+    orgs: Arc<Mutex<HashMap<OrgKey, Org>>>,
+    /// Applies `cloro org set` made by other processes ([`orgs_watch`]).
+    watch: Mutex<Option<orgs_watch::Watch>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: Option<std::fs::File>,
 }
@@ -141,6 +144,8 @@ impl SqliteStore {
         let mut conn = schema::open_admin(path)?;
         let lock = schema::take_lock(path)?;
         let ids = schema::id_key(&conn)?;
+        // Read before the organizations are loaded: a change committed in between is reloaded.
+        let orgs_version = admin::orgs_version(&conn)?;
         let loaded = startup::load(&mut conn, clock.now_ms())?;
         let readers = Readers::open(path)?;
         let shared = Arc::new(Shared {
@@ -177,6 +182,8 @@ impl SqliteStore {
                     e,
                 ))
             })?;
+        let orgs = Arc::new(Mutex::new(HashMap::new()));
+        let watch = orgs_watch::spawn(path, orgs_version, tx.clone(), orgs.clone())?;
         Ok(SqliteStore {
             shared,
             tx: Mutex::new(Some(tx)),
@@ -184,7 +191,8 @@ impl SqliteStore {
             path: path.to_owned(),
             log_dir,
             lost_results: Arc::default(),
-            orgs: Mutex::new(HashMap::new()),
+            orgs,
+            watch: Mutex::new(Some(watch)),
             writer: Mutex::new(Some(handle)),
             _lock: Some(lock),
         })
@@ -192,6 +200,9 @@ impl SqliteStore {
 
     /// Stops the writer after the commands already sent (used on shutdown and by tests).
     pub(crate) fn close(&self) {
+        if let Some(mut w) = lock(&self.watch).take() {
+            w.stop();
+        }
         lock(&self.tx).take();
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();

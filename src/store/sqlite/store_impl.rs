@@ -469,6 +469,48 @@ impl Directory for SqliteStore {
     async fn engine_health(&self) -> Result<Vec<EngineHealthRow>> {
         self.readers.read(admin::engine_health).await
     }
+
+    async fn list_orgs(&self) -> Result<Vec<crate::store::OrgInfo>> {
+        self.readers.read(admin::list_orgs).await
+    }
+
+    async fn org_info(&self, org_id: &str) -> Result<crate::store::OrgInfo> {
+        let org_id = org_id.to_owned();
+        self.readers
+            .read(move |c| admin::org_info(c, &org_id))
+            .await
+    }
+
+    async fn update_org(
+        &self,
+        org_id: &str,
+        update: &crate::store::OrgUpdate,
+    ) -> Result<crate::store::OrgInfo> {
+        // Applied to this store's memory by its organizations' watch, like the CLI's.
+        let (org_id, update) = (org_id.to_owned(), update.clone());
+        self.admin_write(move |c, now| admin::update_org(c, &org_id, &update, now))
+            .await
+    }
+
+    async fn list_keys(&self, org_id: &str) -> Result<Vec<crate::store::KeyInfo>> {
+        let org_id = org_id.to_owned();
+        self.readers
+            .read(move |c| admin::list_keys(c, &org_id))
+            .await
+    }
+
+    async fn queues(&self) -> Result<Vec<crate::store::OrgQueue>> {
+        self.readers.read(admin::queues).await
+    }
+
+    async fn task_of_org(&self, org_id: &str, id: Uuid) -> Result<Option<TaskRecord>> {
+        let org_id = org_id.to_owned();
+        let org = self
+            .readers
+            .read(move |c| admin::org_key(c, &org_id))
+            .await?;
+        self.get_task(org, id).await
+    }
 }
 
 #[async_trait]

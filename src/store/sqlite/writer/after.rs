@@ -63,6 +63,10 @@ pub(crate) enum After {
         rows: Vec<Renewed>,
         reply: Reply<Vec<Renewed>>,
     },
+    ReloadOrgs {
+        rows: Vec<crate::store::Org>,
+        reply: Reply<Vec<crate::store::Org>>,
+    },
     /// A sync call ended: free its slot and reservation, take its charge off the balance.
     Sync {
         org: OrgKey,
@@ -85,6 +89,7 @@ pub(crate) enum FailedReply {
     ClaimHooks(Reply<Vec<bool>>),
     Count(Reply<u64>, Taken),
     Renew(Reply<Vec<Renewed>>),
+    ReloadOrgs(Reply<Vec<crate::store::Org>>),
     /// A sync call's end: nothing was charged, but its slot and reservation (`cost`) are freed.
     Sync(Reply<()>, OrgKey, i64),
 }
@@ -186,6 +191,21 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
             }
             let _ = reply.send(Ok(rows));
         }
+        After::ReloadOrgs { rows, reply } => {
+            for o in &rows {
+                if ready.knows(o.key) {
+                    ready.set_org(
+                        o.key,
+                        crate::store::sqlite::ready::OrgLimits {
+                            concurrency: o.concurrency,
+                            queue_limit: o.queue_limit,
+                            credits: o.credits,
+                        },
+                    );
+                }
+            }
+            let _ = reply.send(Ok(rows));
+        }
         After::Count { reply, n, .. } => {
             let _ = reply.send(Ok(n));
         }
@@ -226,6 +246,9 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
         After::Renew { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
+        After::ReloadOrgs { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
         After::ClaimHooks { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
@@ -258,6 +281,9 @@ pub(crate) fn after_failure(ready: &mut ReadySet, a: After, msg: &str) {
                     let _ = r.send(Err(e));
                 }
                 FailedReply::Renew(r) => {
+                    let _ = r.send(Err(e));
+                }
+                FailedReply::ReloadOrgs(r) => {
                     let _ = r.send(Err(e));
                 }
                 FailedReply::Finish(r) => {
@@ -294,6 +320,7 @@ pub(crate) fn unapplied(cmd: Cmd) -> After {
         Cmd::Delete { org, taken, reply } => FailedReply::Count(reply, Some((org, taken))),
         Cmd::Purge { reply, .. } => FailedReply::Count(reply, None),
         Cmd::Renew { reply, .. } => FailedReply::Renew(reply),
+        Cmd::ReloadOrgs { reply } => FailedReply::ReloadOrgs(reply),
         Cmd::Webhook { reply, .. } => FailedReply::Finish(reply),
         Cmd::ClaimHooks { reply, .. } => FailedReply::ClaimHooks(reply),
         Cmd::Sync {

@@ -17,6 +17,7 @@ pub(crate) mod after;
 pub(crate) mod claim;
 pub(crate) mod clear;
 pub(crate) mod finish;
+pub(crate) mod orgs;
 pub(crate) mod purge;
 pub(crate) mod renew;
 pub(crate) mod submit;
@@ -81,6 +82,11 @@ pub(crate) enum Cmd {
     Renew {
         now: i64,
         reply: Reply<Vec<Renewed>>,
+    },
+    /// Every organization's settings, read again (another process changed them): the ready
+    /// index takes the limits and balances of those it knows after the commit.
+    ReloadOrgs {
+        reply: Reply<Vec<crate::store::Org>>,
     },
     /// A sync call that got its answer ends: its charge, its kept result; its slot and its
     /// reservation (`cost`) are freed once the group ends, committed or not.
@@ -280,6 +286,10 @@ impl Writer {
             Cmd::Renew { now, reply } => match renew::renew(g.tx, now) {
                 Ok(rows) => Ok(After::Renew { rows, reply }),
                 Err(e) => Err((e, FailedReply::Renew(reply))),
+            },
+            Cmd::ReloadOrgs { reply } => match orgs::reload(g.tx) {
+                Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
+                Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
             },
             Cmd::ClaimHooks { claims, reply } => match webhook::claim(g, &claims) {
                 Ok(applied) => Ok(After::ClaimHooks { applied, reply }),
