@@ -239,6 +239,10 @@ pub(crate) struct BenchArgs {
     /// would).
     #[arg(long)]
     pub(crate) long_transaction: bool,
+    /// Scrape every node's `/metrics` once a second for the whole scenario (what a Prometheus
+    /// server costs the queue).
+    #[arg(long)]
+    pub(crate) scrape_metrics: bool,
     /// `--scenario webhooks`: rounds of (with webhooks, without) after a first run without;
     /// each run with webhooks is compared with the runs without on either side of it, and the
     /// median over the rounds is reported.
@@ -275,6 +279,8 @@ pub(crate) struct BenchArgs {
 static TARGET: std::sync::OnceLock<(Option<String>, usize)> = std::sync::OnceLock::new();
 /// `--long-transaction`.
 static LONG_TXN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--scrape-metrics`.
+static SCRAPE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Runs the benchmark (builds its own multi-thread Tokio runtime).
 pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
@@ -313,6 +319,7 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     );
     let _ = TARGET.set((args.database.clone(), args.nodes));
     LONG_TXN.store(args.long_transaction, std::sync::atomic::Ordering::Relaxed);
+    SCRAPE.store(args.scrape_metrics, std::sync::atomic::Ordering::Relaxed);
 
     let machine = machine_info();
     if cfg!(debug_assertions) {

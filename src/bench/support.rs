@@ -60,7 +60,37 @@ pub(super) struct BenchServer {
     pub(super) orgs: Vec<BenchOrg>,
     /// The session holding a snapshot open (`--long-transaction`); dropped before the database.
     pub(super) _holder: Option<tokio_postgres::Client>,
+    /// `--scrape-metrics`: the scrapers, stopped with the server.
+    pub(super) scrapers: Vec<tokio::task::JoinHandle<()>>,
     pub(super) _db: ScratchDb,
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        for s in &self.scrapers {
+            s.abort();
+        }
+    }
+}
+
+/// The admin token of `--scrape-metrics`.
+const SCRAPE_TOKEN: &str = "bench-scrape-token";
+
+/// GETs `{base}/metrics` once a second until aborted (a Prometheus server's load).
+async fn scrape_every_second(base: String) {
+    let client = reqwest::Client::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let scraped = client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(SCRAPE_TOKEN)
+            .send()
+            .await;
+        if let Ok(resp) = scraped {
+            let _ = resp.bytes().await;
+        }
+    }
 }
 
 impl BenchServer {
@@ -151,7 +181,13 @@ impl BenchServer {
                 },
                 pages: Default::default(),
                 goto: Default::default(),
-                operator: Default::default(),
+                operator: cloro::api::admin::OperatorConfig {
+                    admin_token: SCRAPE
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .then(|| cloro::api::admin::AdminToken::new(SCRAPE_TOKEN))
+                        .flatten(),
+                    ..Default::default()
+                },
                 clock: cloro::clock::Clock::system(),
             })
             .await
@@ -165,7 +201,16 @@ impl BenchServer {
             .iter()
             .map(|s| format!("http://{}", s.addr))
             .collect();
+        let scrapers = if SCRAPE.load(std::sync::atomic::Ordering::Relaxed) {
+            bases
+                .iter()
+                .map(|b| tokio::spawn(scrape_every_second(b.clone())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(BenchServer {
+            scrapers,
             base: bases[0].clone(),
             bases,
             servers,
@@ -184,6 +229,9 @@ impl BenchServer {
 
     /// Shuts the nodes down gracefully; the database goes when `self` is dropped.
     pub(super) async fn stop(mut self) {
+        for s in self.scrapers.drain(..) {
+            s.abort();
+        }
         for server in self.servers.drain(..) {
             server.shutdown();
             server.stopped(Duration::from_secs(60)).await;
