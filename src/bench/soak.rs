@@ -409,9 +409,9 @@ fn now_ms() -> i64 {
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (client, conn) = cloro::store::postgres::tls::connect(url)
         .await
-        .context("connecting to the scratch database")?;
+        .map_err(|e| anyhow::anyhow!("connecting to the scratch database: {e}"))?;
     tokio::spawn(conn);
     Ok(client)
 }

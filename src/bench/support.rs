@@ -252,9 +252,9 @@ pub(super) fn bench_edge() -> cloro::api::edge::EdgeConfig {
 /// Opens a session on `url` with a REPEATABLE READ transaction that has taken its snapshot
 /// and an xid: until it ends, no row version deleted after it can be vacuumed away.
 pub(super) async fn hold_snapshot(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (client, conn) = cloro::store::postgres::tls::connect(url)
         .await
-        .context("connecting the long transaction")?;
+        .map_err(|e| anyhow::anyhow!("connecting the long transaction: {e}"))?;
     tokio::spawn(conn);
     client
         .batch_execute(

@@ -523,7 +523,8 @@ async fn postgres_a_claim_whose_reply_is_lost_is_given_back_by_its_live_node() {
         .next()
         .expect("an address");
     let proxy = LoseClaimReply::start(upstream).await;
-    let via_proxy = format!("{head}@{}/{path}", proxy.addr);
+    // In plain text: the proxy reads the protocol to find the claim's COMMIT.
+    let via_proxy = format!("{head}@{}/{path}?sslmode=disable", proxy.addr);
     let a = node(&via_proxy, node_cfg(600_000, 100)).await;
     let ids = submit(
         &*f.store,

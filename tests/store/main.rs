@@ -202,6 +202,7 @@ mod lanes;
 mod pg_faults;
 mod proxy;
 mod sync;
+mod tls;
 mod webhooks;
 
 store_tests!(

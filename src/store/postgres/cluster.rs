@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -186,7 +185,7 @@ async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]
 /// found it so.
 pub(crate) async fn run_renewal(
     shared: Arc<Shared>,
-    connect: tokio_postgres::Config,
+    connect: (tokio_postgres::Config, super::tls::Tls),
     cancel: CancellationToken,
 ) {
     let every = Duration::from_millis(shared.cfg.heartbeat_ms.max(1));
@@ -231,13 +230,14 @@ fn renewal_limit(cfg: &super::PgConfig) -> Duration {
 /// returns whether this node's row was still there (0: it was reaped).
 async fn renew(
     conn: &mut Option<tokio_postgres::Client>,
-    connect: &tokio_postgres::Config,
+    connect: &(tokio_postgres::Config, super::tls::Tls),
     shared: &Shared,
 ) -> Result<u64> {
     let client = match conn {
         Some(c) if !c.is_closed() => c,
         _ => {
-            let (client, connection) = connect.connect(NoTls).await.map_err(pg_err)?;
+            let (client, connection) =
+                connect.0.connect(connect.1.clone()).await.map_err(pg_err)?;
             // Ends when the client is dropped or the connection fails.
             tokio::spawn(connection);
             conn.insert(client)

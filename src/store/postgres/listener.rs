@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -24,13 +24,13 @@ const LISTEN_WORK: &str = "LISTEN cloro_work";
 /// with backoff.
 pub(crate) async fn run_listener(
     shared: Arc<Shared>,
-    connect: tokio_postgres::Config,
+    connect: (tokio_postgres::Config, super::tls::Tls),
     cancel: CancellationToken,
 ) {
     let mut wait = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let (client, mut connection) = connect.connect(NoTls).await?;
+            let (client, mut connection) = connect.0.connect(connect.1.clone()).await?;
             let (tx, mut rx) = mpsc::unbounded_channel();
             let pump = tokio::spawn(async move {
                 let mut messages =

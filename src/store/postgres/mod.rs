@@ -133,6 +133,7 @@ mod sql_tests;
 mod store_impl;
 mod submit;
 mod sync;
+pub mod tls;
 mod upkeep;
 
 pub(crate) use admin::PgDirectory;

@@ -11,7 +11,6 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::errors::{pg_err, pool_err};
 use crate::domain::task::IdKey;
@@ -85,14 +84,13 @@ pub(crate) const POOL_WAIT: Duration = Duration::from_secs(2);
 ///   instead of the kernel's two hours), and a connect timeout.
 ///
 /// Settings the URL gives itself (its `options`, `connect_timeout`, `keepalives_*`,
-/// `tcp_user_timeout`) win.
-pub(crate) fn connect_config(url: &str, pg: &super::PgConfig) -> Result<tokio_postgres::Config> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
-        Error::Other(crate::store::Cause::new(
-            format!("invalid PostgreSQL URL: {e}"),
-            e,
-        ))
-    })?;
+/// `tcp_user_timeout`) win. TLS follows the URL's `sslmode` and `sslrootcert` (see
+/// [`super::tls`]).
+pub(crate) fn connect_config(
+    url: &str,
+    pg: &super::PgConfig,
+) -> Result<(tokio_postgres::Config, super::tls::Tls)> {
+    let (mut cfg, tls) = super::tls::parse(url).map_err(|e| Error::Other(e.into()))?;
     // Every query of the store is a key lookup or an ordered index walk. A burst of inserts
     // leaves the planner's statistics behind, and it then prefers a bitmap scan plus a sort of
     // an organization's whole queue over walking `tasks_ready` in order: forbid that.
@@ -123,7 +121,7 @@ pub(crate) fn connect_config(url: &str, pg: &super::PgConfig) -> Result<tokio_po
     if cfg.get_keepalives_retries().is_none() {
         cfg.keepalives_retries(KEEPALIVE_RETRIES);
     }
-    Ok(cfg)
+    Ok((cfg, tls))
 }
 
 /// The longest one store operation may take on a pooled connection, the pool's wait
@@ -146,10 +144,10 @@ pub(crate) fn pool(url: &str, size: usize) -> Result<Pool> {
 
 /// Builds this node's connection pool ([`connect_config`]; nothing is connected yet).
 pub(crate) fn pool_with(url: &str, pg: &super::PgConfig) -> Result<Pool> {
-    let cfg = connect_config(url, pg)?;
+    let (cfg, tls) = connect_config(url, pg)?;
     let mgr = Manager::from_config(
         cfg,
-        NoTls,
+        tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

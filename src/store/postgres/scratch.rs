@@ -9,7 +9,7 @@
 /// its URL and its name.
 pub async fn create_database(server_url: &str, prefix: &str) -> Result<(String, String), String> {
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(server_url, tokio_postgres::NoTls)
+    let (client, conn) = super::tls::connect(server_url)
         .await
         .map_err(|e| format!("cannot connect to {server_url}: {e}"))?;
     let driver = tokio::spawn(conn);
@@ -36,9 +36,7 @@ pub fn drop_database(server_url: &str, name: &str) {
             .build()
             .ok()?;
         rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&server_url, tokio_postgres::NoTls)
-                .await
-                .ok()?;
+            let (client, conn) = super::tls::connect(&server_url).await.ok()?;
             tokio::spawn(conn);
             client
                 .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
