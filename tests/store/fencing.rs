@@ -89,6 +89,28 @@ async fn assert_counters(db: &tokio_postgres::Client, when: &str) {
             "{when}: org {org} has PROCESSING tasks of nodes that are not registered"
         );
     }
+    // Per node and task type, the running counts the lanes read equal the PROCESSING rows.
+    let lanes = db
+        .query(
+            "SELECT COALESCE(l.node, t.node), COALESCE(l.task_type, t.task_type),
+                    COALESCE(l.n, 0), COALESCE(t.n, 0)
+               FROM (SELECT node, task_type, sum(n)::bigint AS n FROM run_lanes
+                      GROUP BY node, task_type) l
+               FULL JOIN (SELECT node, task_type, count(*) AS n FROM tasks WHERE status = 1
+                           GROUP BY node, task_type) t
+                 ON l.node = t.node AND l.task_type = t.task_type",
+            &[],
+        )
+        .await
+        .expect("lane counters");
+    for r in lanes {
+        let (node, kind, counted, processing): (Option<uuid::Uuid>, i16, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(
+            counted, processing,
+            "{when}: node {node:?} counts {counted} running tasks of type {kind} but has {processing}"
+        );
+    }
 }
 
 /// Task `id`'s (status, attempts).

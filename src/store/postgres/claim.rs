@@ -85,32 +85,34 @@ const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(c
 /// task (`task_type` 0) comes with its payload: what its pickup reserves depends on it.
 const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
                          CASE WHEN task_type = 0 THEN payload END FROM tasks
-                  WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
+                  WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
+                    AND seq >= $3
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
 
 /// Step 4 while only the task types `$5` have room: [`PICK`] restricted to them.
 const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
                          CASE WHEN task_type = 0 THEN payload END FROM tasks
-                  WHERE org = $1 AND priority = $2 AND status = 0 AND seq >= $3
-                    AND task_type = ANY($5)
+                  WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
+                    AND seq >= $3 AND task_type = ANY($5)
                   ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
 
 /// Step 0: the lock of one lane (`$1`: [`lane_key`] of its name), held to the commit.
 pub(super) const LOCK_LANE: &str = "SELECT pg_advisory_xact_lock($1)";
 
-/// Step 0: PROCESSING tasks plus sync attempts in flight ([`sync_lanes`](super::sync)) per
-/// task type among `$1`, cluster-wide. Sync attempts take their places under the same lane
-/// lock, so the count is exact for them too.
+/// Step 0: PROCESSING tasks ([`run_lanes`](TAKE_LANES)) plus sync attempts in flight
+/// ([`sync_lanes`](super::sync)) per task type among `$1`, cluster-wide. Claims and sync
+/// attempts take their places under the same lane lock, so the count is exact for both.
 pub(super) const RUNNING_BY_TYPE: &str = "SELECT task_type, sum(n)::bigint FROM (
-                    SELECT task_type, count(*) AS n FROM tasks
-                     WHERE status = 1 AND task_type = ANY($1) GROUP BY task_type
+                    SELECT task_type, sum(n) AS n FROM run_lanes
+                     WHERE task_type = ANY($1) GROUP BY task_type
                     UNION ALL
                     SELECT task_type, sum(n) FROM sync_lanes
                      WHERE task_type = ANY($1) GROUP BY task_type) AS r
                   GROUP BY task_type";
 
 /// Step 5: tasks `$1` start on node `$3` at `$2` (the first start is kept): the attempt is
-/// counted here, so a finish from an earlier attempt matches nothing.
+/// counted here, so a finish from an earlier attempt matches nothing. No index covers a column
+/// this changes (`0009_hot_claims.sql`), so the update is heap-only (HOT): no index entry.
 const START: &str =
     "UPDATE tasks SET status = 1, attempts = attempts + 1, started_ms = COALESCE(started_ms, $2),
                         node = $3, run_after_ms = NULL
@@ -143,6 +145,13 @@ const TAKE_SLOTS: &str =
                  ON CONFLICT (org, node, side) DO UPDATE SET
                     processing = org_nodes.processing + EXCLUDED.processing,
                     reserved = org_nodes.reserved + EXCLUDED.reserved";
+
+/// Step 7: this node's claim-side (side 0) running counts per task type: `$2[i]` more tasks of
+/// type `$1[i]` (sorted, so concurrent claims of this node lock the rows in the same order).
+/// [`RUNNING_BY_TYPE`] sums them with the finish side's.
+pub(super) const TAKE_LANES: &str = "INSERT INTO run_lanes(node, task_type, side, n)
+                 SELECT $3, u.t, 0, u.n FROM unnest($1::smallint[], $2::int[]) AS u(t, n)
+                 ON CONFLICT (node, task_type, side) DO UPDATE SET n = run_lanes.n + EXCLUDED.n";
 
 /// A page of [`PICK`] asks for what the organization still wants plus this many (tasks passed
 /// over for their retry time do not force a second page)...
@@ -215,7 +224,7 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
             "this node's lease is not provably current".into(),
         ));
     }
-    let ticket = store.shared.running.claim();
+    let mut ticket = store.shared.running.claim();
     let now = store.shared.clock.now_ms();
     let node = store.shared.node;
     let mut client = store.client().await?;
@@ -237,9 +246,13 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     let used = usage(&tx, &locked).await?;
     let turns = share_slots(&locked, &used, max);
     let picked = pick_tasks(&tx, &locked, &turns, now, &mut room).await?;
+    // From here the claim may commit without this node hearing of it: until it hands the
+    // tasks out, they are suspects for reconciliation.
+    ticket.trying(&picked.run);
     let started = start_tasks(&tx, &picked.run, now, node).await?;
     fail_unaffordable(&tx, &picked.reject, now).await?;
     record_turns(&tx, picked.per_org, node).await?;
+    take_lanes(&tx, &started, node).await?;
     tx.commit().await.map_err(pg_err)?;
     store.shared.bump();
     let tasks = hand_out(&started, &picked.run);
@@ -299,10 +312,8 @@ async fn lane_room(tx: &Tx<'_>, lanes: &Lanes) -> Result<Option<Room>> {
 
 /// Step 1 ([`LOCK_ORGS`]).
 async fn lock_orgs(tx: &Tx<'_>, max: usize) -> Result<Vec<Locked>> {
-    let rows = tx
-        .query(LOCK_ORGS, &[&lock_limit(max)])
-        .await
-        .map_err(pg_err)?;
+    let stmt = tx.prepare_cached(LOCK_ORGS).await.map_err(pg_err)?;
+    let rows = tx.query(&stmt, &[&lock_limit(max)]).await.map_err(pg_err)?;
     Ok(rows
         .iter()
         .map(|r| {
@@ -326,8 +337,9 @@ async fn lock_orgs(tx: &Tx<'_>, max: usize) -> Result<Vec<Locked>> {
 /// Step 2 ([`USAGE`]): organization → (running tasks, credits reserved or unfolded).
 async fn usage(tx: &Tx<'_>, locked: &[Locked]) -> Result<HashMap<i64, (i64, i64)>> {
     let ids: Vec<i64> = locked.iter().map(|l| l.org).collect();
+    let stmt = tx.prepare_cached(USAGE).await.map_err(pg_err)?;
     Ok(tx
-        .query(USAGE, &[&ids])
+        .query(&stmt, &[&ids])
         .await
         .map_err(pg_err)?
         .iter()
@@ -491,6 +503,29 @@ async fn start_tasks(
         return Ok(Vec::new());
     }
     tx.query(START, &[&run, &now, &node]).await.map_err(pg_err)
+}
+
+/// Step 7 ([`TAKE_LANES`]): the started tasks counted per task type.
+async fn take_lanes(tx: &Tx<'_>, started: &[tokio_postgres::Row], node: Uuid) -> Result<()> {
+    let (types, counts) = per_type(started.iter().map(|r| r.get::<_, i16>(3)));
+    if types.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx.prepare_cached(TAKE_LANES).await.map_err(pg_err)?;
+    tx.execute(&stmt, &[&types, &counts, &node])
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
+/// How many of `types` there are of each, by type in ascending order (the lock order of
+/// `run_lanes` rows).
+pub(super) fn per_type(types: impl IntoIterator<Item = i16>) -> (Vec<i16>, Vec<i32>) {
+    let mut by: std::collections::BTreeMap<i16, i32> = Default::default();
+    for t in types {
+        *by.entry(t).or_default() += 1;
+    }
+    by.into_iter().unzip()
 }
 
 /// Step 6 ([`FAIL_UNAFFORDABLE`]).

@@ -41,10 +41,15 @@ pub(super) const DEAD_NODES: &str = concat!(
 
 /// The dead nodes' (`$1`) running tasks go back to QUEUED; per organization and priority, how
 /// many and the lowest seq (for the counters and cursors). Their next claim counts a new
-/// attempt, so a late finish from the dead node matches nothing.
+/// attempt, so a late finish from the dead node matches nothing. No index finds tasks by node
+/// (a claim writes no index entry, `0009_hot_claims.sql`): the walk covers the unfinished
+/// tasks (`tasks_open`) of the organizations where the dead nodes' counter rows say they run
+/// something; those counters change in the same transactions as the rows, so none is missed.
 const REQUEUE_DEAD_TASKS: &str = "WITH back AS (
                 UPDATE tasks SET status = 0, node = NULL
-                 WHERE status = 1 AND node = ANY($1)
+                 WHERE org IN (SELECT org FROM org_nodes WHERE node = ANY($1) AND side < 2
+                                GROUP BY org HAVING sum(processing) > 0)
+                   AND finished_ms IS NULL AND status = 1 AND node = ANY($1)
                 RETURNING org, priority, seq)
              SELECT org, priority, count(*), min(seq) FROM back GROUP BY org, priority ORDER BY org";
 
@@ -61,6 +66,9 @@ const FOLD_COUNTERS: &str = "WITH gone AS (DELETE FROM org_nodes WHERE node = AN
 /// are their side-2 counter rows, which [`FOLD_COUNTERS`] deletes.
 const DELETE_SYNC_PLACES: &str = "DELETE FROM sync_lanes WHERE node = ANY($1)";
 
+/// The running counts per task type of nodes `$1` go with their tasks (requeued by then).
+const DELETE_RUN_LANES: &str = "DELETE FROM run_lanes WHERE node = ANY($1)";
+
 /// Node `$1`'s lease ends now by the database's clock (tests).
 #[cfg(any(test, feature = "testing"))]
 const EXPIRE: &str = concat!(
@@ -73,8 +81,10 @@ const EXPIRE: &str = concat!(
 const DELETE_NODES: &str = "DELETE FROM nodes WHERE id = ANY($1)";
 
 /// Whether node `$1` still has a PROCESSING task (then it cannot leave cleanly: its lease
-/// must run out so another node takes the task over).
-const STILL_RUNNING: &str = "SELECT 1 FROM tasks WHERE status = 1 AND node = $1 LIMIT 1";
+/// must run out so another node takes the task over), by its running counts per task type
+/// (changed in the same transactions as the task rows).
+const STILL_RUNNING: &str =
+    "SELECT 1 FROM run_lanes WHERE node = $1 GROUP BY node HAVING sum(n) > 0";
 
 /// A fresh node id, registered with a lease of `lease_ms`.
 pub(crate) async fn join(client: &tokio_postgres::Client, lease_ms: i64) -> Result<Uuid> {
@@ -171,6 +181,9 @@ pub(crate) async fn reap(shared: &Shared) -> Result<u64> {
 async fn fold_and_forget(tx: &deadpool_postgres::Transaction<'_>, nodes: &[Uuid]) -> Result<()> {
     tx.execute(FOLD_COUNTERS, &[&nodes]).await.map_err(pg_err)?;
     tx.execute(DELETE_SYNC_PLACES, &[&nodes])
+        .await
+        .map_err(pg_err)?;
+    tx.execute(DELETE_RUN_LANES, &[&nodes])
         .await
         .map_err(pg_err)?;
     tx.execute(DELETE_NODES, &[&nodes]).await.map_err(pg_err)?;

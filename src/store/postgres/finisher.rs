@@ -68,7 +68,7 @@ const FINISH_TERMINAL: &str = concat!(
                                $7::text[])
                         AS u(seq, attempt, status, response, charged, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id"
+                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id, t.task_type"
 );
 
 /// The outbox: a pending delivery per task that just became terminal with a webhook URL, due
@@ -87,7 +87,7 @@ const FINISH_RETRY: &str = concat!(
                    FROM unnest($1::bigint[], $2::int[], $3::bigint[], $4::text[])
                         AS u(seq, attempt, run_after, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, t.priority, u.run_after"
+                 RETURNING t.seq, t.org, t.priority, u.run_after, t.task_type"
 );
 
 /// Requeues (`$1` seq, `$2` attempt, `$3` usage, as arrays): back to QUEUED at their own place,
@@ -100,7 +100,7 @@ const FINISH_REQUEUE: &str = concat!(
     "
                    FROM unnest($1::bigint[], $2::int[], $3::text[]) AS u(seq, attempt, usage)
                   WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, t.priority"
+                 RETURNING t.seq, t.org, t.priority, t.task_type"
 );
 
 /// This node's finish-side (side 1) counter row of organization `$1`: `$3` tasks left
@@ -111,6 +111,13 @@ const RELEASE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, 
                 processing = org_nodes.processing + EXCLUDED.processing,
                 reserved = org_nodes.reserved + EXCLUDED.reserved,
                 charged = org_nodes.charged + EXCLUDED.charged";
+
+/// This node's finish-side (side 1) running counts per task type: `$2[i]` tasks of type `$1[i]`
+/// left PROCESSING (sorted by type: the lock order). See
+/// [`TAKE_LANES`](super::claim::TAKE_LANES).
+const RELEASE_LANES: &str = "INSERT INTO run_lanes(node, task_type, side, n)
+             SELECT $3, u.t, 1, -u.n FROM unnest($1::smallint[], $2::int[]) AS u(t, n)
+             ON CONFLICT (node, task_type, side) DO UPDATE SET n = run_lanes.n + EXCLUDED.n";
 
 /// One `finish` call waiting for the finisher.
 pub(crate) struct FinishReq {
@@ -345,18 +352,20 @@ pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<
     let cols = Columns::of(rows);
     // org → what its counters lose and gain.
     let mut per_org: BTreeMap<i64, OrgDelta> = Default::default();
-    let hooks = finish_terminal(&tx, &cols, now, &mut per_org).await?;
+    // The task type of each attempt that left PROCESSING.
+    let mut left: Vec<i16> = Vec::new();
+    let hooks = finish_terminal(&tx, &cols, now, &mut per_org, &mut left).await?;
     if !hooks.seq.is_empty() {
         tx.execute(
-            INSERT_DELIVERIES,
+            &tx.prepare_cached(INSERT_DELIVERIES).await.map_err(pg_err)?,
             &[&hooks.seq, &hooks.org, &hooks.id, &hooks.url, &now],
         )
         .await
         .map_err(pg_err)?;
     }
-    finish_retries(shared, &tx, &cols, &mut per_org).await?;
-    let requeued = finish_requeues(&tx, &cols, &mut per_org).await?;
-    update_counters(shared, &tx, &per_org).await?;
+    finish_retries(shared, &tx, &cols, &mut per_org, &mut left).await?;
+    let requeued = finish_requeues(&tx, &cols, &mut per_org, &mut left).await?;
+    update_counters(shared, &tx, &per_org, &left).await?;
     if requeued {
         // Runnable at once: every node's dispatcher may take them.
         tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
@@ -375,14 +384,16 @@ async fn finish_terminal(
     cols: &Columns<'_>,
     now: i64,
     per_org: &mut BTreeMap<i64, OrgDelta>,
+    left: &mut Vec<i16>,
 ) -> Result<Hooks> {
     let mut hooks = Hooks::default();
     if cols.d_seq.is_empty() {
         return Ok(hooks);
     }
+    let stmt = tx.prepare_cached(FINISH_TERMINAL).await.map_err(pg_err)?;
     let done = tx
         .query(
-            FINISH_TERMINAL,
+            &stmt,
             &[
                 &cols.d_seq,
                 &cols.d_att,
@@ -403,6 +414,7 @@ async fn finish_terminal(
             hooks.id.push(r.get::<_, Uuid>(4));
             hooks.url.push(url);
         }
+        left.push(r.get(5));
         let e = per_org.entry(org).or_default();
         e.released += 1;
         e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
@@ -418,13 +430,15 @@ async fn finish_retries(
     tx: &deadpool_postgres::Transaction<'_>,
     cols: &Columns<'_>,
     per_org: &mut BTreeMap<i64, OrgDelta>,
+    left: &mut Vec<i16>,
 ) -> Result<()> {
     if cols.r_seq.is_empty() {
         return Ok(());
     }
+    let stmt = tx.prepare_cached(FINISH_RETRY).await.map_err(pg_err)?;
     let back = tx
         .query(
-            FINISH_RETRY,
+            &stmt,
             &[&cols.r_seq, &cols.r_att, &cols.r_after, &cols.r_usage],
         )
         .await
@@ -433,6 +447,7 @@ async fn finish_retries(
     for r in &back {
         let (seq, org, prio, after): (i64, i64, i16, i64) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
+        left.push(r.get(4));
         let e = per_org.entry(org).or_default();
         e.released += 1;
         e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
@@ -451,16 +466,21 @@ async fn finish_requeues(
     tx: &deadpool_postgres::Transaction<'_>,
     cols: &Columns<'_>,
     per_org: &mut BTreeMap<i64, OrgDelta>,
+    left: &mut Vec<i16>,
 ) -> Result<bool> {
     if cols.q_seq.is_empty() {
         return Ok(false);
     }
     let back = tx
-        .query(FINISH_REQUEUE, &[&cols.q_seq, &cols.q_att, &cols.q_usage])
+        .query(
+            &tx.prepare_cached(FINISH_REQUEUE).await.map_err(pg_err)?,
+            &[&cols.q_seq, &cols.q_att, &cols.q_usage],
+        )
         .await
         .map_err(pg_err)?;
     for r in &back {
         let (seq, org, prio): (i64, i64, i16) = (r.get(0), r.get(1), r.get(2));
+        left.push(r.get(3));
         let e = per_org.entry(org).or_default();
         e.released += 1;
         e.cost += cols.cost_of.get(&seq).copied().unwrap_or(0);
@@ -471,12 +491,14 @@ async fn finish_requeues(
 }
 
 /// Step 4: the counters. Retried tasks' queued counts and cursors ([`REQUEUE`]), then this
-/// node's finish-side rows ([`RELEASE_SLOTS`]). Lock order: `orgs` rows before `org_nodes`
-/// rows, each by organization id (BTreeMap order).
+/// node's finish-side rows ([`RELEASE_SLOTS`]), then its finish-side lane counts
+/// ([`RELEASE_LANES`]). Lock order: `orgs` rows before `org_nodes` rows, each by organization
+/// id (BTreeMap order), then `run_lanes` rows by task type.
 async fn update_counters(
     shared: &Shared,
     tx: &deadpool_postgres::Transaction<'_>,
     per_org: &BTreeMap<i64, OrgDelta>,
+    left: &[i16],
 ) -> Result<()> {
     let mine = tx.prepare_cached(RELEASE_SLOTS).await.map_err(pg_err)?;
     let stmt = tx.prepare_cached(REQUEUE).await.map_err(pg_err)?;
@@ -496,6 +518,13 @@ async fn update_counters(
         )
         .await
         .map_err(pg_err)?;
+    }
+    let (types, counts) = super::claim::per_type(left.iter().copied());
+    if !types.is_empty() {
+        let stmt = tx.prepare_cached(RELEASE_LANES).await.map_err(pg_err)?;
+        tx.execute(&stmt, &[&types, &counts, &shared.node])
+            .await
+            .map_err(pg_err)?;
     }
     Ok(())
 }

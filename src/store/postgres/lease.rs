@@ -61,8 +61,12 @@ pub(crate) async fn hold(
     lease: &LeaseClock,
     node: uuid::Uuid,
 ) -> crate::store::Result<Held> {
+    let stmt = tx
+        .prepare_cached(HOLD_LEASE)
+        .await
+        .map_err(super::errors::pg_err)?;
     let row = tx
-        .query_opt(HOLD_LEASE, &[&node])
+        .query_opt(&stmt, &[&node])
         .await
         .map_err(super::errors::pg_err)?;
     Ok(match row.map(|r| r.get::<_, bool>(0)) {

@@ -3,14 +3,20 @@
 //! A claim commits, then its reply travels back; if the connection drops in between, the
 //! claim fails here although the database has the tasks PROCESSING on this node, their slots
 //! taken. Nobody runs them and no reaper frees them (this node is alive). So this node keeps
-//! the attempts it handed to its dispatcher and has not finished ([`Running`]), and every
-//! heartbeat compares them with its PROCESSING rows ([`MINE_RUNNING`]): a row it does not run
-//! is requeued like an attempt that never started (a `Requeue` outcome through the finisher:
-//! back to QUEUED at its place, the attempt not spent, the slot and reservation released).
+//! the attempts it handed to its dispatcher and has not finished ([`Running`]), and the
+//! *suspects*: tasks a claim tried to start but did not hand out (it failed or was dropped
+//! after picking them: its commit may have happened anyway), and attempts it gave up
+//! ([`Running::forget_all`]). Every heartbeat it reads the suspects' rows by seq
+//! ([`SUSPECTS_RUNNING`]): one PROCESSING on this node that it does not run is requeued like
+//! an attempt that never started (a `Requeue` outcome through the finisher: back to QUEUED at
+//! its place, the attempt not spent, the slot and reservation released). No other task can be
+//! PROCESSING on this node unknown to it, so no index by node is needed (a claim writes no
+//! index entry, `0009_hot_claims.sql`), and a round without suspects reads nothing.
 //!
 //! The comparison is exact, with no grace period: a claim registers its tasks before it
 //! returns, and a round whose read may have raced a claim still in flight (one that began
-//! before the read) is skipped. A finish forgets its tasks only after its commit.
+//! before the read) is skipped. A finish forgets its tasks only after its commit. A suspect
+//! leaves the set once a round has settled it, unless it became a suspect again meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -22,10 +28,10 @@ use super::errors::pg_err;
 use super::finisher::{self, FinishKind, FinishRow};
 use crate::store::Result;
 
-/// This node's PROCESSING tasks (`$1`) by the database: seq, attempt, reserved credits
-/// (`tasks_running` index).
-const MINE_RUNNING: &str =
-    "SELECT seq, attempts, credits_to_charge FROM tasks WHERE status = 1 AND node = $1";
+/// Which of tasks `$1` are PROCESSING on this node (`$2`) by the database: seq, attempt,
+/// reserved credits (primary key lookups).
+const SUSPECTS_RUNNING: &str = "SELECT seq, attempts, credits_to_charge FROM tasks
+             WHERE seq = ANY($1) AND status = 1 AND node = $2";
 
 /// The attempts this node handed out and has not finished, and its claims in flight.
 #[derive(Default)]
@@ -41,6 +47,20 @@ struct Inner {
     tasks: HashMap<i64, i32>,
     next_ticket: u64,
     claims: BTreeSet<u64>,
+    /// Tasks that may be PROCESSING on this node although it does not run them: seq → the
+    /// generation at which they became suspect (a later one keeps them for the next round).
+    suspects: HashMap<i64, u64>,
+    generation: u64,
+}
+
+impl Inner {
+    fn suspect(&mut self, seqs: impl IntoIterator<Item = i64>) {
+        self.generation += 1;
+        let g = self.generation;
+        for seq in seqs {
+            self.suspects.insert(seq, g);
+        }
+    }
 }
 
 /// A claim in flight; its tasks are registered by [`ClaimTicket::handed_out`]. Dropped (the
@@ -48,6 +68,8 @@ struct Inner {
 pub(crate) struct ClaimTicket<'a> {
     running: &'a Running,
     ticket: u64,
+    /// What the claim tries to start: suspects unless handed out.
+    trying: Vec<i64>,
 }
 
 impl Running {
@@ -64,6 +86,7 @@ impl Running {
         ClaimTicket {
             running: self,
             ticket,
+            trying: Vec::new(),
         }
     }
 
@@ -81,7 +104,13 @@ impl Running {
     /// provably current): their runs stop ([`Running::abandoned`]); the ones the database still
     /// gives this node are requeued by the next [`reconcile`], or by a reaper.
     pub(crate) fn forget_all(&self) -> usize {
-        let n = std::mem::take(&mut self.lock().tasks).len();
+        let n = {
+            let mut inner = self.lock();
+            let gone = std::mem::take(&mut inner.tasks);
+            let n = gone.len();
+            inner.suspect(gone.into_keys());
+            n
+        };
         self.forgotten.send_modify(|g| *g = g.wrapping_add(1));
         n
     }
@@ -102,29 +131,52 @@ impl Running {
 }
 
 impl ClaimTicket<'_> {
+    /// The claim is about to start tasks `seqs`: from now on it may commit without this node
+    /// hearing of it, so unless they are handed out they become suspects.
+    pub(crate) fn trying(&mut self, seqs: &[i64]) {
+        self.trying = seqs.to_vec();
+    }
+
     /// The claim committed and hands these attempts out. Unless `current` (the lease ran out
     /// while the claim ran) they are not taken on: given up at once, requeued like a lost claim.
-    pub(crate) fn handed_out(self, tasks: impl IntoIterator<Item = (i64, i32)>, current: bool) {
+    pub(crate) fn handed_out(mut self, tasks: impl IntoIterator<Item = (i64, i32)>, current: bool) {
+        let tried = std::mem::take(&mut self.trying);
+        let mut inner = self.running.lock();
         if current {
-            self.running.lock().tasks.extend(tasks);
+            inner.tasks.extend(tasks);
+        } else {
+            inner.suspect(tried);
         }
     }
 }
 
 impl Drop for ClaimTicket<'_> {
     fn drop(&mut self) {
-        self.running.lock().claims.remove(&self.ticket);
+        let tried = std::mem::take(&mut self.trying);
+        let mut inner = self.running.lock();
+        inner.claims.remove(&self.ticket);
+        if !tried.is_empty() {
+            inner.suspect(tried);
+        }
     }
 }
 
 /// Requeues this node's PROCESSING tasks that it does not run (see the module docs); returns
 /// how many.
 pub(crate) async fn reconcile(shared: &Shared) -> Result<u64> {
-    let mark = shared.running.lock().next_ticket;
+    let (mark, checked): (u64, Vec<(i64, u64)>) = {
+        let inner = shared.running.lock();
+        let checked = inner.suspects.iter().map(|(s, g)| (*s, *g)).collect();
+        (inner.next_ticket, checked)
+    };
+    if checked.is_empty() {
+        return Ok(0);
+    }
+    let seqs: Vec<i64> = checked.iter().map(|(s, _)| *s).collect();
     let rows = {
         let client = shared.conn().await?;
         client
-            .query(MINE_RUNNING, &[&shared.node])
+            .query(SUSPECTS_RUNNING, &[&seqs, &shared.node])
             .await
             .map_err(pg_err)?
     };
@@ -147,16 +199,23 @@ pub(crate) async fn reconcile(shared: &Shared) -> Result<u64> {
             })
             .collect()
     };
-    if orphans.is_empty() {
-        return Ok(0);
+    if !orphans.is_empty() {
+        let refs: Vec<&FinishRow> = orphans.iter().collect();
+        finisher::finish_rows(shared, &refs).await?;
+        shared.notify.notify_one();
+        shared.bump();
+        tracing::warn!(
+            tasks = orphans.len(),
+            "Requeued tasks the database had running on this node but it did not run (a lost claim reply)"
+        );
     }
-    let refs: Vec<&FinishRow> = orphans.iter().collect();
-    finisher::finish_rows(shared, &refs).await?;
-    shared.notify.notify_one();
-    shared.bump();
-    tracing::warn!(
-        tasks = orphans.len(),
-        "Requeued tasks the database had running on this node but it did not run (a lost claim reply)"
-    );
+    // Settled: not running here unknown to this node (any more). One that became a suspect
+    // again since the read stays for the next round.
+    let mut inner = shared.running.lock();
+    for (seq, generation) in checked {
+        if inner.suspects.get(&seq) == Some(&generation) {
+            inner.suspects.remove(&seq);
+        }
+    }
     Ok(orphans.len() as u64)
 }

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0006_usage.sql"),
     include_str!("../../../migrations/postgres/0007_engine_health.sql"),
     include_str!("../../../migrations/postgres/0008_sync.sql"),
+    include_str!("../../../migrations/postgres/0009_hot_claims.sql"),
 ];
 
 /// Arbitrary constant naming the migration lock.

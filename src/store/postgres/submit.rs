@@ -52,7 +52,8 @@ const INSERT_TASKS: &str = "INSERT INTO tasks(seq, id, org, task_type, priority,
 const LOCK_ORG: &str = "SELECT 1 FROM orgs WHERE id = $1 FOR UPDATE";
 
 /// Deletes organization `$1`'s QUEUED tasks (waiting retries included).
-const DELETE_QUEUED: &str = "DELETE FROM tasks WHERE org = $1 AND status = 0 RETURNING priority";
+const DELETE_QUEUED: &str =
+    "DELETE FROM tasks WHERE org = $1 AND finished_ms IS NULL AND status = 0 RETURNING priority";
 
 /// The accepted tasks as [`INSERT_TASKS`]'s column arrays.
 #[derive(Default)]
