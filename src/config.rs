@@ -180,7 +180,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CLORO_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
     /// Tasks this node runs at once, over all organizations.
-    #[arg(long, env = "CLORO_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "CLORO_WORKERS", default_value_t = crate::queue::DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,
     /// Mean backoff before the second attempt; doubles for each further attempt. Each delay is
     /// drawn from 0.5 to 1.5 times its mean, so tasks that failed together are spread out.

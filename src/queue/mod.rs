@@ -63,6 +63,9 @@ use engines::{Member, Verdict};
 pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
 
+/// `serve --workers` when not given (and the benchmark's default): tasks one node runs at once.
+pub const DEFAULT_WORKERS: u32 = 256;
+
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
@@ -94,7 +97,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            workers: 256,
+            workers: DEFAULT_WORKERS as usize,
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_jitter: Jitter::Uniform,
