@@ -35,3 +35,9 @@ DROP INDEX IF EXISTS tasks_running;
 DROP INDEX IF EXISTS tasks_running_type;
 DROP INDEX IF EXISTS tasks_ready;
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks (org, priority DESC, seq) WHERE finished_ms IS NULL;
+
+-- Room for the claim's version of every row on its own page: a HOT update needs free space on
+-- the row's page, and a claim takes the rows of a page together (FIFO), before pruning can free
+-- anything. At 45% a page keeps room for one more version of each row it was filled with (the
+-- claimed version is the same row plus `started_ms` and `node`). New pages only: no rewrite.
+ALTER TABLE tasks SET (fillfactor = 45);

@@ -4,8 +4,8 @@
 //!
 //! 0. [`lane_room`] (only when the claim has [`Lanes`]): for each lane with `max_in_flight`,
 //!    take its advisory lock ([`LOCK_LANE`], in key order, so claims never deadlock on them),
-//!    then count its PROCESSING tasks ([`RUNNING_BY_TYPE`], by the `tasks_running_type`
-//!    index). Only claims move tasks into PROCESSING, and every claim that may start a task of
+//!    then count its PROCESSING tasks ([`RUNNING_BY_TYPE`], from the `run_lanes` counter
+//!    rows that claims and finishes keep per node and task type). Only claims move tasks into PROCESSING, and every claim that may start a task of
 //!    a limited lane holds the lane's lock until it commits; the count is a fresh statement
 //!    (READ COMMITTED) after the lock was granted, so it sees every earlier claim's commit:
 //!    it is exact, cluster-wide, and only finishes and the reaper (which only lower it) can
@@ -27,11 +27,13 @@
 //!    it reserves) exceeds the balance minus reservations is rejected. While some task types
 //!    have no room the walk asks only for the others ([`PICK_OPEN`]) and leaves the cursor
 //!    where it was (it cannot see the skipped rows).
-//! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]).
+//! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]): a
+//!    heap-only (HOT) update, no index entry (`0009_hot_claims.sql`).
 //! 6. [`fail_unaffordable`]: the rejected ones become FAILED `INSUFFICIENT_CREDITS`, with their
 //!    webhook deliveries ([`FAIL_UNAFFORDABLE`]).
 //! 7. [`record_turns`]: per organization, the queued counts, the cursors and `served_at`
-//!    ([`SERVED`]), then this node's claim-side counter row ([`TAKE_SLOTS`]).
+//!    ([`SERVED`]), then this node's claim-side counter row ([`TAKE_SLOTS`]); then its
+//!    claim-side running counts per task type ([`TAKE_LANES`]).
 //!
 //! Before step 0 the claim holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)):
 //! a node whose lease ran out claims nothing, and no reaper takes the node over while the claim
@@ -81,20 +83,23 @@ const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(c
                    FROM org_nodes WHERE org = ANY($1) GROUP BY org";
 
 /// Step 4: organization `$1`'s queued tasks of priority `$2` from seq `$3` on, in FIFO order,
-/// `$4` at a time. `SKIP LOCKED`: a row another transaction holds is left for later. An AI Mode
-/// task (`task_type` 0) comes with its payload: what its pickup reserves depends on it.
+/// `$4` at a time. An AI Mode task (`task_type` 0) comes with its payload: what its pickup
+/// reserves depends on it. No row lock (`FOR UPDATE` would write each row and a WAL record
+/// once more): every transaction that changes an organization's QUEUED rows holds its `orgs`
+/// row locked (claims from step 1, `clear_queue`), and the others (finishes, the reaper) touch
+/// only PROCESSING rows, so nothing changes these rows before [`START`] (which checks anyway).
 const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
                          CASE WHEN task_type = 0 THEN payload END FROM tasks
                   WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
                     AND seq >= $3
-                  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+                  ORDER BY seq LIMIT $4";
 
 /// Step 4 while only the task types `$5` have room: [`PICK`] restricted to them.
 const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
                          CASE WHEN task_type = 0 THEN payload END FROM tasks
                   WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
                     AND seq >= $3 AND task_type = ANY($5)
-                  ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED";
+                  ORDER BY seq LIMIT $4";
 
 /// Step 0: the lock of one lane (`$1`: [`lane_key`] of its name), held to the commit.
 pub(super) const LOCK_LANE: &str = "SELECT pg_advisory_xact_lock($1)";
@@ -116,7 +121,7 @@ pub(super) const RUNNING_BY_TYPE: &str = "SELECT task_type, sum(n)::bigint FROM 
 const START: &str =
     "UPDATE tasks SET status = 1, attempts = attempts + 1, started_ms = COALESCE(started_ms, $2),
                         node = $3, run_after_ms = NULL
-                  WHERE seq = ANY($1)
+                  WHERE seq = ANY($1) AND status = 0
                  RETURNING seq, id, org, task_type, payload, attempts, credits_to_charge";
 
 /// Step 6: tasks `$1` are FAILED at `$2` with response `$3`, charged nothing. FAILED is
@@ -502,7 +507,18 @@ async fn start_tasks(
     if run.is_empty() {
         return Ok(Vec::new());
     }
-    tx.query(START, &[&run, &now, &node]).await.map_err(pg_err)
+    let started = tx
+        .query(START, &[&run, &now, &node])
+        .await
+        .map_err(pg_err)?;
+    if started.len() != run.len() {
+        // Cannot happen while every writer of QUEUED rows holds the organization's row (see
+        // [`PICK`]); if it did, the counters computed from the pick would be wrong: roll back.
+        return Err(Error::Unavailable(
+            "a picked task changed before it was started".into(),
+        ));
+    }
+    Ok(started)
 }
 
 /// Step 7 ([`TAKE_LANES`]): the started tasks counted per task type.
