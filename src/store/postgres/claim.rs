@@ -51,7 +51,7 @@ use tokio_postgres::Statement;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::counters::{Params, deltas, push_deltas};
+use super::counters::{Params, deltas};
 use super::errors::pg_err;
 use super::lease::{self, Held};
 use crate::domain::request::max_add_ons_text;
@@ -134,19 +134,33 @@ const FAIL_UNAFFORDABLE: &str = "WITH failed AS (
                  SELECT seq, org, id, webhook_url, $2, $2 FROM failed WHERE webhook_url IS NOT NULL
                  ON CONFLICT (seq) DO NOTHING";
 
-/// Step 7: organization `$1` was served now: its turn moves to the back, its queued counts
-/// change by `$2..$11` and its cursors become `$12..$21`.
-pub(super) const SERVED: &str = concat!(
-    "UPDATE orgs SET served_at = nextval('serve_turn'), ",
-    q_deltas_from_2!(),
-    ", c1 = $12, c2 = $13, c3 = $14, c4 = $15, c5 = $16, c6 = $17, c7 = $18, c8 = $19, ",
-    "c9 = $20, c10 = $21 WHERE id = $1"
-);
+/// Step 7: organizations `$1` (ascending) were served now, in one statement: each one's turn
+/// moves to the back (in that order), its queued counts per priority change by `$2..$11` and
+/// its cursors become `$12..$21` (arrays, one element per organization).
+pub(super) const SERVED: &str = "UPDATE orgs o SET served_at = u.turn,
+                    q1 = o.q1 + u.d1, q2 = o.q2 + u.d2, q3 = o.q3 + u.d3, q4 = o.q4 + u.d4,
+                    q5 = o.q5 + u.d5, q6 = o.q6 + u.d6, q7 = o.q7 + u.d7, q8 = o.q8 + u.d8,
+                    q9 = o.q9 + u.d9, q10 = o.q10 + u.d10,
+                    c1 = u.c1, c2 = u.c2, c3 = u.c3, c4 = u.c4, c5 = u.c5, c6 = u.c6,
+                    c7 = u.c7, c8 = u.c8, c9 = u.c9, c10 = u.c10
+                 FROM (SELECT s.*, nextval('serve_turn') AS turn
+                         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                                     $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+                                     $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[],
+                                     $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
+                                     $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[],
+                                     $21::bigint[])
+                              WITH ORDINALITY AS s(org, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10,
+                                                   c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, ord)
+                        ORDER BY ord) AS u
+                WHERE o.id = u.org";
 
-/// Step 7: this node's claim-side (side 0) counter row of organization `$1`: `$3` more tasks
-/// running, `$4` more credits reserved. Finishes write side 1, so they never wait on a claim.
-const TAKE_SLOTS: &str =
-    "INSERT INTO org_nodes(org, node, side, processing, reserved) VALUES ($1, $2, 0, $3, $4)
+/// Step 7: this node's claim-side (side 0) counter rows of organizations `$2` (ascending: the
+/// lock order): `$3` more tasks running, `$4` more credits reserved (arrays, one element per
+/// organization). Finishes write side 1, so they never wait on a claim.
+const TAKE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, reserved)
+                 SELECT u.org, $1, 0, u.p, u.r
+                   FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS u(org, p, r)
                  ON CONFLICT (org, node, side) DO UPDATE SET
                     processing = org_nodes.processing + EXCLUDED.processing,
                     reserved = org_nodes.reserved + EXCLUDED.reserved";
@@ -561,21 +575,42 @@ async fn fail_unaffordable(tx: &Tx<'_>, reject: &[i64], now: i64) -> Result<()> 
 }
 
 /// Step 7 ([`SERVED`] for every organization that had a turn, then [`TAKE_SLOTS`] for those
-/// that started something). Lock order: `orgs` rows (already held) before `org_nodes` rows,
-/// by organization id.
+/// that started something), one statement each. Lock order: `orgs` rows (already held) before
+/// `org_nodes` rows, by organization id.
 async fn record_turns(tx: &Tx<'_>, mut per_org: Vec<OrgClaim>, node: Uuid) -> Result<()> {
-    let served = tx.prepare_cached(SERVED).await.map_err(pg_err)?;
-    let mine = tx.prepare_cached(TAKE_SLOTS).await.map_err(pg_err)?;
-    per_org.sort_by_key(|p| p.org);
-    for c in &per_org {
-        let d = deltas(c.by_prio.iter());
-        let mut params: Params = vec![&c.org];
-        push_deltas(&mut params, &d);
-        push_deltas(&mut params, &c.cursor);
-        tx.execute(&served, &params).await.map_err(pg_err)?;
+    if per_org.is_empty() {
+        return Ok(());
     }
-    for c in per_org.iter().filter(|c| c.started > 0) {
-        tx.execute(&mine, &[&c.org, &node, &c.started, &c.reserved])
+    per_org.sort_by_key(|p| p.org);
+    let orgs: Vec<i64> = per_org.iter().map(|c| c.org).collect();
+    // Per priority: the queued-count change, then the cursor, of each organization.
+    let mut d: Vec<Vec<i64>> = vec![Vec::new(); 10];
+    let mut c: Vec<Vec<i64>> = vec![Vec::new(); 10];
+    for o in &per_org {
+        let delta = deltas(o.by_prio.iter());
+        for p in 0..10 {
+            d[p].push(delta[p]);
+            c[p].push(o.cursor[p]);
+        }
+    }
+    let mut params: Params = vec![&orgs];
+    params.extend(
+        d.iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
+    params.extend(
+        c.iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)),
+    );
+    let served = tx.prepare_cached(SERVED).await.map_err(pg_err)?;
+    tx.execute(&served, &params).await.map_err(pg_err)?;
+    let took: Vec<&OrgClaim> = per_org.iter().filter(|c| c.started > 0).collect();
+    if !took.is_empty() {
+        let orgs: Vec<i64> = took.iter().map(|c| c.org).collect();
+        let started: Vec<i32> = took.iter().map(|c| c.started).collect();
+        let reserved: Vec<i64> = took.iter().map(|c| c.reserved).collect();
+        let mine = tx.prepare_cached(TAKE_SLOTS).await.map_err(pg_err)?;
+        tx.execute(&mine, &[&node, &orgs, &started, &reserved])
             .await
             .map_err(pg_err)?;
     }
