@@ -8,8 +8,6 @@
 //! becomes due for delivery in the same row update (the outbox is the row itself). Whatever the
 //! outcome, the attempt's upstream usage is added to the task's `usage` in that same update.
 
-use std::collections::HashMap;
-
 use rusqlite::{OptionalExtension, params};
 
 use super::Group;
@@ -109,8 +107,9 @@ const REQUEUE: &str = concat!(
       RETURNING priority"
 );
 
-/// Charges an organization the credits its completions in this command cost (one statement
-/// per organization, not per task).
+/// Charges an organization the credits its completions in this group cost (one statement
+/// per organization and group, not per task nor per command: with one finish command per
+/// task, a per-command charge was a second row write for every completion).
 const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
 
 /// Records the outcomes: their effects on the ready index, and the webhook deliveries that
@@ -124,7 +123,6 @@ pub(super) fn finish(
     let mut hooks = Vec::new();
     let mut retry = g.tx.prepare_cached(RETRY)?;
     let mut requeue = g.tx.prepare_cached(REQUEUE)?;
-    let mut charges: HashMap<OrgKey, i64> = HashMap::new();
     let mut effects = Vec::with_capacity(outcomes.len());
     for (t, row) in outcomes {
         let effect = |charged, back| FinishEffect {
@@ -184,18 +182,27 @@ pub(super) fn finish(
                 hooks.push((t.seq, PendingHook::fresh(t.org, now)));
             }
             if charged != 0 {
-                *charges.entry(t.org).or_default() += charged;
+                *g.charges.entry(t.org).or_default() += charged;
             }
             effects.push(effect(charged, None));
         } else {
             g.log.unstage(at);
         }
     }
+    Ok((effects, hooks))
+}
+
+/// Writes the charges the group's finishes added up ([`Group::charges`]), once every command
+/// is applied and before the commit: if one fails, the whole group does.
+pub(super) fn charge(g: &mut Group<'_, '_>) -> rusqlite::Result<()> {
+    if g.charges.is_empty() {
+        return Ok(());
+    }
     let mut charge = g.tx.prepare_cached(CHARGE)?;
-    for (org, amount) in charges {
+    for (org, amount) in g.charges.drain() {
         if amount != 0 {
             charge.execute(params![org, amount])?;
         }
     }
-    Ok((effects, hooks))
+    Ok(())
 }

@@ -24,6 +24,7 @@ pub(crate) mod submit;
 pub(crate) mod sync;
 pub(crate) mod webhook;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::sync::mpsc;
@@ -132,6 +133,9 @@ pub(crate) struct Group<'a, 'c> {
     pub(crate) urls: &'a mut UrlCache,
     /// The next task sequence number ([`Shared::next_seq`]).
     pub(crate) next_seq: &'a AtomicI64,
+    /// Credits the group's finishes charge, per organization: written once per organization
+    /// at the end of the group ([`finish::charge`]).
+    pub(crate) charges: HashMap<OrgKey, i64>,
 }
 
 impl Writer {
@@ -182,6 +186,7 @@ impl Writer {
                 log: &mut self.log,
                 urls: &mut self.urls,
                 next_seq: &self.shared.next_seq,
+                charges: HashMap::new(),
             };
             let mut cmds = group.drain(..);
             for cmd in cmds.by_ref() {
@@ -199,6 +204,7 @@ impl Writer {
                 }
             }
             drop(cmds);
+            finish::charge(&mut g)?;
             // Responses are durable before the rows that point at them.
             g.log.flush().map_err(io_err)?;
             tx.commit()
@@ -283,14 +289,20 @@ impl Writer {
                 }),
                 Err(e) => Err((e, FailedReply::Count(reply, Some((org, taken))))),
             },
-            Cmd::Renew { now, reply } => match renew::renew(g.tx, now) {
-                Ok(rows) => Ok(After::Renew { rows, reply }),
-                Err(e) => Err((e, FailedReply::Renew(reply))),
-            },
-            Cmd::ReloadOrgs { reply } => match orgs::reload(g.tx) {
-                Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
-                Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
-            },
+            // The finishes before it in the group are charged first: a renewal sets the
+            // balance, a reload reads it.
+            Cmd::Renew { now, reply } => {
+                match finish::charge(g).and_then(|()| renew::renew(g.tx, now)) {
+                    Ok(rows) => Ok(After::Renew { rows, reply }),
+                    Err(e) => Err((e, FailedReply::Renew(reply))),
+                }
+            }
+            Cmd::ReloadOrgs { reply } => {
+                match finish::charge(g).and_then(|()| orgs::reload(g.tx)) {
+                    Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
+                    Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
+                }
+            }
             Cmd::ClaimHooks { claims, reply } => match webhook::claim(g, &claims) {
                 Ok(applied) => Ok(After::ClaimHooks { applied, reply }),
                 Err(e) => Err((e, FailedReply::ClaimHooks(reply))),
