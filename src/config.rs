@@ -179,8 +179,11 @@ pub struct ServeArgs {
     /// Share of simulated attempts that fail (retryable), 0 to 1.
     #[arg(long, env = "CLORO_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
-    /// Tasks this node runs at once, over all organizations.
-    #[arg(long, env = "CLORO_WORKERS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// Tasks this node runs at once, over all organizations. A worker is a place for a task
+    /// waiting on its engine (about 10 KB, no thread): the default 20000 keeps 20,000 calls of
+    /// a slow engine in flight, and is as fast as 256 on a 0 ms drain (docs/PERFORMANCE.md,
+    /// "Many in flight"); lower it only to cap this node's share of the load.
+    #[arg(long, env = "CLORO_WORKERS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,
     /// Mean backoff before the second attempt; doubles for each further attempt. Each delay is
     /// drawn from 0.5 to 1.5 times its mean, so tasks that failed together are spread out.

@@ -42,6 +42,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -62,6 +63,14 @@ use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
+
+/// Tasks a node runs at once unless told otherwise (`--workers`). A worker is a place, not
+/// a thread: a task waiting on its engine costs about 10 KB and no CPU, organizations' and
+/// engines' limits still apply, and claims stay at most [`CLAIM_BATCH`] tasks. So the default
+/// is the number of slow calls (a 2 s engine) one node keeps in flight at about the ideal rate
+/// within 300 MB; a cap of 256 made such a node 80 times slower than it could be, and on
+/// PostgreSQL even a 0 ms drain was short of slots (docs/PERFORMANCE.md, "Many in flight").
+pub const DEFAULT_WORKERS: usize = 20_000;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -94,7 +103,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            workers: 256,
+            workers: DEFAULT_WORKERS,
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_jitter: Jitter::Uniform,
@@ -134,6 +143,9 @@ struct Dispatcher {
     routes: Arc<EngineRoutes>,
     cfg: QueueConfig,
     gate: Arc<Gate>,
+    /// Attempts whose engine call ended and whose outcome is not recorded yet
+    /// ([`MAX_UNRECORDED`]).
+    unrecorded: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -247,6 +259,8 @@ impl Source for Dispatcher {
                 return;
             }
         };
+        // From here until the outcome is recorded, the attempt holds its result in memory.
+        let _unrecorded = Unrecorded::count(&self.unrecorded);
         let (outcome, usage) = match ran {
             Ok(done) => done,
             Err(panic) => {
@@ -294,12 +308,60 @@ impl Source for Dispatcher {
     }
 }
 
-/// The dispatcher claims nothing while its gate is paused.
-struct GatePacer(Arc<Gate>);
+/// Most tasks one claim asks for. With many free workers (`--workers 20000`, a slow engine),
+/// a claim of every free slot at once would be one write of thousands of rows that every task
+/// waits for, and would start them all in lockstep; claims of at most this many follow each
+/// other at once instead (the claim loop claims again when a claim came back full), so the
+/// first tasks start while the next are claimed. It is also the batch the 0 ms drain works
+/// in (docs/PERFORMANCE.md, "Many in flight").
+pub(crate) const CLAIM_BATCH: usize = 1024;
+
+/// Most attempts whose engine call has ended but whose outcome is not recorded yet, before
+/// the dispatcher stops claiming. When the store records outcomes more slowly than the engines
+/// produce them (a slow store, a busy machine, thousands of calls ending together), more
+/// claims would only lengthen that queue: each waiting outcome holds its result in memory
+/// (a simulated CHATGPT answer is about 10 KB as JSON, several times that as a `Value`) and
+/// its worker, and a claim is one more write in front of them. So the node claims again once
+/// the store has caught up (every recorded outcome wakes the claim loop): its memory stays
+/// bounded by what the store absorbs, whatever `--workers` is. Twice a claim batch, so a
+/// batch that ends together never stops the claims by itself.
+pub(crate) const MAX_UNRECORDED: usize = 2 * CLAIM_BATCH;
+
+/// The dispatcher claims nothing while its gate is paused or while [`MAX_UNRECORDED`]
+/// outcomes wait to be recorded, and at most [`CLAIM_BATCH`] tasks per claim.
+struct GatePacer {
+    gate: Arc<Gate>,
+    /// Attempts whose engine call ended and whose outcome is not recorded yet.
+    unrecorded: Arc<AtomicUsize>,
+}
 
 impl Pacer for GatePacer {
     fn hold(&mut self) -> Option<impl Future<Output = ()> + Send + '_> {
-        self.0.is_paused().then(|| self.0.changed_if_paused())
+        self.gate.is_paused().then(|| self.gate.changed_if_paused())
+    }
+
+    fn batch(&mut self, free: usize) -> usize {
+        // 0: the claim loop waits for its next wake-up, which every recorded outcome is.
+        if self.unrecorded.load(Ordering::SeqCst) >= MAX_UNRECORDED {
+            return 0;
+        }
+        free.min(CLAIM_BATCH)
+    }
+}
+
+/// Counts an attempt as unrecorded ([`MAX_UNRECORDED`]) until dropped (a panic included).
+struct Unrecorded<'a>(&'a AtomicUsize);
+
+impl<'a> Unrecorded<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Unrecorded(n)
+    }
+}
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -327,14 +389,17 @@ pub(crate) async fn run_dispatcher(
             health.clone(),
         ))
     });
+    let unrecorded = Arc::new(AtomicUsize::new(0));
     let dispatcher = Arc::new(Dispatcher {
         store,
         engine,
         routes,
         cfg,
         gate: gate.clone(),
+        unrecorded: unrecorded.clone(),
     });
-    claim_loop::run(dispatcher, GatePacer(gate), limits, cancel).await;
+    let pacer = GatePacer { gate, unrecorded };
+    claim_loop::run(dispatcher, pacer, limits, cancel).await;
     // The running tasks have finished: write their last health changes, then stop.
     health.cancel();
     if let Some(writer) = writer {
