@@ -180,8 +180,8 @@ pub struct ServeArgs {
     #[arg(long, env = "CLORO_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
     /// Tasks this node runs at once, over all organizations. A worker is a place for a task
-    /// waiting on its engine (about 10 KB, no thread): the default 20000 keeps 20,000 calls of
-    /// a slow engine in flight, and is as fast as 256 on a 0 ms drain (docs/PERFORMANCE.md,
+    /// waiting on its engine (no thread): the default 20000 keeps 20,000 calls of a slow engine
+    /// in flight, and drains 0 ms tasks about twice as fast as 256 did (docs/PERFORMANCE.md,
     /// "Many in flight"); lower it only to cap this node's share of the load.
     #[arg(long, env = "CLORO_WORKERS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,

@@ -470,7 +470,7 @@ async fn more_free_workers_than_a_claim_batch_are_all_filled() {
         None,
         None,
     )];
-    let n = CLAIM_BATCH * 2 + 100;
+    let n = CLAIM_BATCH + 100;
     let r = rig_with(
         n as u32 + 10,
         route(members, &[(TaskType::Chatgpt, 0)]),

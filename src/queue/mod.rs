@@ -2,9 +2,11 @@
 //!
 //! Protocol, in order:
 //! 1. **Claim.** When this node has free worker capacity (`--workers`), the dispatcher asks the
-//!    store for up to that many tasks. The store decides which (priority, then FIFO, inside
-//!    each organization's concurrency limit, organizations round-robin) and marks them
-//!    PROCESSING durably before they are handed out (`attempts` grows by one).
+//!    store for up to that many tasks, at most [`CLAIM_BATCH`] per claim, and for none while
+//!    [`MAX_UNRECORDED`] finished attempts wait for their outcome to be written. The store
+//!    decides which (priority, then FIFO, inside each organization's concurrency limit,
+//!    organizations round-robin) and marks them PROCESSING durably before they are handed out
+//!    (`attempts` grows by one).
 //! 2. **Run.** Each claimed task runs on its own Tokio task under an engine time limit. An
 //!    attempt number above the maximum (a task that was running when a process died during its
 //!    last attempt) is not run again: it fails with "Maximum retries exceeded".
@@ -65,11 +67,12 @@ pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
 
 /// Tasks a node runs at once unless told otherwise (`--workers`). A worker is a place, not
-/// a thread: a task waiting on its engine costs about 10 KB and no CPU, organizations' and
-/// engines' limits still apply, and claims stay at most [`CLAIM_BATCH`] tasks. So the default
-/// is the number of slow calls (a 2 s engine) one node keeps in flight at about the ideal rate
-/// within 300 MB; a cap of 256 made such a node 80 times slower than it could be, and on
-/// PostgreSQL even a 0 ms drain was short of slots (docs/PERFORMANCE.md, "Many in flight").
+/// a thread: a task waiting on its engine costs no CPU, organizations' and engines' limits
+/// still apply, claims stay at most [`CLAIM_BATCH`] tasks and memory is bounded by
+/// [`MAX_UNRECORDED`]. So the default is the number of slow calls (a 2 s engine) issue 14 asks
+/// one node to keep in flight; with 256, a node with a 2 s engine did at most 128 tasks/s, and
+/// a 0 ms drain ran half as fast on both stores, its slots held while their outcomes were
+/// committed (docs/PERFORMANCE.md, "Many in flight").
 pub const DEFAULT_WORKERS: usize = 20_000;
 
 /// Dispatcher settings.
@@ -314,14 +317,14 @@ impl Source for Dispatcher {
 /// other at once instead (the claim loop claims again when a claim came back full), so the
 /// first tasks start while the next are claimed. It is also the batch the 0 ms drain works
 /// in (docs/PERFORMANCE.md, "Many in flight").
-pub(crate) const CLAIM_BATCH: usize = 1024;
+pub(crate) const CLAIM_BATCH: usize = 4096;
 
 /// Most attempts whose engine call has ended but whose outcome is not recorded yet, before
 /// the dispatcher stops claiming. When the store records outcomes more slowly than the engines
 /// produce them (a slow store, a busy machine, thousands of calls ending together), more
 /// claims would only lengthen that queue: each waiting outcome holds its result in memory
-/// (a simulated CHATGPT answer is about 10 KB as JSON, several times that as a `Value`) and
-/// its worker, and a claim is one more write in front of them. So the node claims again once
+/// (a simulated CHATGPT answer as a `Value` and as its text: about 10 KB) and its worker, and
+/// a claim is one more write in front of them. So the node claims again once
 /// the store has caught up (every recorded outcome wakes the claim loop): its memory stays
 /// bounded by what the store absorbs, whatever `--workers` is. Twice a claim batch, so a
 /// batch that ends together never stops the claims by itself.
