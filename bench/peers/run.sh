@@ -44,8 +44,10 @@ fi
 
 # One run; appends {"who", "round", "enqueuePerSec"|"drainPerSec", "r": <the run's own JSON>} to $out.
 run_one() {
-  local who=$1 round=$2 line
+  local who=$1 round=$2 line=""
   echo "round $round: $who" >&2
+  # A failed run leaves $line empty (and is reported below) instead of ending the script.
+  set +e
   case $who in
     graphile) line=$(cd "$here" && node graphile.mjs | tail -n 1) ;;
     bullmq) line=$(cd "$here" && node bullmq.mjs | tail -n 1) ;;
@@ -54,6 +56,7 @@ run_one() {
     cloro-sqlite-enqueue) line=$("$cloro" bench --scenario enqueue --json --tasks "$jobs" 2>/dev/null | tail -n 1) ;;
     cloro-pg-enqueue) line=$("$cloro" bench --scenario enqueue --json --tasks "$jobs" --database "$PEERS_PG" 2>/dev/null | tail -n 1) ;;
   esac
+  set -e
   if [[ -z $line ]]; then
     echo "  $who printed nothing (failed); left out of the medians" >&2
     return 0
