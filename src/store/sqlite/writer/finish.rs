@@ -123,8 +123,9 @@ pub(super) fn finish(
     let mut holds = g.tx.prepare_cached(HOLDS)?;
     let mut done = g.tx.prepare_cached(DONE)?;
     let mut hooks = Vec::new();
-    let mut retry = g.tx.prepare_cached(RETRY)?;
-    let mut requeue = g.tx.prepare_cached(REQUEUE)?;
+    // Retries and requeues are rare: their statements are looked up only when needed (a
+    // cached statement's lookup hashes its whole SQL text).
+    let tx = g.tx;
     let mut effects = Vec::with_capacity(outcomes.len());
     for (t, row) in outcomes {
         let effect = |charged, back| FinishEffect {
@@ -138,7 +139,8 @@ pub(super) fn finish(
             FinishRow::Completed { response, credits } => (2, response, *credits),
             FinishRow::Failed { response } => (3, response, 0),
             FinishRow::Retry { run_after_ms } => {
-                let prio: Option<u8> = retry
+                let prio: Option<u8> = tx
+                    .prepare_cached(RETRY)?
                     .query_row(params![t.seq, t.attempt, run_after_ms, t.usage], |r| {
                         r.get(0)
                     })
@@ -157,7 +159,8 @@ pub(super) fn finish(
                 continue;
             }
             FinishRow::Requeue => {
-                let prio: Option<u8> = requeue
+                let prio: Option<u8> = tx
+                    .prepare_cached(REQUEUE)?
                     .query_row(params![t.seq, t.attempt, t.usage], |r| r.get(0))
                     .optional()?;
                 if let Some(prio) = prio {

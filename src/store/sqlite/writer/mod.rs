@@ -321,14 +321,18 @@ impl Writer {
                 Err(e) => Err((e, FailedReply::Count(reply, Some((org, taken))))),
             },
             // A renewal resets balances and a reload reads them: the charges before them first.
-            Cmd::Renew { now, reply } => match g.write_charges().and_then(|()| renew::renew(g.tx, now)) {
-                Ok(rows) => Ok(After::Renew { rows, reply }),
-                Err(e) => Err((e, FailedReply::Renew(reply))),
-            },
-            Cmd::ReloadOrgs { reply } => match g.write_charges().and_then(|()| orgs::reload(g.tx)) {
-                Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
-                Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
-            },
+            Cmd::Renew { now, reply } => {
+                match g.write_charges().and_then(|()| renew::renew(g.tx, now)) {
+                    Ok(rows) => Ok(After::Renew { rows, reply }),
+                    Err(e) => Err((e, FailedReply::Renew(reply))),
+                }
+            }
+            Cmd::ReloadOrgs { reply } => {
+                match g.write_charges().and_then(|()| orgs::reload(g.tx)) {
+                    Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
+                    Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
+                }
+            }
             Cmd::ClaimHooks { claims, reply } => match webhook::claim(g, &claims) {
                 Ok(applied) => Ok(After::ClaimHooks { applied, reply }),
                 Err(e) => Err((e, FailedReply::ClaimHooks(reply))),
