@@ -179,3 +179,26 @@ async fn without_organization_labels_the_queue_is_summed() {
     );
     assert!(!m.contains(&app.org_id), "no organization label: {m}");
 }
+
+#[tokio::test]
+async fn an_idle_organization_is_listed_with_its_limit_on_both_stores() {
+    let app = TestApp::builder()
+        .admin_token(TOKEN, true)
+        .paused()
+        .spawn()
+        .await;
+    // Created while the server runs, never used: no task, no request.
+    let (idle, _key) = app.create_org("free", Some(100), Some(7), None);
+    let (_, m) = scrape(&app, Some(TOKEN)).await;
+    let org = idle.as_str();
+    assert_eq!(
+        sample(&m, "cloro_concurrency_limit", &[("org", org)]),
+        Some(7.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "cloro_processing_tasks", &[("org", org)]),
+        Some(0.0),
+        "{m}"
+    );
+}

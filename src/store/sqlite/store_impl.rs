@@ -363,25 +363,34 @@ impl TaskQueue for SqliteStore {
     }
 
     async fn overview(&self) -> Result<crate::store::Overview> {
-        // The ready index knows every organization with a task queued or running (start-up
-        // loads them; a submission loads its organization first).
-        let counts = lock(&self.shared.ready).all_counts();
+        // Every organization, idle ones included (as in the cluster store): the ready index
+        // knows those with a task queued or running since start-up; the others have none.
+        let keys = self.readers.read(reader::org_keys).await?;
         let webhook_backlog = lock(&self.shared.hooks).len() as u64;
-        let mut orgs = Vec::with_capacity(counts.len());
-        for (org, c) in counts {
-            let org_id = Directory::org(self, org).await?.public_id;
-            orgs.push(crate::store::OrgOverview {
-                org,
-                org_id,
-                status: QueueStatus {
-                    queued: c.queued,
-                    processing: c.processing,
-                    by_priority: c.by_priority,
-                    concurrency_used: c.processing + c.sync,
-                    concurrency_max: u64::from(c.concurrency),
-                },
-            });
-        }
+        let ready = lock(&self.shared.ready);
+        let orgs = keys
+            .into_iter()
+            .map(|(org, org_id, concurrency)| {
+                let known = ready.knows(org);
+                let c = ready.counts(org);
+                crate::store::OrgOverview {
+                    org,
+                    org_id,
+                    status: QueueStatus {
+                        queued: c.queued,
+                        processing: c.processing,
+                        by_priority: c.by_priority,
+                        concurrency_used: c.processing + c.sync,
+                        concurrency_max: if known {
+                            u64::from(c.concurrency)
+                        } else {
+                            u64::from(concurrency)
+                        },
+                    },
+                }
+            })
+            .collect();
+        drop(ready);
         Ok(crate::store::Overview {
             orgs,
             webhook_backlog,
