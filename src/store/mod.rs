@@ -43,6 +43,13 @@ pub use crate::domain::usage::Usage;
 
 pub use lanes::{Lane, LaneStarts, Lanes};
 
+/// A JSON value as the text a store keeps (payloads, results): `serde_json::to_string`, which
+/// writes straight into a byte buffer. The same bytes as `Value`'s `Display`, which goes through
+/// `fmt::Write` one piece at a time and costs measurably more for results of a few KB.
+pub(crate) fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {

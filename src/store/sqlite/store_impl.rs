@@ -47,7 +47,7 @@ impl TaskQueue for SqliteStore {
             items = crate::store::screen_submission(tasks, balance, &mut out)
                 .into_iter()
                 .map(|(index, task)| {
-                    let payload = task.payload.to_string();
+                    let payload = crate::store::json_text(&task.payload);
                     InsertItem {
                         index,
                         task,
@@ -210,8 +210,8 @@ impl TaskQueue for SqliteStore {
                 task_type: slot.task_type.code(),
                 attempts: rec.attempts,
                 cost: rec.credits_to_charge,
-                payload: rec.payload.to_string(),
-                response: rec.result.to_string(),
+                payload: crate::store::json_text(&rec.payload),
+                response: crate::store::json_text(&rec.result),
                 started_ms: slot.started_ms,
             }),
         };
@@ -247,7 +247,7 @@ impl TaskQueue for SqliteStore {
             .map(|(t, o)| {
                 let row = match o {
                     Outcome::Completed { result, credits } => FinishRow::Completed {
-                        response: result.to_string(),
+                        response: crate::store::json_text(result),
                         credits: *credits,
                     },
                     Outcome::Retry { run_after_ms } => FinishRow::Retry {
