@@ -34,7 +34,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::engines::{Member, Verdict};
+use super::engines::Member;
 use super::{EngineRoutes, QueueConfig};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
@@ -170,16 +170,7 @@ impl SyncRunner {
         attempt: u32,
     ) -> Result<Option<EngineOutput>, SyncFailure> {
         if let Some(m) = member {
-            let message = match &result {
-                Ok(_) | Err(EngineError::Billed { .. }) => "",
-                Err(
-                    EngineError::Retryable(msg)
-                    | EngineError::Fatal { message: msg, .. }
-                    | EngineError::RateLimited { message: msg, .. }
-                    | EngineError::Unauthorized { message: msg },
-                ) => msg.as_str(),
-            };
-            m.record(Verdict::of(&result), message, self.cfg.clock.now_ms());
+            m.record_attempt(&result, self.cfg.clock.now_ms());
         }
         match result {
             Ok(out) => Ok(Some(out)),
