@@ -7,7 +7,7 @@
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::config::{KeyCommand, OrgCommand, StatusArgs, TaskCommand};
+use crate::config::{KeyCommand, OrgCommand, OrgLimits, StatusArgs, TaskCommand};
 use crate::store::{Error, KeyInfo, OrgInfo, OrgQueue, OrgUpdate};
 use crate::time_fmt::format_ms;
 
@@ -144,13 +144,16 @@ pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
         OrgCommand::Set {
             org_id,
             plan,
-            concurrency,
-            credits,
-            queue_limit,
-            rate_limit,
+            limits,
             out,
             db,
         } => {
+            let OrgLimits {
+                concurrency,
+                credits,
+                queue_limit,
+                rate_limit,
+            } = limits;
             let update = OrgUpdate {
                 plan,
                 concurrency,

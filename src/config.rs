@@ -16,10 +16,10 @@ pub(crate) const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 /// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
 /// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size does not matter
 pub enum Command {
+    // Boxed: the other commands' arguments are small.
     /// Run the API and the workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -292,24 +292,46 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An organization's limits, as `org create` and `org set` take them (unset: the plan's, or
+/// for `set` unchanged).
+#[derive(Debug, Clone, Args)]
+pub struct OrgLimits {
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: Option<u32>,
+    /// The balance now (running tasks' reservations still hold).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub credits: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub queue_limit: Option<i64>,
+    /// Requests per second per API key per endpoint.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: Option<u32>,
+}
+
+/// `org create`'s wording of [`OrgLimits`]' help (kept as it was before they were shared):
+/// the balance needs no note, and an unset rate limit is the server's.
+fn create_limits_help(a: clap::Arg) -> clap::Arg {
+    match a.get_id().as_str() {
+        "credits" => a.help(None::<&str>),
+        "rate_limit" => a.help(
+            "Requests per second per API key per endpoint (default: the server's `--rate-limit`)",
+        ),
+        _ => a,
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Create an organization and its first API key; prints {"orgId", "apiKey", "keyId"}.
+    #[command(mut_args(create_limits_help))]
     Create {
         #[arg(long)]
         name: String,
         /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
         #[arg(long, default_value = "free")]
         plan: String,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        concurrency: Option<u32>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        credits: Option<i64>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        queue_limit: Option<i64>,
-        /// Requests per second per API key per endpoint (default: the server's `--rate-limit`).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        rate_limit: Option<u32>,
+        #[command(flatten)]
+        limits: OrgLimits,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -347,16 +369,8 @@ pub enum OrgCommand {
         /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
         #[arg(long)]
         plan: Option<String>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        concurrency: Option<u32>,
-        /// The balance now (running tasks' reservations still hold).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        credits: Option<i64>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        queue_limit: Option<i64>,
-        /// Requests per second per API key per endpoint.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        rate_limit: Option<u32>,
+        #[command(flatten)]
+        limits: OrgLimits,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]
@@ -579,7 +593,7 @@ mod tests {
         match Cli::try_parse_from(&args) {
             Ok(Cli {
                 command: Command::Serve(s),
-            }) => s,
+            }) => *s,
             Ok(other) => panic!("not serve: {other:?}"),
             Err(e) => panic!("{args:?}: {e}"),
         }

@@ -57,8 +57,8 @@ pub mod engines;
 pub(crate) mod sync;
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
+use engines::Member;
 pub use engines::{EngineRoutes, Health};
-use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
@@ -428,17 +428,8 @@ fn decide(
     result: Result<crate::engines::EngineOutput, EngineError>,
 ) -> Outcome {
     if let Some(member) = member {
-        let message = match &result {
-            Ok(_) | Err(EngineError::Billed { .. }) => "",
-            Err(
-                EngineError::Retryable(m)
-                | EngineError::Fatal { message: m, .. }
-                | EngineError::RateLimited { message: m, .. }
-                | EngineError::Unauthorized { message: m },
-            ) => m.as_str(),
-        };
         // A change wakes the health writer (see `engines::write_health`).
-        member.record(Verdict::of(&result), message, cfg.clock.now_ms());
+        let message = member.record_attempt(&result, cfg.clock.now_ms());
         if let Err(EngineError::RateLimited { .. } | EngineError::Unauthorized { .. }) = &result {
             tracing::debug!(task_id = %task.id, engine = %member.name, %message,
                             "The engine paused; the task goes back to the head of its priority");

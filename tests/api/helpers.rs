@@ -205,6 +205,17 @@ impl TestApp {
             .await
     }
 
+    /// GETs `path` with `token` as the bearer (or none), and its status and raw body: the admin
+    /// surfaces (`/metrics`, `/dashboard/data`) that the admin token guards.
+    pub async fn get_with_token(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        (resp.status(), resp.text().await.expect("body read"))
+    }
+
     pub async fn create_task(&self, body: &Value) -> (StatusCode, Value) {
         self.post_json("/v1/async/task", &self.key, body).await
     }
@@ -428,6 +439,15 @@ impl Builder {
 /// A valid ChatGPT task.
 pub fn chatgpt(prompt: &str) -> Value {
     json!({ "taskType": "CHATGPT", "payload": { "prompt": prompt, "country": "US" } })
+}
+
+/// A valid task of `task_type` (`GOOGLE` takes a query, the others a prompt) at `priority`.
+pub fn priority_task(task_type: &str, priority: u8) -> Value {
+    let payload = match task_type {
+        "GOOGLE" => json!({"query": "espresso", "country": "US"}),
+        _ => json!({"prompt": "espresso", "country": "US"}),
+    };
+    json!({"taskType": task_type, "payload": payload, "priority": priority})
 }
 
 pub fn with(mut v: Value, key: &str, value: Value) -> Value {

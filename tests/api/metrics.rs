@@ -3,27 +3,14 @@
 
 use cloro::metrics::sample;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, priority_task as task};
 
 const TOKEN: &str = "admin-s3cret-token";
 
 async fn scrape(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
-    let mut req = app.client.get(app.url("/metrics"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("sent");
-    (resp.status(), resp.text().await.expect("body"))
-}
-
-fn task(task_type: &str, priority: u8) -> Value {
-    let payload = match task_type {
-        "GOOGLE" => json!({"query": "espresso", "country": "US"}),
-        _ => json!({"prompt": "espresso", "country": "US"}),
-    };
-    json!({"taskType": task_type, "payload": payload, "priority": priority})
+    app.get_with_token("/metrics", token).await
 }
 
 #[tokio::test]
