@@ -145,6 +145,7 @@ pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
             org_id,
             plan,
             limits,
+            clear_rate_limit,
             out,
             db,
         } => {
@@ -160,15 +161,17 @@ pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
                 credits,
                 queue_limit,
                 rate_limit,
+                clear_rate_limit,
             };
             if update.plan.is_none()
                 && update.concurrency.is_none()
                 && update.credits.is_none()
                 && update.queue_limit.is_none()
                 && update.rate_limit.is_none()
+                && !update.clear_rate_limit
             {
                 bail!(
-                    "nothing to change: give --plan, --concurrency, --credits, --queue-limit or --rate-limit"
+                    "nothing to change: give --plan, --concurrency, --credits, --queue-limit, --rate-limit or --clear-rate-limit"
                 );
             }
             let admin = crate::cli::open(&db).await?;

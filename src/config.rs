@@ -371,6 +371,9 @@ pub enum OrgCommand {
         plan: Option<String>,
         #[command(flatten)]
         limits: OrgLimits,
+        /// Remove the organization's own rate limit: the server's `--rate-limit` applies again.
+        #[arg(long, conflicts_with = "rate_limit")]
+        clear_rate_limit: bool,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]

@@ -329,6 +329,8 @@ pub struct OrgUpdate {
     pub credits: Option<i64>,
     pub queue_limit: Option<i64>,
     pub rate_limit: Option<u32>,
+    /// Back to the server's `--rate-limit` (the organization's own limit removed).
+    pub clear_rate_limit: bool,
 }
 
 impl OrgUpdate {
@@ -367,6 +369,9 @@ impl OrgUpdate {
         }
         if let Some(r) = self.rate_limit {
             next.rate_limit = Some(r);
+        }
+        if self.clear_rate_limit {
+            next.rate_limit = None;
         }
         Ok(next)
     }
