@@ -480,6 +480,14 @@ impl EngineRoutes {
         &self.members
     }
 
+    /// Sync calls of this node waiting for room on the engine of task type `t` (0 for a type
+    /// on the default engine). Tests wait on it: while it is above 0, the dispatcher starts
+    /// none of that engine's async tasks.
+    pub fn sync_waiting(&self, t: TaskType) -> usize {
+        self.member_of(t)
+            .map_or(0, |m| m.sync_waiting.load(Ordering::Acquire) as usize)
+    }
+
     /// The configured engine of a task type (`None`: the default engine runs it).
     pub(crate) fn member_of(&self, t: TaskType) -> Option<&Member> {
         self.route[type_index(t)].map(|i| &self.members[i])

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub client: reqwest::Client,
     pub db: TestDb,
+    /// The server's configured engines (what `Builder::engines` gave, or none).
+    pub engines: Arc<cloro::queue::EngineRoutes>,
 }
 
 /// Runs an administrative action on `db` from a thread of its own (tests call it from sync
@@ -383,6 +385,7 @@ impl Builder {
             rate_limit: self.rate_limit,
         };
         let created = create(&db.database, spec);
+        let engines = Arc::new(self.engines.unwrap_or_default());
         let opts = ServeOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database: db.database.clone(),
@@ -410,7 +413,7 @@ impl Builder {
                     failure_rate: self.failure_rate,
                 })
             }),
-            engines: Arc::new(self.engines.unwrap_or_default()),
+            engines: engines.clone(),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
             edge: self.edge.clone(),
@@ -432,6 +435,7 @@ impl Builder {
             server: Some(server),
             client: reqwest::Client::new(),
             db,
+            engines,
         }
     }
 }
