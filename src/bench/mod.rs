@@ -20,7 +20,7 @@
 //!    response must be a 200 whose `summary.succeeded` equals the batch size; any other answer
 //!    counts as a failure and fails the bench.
 //! 2. **`drain`**: a fresh server with the dispatcher running, the simulated engine at 0 ms
-//!    latency, `--workers` (default 256) workers and `--orgs` (default 4) organizations of
+//!    latency, `--workers` (default: `serve`'s default, 256) workers and `--orgs` (default 4) organizations of
 //!    concurrency 1000. Each organization submits its share of `--tasks` in batches from its own
 //!    client, all at once. Measured from the first request until every task has finished
 //!    (`queue::wait_idle` on the server's store after the last submission was answered), then
@@ -28,6 +28,11 @@
 //!    organization, and `GET /v1/credits` shows that exactly the credits of every accepted task
 //!    were charged (a charge happens only on COMPLETED). Reported: (enqueue + drain) tasks/s,
 //!    and when the last submission was answered.
+//!    **`drain-only`** (not part of `all`): the same organizations, tasks and checks, but every
+//!    task is enqueued first with the dispatcher of every node paused; then all nodes are
+//!    resumed at once and the clock runs from that instant to the last finish (the dispatch
+//!    alone, the way job queues are usually compared: issue 14, `bench/peers/`). Reported: the
+//!    drain's tasks/s, and the enqueue time before it.
 //! 3. **`latency`**: "from the 200 of a submission to PROCESSING, with a free slot". The engine is
 //!    a wrapper that records `Instant::now()` per task id when it is called (a claimed task is
 //!    already durably PROCESSING by then), then runs the simulated engine at 0 ms. `--samples`
@@ -157,6 +162,9 @@ pub(crate) enum Scenario {
     All,
     Enqueue,
     Drain,
+    /// Everything enqueued first with the dispatcher paused, then the dispatch alone timed
+    /// (not part of `all`).
+    DrainOnly,
     Latency,
     Status,
     /// Webhook deliveries per second, and task throughput with and without webhooks (run
@@ -200,8 +208,8 @@ pub(crate) struct BenchArgs {
     /// `--clients` or its default for the scenario (set by [`run`]).
     #[arg(skip)]
     pub(crate) clients: usize,
-    /// Server workers (`drain`, `latency`, `inflight`; default: the server's).
-    #[arg(long, default_value_t = cloro::queue::DEFAULT_WORKERS)]
+    /// Server workers per node (default: `serve`'s own default).
+    #[arg(long, default_value_t = cloro::queue::DEFAULT_WORKERS as usize)]
     pub(crate) workers: usize,
     /// Organizations submitting concurrently (`drain`).
     #[arg(long, default_value_t = 4)]
@@ -369,6 +377,11 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         if all || args.scenario == Scenario::Drain {
             bench_drain(&args, &out).await.context("scenario drain")?;
         }
+        if args.scenario == Scenario::DrainOnly {
+            bench_drain_only(&args, &out)
+                .await
+                .context("scenario drain-only")?;
+        }
         if all || args.scenario == Scenario::Latency {
             bench_latency(&args, &out)
                 .await
@@ -481,78 +494,21 @@ async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
          {} workers, engine latency 0 ms",
         args.batch, args.workers
     );
-    let progress_store = store.clone();
-    let progress = progress("drain", move || {
-        let store = progress_store.clone();
-        async move {
-            match store.totals().await {
-                Ok((q, p)) => format!("{q} queued, {p} processing"),
-                Err(e) => format!("totals unavailable: {e}"),
-            }
-        }
-    });
+    let progress = drain_progress("drain", &store);
 
     let started = Instant::now();
-    let mut submitters = tokio::task::JoinSet::new();
-    for (o, (a, b)) in bounds.iter().copied().enumerate() {
-        let base = bench.bases[o % bench.bases.len()].clone();
-        let key = bench.orgs[o].key.clone();
-        let batch = args.batch;
-        submitters.spawn(async move {
-            let label = format!("drain org {o}");
-            let r = submit_batches(&[base], &key, a, b, batch, 1, &label).await;
-            (o, r)
-        });
-    }
-    let mut subs: Vec<Option<Submitted>> = (0..norgs).map(|_| None).collect();
-    let mut first_error = None;
-    while let Some(joined) = submitters.join_next().await {
-        match joined {
-            Ok((o, Ok(sub))) => subs[o] = Some(sub),
-            Ok((_, Err(e))) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(anyhow::anyhow!("a submitter panicked: {e}"));
-            }
+    let subs = match submit_all(&bench, &bounds, args.batch).await {
+        Ok(subs) => subs,
+        Err(e) => {
+            bench.stop().await;
+            return Err(e);
         }
-    }
+    };
     let submitted_after = started.elapsed();
-    if let Some(e) = first_error {
-        bench.stop().await;
-        return Err(e);
-    }
     queue::wait_idle(&*store).await;
     let wall = started.elapsed();
     drop(progress);
-
-    // Verify over HTTP: nothing left, and every accepted task charged (charges happen only on
-    // COMPLETED).
-    let client = http_client()?;
-    let mut failures = 0usize;
-    let mut accepted = 0usize;
-    let mut verify_errors = Vec::new();
-    for (o, sub) in subs.iter().enumerate() {
-        let Some(sub) = sub else { continue };
-        failures += sub.failures;
-        accepted += sub.accepted;
-        let key = &bench.orgs[o].key;
-        let st: StatusReply = get_json(&client, &bench.base, "/v1/async/status", key).await?;
-        if st.queued_tasks != 0 || st.processing_tasks != 0 {
-            verify_errors.push(format!(
-                "org {o}: {} queued, {} processing after the drain",
-                st.queued_tasks, st.processing_tasks
-            ));
-        }
-        let cr: CreditsReply = get_json(&client, &bench.base, "/v1/credits", key).await?;
-        if CREDITS - cr.remaining != sub.credits {
-            verify_errors.push(format!(
-                "org {o}: {} credits charged, expected {} (not every task COMPLETED)",
-                CREDITS - cr.remaining,
-                sub.credits
-            ));
-        }
-    }
+    let checked = verify_drained(&bench, &subs).await?;
     bench.stop().await;
 
     let rate = n as f64 / wall.as_secs_f64();
@@ -563,7 +519,7 @@ async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
         wall.as_secs_f64(),
         submitted_after.as_secs_f64(),
         rate,
-        failures,
+        checked.failures,
     );
     out.emit(
         &human,
@@ -576,21 +532,187 @@ async fn bench_drain(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
             "wallSeconds": round(wall.as_secs_f64(), 3),
             "submittedSeconds": round(submitted_after.as_secs_f64(), 3),
             "tasksPerSecond": rate.round(),
-            "accepted": accepted,
-            "failures": failures,
-            "verifyErrors": verify_errors,
+            "accepted": checked.accepted,
+            "failures": checked.failures,
+            "verifyErrors": checked.errors,
         }),
     );
-    ensure!(
-        failures == 0,
-        "{failures} batch requests failed (first: {})",
-        subs.iter()
-            .flatten()
-            .find_map(|s| s.first_error.clone())
-            .unwrap_or_default()
+    checked.ensure_clean(&subs)
+}
+
+/// `--scenario drain-only`: everything enqueued first with the dispatcher paused, then the
+/// dispatch alone is timed (from resuming every node to the last finish).
+async fn bench_drain_only(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {
+    let n = args.tasks;
+    let norgs = args.orgs.min(n);
+    let (bounds, plans) = split_tasks(n, norgs, "bench-drain-only");
+    let bench = BenchServer::start(&plans, args.workers, simulated(), true).await?;
+    let store = bench.store()?;
+    eprintln!(
+        "[bench] drain-only: {n} tasks over {norgs} organizations enqueued with the dispatcher \
+         paused (batches of {}), then {} workers per node, engine latency 0 ms",
+        args.batch, args.workers
     );
-    ensure!(verify_errors.is_empty(), "{}", verify_errors.join("; "));
-    Ok(())
+    let enqueue_started = Instant::now();
+    let subs = match submit_all(&bench, &bounds, args.batch).await {
+        Ok(subs) => subs,
+        Err(e) => {
+            bench.stop().await;
+            return Err(e);
+        }
+    };
+    let enqueued = enqueue_started.elapsed();
+    let progress = drain_progress("drain-only", &store);
+    let started = Instant::now();
+    for s in &bench.servers {
+        s.gate.resume();
+    }
+    queue::wait_idle(&*store).await;
+    let drained = started.elapsed();
+    drop(progress);
+    let checked = verify_drained(&bench, &subs).await?;
+    let nodes = bench.servers.len();
+    bench.stop().await;
+
+    let rate = n as f64 / drained.as_secs_f64();
+    let human = format!(
+        "drain-only: {n} tasks from {norgs} organizations, {} workers x {} node(s), engine 0 ms: \
+         enqueued in {:.2} s, then all COMPLETED in {:.2} s: {:.0} tasks/s drain; failures {}",
+        args.workers,
+        nodes,
+        enqueued.as_secs_f64(),
+        drained.as_secs_f64(),
+        rate,
+        checked.failures,
+    );
+    out.emit(
+        &human,
+        json!({
+            "scenario": "drain-only",
+            "tasks": n,
+            "orgs": norgs,
+            "workers": args.workers,
+            "nodes": nodes,
+            "batch": args.batch,
+            "enqueueSeconds": round(enqueued.as_secs_f64(), 3),
+            "drainSeconds": round(drained.as_secs_f64(), 3),
+            "tasksPerSecond": rate.round(),
+            "accepted": checked.accepted,
+            "failures": checked.failures,
+            "verifyErrors": checked.errors,
+        }),
+    );
+    checked.ensure_clean(&subs)
+}
+
+/// Progress lines of a drain: the first node's queued and running totals every 2 s.
+fn drain_progress(label: &str, store: &Arc<dyn cloro::store::Store>) -> DropGuard {
+    let store = store.clone();
+    progress(label, move || {
+        let store = store.clone();
+        async move {
+            match store.totals().await {
+                Ok((q, p)) => format!("{q} queued, {p} processing"),
+                Err(e) => format!("totals unavailable: {e}"),
+            }
+        }
+    })
+}
+
+/// Submits organization `o`'s share `bounds[o]` from its own client (all organizations at
+/// once), spread over the nodes; the first failure of any submitter is the error.
+async fn submit_all(
+    bench: &BenchServer,
+    bounds: &[(usize, usize)],
+    batch: usize,
+) -> anyhow::Result<Vec<Option<Submitted>>> {
+    let mut submitters = tokio::task::JoinSet::new();
+    for (o, (a, b)) in bounds.iter().copied().enumerate() {
+        let base = bench.bases[o % bench.bases.len()].clone();
+        let key = bench.orgs[o].key.clone();
+        submitters.spawn(async move {
+            let label = format!("drain org {o}");
+            let r = submit_batches(&[base], &key, a, b, batch, 1, &label).await;
+            (o, r)
+        });
+    }
+    let mut subs: Vec<Option<Submitted>> = (0..bounds.len()).map(|_| None).collect();
+    let mut first_error = None;
+    while let Some(joined) = submitters.join_next().await {
+        match joined {
+            Ok((o, Ok(sub))) => subs[o] = Some(sub),
+            Ok((_, Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("a submitter panicked: {e}"));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(subs),
+    }
+}
+
+/// What [`verify_drained`] found.
+struct Drained {
+    failures: usize,
+    accepted: usize,
+    errors: Vec<String>,
+}
+
+impl Drained {
+    /// Fails the scenario on a failed batch or a broken check.
+    fn ensure_clean(&self, subs: &[Option<Submitted>]) -> anyhow::Result<()> {
+        ensure!(
+            self.failures == 0,
+            "{} batch requests failed (first: {})",
+            self.failures,
+            subs.iter()
+                .flatten()
+                .find_map(|s| s.first_error.clone())
+                .unwrap_or_default()
+        );
+        ensure!(self.errors.is_empty(), "{}", self.errors.join("; "));
+        Ok(())
+    }
+}
+
+/// Checks over HTTP that nothing is left and that every accepted task was charged (charges
+/// happen only on COMPLETED).
+async fn verify_drained(
+    bench: &BenchServer,
+    subs: &[Option<Submitted>],
+) -> anyhow::Result<Drained> {
+    let client = http_client()?;
+    let mut checked = Drained {
+        failures: 0,
+        accepted: 0,
+        errors: Vec::new(),
+    };
+    for (o, sub) in subs.iter().enumerate() {
+        let Some(sub) = sub else { continue };
+        checked.failures += sub.failures;
+        checked.accepted += sub.accepted;
+        let key = &bench.orgs[o].key;
+        let st: StatusReply = get_json(&client, &bench.base, "/v1/async/status", key).await?;
+        if st.queued_tasks != 0 || st.processing_tasks != 0 {
+            checked.errors.push(format!(
+                "org {o}: {} queued, {} processing after the drain",
+                st.queued_tasks, st.processing_tasks
+            ));
+        }
+        let cr: CreditsReply = get_json(&client, &bench.base, "/v1/credits", key).await?;
+        if CREDITS - cr.remaining != sub.credits {
+            checked.errors.push(format!(
+                "org {o}: {} credits charged, expected {} (not every task COMPLETED)",
+                CREDITS - cr.remaining,
+                sub.credits
+            ));
+        }
+    }
+    Ok(checked)
 }
 
 async fn bench_latency(args: &BenchArgs, out: &Output) -> anyhow::Result<()> {

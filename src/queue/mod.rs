@@ -60,20 +60,20 @@ pub mod engines;
 pub(crate) mod sync;
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
+use engines::Member;
 pub use engines::{EngineRoutes, Health};
-use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
 
-/// Tasks a node runs at once unless told otherwise (`--workers`). A worker is a place, not
+/// `serve --workers` when not given (and the benchmark's default): tasks one node runs at once. A worker is a place, not
 /// a thread: a task waiting on its engine costs no CPU, organizations' and engines' limits
 /// still apply, claims stay at most [`CLAIM_BATCH`] tasks and memory is bounded by
 /// [`MAX_UNRECORDED`]. So the default is the number of slow calls (a 2 s engine) issue 14 asks
 /// one node to keep in flight; with 256, a node with a 2 s engine did at most 128 tasks/s, and
 /// a 0 ms drain ran half as fast on both stores, its slots held while their outcomes were
 /// committed (docs/PERFORMANCE.md, "Many in flight").
-pub const DEFAULT_WORKERS: usize = 20_000;
+pub const DEFAULT_WORKERS: u32 = 20_000;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            workers: DEFAULT_WORKERS,
+            workers: DEFAULT_WORKERS as usize,
             max_attempts: 5,
             retry_base_ms: 1_000,
             retry_jitter: Jitter::Uniform,
@@ -493,17 +493,8 @@ fn decide(
     result: Result<crate::engines::EngineOutput, EngineError>,
 ) -> Outcome {
     if let Some(member) = member {
-        let message = match &result {
-            Ok(_) | Err(EngineError::Billed { .. }) => "",
-            Err(
-                EngineError::Retryable(m)
-                | EngineError::Fatal { message: m, .. }
-                | EngineError::RateLimited { message: m, .. }
-                | EngineError::Unauthorized { message: m },
-            ) => m.as_str(),
-        };
         // A change wakes the health writer (see `engines::write_health`).
-        member.record(Verdict::of(&result), message, cfg.clock.now_ms());
+        let message = member.record_attempt(&result, cfg.clock.now_ms());
         if let Err(EngineError::RateLimited { .. } | EngineError::Unauthorized { .. }) = &result {
             tracing::debug!(task_id = %task.id, engine = %member.name, %message,
                             "The engine paused; the task goes back to the head of its priority");
