@@ -254,7 +254,7 @@ impl TaskQueue for SqliteStore {
                         run_after_ms: *run_after_ms,
                     },
                     Outcome::Failed { error } => FinishRow::Failed {
-                        response: error.to_string(),
+                        response: crate::store::json_text(error),
                     },
                     Outcome::Requeue => FinishRow::Requeue,
                 };
