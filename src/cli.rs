@@ -5,7 +5,7 @@
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::config::{self, DbArgs, KeyCommand, OrgCommand};
+use crate::config::{self, DbArgs, KeyCommand, OrgCommand, OrgLimits};
 use crate::store::{Directory, admin};
 use crate::store::{Error, OrgSpec};
 
@@ -24,7 +24,8 @@ pub(crate) async fn open(db: &DbArgs) -> anyhow::Result<Box<dyn Directory>> {
 pub fn org(cmd: OrgCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         match cmd {
-            OrgCommand::Create { name, plan, concurrency, credits, queue_limit, rate_limit, db } => {
+            OrgCommand::Create { name, plan, limits, db } => {
+                let OrgLimits { concurrency, credits, queue_limit, rate_limit } = limits;
                 if name.trim().is_empty() {
                     bail!("--name must not be empty");
                 }

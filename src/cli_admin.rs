@@ -7,7 +7,7 @@
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::config::{KeyCommand, OrgCommand, StatusArgs, TaskCommand};
+use crate::config::{KeyCommand, OrgCommand, OrgLimits, StatusArgs, TaskCommand};
 use crate::store::{Error, KeyInfo, OrgInfo, OrgQueue, OrgUpdate};
 use crate::time_fmt::format_ms;
 
@@ -144,28 +144,34 @@ pub(crate) async fn org(cmd: OrgCommand) -> anyhow::Result<()> {
         OrgCommand::Set {
             org_id,
             plan,
-            concurrency,
-            credits,
-            queue_limit,
-            rate_limit,
+            limits,
+            clear_rate_limit,
             out,
             db,
         } => {
+            let OrgLimits {
+                concurrency,
+                credits,
+                queue_limit,
+                rate_limit,
+            } = limits;
             let update = OrgUpdate {
                 plan,
                 concurrency,
                 credits,
                 queue_limit,
                 rate_limit,
+                clear_rate_limit,
             };
             if update.plan.is_none()
                 && update.concurrency.is_none()
                 && update.credits.is_none()
                 && update.queue_limit.is_none()
                 && update.rate_limit.is_none()
+                && !update.clear_rate_limit
             {
                 bail!(
-                    "nothing to change: give --plan, --concurrency, --credits, --queue-limit or --rate-limit"
+                    "nothing to change: give --plan, --concurrency, --credits, --queue-limit, --rate-limit or --clear-rate-limit"
                 );
             }
             let admin = crate::cli::open(&db).await?;

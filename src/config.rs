@@ -16,10 +16,10 @@ pub(crate) const DEFAULT_DB: &str = "./cloro-data/cloro.db";
 /// The commands the library serves. The binary adds `bench` (`src/bench/`, which is not part
 /// of the library) and the top-level `--help`/`--version` (`src/main.rs`).
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size does not matter
 pub enum Command {
+    // Boxed: the other commands' arguments are small.
     /// Run the API and the workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -179,7 +179,10 @@ pub struct ServeArgs {
     /// Share of simulated attempts that fail (retryable), 0 to 1.
     #[arg(long, env = "CLORO_SIM_FAILURE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub sim_failure_rate: f64,
-    /// Tasks this node runs at once, over all organizations.
+    /// Tasks this node runs at once, over all organizations. A worker is a place for a task
+    /// waiting on its engine (no thread): the default 20000 keeps 20,000 calls of a slow engine
+    /// in flight, and drains 0 ms tasks about twice as fast as 256 did (docs/PERFORMANCE.md,
+    /// "Many in flight"); lower it only to cap this node's share of the load.
     #[arg(long, env = "CLORO_WORKERS", default_value_t = crate::queue::DEFAULT_WORKERS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub workers: u32,
     /// Mean backoff before the second attempt; doubles for each further attempt. Each delay is
@@ -292,24 +295,46 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// An organization's limits, as `org create` and `org set` take them (unset: the plan's, or
+/// for `set` unchanged).
+#[derive(Debug, Clone, Args)]
+pub struct OrgLimits {
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: Option<u32>,
+    /// The balance now (running tasks' reservations still hold).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub credits: Option<i64>,
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub queue_limit: Option<i64>,
+    /// Requests per second per API key per endpoint.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: Option<u32>,
+}
+
+/// `org create`'s wording of [`OrgLimits`]' help (kept as it was before they were shared):
+/// the balance needs no note, and an unset rate limit is the server's.
+fn create_limits_help(a: clap::Arg) -> clap::Arg {
+    match a.get_id().as_str() {
+        "credits" => a.help(None::<&str>),
+        "rate_limit" => a.help(
+            "Requests per second per API key per endpoint (default: the server's `--rate-limit`)",
+        ),
+        _ => a,
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Create an organization and its first API key; prints {"orgId", "apiKey", "keyId"}.
+    #[command(mut_args(create_limits_help))]
     Create {
         #[arg(long)]
         name: String,
         /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
         #[arg(long, default_value = "free")]
         plan: String,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        concurrency: Option<u32>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        credits: Option<i64>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        queue_limit: Option<i64>,
-        /// Requests per second per API key per endpoint (default: the server's `--rate-limit`).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        rate_limit: Option<u32>,
+        #[command(flatten)]
+        limits: OrgLimits,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -347,16 +372,11 @@ pub enum OrgCommand {
         /// free, lite, hobby, starter, growth, business, enterprise-2k … enterprise-5k.
         #[arg(long)]
         plan: Option<String>,
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        concurrency: Option<u32>,
-        /// The balance now (running tasks' reservations still hold).
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        credits: Option<i64>,
-        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
-        queue_limit: Option<i64>,
-        /// Requests per second per API key per endpoint.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        rate_limit: Option<u32>,
+        #[command(flatten)]
+        limits: OrgLimits,
+        /// Remove the organization's own rate limit: the server's `--rate-limit` applies again.
+        #[arg(long, conflicts_with = "rate_limit")]
+        clear_rate_limit: bool,
         #[command(flatten)]
         out: OutArgs,
         #[command(flatten)]
@@ -579,7 +599,7 @@ mod tests {
         match Cli::try_parse_from(&args) {
             Ok(Cli {
                 command: Command::Serve(s),
-            }) => s,
+            }) => *s,
             Ok(other) => panic!("not serve: {other:?}"),
             Err(e) => panic!("{args:?}: {e}"),
         }

@@ -87,7 +87,7 @@ fn main() -> anyhow::Result<()> {
             .init(),
     }
     match cli.command {
-        TopCommand::Core(Command::Serve(args)) => serve(args),
+        TopCommand::Core(Command::Serve(args)) => serve(*args),
         TopCommand::Core(Command::Org(cmd)) => cloro::cli::org(cmd),
         TopCommand::Core(Command::Key(cmd)) => cloro::cli::key(cmd),
         TopCommand::Core(Command::Status(args)) => cloro::cli_admin::status(args),

@@ -103,6 +103,11 @@
 //!    credits = the COMPLETED tasks' charges, PROCESSING never above an organization's cap, no
 //!    node without a heartbeat for more than its lease outside a fault, counters = rows; it
 //!    exits non-zero naming what failed (`docs/RELIABILITY.md`).
+//! 9. **`inflight`** (not part of `all`; `bench/inflight.rs`): many slow tasks in flight on one
+//!    node: `--workers` W, the simulated engine at exactly `--sim-latency-ms` L, `--orgs`
+//!    organizations of concurrency ⌈W/orgs⌉, `--tasks` (default W × 10) enqueued with the
+//!    dispatcher paused, then resumed. Reported: tasks/s against the ideal W / L, the most tasks
+//!    PROCESSING sampled, and the resident memory of the whole bench process.
 //!
 //! Each scenario prints one human line on stdout; with `--json` it prints one JSON object per
 //! scenario on stdout instead (the human lines then go to stderr). Progress goes to stderr.
@@ -131,6 +136,7 @@ use cloro::queue::{self, QueueConfig};
 use cloro::store::OrgSpec;
 use cloro::store::admin;
 
+mod inflight;
 mod load;
 mod scratch;
 mod soak;
@@ -176,6 +182,9 @@ pub(crate) enum Scenario {
     /// connections are dropped, the database paused and nodes killed; then the invariants are
     /// checked (not part of `all`; needs `--database`; see `bench/soak.rs`).
     Soak,
+    /// Many slow tasks in flight on one node: tasks/s against the ideal `workers / latency`,
+    /// and resident memory (not part of `all`; see `bench/inflight.rs`).
+    Inflight,
     /// The fake upstream of `upstream`, run by it as a child process.
     #[value(hide = true)]
     UpstreamFake,
@@ -228,7 +237,7 @@ pub(crate) struct BenchArgs {
     /// concurrency).
     #[arg(long, default_value_t = 5000)]
     pub(crate) inflight: usize,
-    /// `--scenario sync`: the simulated engine's time per call in the in-flight part, ms.
+    /// `--scenario sync` (its in-flight part) and `inflight`: the simulated engine's time per call, ms.
     #[arg(long, default_value_t = 2000)]
     pub(crate) sim_latency_ms: u64,
     /// Print one JSON object per scenario on stdout (human lines go to stderr).
@@ -398,6 +407,11 @@ pub(crate) fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             upstream::bench_upstream(&args, &out)
                 .await
                 .context("scenario upstream")?;
+        }
+        if args.scenario == Scenario::Inflight {
+            inflight::bench_inflight(&args, &out)
+                .await
+                .context("scenario inflight")?;
         }
         if args.scenario == Scenario::Soak {
             soak::bench_soak(&args, &out)

@@ -6,7 +6,7 @@
 //! sleeping; the engines' pauses run on a manual wall clock that the tests move.
 
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -106,6 +106,11 @@ struct Rig {
 /// A SQLite store on a manual clock with one organization of concurrency `concurrency`, and
 /// a dispatcher running `routes` (unrouted types on an instant simulator).
 async fn rig(concurrency: u32, routes: EngineRoutes) -> Rig {
+    rig_with(concurrency, routes, 64).await
+}
+
+/// [`rig`] with `workers` workers.
+async fn rig_with(concurrency: u32, routes: EngineRoutes, workers: usize) -> Rig {
     let db = crate::testing::TestDb::sqlite().expect("test database");
     let admin = crate::store::admin::open(&db.database)
         .await
@@ -129,7 +134,7 @@ async fn rig(concurrency: u32, routes: EngineRoutes) -> Rig {
     );
     let cancel = CancellationToken::new();
     let cfg = QueueConfig {
-        workers: 64,
+        workers,
         clock: clock.clone(),
         ..QueueConfig::default()
     };
@@ -433,5 +438,52 @@ async fn health_changes_are_written_to_the_database() {
     let rows = r.store.engine_health().await.expect("health");
     let openai = rows.iter().find(|h| h.name == "openai").expect("a row");
     assert_eq!(openai.since_ms, start + 60_000);
+    r.stop().await;
+}
+
+#[test]
+fn a_claim_asks_for_at_most_a_claim_batch() {
+    let unrecorded = Arc::new(AtomicUsize::new(0));
+    let mut pacer = GatePacer {
+        gate: Arc::new(Gate::default()),
+        unrecorded: unrecorded.clone(),
+    };
+    assert_eq!(pacer.batch(10), 10);
+    assert_eq!(pacer.batch(CLAIM_BATCH), CLAIM_BATCH);
+    assert_eq!(pacer.batch(20_000), CLAIM_BATCH);
+    // Outcomes waiting to be recorded stop the claims until the store catches up.
+    unrecorded.store(MAX_UNRECORDED, Ordering::SeqCst);
+    assert_eq!(pacer.batch(20_000), 0);
+    unrecorded.store(MAX_UNRECORDED - 1, Ordering::SeqCst);
+    assert_eq!(pacer.batch(20_000), CLAIM_BATCH);
+}
+
+#[tokio::test]
+async fn more_free_workers_than_a_claim_batch_are_all_filled() {
+    // Claims of at most CLAIM_BATCH follow each other until every queued task runs.
+    let held = Scripted::new(Vec::new(), true);
+    let members = vec![Member::new(
+        "held",
+        "openai-responses",
+        None,
+        held.clone(),
+        None,
+        None,
+    )];
+    let n = CLAIM_BATCH + 100;
+    let r = rig_with(
+        n as u32 + 10,
+        route(members, &[(TaskType::Chatgpt, 0)]),
+        n + 10,
+    )
+    .await;
+    let ids = r.submit(TaskType::Chatgpt, 5, n).await;
+    held.until_calls(n as u32).await;
+    assert_eq!(held.most_in_flight.load(Ordering::SeqCst), n as u32);
+    if let Some(hold) = &held.hold {
+        hold.add_permits(n);
+    }
+    within(wait_idle(&*r.store)).await;
+    assert_eq!(r.task(ids[n - 1]).await.status, TaskStatus::Completed);
     r.stop().await;
 }

@@ -279,6 +279,27 @@ impl Member {
         });
     }
 
+    /// Updates the health from an attempt's `result` at `now` (a task's or a sync call's), with
+    /// the engine's message as the reason; returns that message (empty for an answer or a
+    /// billed error). A change wakes the health writer (see `write_health`).
+    pub(crate) fn record_attempt<'r>(
+        &self,
+        result: &'r Result<crate::engines::EngineOutput, EngineError>,
+        now: i64,
+    ) -> &'r str {
+        let message = match result {
+            Ok(_) | Err(EngineError::Billed { .. }) => "",
+            Err(
+                EngineError::Retryable(m)
+                | EngineError::Fatal { message: m, .. }
+                | EngineError::RateLimited { message: m, .. }
+                | EngineError::Unauthorized { message: m },
+            ) => m.as_str(),
+        };
+        self.record(Verdict::of(result), message, now);
+        message
+    }
+
     /// Updates the health from how an attempt ended at `now`; logs each change once. Returns
     /// whether the health changed (its label or its message): the health writer then records it.
     pub(crate) fn record(&self, verdict: Verdict, message: &str, now: i64) -> bool {
@@ -457,6 +478,14 @@ impl EngineRoutes {
 
     pub(crate) fn members(&self) -> &[Member] {
         &self.members
+    }
+
+    /// Sync calls of this node waiting for room on the engine of task type `t` (0 for a type
+    /// on the default engine). Tests wait on it: while it is above 0, the dispatcher starts
+    /// none of that engine's async tasks.
+    pub fn sync_waiting(&self, t: TaskType) -> usize {
+        self.member_of(t)
+            .map_or(0, |m| m.sync_waiting.load(Ordering::Acquire) as usize)
     }
 
     /// The configured engine of a task type (`None`: the default engine runs it).

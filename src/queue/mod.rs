@@ -2,9 +2,11 @@
 //!
 //! Protocol, in order:
 //! 1. **Claim.** When this node has free worker capacity (`--workers`), the dispatcher asks the
-//!    store for up to that many tasks. The store decides which (priority, then FIFO, inside
-//!    each organization's concurrency limit, organizations round-robin) and marks them
-//!    PROCESSING durably before they are handed out (`attempts` grows by one).
+//!    store for up to that many tasks, at most [`CLAIM_BATCH`] per claim, and for none while
+//!    [`MAX_UNRECORDED`] finished attempts wait for their outcome to be written. The store
+//!    decides which (priority, then FIFO, inside each organization's concurrency limit,
+//!    organizations round-robin) and marks them PROCESSING durably before they are handed out
+//!    (`attempts` grows by one).
 //! 2. **Run.** Each claimed task runs on its own Tokio task under an engine time limit. An
 //!    attempt number above the maximum (a task that was running when a process died during its
 //!    last attempt) is not run again: it fails with "Maximum retries exceeded".
@@ -42,6 +44,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -57,14 +60,20 @@ pub mod engines;
 pub(crate) mod sync;
 use crate::worker::backoff::Doubling;
 use crate::worker::claim_loop::{self, LoopConfig, Pacer, Source};
+use engines::Member;
 pub use engines::{EngineRoutes, Health};
-use engines::{Member, Verdict};
 
 pub(crate) use crate::worker::Gate;
 pub use crate::worker::backoff::Jitter;
 
-/// `serve --workers` when not given (and the benchmark's default): tasks one node runs at once.
-pub const DEFAULT_WORKERS: u32 = 256;
+/// `serve --workers` when not given (and the benchmark's default): tasks one node runs at once. A worker is a place, not
+/// a thread: a task waiting on its engine costs no CPU, organizations' and engines' limits
+/// still apply, claims stay at most [`CLAIM_BATCH`] tasks and memory is bounded by
+/// [`MAX_UNRECORDED`]. So the default is the number of slow calls (a 2 s engine) issue 14 asks
+/// one node to keep in flight; with 256, a node with a 2 s engine did at most 128 tasks/s, and
+/// a 0 ms drain ran half as fast on both stores, its slots held while their outcomes were
+/// committed (docs/PERFORMANCE.md, "Many in flight").
+pub const DEFAULT_WORKERS: u32 = 20_000;
 
 /// Dispatcher settings.
 #[derive(Debug, Clone)]
@@ -137,6 +146,9 @@ struct Dispatcher {
     routes: Arc<EngineRoutes>,
     cfg: QueueConfig,
     gate: Arc<Gate>,
+    /// Attempts whose engine call ended and whose outcome is not recorded yet
+    /// ([`MAX_UNRECORDED`]).
+    unrecorded: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -250,6 +262,8 @@ impl Source for Dispatcher {
                 return;
             }
         };
+        // From here until the outcome is recorded, the attempt holds its result in memory.
+        let _unrecorded = Unrecorded::count(&self.unrecorded);
         let (outcome, usage) = match ran {
             Ok(done) => done,
             Err(panic) => {
@@ -297,12 +311,60 @@ impl Source for Dispatcher {
     }
 }
 
-/// The dispatcher claims nothing while its gate is paused.
-struct GatePacer(Arc<Gate>);
+/// Most tasks one claim asks for. With many free workers (`--workers 20000`, a slow engine),
+/// a claim of every free slot at once would be one write of thousands of rows that every task
+/// waits for, and would start them all in lockstep; claims of at most this many follow each
+/// other at once instead (the claim loop claims again when a claim came back full), so the
+/// first tasks start while the next are claimed. It is also the batch the 0 ms drain works
+/// in (docs/PERFORMANCE.md, "Many in flight").
+pub(crate) const CLAIM_BATCH: usize = 4096;
+
+/// Most attempts whose engine call has ended but whose outcome is not recorded yet, before
+/// the dispatcher stops claiming. When the store records outcomes more slowly than the engines
+/// produce them (a slow store, a busy machine, thousands of calls ending together), more
+/// claims would only lengthen that queue: each waiting outcome holds its result in memory
+/// (a simulated CHATGPT answer as a `Value` and as its text: about 10 KB) and its worker, and
+/// a claim is one more write in front of them. So the node claims again once
+/// the store has caught up (every recorded outcome wakes the claim loop): its memory stays
+/// bounded by what the store absorbs, whatever `--workers` is. Twice a claim batch, so a
+/// batch that ends together never stops the claims by itself.
+pub(crate) const MAX_UNRECORDED: usize = 2 * CLAIM_BATCH;
+
+/// The dispatcher claims nothing while its gate is paused or while [`MAX_UNRECORDED`]
+/// outcomes wait to be recorded, and at most [`CLAIM_BATCH`] tasks per claim.
+struct GatePacer {
+    gate: Arc<Gate>,
+    /// Attempts whose engine call ended and whose outcome is not recorded yet.
+    unrecorded: Arc<AtomicUsize>,
+}
 
 impl Pacer for GatePacer {
     fn hold(&mut self) -> Option<impl Future<Output = ()> + Send + '_> {
-        self.0.is_paused().then(|| self.0.changed_if_paused())
+        self.gate.is_paused().then(|| self.gate.changed_if_paused())
+    }
+
+    fn batch(&mut self, free: usize) -> usize {
+        // 0: the claim loop waits for its next wake-up, which every recorded outcome is.
+        if self.unrecorded.load(Ordering::SeqCst) >= MAX_UNRECORDED {
+            return 0;
+        }
+        free.min(CLAIM_BATCH)
+    }
+}
+
+/// Counts an attempt as unrecorded ([`MAX_UNRECORDED`]) until dropped (a panic included).
+struct Unrecorded<'a>(&'a AtomicUsize);
+
+impl<'a> Unrecorded<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Unrecorded(n)
+    }
+}
+
+impl Drop for Unrecorded<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -330,14 +392,17 @@ pub(crate) async fn run_dispatcher(
             health.clone(),
         ))
     });
+    let unrecorded = Arc::new(AtomicUsize::new(0));
     let dispatcher = Arc::new(Dispatcher {
         store,
         engine,
         routes,
         cfg,
         gate: gate.clone(),
+        unrecorded: unrecorded.clone(),
     });
-    claim_loop::run(dispatcher, GatePacer(gate), limits, cancel).await;
+    let pacer = GatePacer { gate, unrecorded };
+    claim_loop::run(dispatcher, pacer, limits, cancel).await;
     // The running tasks have finished: write their last health changes, then stop.
     health.cancel();
     if let Some(writer) = writer {
@@ -428,17 +493,8 @@ fn decide(
     result: Result<crate::engines::EngineOutput, EngineError>,
 ) -> Outcome {
     if let Some(member) = member {
-        let message = match &result {
-            Ok(_) | Err(EngineError::Billed { .. }) => "",
-            Err(
-                EngineError::Retryable(m)
-                | EngineError::Fatal { message: m, .. }
-                | EngineError::RateLimited { message: m, .. }
-                | EngineError::Unauthorized { message: m },
-            ) => m.as_str(),
-        };
         // A change wakes the health writer (see `engines::write_health`).
-        member.record(Verdict::of(&result), message, cfg.clock.now_ms());
+        let message = member.record_attempt(&result, cfg.clock.now_ms());
         if let Err(EngineError::RateLimited { .. } | EngineError::Unauthorized { .. }) = &result {
             tracing::debug!(task_id = %task.id, engine = %member.name, %message,
                             "The engine paused; the task goes back to the head of its priority");

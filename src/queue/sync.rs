@@ -34,7 +34,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::engines::{Member, Verdict};
+use super::engines::Member;
 use super::{EngineRoutes, QueueConfig};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
@@ -170,16 +170,7 @@ impl SyncRunner {
         attempt: u32,
     ) -> Result<Option<EngineOutput>, SyncFailure> {
         if let Some(m) = member {
-            let message = match &result {
-                Ok(_) | Err(EngineError::Billed { .. }) => "",
-                Err(
-                    EngineError::Retryable(msg)
-                    | EngineError::Fatal { message: msg, .. }
-                    | EngineError::RateLimited { message: msg, .. }
-                    | EngineError::Unauthorized { message: msg },
-                ) => msg.as_str(),
-            };
-            m.record(Verdict::of(&result), message, self.cfg.clock.now_ms());
+            m.record_attempt(&result, self.cfg.clock.now_ms());
         }
         match result {
             Ok(out) => Ok(Some(out)),
@@ -320,18 +311,16 @@ pub(crate) async fn enter(
     task_type: TaskType,
     cost: i64,
 ) -> crate::store::Result<crate::store::SyncAdmission> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let admission = store.sync_enter(org, task_type, cost).await;
-        if let Err(Ok(crate::store::SyncAdmission::Admitted(slot))) = tx.send(admission) {
+    let call = {
+        let store = store.clone();
+        async move { store.sync_enter(org, task_type, cost).await }
+    };
+    detached(call, "the admission task", |admission| async move {
+        if let crate::store::SyncAdmission::Admitted(slot) = admission {
             leave(store, slot).await;
         }
-    });
-    rx.await.unwrap_or_else(|_| {
-        Err(crate::store::Error::Other(
-            "the admission task ended without an answer".into(),
-        ))
     })
+    .await
 }
 
 /// [`Store::sync_lane_enter`], safe against the caller going away like [`enter`]: a place
@@ -341,16 +330,39 @@ async fn lane_enter(
     lanes: crate::store::Lanes,
     task_type: TaskType,
 ) -> crate::store::Result<bool> {
+    let call = {
+        let store = store.clone();
+        async move { store.sync_lane_enter(&lanes, task_type).await }
+    };
+    detached(call, "the engine place task", move |entered| async move {
+        if entered {
+            lane_leave_durably(store, task_type).await;
+        }
+    })
+    .await
+}
+
+/// Runs the store call `call` on a task of its own and answers with its result; when the
+/// caller went away before the answer, `undo` gets what the call took instead (to give it
+/// back there). `task` names the task in the error when it ends without an answer.
+async fn detached<T, U>(
+    call: impl Future<Output = crate::store::Result<T>> + Send + 'static,
+    task: &'static str,
+    undo: impl FnOnce(T) -> U + Send + 'static,
+) -> crate::store::Result<T>
+where
+    T: Send + 'static,
+    U: Future<Output = ()> + Send,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let entered = store.sync_lane_enter(&lanes, task_type).await;
-        if let Err(Ok(true)) = tx.send(entered) {
-            lane_leave_durably(store, task_type).await;
+        if let Err(Ok(taken)) = tx.send(call.await) {
+            undo(taken).await;
         }
     });
     rx.await.unwrap_or_else(|_| {
         Err(crate::store::Error::Other(
-            "the engine place task ended without an answer".into(),
+            format!("{task} ended without an answer").into(),
         ))
     })
 }

@@ -43,6 +43,13 @@ pub use crate::domain::usage::Usage;
 
 pub use lanes::{Lane, LaneStarts, Lanes};
 
+/// A JSON value as the text a store keeps (payloads, results): `serde_json::to_string`, which
+/// writes straight into a byte buffer. The same bytes as `Value`'s `Display`, which goes through
+/// `fmt::Write` one piece at a time and costs measurably more for results of a few KB.
+pub(crate) fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -322,6 +329,8 @@ pub struct OrgUpdate {
     pub credits: Option<i64>,
     pub queue_limit: Option<i64>,
     pub rate_limit: Option<u32>,
+    /// Back to the server's `--rate-limit` (the organization's own limit removed).
+    pub clear_rate_limit: bool,
 }
 
 impl OrgUpdate {
@@ -360,6 +369,9 @@ impl OrgUpdate {
         }
         if let Some(r) = self.rate_limit {
             next.rate_limit = Some(r);
+        }
+        if self.clear_rate_limit {
+            next.rate_limit = None;
         }
         Ok(next)
     }

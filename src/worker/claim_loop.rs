@@ -70,7 +70,8 @@ pub(crate) trait Pacer: Send {
     /// `Some`: the loop must wait for this future before it looks again (paused, paced).
     fn hold(&mut self) -> Option<impl Future<Output = ()> + Send + '_>;
 
-    /// Of `free` places, how many to claim now (at least 1 when `free` is).
+    /// Of `free` places, how many to claim now; 0: none until the next wake-up (an item
+    /// ending, new work, a due time).
     fn batch(&mut self, free: usize) -> usize {
         free
     }

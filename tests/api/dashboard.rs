@@ -6,26 +6,13 @@ use std::collections::BTreeSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, priority_task as task};
 
 const TOKEN: &str = "dash-s3cret-token";
 
 async fn data(app: &TestApp, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = app.client.get(app.url("/dashboard/data"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("sent");
-    let status = resp.status();
-    (status, resp.json().await.expect("JSON"))
-}
-
-fn task(task_type: &str, priority: u8) -> Value {
-    let payload = match task_type {
-        "GOOGLE" => json!({"query": "espresso", "country": "US"}),
-        _ => json!({"prompt": "espresso", "country": "US"}),
-    };
-    json!({"taskType": task_type, "payload": payload, "priority": priority})
+    let (status, body) = app.get_with_token("/dashboard/data", token).await;
+    (status, serde_json::from_str(&body).expect("JSON"))
 }
 
 fn org<'a>(d: &'a Value, org_id: &str) -> &'a Value {

@@ -766,8 +766,15 @@ async fn a_sync_call_waiting_for_its_engine_goes_ahead_of_queued_tasks() {
         json!({"prompt": "SYNC-CALL espresso", "country": "FR"}),
     );
     within(async {
-        // Polled: taking a slot is not a queue change the feed reports on every store.
-        while app.status().await["concurrency"]["used"] != 2 {
+        // Polled: neither taking a slot nor waiting for the engine is a queue change the feed
+        // reports. The slot alone is not enough: the call waits for the engine a moment after
+        // it took its slot, and a queued task could start in between.
+        while app.status().await["concurrency"]["used"] != 2
+            || app
+                .engines
+                .sync_waiting(cloro::domain::types::TaskType::Chatgpt)
+                != 1
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })

@@ -25,6 +25,8 @@ pub struct TestApp {
     pub server: Option<Server>,
     pub client: reqwest::Client,
     pub db: TestDb,
+    /// The server's configured engines (what `Builder::engines` gave, or none).
+    pub engines: Arc<cloro::queue::EngineRoutes>,
 }
 
 /// Runs an administrative action on `db` from a thread of its own (tests call it from sync
@@ -205,6 +207,17 @@ impl TestApp {
             .await
     }
 
+    /// GETs `path` with `token` as the bearer (or none), and its status and raw body: the admin
+    /// surfaces (`/metrics`, `/dashboard/data`) that the admin token guards.
+    pub async fn get_with_token(&self, path: &str, token: Option<&str>) -> (StatusCode, String) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request sent");
+        (resp.status(), resp.text().await.expect("body read"))
+    }
+
     pub async fn create_task(&self, body: &Value) -> (StatusCode, Value) {
         self.post_json("/v1/async/task", &self.key, body).await
     }
@@ -372,6 +385,7 @@ impl Builder {
             rate_limit: self.rate_limit,
         };
         let created = create(&db.database, spec);
+        let engines = Arc::new(self.engines.unwrap_or_default());
         let opts = ServeOptions {
             listen: "127.0.0.1:0".parse().expect("addr"),
             database: db.database.clone(),
@@ -399,7 +413,7 @@ impl Builder {
                     failure_rate: self.failure_rate,
                 })
             }),
-            engines: Arc::new(self.engines.unwrap_or_default()),
+            engines: engines.clone(),
             max_body_bytes: self.max_body_bytes,
             default_plan: "free".into(),
             edge: self.edge.clone(),
@@ -421,6 +435,7 @@ impl Builder {
             server: Some(server),
             client: reqwest::Client::new(),
             db,
+            engines,
         }
     }
 }
@@ -428,6 +443,15 @@ impl Builder {
 /// A valid ChatGPT task.
 pub fn chatgpt(prompt: &str) -> Value {
     json!({ "taskType": "CHATGPT", "payload": { "prompt": prompt, "country": "US" } })
+}
+
+/// A valid task of `task_type` (`GOOGLE` takes a query, the others a prompt) at `priority`.
+pub fn priority_task(task_type: &str, priority: u8) -> Value {
+    let payload = match task_type {
+        "GOOGLE" => json!({"query": "espresso", "country": "US"}),
+        _ => json!({"prompt": "espresso", "country": "US"}),
+    };
+    json!({"taskType": task_type, "payload": payload, "priority": priority})
 }
 
 pub fn with(mut v: Value, key: &str, value: Value) -> Value {

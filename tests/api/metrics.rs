@@ -3,27 +3,14 @@
 
 use cloro::metrics::sample;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, priority_task as task};
 
 const TOKEN: &str = "admin-s3cret-token";
 
 async fn scrape(app: &TestApp, token: Option<&str>) -> (StatusCode, String) {
-    let mut req = app.client.get(app.url("/metrics"));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("sent");
-    (resp.status(), resp.text().await.expect("body"))
-}
-
-fn task(task_type: &str, priority: u8) -> Value {
-    let payload = match task_type {
-        "GOOGLE" => json!({"query": "espresso", "country": "US"}),
-        _ => json!({"prompt": "espresso", "country": "US"}),
-    };
-    json!({"taskType": task_type, "payload": payload, "priority": priority})
+    app.get_with_token("/metrics", token).await
 }
 
 #[tokio::test]
@@ -178,4 +165,27 @@ async fn without_organization_labels_the_queue_is_summed() {
         "{m}"
     );
     assert!(!m.contains(&app.org_id), "no organization label: {m}");
+}
+
+#[tokio::test]
+async fn an_idle_organization_is_listed_with_its_limit_on_both_stores() {
+    let app = TestApp::builder()
+        .admin_token(TOKEN, true)
+        .paused()
+        .spawn()
+        .await;
+    // Created while the server runs, never used: no task, no request.
+    let (idle, _key) = app.create_org("free", Some(100), Some(7), None);
+    let (_, m) = scrape(&app, Some(TOKEN)).await;
+    let org = idle.as_str();
+    assert_eq!(
+        sample(&m, "cloro_concurrency_limit", &[("org", org)]),
+        Some(7.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "cloro_processing_tasks", &[("org", org)]),
+        Some(0.0),
+        "{m}"
+    );
 }

@@ -272,21 +272,54 @@ fn http_full(
     exchange(stream, addr, method, path, key, body).expect("http exchange")
 }
 
+/// One request on a connection of its own that waits at most `read_timeout` for the answer:
+/// `None` on any I/O error (the server may be going away or not there yet).
+fn try_exchange(
+    base: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&Value>,
+    read_timeout: Duration,
+) -> Option<(u16, String, Value)> {
+    let addr = base.trim_start_matches("http://");
+    let stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(read_timeout)).ok()?;
+    exchange(stream, addr, method, path, key, body)
+}
+
 /// One HTTP/1.1 request with `Connection: close` on `stream`, read to the end: status, lower-cased
 /// header block, and the body as JSON (or as a JSON string when it is not JSON). `None` on any
 /// I/O error or a response that is not HTTP.
 fn exchange(
-    mut stream: std::net::TcpStream,
+    stream: std::net::TcpStream,
     addr: &str,
     method: &str,
     path: &str,
     key: &str,
     body: Option<&Value>,
 ) -> Option<(u16, String, Value)> {
-    use std::io::{Read, Write};
     let body = body.map(Value::to_string).unwrap_or_default();
+    let (status, head, text) = exchange_text(stream, addr, method, path, Some(key), &body)?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Some((status, head, json))
+}
+
+/// The raw client under the others: one HTTP/1.1 request with `Connection: close` on `stream`,
+/// with `token` as the bearer (or none), read to the end: status, lower-cased header block and
+/// the body's text. `None` on any I/O error or a response that is not HTTP.
+fn exchange_text(
+    mut stream: std::net::TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(req.as_bytes()).ok()?;
@@ -298,8 +331,7 @@ fn exchange(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-    Some((status, head.to_ascii_lowercase(), json))
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 #[test]
@@ -529,12 +561,8 @@ fn a_three_node_cluster_keeps_the_cap_and_loses_nothing_when_a_node_dies() {
             let (mut max, mut reads) = (0, 0u64);
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let st = bases.iter().find_map(|base| {
-                    let addr = base.trim_start_matches("http://");
-                    let stream = std::net::TcpStream::connect(addr).ok()?;
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(10)))
-                        .ok()?;
-                    match exchange(stream, addr, "GET", "/v1/async/status", &key, None)? {
+                    let timeout = Duration::from_secs(10);
+                    match try_exchange(base, "GET", "/v1/async/status", &key, None, timeout)? {
                         (200, _, st) => Some(st),
                         _ => None,
                     }
@@ -761,12 +789,8 @@ fn a_database_outage_is_a_503_with_retry_after_and_everything_resumes() {
 
 /// One request that may fail (the server may be going away): `None` on any I/O error.
 fn try_http(base: &str, path: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
-    let addr = base.trim_start_matches("http://");
-    let stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    match exchange(stream, addr, "POST", path, key, Some(body))? {
+    let timeout = Duration::from_secs(30);
+    match try_exchange(base, "POST", path, key, Some(body), timeout)? {
         // A body that is not JSON is a response cut off by the server going away.
         (_, _, Value::String(_)) => None,
         (status, _, body) => Some((status, body)),
@@ -1518,20 +1542,10 @@ fn the_reference_page_renders_in_a_browser_with_no_network() {
 
 /// A GET with an optional bearer token: status and body text.
 fn get_text(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).expect("write");
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    let stream = std::net::TcpStream::connect(addr).expect("connect");
+    let (status, _, body) =
+        exchange_text(stream, addr, "GET", path, token, "").expect("an HTTP answer");
+    (status, body)
 }
 
 #[test]

@@ -189,6 +189,16 @@ async fn org_set_changes_settings_and_plans(b: Backend) {
     );
     assert_eq!(admin.org_info(&org_id).await.expect("show"), after);
 
+    // The organization's own rate limit removed: the server's applies again.
+    let clear = OrgUpdate {
+        clear_rate_limit: true,
+        ..OrgUpdate::default()
+    };
+    let cleared = admin.update_org(&org_id, &clear).await.expect("set");
+    assert_eq!(cleared.rate_limit, None);
+    assert_eq!(cleared.concurrency, 7, "nothing else changes");
+    assert_eq!(admin.org_info(&org_id).await.expect("show"), cleared);
+
     // A plan brings its credits and concurrency (free: no billing cycle), unless overridden.
     let free = OrgUpdate {
         plan: Some("free".into()),

@@ -32,6 +32,25 @@ async fn node(url: &str, cfg: PgConfig) -> Arc<PgStore> {
     Arc::new(PgStore::open(url, cfg).await.expect("node opens"))
 }
 
+/// A node with a lease of ten minutes and no heartbeat: its lease runs out only when the test
+/// says so (`expire`).
+async fn idle_node(url: &str) -> Arc<PgStore> {
+    node(url, node_cfg(600_000, NO_HEARTBEAT)).await
+}
+
+/// A fresh PostgreSQL fixture with organizations of `caps`, its database's URL and a plain
+/// connection to it; `None` (the skip announced) when no PostgreSQL is configured.
+async fn cluster(caps: &[(u32, i64, i64)]) -> Option<(Fixture, String, tokio_postgres::Client)> {
+    let Some(url) = cloro::testing::pg_admin_url() else {
+        cloro::testing::announce_pg_skipped();
+        return None;
+    };
+    let f = Fixture::new(&Backend::Postgres(url), caps).await;
+    let url = pg_url(&f);
+    let db = sql(&url).await;
+    Some((f, url, db))
+}
+
 fn pg_url(f: &Fixture) -> String {
     match &f.db.database {
         Database::Postgres(url) => url.clone(),
@@ -144,21 +163,18 @@ async fn claim_one(store: &PgStore, within: Duration, what: &str) -> ClaimedTask
 /// then works normally. Every task completes once, charged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_reaped_node_claims_and_commits_nothing_until_it_joins_again() {
-    let Some(url) = cloro::testing::pg_admin_url() else {
-        return cloro::testing::announce_pg_skipped();
+    let Some((f, url, db)) = cluster(&[(2, 1_000, 100)]).await else {
+        return;
     };
-    let f = Fixture::new(&Backend::Postgres(url), &[(2, 1_000, 100)]).await;
     let org = f.orgs[0];
-    let url = pg_url(&f);
-    let db = sql(&url).await;
     let ids = submit(
         &*f.store,
         org,
         vec![task(1, None), task(1, None), task(1, None)],
     )
     .await;
-    let a = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
-    let b = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
+    let a = idle_node(&url).await;
+    let b = idle_node(&url).await;
     let x = a.claim(1).await.expect("claim").remove(0);
     assert_eq!(x.id, ids[0]);
     // A stops renewing (a network partition): by the database's clock its lease ran out.
@@ -204,13 +220,10 @@ async fn postgres_a_reaped_node_claims_and_commits_nothing_until_it_joins_again(
 /// database says its lease ran out and another node may run them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_node_that_cannot_prove_its_lease_stops_its_tasks_and_claims_nothing() {
-    let Some(url) = cloro::testing::pg_admin_url() else {
-        return cloro::testing::announce_pg_skipped();
+    let Some((f, url, db)) = cluster(&[(2, 1_000, 100)]).await else {
+        return;
     };
-    let f = Fixture::new(&Backend::Postgres(url), &[(2, 1_000, 100)]).await;
     let org = f.orgs[0];
-    let url = pg_url(&f);
-    let db = sql(&url).await;
     submit(&*f.store, org, vec![task(1, None), task(1, None)]).await;
     let a = node(&url, node_cfg(5_000, NO_HEARTBEAT)).await;
     let x = a.claim(1).await.expect("claim").remove(0);
@@ -253,16 +266,13 @@ fn lane_key(name: &str) -> i64 {
 /// the node is reaped later; never PROCESSING tasks of a node that is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_reap_never_interleaves_with_a_claim_of_the_node_it_reaps() {
-    let Some(url) = cloro::testing::pg_admin_url() else {
-        return cloro::testing::announce_pg_skipped();
+    let Some((f, url, db)) = cluster(&[(2, 1_000, 100)]).await else {
+        return;
     };
-    let f = Fixture::new(&Backend::Postgres(url), &[(2, 1_000, 100)]).await;
     let org = f.orgs[0];
-    let url = pg_url(&f);
-    let db = sql(&url).await;
     submit(&*f.store, org, vec![task(1, None), task(1, None)]).await;
-    let a = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
-    let b = node(&url, node_cfg(600_000, NO_HEARTBEAT)).await;
+    let a = idle_node(&url).await;
+    let b = idle_node(&url).await;
     // CHATGPT (position 4 in `TaskType::ALL`) on a lane with a cap: a claim takes its lock.
     let mut lanes = cloro::store::Lanes::default();
     lanes.lane_of[4] = Some(0);
@@ -334,25 +344,22 @@ async fn postgres_a_reap_never_interleaves_with_a_claim_of_the_node_it_reaps() {
 /// task completed and was charged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_counters_match_processing_rows_whatever_claims_finishes_and_reaps_interleave() {
-    let Some(url) = cloro::testing::pg_admin_url() else {
-        return cloro::testing::announce_pg_skipped();
-    };
     const TASKS: usize = 30;
     let caps = [
         (1, 1_000_000, 1_000),
         (2, 1_000_000, 1_000),
         (3, 1_000_000, 1_000),
     ];
-    let f = Fixture::new(&Backend::Postgres(url), &caps).await;
-    let url = pg_url(&f);
-    let db = sql(&url).await;
+    let Some((f, url, db)) = cluster(&caps).await else {
+        return;
+    };
     for &org in &f.orgs {
         submit(&*f.store, org, (0..TASKS).map(|_| task(1, None)).collect()).await;
     }
     let nodes: Vec<Arc<PgStore>> = vec![
-        node(&url, node_cfg(600_000, NO_HEARTBEAT)).await,
-        node(&url, node_cfg(600_000, NO_HEARTBEAT)).await,
-        node(&url, node_cfg(600_000, NO_HEARTBEAT)).await,
+        idle_node(&url).await,
+        idle_node(&url).await,
+        idle_node(&url).await,
     ];
     let mut held: Vec<Vec<ClaimedTask>> = vec![Vec::new(); nodes.len()];
     let mut rng = StdRng::seed_from_u64(12);
@@ -529,13 +536,10 @@ impl LoseClaimReply {
 /// them back within a few heartbeats, and a concurrency-1 organization does not stall.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_claim_whose_reply_is_lost_is_given_back_by_its_live_node() {
-    let Some(url) = cloro::testing::pg_admin_url() else {
-        return cloro::testing::announce_pg_skipped();
+    let Some((f, url, db)) = cluster(&[(1, 1_000, 100)]).await else {
+        return;
     };
-    let f = Fixture::new(&Backend::Postgres(url), &[(1, 1_000, 100)]).await;
     let org = f.orgs[0];
-    let url = pg_url(&f);
-    let db = sql(&url).await;
     // The node reaches the database through the proxy.
     let (head, rest) = url.split_once('@').expect("a URL with a host");
     let (host, path) = rest.split_once('/').expect("a URL with a database");

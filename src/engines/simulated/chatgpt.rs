@@ -13,11 +13,11 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
         ctx.sources(&a.brands)
     };
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(16);
     m.insert("text".into(), Value::String(text));
     let mut src_json = Vec::with_capacity(sources.len());
     for (i, s) in sources.iter().enumerate() {
-        let mut o = Map::new();
+        let mut o = Map::with_capacity(6);
         o.insert("position".into(), json!(i + 1));
         o.insert("url".into(), json!(s.url));
         o.insert("label".into(), json!(s.label));
@@ -35,7 +35,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
         Value::Array(
             a.brands
                 .iter()
-                .map(|b| json!({"type": "brand", "name": b}))
+                .map(|b| obj! {"type": "brand", "name": b})
                 .collect(),
         ),
     );
@@ -48,8 +48,8 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
                 .take(3)
                 .enumerate()
                 .map(|(i, s)| {
-                    json!({"url": s.url, "label": s.label, "domain": s.host,
-                           "citationPillId": i, "type": "searchResult", "position": i + 1})
+                    obj! {"url": s.url, "label": s.label, "domain": s.host,
+                    "citationPillId": i, "type": "searchResult", "position": i + 1}
                 })
                 .collect(),
         ),

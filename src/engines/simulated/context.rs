@@ -650,8 +650,8 @@ pub(super) fn basic_sources(sources: &[Src]) -> Value {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                json!({"position": i + 1, "url": s.url, "label": s.label,
-                       "description": s.description})
+                obj! {"position": i + 1, "url": s.url, "label": s.label,
+                "description": s.description}
             })
             .collect(),
     )
@@ -665,8 +665,8 @@ pub(super) fn pills(sources: &[Src], first_id: usize) -> Value {
             .take(3)
             .enumerate()
             .map(|(i, s)| {
-                json!({"label": s.label, "citationPillId": i + first_id, "url": s.url,
-                       "domain": s.host, "position": i + 1})
+                obj! {"label": s.label, "citationPillId": i + first_id, "url": s.url,
+                "domain": s.host, "position": i + 1}
             })
             .collect(),
     )

@@ -8,7 +8,7 @@ pub(super) fn gemini(ctx: &mut Ctx) -> Map<String, Value> {
     let a = ctx.answer();
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(16);
     m.insert("text".into(), Value::String(text));
     m.insert("sources".into(), basic_sources(&sources));
     m.insert("citationPills".into(), pills(&sources, 1));

@@ -6,7 +6,7 @@ use super::context::*;
 
 pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
     let a = ctx.answer();
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(16);
     let mut organic = Vec::with_capacity(10 * ctx.pages);
     let host0 = ctx.rng.below(HOSTS.len());
     for page in 1..=ctx.pages {
@@ -18,7 +18,7 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
             let form = ctx.rng.below(3);
             let quality = ctx.rng.pick(&QUALITIES);
             let brand = a.brands[pos % 3];
-            let mut o = Map::new();
+            let mut o = Map::with_capacity(8);
             o.insert("position".into(), json!(pos));
             o.insert(
                 "title".into(),
@@ -110,7 +110,7 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
     if ctx.inc.aioverview {
         let sources = ctx.sources_n(3, &a.brands);
         let text = ctx.text(&a, sources.len());
-        let mut o = Map::new();
+        let mut o = Map::with_capacity(8);
         o.insert("text".into(), Value::String(text));
         if ctx.inc.aioverview_markdown {
             o.insert("markdown".into(), Value::String(ctx.markdown(&a, &sources)));

@@ -6,7 +6,7 @@ use super::context::*;
 
 pub(super) fn google_news(ctx: &mut Ctx) -> Map<String, Value> {
     let a = ctx.answer();
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(16);
     let mut news = Vec::with_capacity(10 * ctx.pages);
     let host0 = ctx.rng.below(HOSTS.len());
     for page in 1..=ctx.pages {

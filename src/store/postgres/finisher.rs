@@ -167,12 +167,12 @@ pub(crate) async fn finish(
             kind: match o {
                 Outcome::Completed { result, credits } => FinishKind::Done {
                     status: 2,
-                    response: result.to_string(),
+                    response: crate::store::json_text(result),
                     charged: *credits,
                 },
                 Outcome::Failed { error } => FinishKind::Done {
                     status: 3,
-                    response: error.to_string(),
+                    response: crate::store::json_text(error),
                     charged: 0,
                 },
                 Outcome::Retry { run_after_ms } => FinishKind::Retry {

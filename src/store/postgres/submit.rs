@@ -132,7 +132,7 @@ pub(crate) async fn submit(
             cols.cost.push(t.credits_to_charge);
             cols.idem.push(t.idempotency_key.clone());
             cols.webhook.push(t.webhook_url.clone());
-            cols.payload.push(t.payload.to_string());
+            cols.payload.push(crate::store::json_text(&t.payload));
         }
         let inserted: HashSet<i64> = tx
             .query(

@@ -280,8 +280,8 @@ async fn insert_kept(
 ) -> Result<()> {
     let seq = store.shared.ids.seq_of(slot.org, &slot.id);
     let attempts = i32::try_from(rec.attempts).unwrap_or(i32::MAX);
-    let payload = rec.payload.to_string();
-    let response = rec.result.to_string();
+    let payload = crate::store::json_text(&rec.payload);
+    let response = crate::store::json_text(&rec.result);
     let finished = store.shared.clock.now_ms();
     tx.execute(
         INSERT_COMPLETED,

@@ -51,6 +51,18 @@ enum Verify {
     Full,
 }
 
+/// libpq's `sslmode` values: the mode tokio-postgres connects with, and how the server's
+/// certificate is checked.
+const SSL_MODES: [(&str, SslMode, Verify); 6] = [
+    ("disable", SslMode::Disable, Verify::None),
+    // libpq's `allow` (plain first, TLS if refused) is closest to `prefer` here.
+    ("allow", SslMode::Prefer, Verify::None),
+    ("prefer", SslMode::Prefer, Verify::None),
+    ("require", SslMode::Require, Verify::None),
+    ("verify-ca", SslMode::Require, Verify::Ca),
+    ("verify-full", SslMode::Require, Verify::Full),
+];
+
 /// The connection settings of `url` and the TLS connector its `sslmode` asks for.
 pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
     let (rest, mode, rootcert) = split_tls_params(url)?;
@@ -58,37 +70,18 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
         .parse()
         .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
     let verify = match mode.as_deref() {
+        // None in a URL: tokio-postgres's default (`prefer`), or a `key=value` string's own.
         None => Verify::None,
-        Some("disable") => {
-            cfg.ssl_mode(SslMode::Disable);
-            Verify::None
-        }
-        Some("prefer") => {
-            cfg.ssl_mode(SslMode::Prefer);
-            Verify::None
-        }
-        // libpq's `allow` (plain first, TLS if refused) is closest to `prefer` here.
-        Some("allow") => {
-            cfg.ssl_mode(SslMode::Prefer);
-            Verify::None
-        }
-        Some("require") => {
-            cfg.ssl_mode(SslMode::Require);
-            Verify::None
-        }
-        Some("verify-ca") => {
-            cfg.ssl_mode(SslMode::Require);
-            Verify::Ca
-        }
-        Some("verify-full") => {
-            cfg.ssl_mode(SslMode::Require);
-            Verify::Full
-        }
-        Some(other) => {
-            return Err(format!(
-                "invalid PostgreSQL URL: unknown sslmode `{other}` (disable, allow, prefer, \
-                 require, verify-ca or verify-full)"
-            ));
+        Some(name) => {
+            let &(_, ssl_mode, verify) =
+                SSL_MODES.iter().find(|m| m.0 == name).ok_or_else(|| {
+                    format!(
+                        "invalid PostgreSQL URL: unknown sslmode `{name}` (disable, allow, prefer, \
+                         require, verify-ca or verify-full)"
+                    )
+                })?;
+            cfg.ssl_mode(ssl_mode);
+            verify
         }
     };
     Ok((cfg, connector(verify, rootcert.as_deref())?))

@@ -174,22 +174,26 @@ pub(crate) fn count_orgs(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(COUNT_ORGS, [], |r| r.get(0))?)
 }
 
+/// A row of `id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms,
+/// queue_limit` from `orgs` ([`READ_ORG`], and the writer's reload): the organization.
+pub(super) fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Org> {
+    Ok(Org {
+        key: r.get(0)?,
+        public_id: r.get(1)?,
+        name: r.get(2)?,
+        plan: r.get(3)?,
+        concurrency: r.get(4)?,
+        credits: r.get(5)?,
+        per_cycle: r.get(6)?,
+        cycle_resets_ms: r.get(7)?,
+        queue_limit: r.get(8)?,
+    })
+}
+
 /// Reads an organization (`NotFound` if there is none with that key).
 pub(crate) fn read_org(conn: &Connection, key: OrgKey) -> Result<Org> {
-    conn.query_row(READ_ORG, [key], |r| {
-        Ok(Org {
-            key: r.get(0)?,
-            public_id: r.get(1)?,
-            name: r.get(2)?,
-            plan: r.get(3)?,
-            concurrency: r.get(4)?,
-            credits: r.get(5)?,
-            per_cycle: r.get(6)?,
-            cycle_resets_ms: r.get(7)?,
-            queue_limit: r.get(8)?,
-        })
-    })
-    .map_err(Error::from)
+    conn.query_row(READ_ORG, [key], org_row)
+        .map_err(Error::from)
 }
 
 /// An [`ORG_INFO`]/[`LIST_ORGS`] row: the key and the organization.

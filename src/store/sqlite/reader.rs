@@ -60,6 +60,10 @@ const WEBHOOK_SECRET: &str = "SELECT webhook_secret FROM orgs WHERE id = ?1";
 /// Whether a reader can reach the database.
 const PING: &str = "SELECT 1";
 
+/// Every organization's key, public id and concurrency limit (the metrics' list of
+/// organizations, idle ones included).
+const ORG_KEYS: &str = "SELECT id, public_id, concurrency FROM orgs ORDER BY id";
+
 /// The pool of read-only connections.
 pub(crate) struct Readers {
     pool: Arc<Mutex<Vec<Connection>>>,
@@ -279,6 +283,13 @@ pub(crate) fn webhook_secret(c: &Connection, org: OrgKey) -> Result<Option<Strin
         .optional()
         .map(Option::flatten)
         .map_err(Error::from)
+}
+
+/// Every organization: `(key, public id, concurrency)`, by key.
+pub(crate) fn org_keys(c: &Connection) -> Result<Vec<(OrgKey, String, u32)>> {
+    let mut stmt = c.prepare_cached(ORG_KEYS)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// Answers while a reader can reach the database.

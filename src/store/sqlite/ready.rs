@@ -498,13 +498,6 @@ impl ReadySet {
         out
     }
 
-    /// [`ReadySet::counts`] of every organization it knows, by key.
-    pub(crate) fn all_counts(&self) -> Vec<(OrgKey, OrgCounts)> {
-        let mut keys: Vec<OrgKey> = self.orgs.keys().copied().collect();
-        keys.sort_unstable();
-        keys.into_iter().map(|k| (k, self.counts(k))).collect()
-    }
-
     pub(crate) fn counts(&self, org: OrgKey) -> OrgCounts {
         let Some(st) = self.orgs.get(&org) else {
             return OrgCounts {

@@ -47,7 +47,7 @@ impl TaskQueue for SqliteStore {
             items = crate::store::screen_submission(tasks, balance, &mut out)
                 .into_iter()
                 .map(|(index, task)| {
-                    let payload = task.payload.to_string();
+                    let payload = crate::store::json_text(&task.payload);
                     InsertItem {
                         index,
                         task,
@@ -210,8 +210,8 @@ impl TaskQueue for SqliteStore {
                 task_type: slot.task_type.code(),
                 attempts: rec.attempts,
                 cost: rec.credits_to_charge,
-                payload: rec.payload.to_string(),
-                response: rec.result.to_string(),
+                payload: crate::store::json_text(&rec.payload),
+                response: crate::store::json_text(&rec.result),
                 started_ms: slot.started_ms,
             }),
         };
@@ -247,14 +247,14 @@ impl TaskQueue for SqliteStore {
             .map(|(t, o)| {
                 let row = match o {
                     Outcome::Completed { result, credits } => FinishRow::Completed {
-                        response: result.to_string(),
+                        response: crate::store::json_text(result),
                         credits: *credits,
                     },
                     Outcome::Retry { run_after_ms } => FinishRow::Retry {
                         run_after_ms: *run_after_ms,
                     },
                     Outcome::Failed { error } => FinishRow::Failed {
-                        response: error.to_string(),
+                        response: crate::store::json_text(error),
                     },
                     Outcome::Requeue => FinishRow::Requeue,
                 };
@@ -363,25 +363,34 @@ impl TaskQueue for SqliteStore {
     }
 
     async fn overview(&self) -> Result<crate::store::Overview> {
-        // The ready index knows every organization with a task queued or running (start-up
-        // loads them; a submission loads its organization first).
-        let counts = lock(&self.shared.ready).all_counts();
+        // Every organization, idle ones included (as in the cluster store): the ready index
+        // knows those with a task queued or running since start-up; the others have none.
+        let keys = self.readers.read(reader::org_keys).await?;
         let webhook_backlog = lock(&self.shared.hooks).len() as u64;
-        let mut orgs = Vec::with_capacity(counts.len());
-        for (org, c) in counts {
-            let org_id = Directory::org(self, org).await?.public_id;
-            orgs.push(crate::store::OrgOverview {
-                org,
-                org_id,
-                status: QueueStatus {
-                    queued: c.queued,
-                    processing: c.processing,
-                    by_priority: c.by_priority,
-                    concurrency_used: c.processing + c.sync,
-                    concurrency_max: u64::from(c.concurrency),
-                },
-            });
-        }
+        let ready = lock(&self.shared.ready);
+        let orgs = keys
+            .into_iter()
+            .map(|(org, org_id, concurrency)| {
+                let known = ready.knows(org);
+                let c = ready.counts(org);
+                crate::store::OrgOverview {
+                    org,
+                    org_id,
+                    status: QueueStatus {
+                        queued: c.queued,
+                        processing: c.processing,
+                        by_priority: c.by_priority,
+                        concurrency_used: c.processing + c.sync,
+                        concurrency_max: if known {
+                            u64::from(c.concurrency)
+                        } else {
+                            u64::from(concurrency)
+                        },
+                    },
+                }
+            })
+            .collect();
+        drop(ready);
         Ok(crate::store::Overview {
             orgs,
             webhook_backlog,

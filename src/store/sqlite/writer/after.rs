@@ -151,9 +151,13 @@ pub(crate) fn after_commit(ready: &mut ReadySet, a: After) {
             ..
         } => {
             ready.settle(&picks);
-            // A running pick whose row was not QUEUED any more frees its slot again.
+            // A running pick whose row was not QUEUED any more frees its slot again. The claims
+            // are a subsequence of the picks, in their order (`claim::claim` walks the picks),
+            // so one walk over both finds them (a claim of 20,000 picks must not compare every
+            // pick with every claim).
+            let mut claimed = claims.iter().map(|c| c.pick.seq).peekable();
             for p in picks.iter().filter(|p| p.run) {
-                if !claims.iter().any(|c| c.pick.seq == p.seq) {
+                if claimed.next_if_eq(&p.seq).is_none() {
                     ready.finish(p.org, p.kind, p.cost, 0);
                 }
             }

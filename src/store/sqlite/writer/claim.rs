@@ -22,13 +22,17 @@ pub(crate) struct RawClaim {
     pub(crate) credits_to_charge: i64,
 }
 
+/// What an attempt starts with, if the row is still QUEUED (a clear may have deleted it).
+/// A plain read then [`RUN`] by primary key: cheaper in SQLite than one `UPDATE … RETURNING`,
+/// which builds a temporary table for its returned rows on every execution.
+const PEEK: &str = "SELECT id, task_type, payload, attempts, credits_to_charge
+                          FROM tasks WHERE seq = ?1 AND status = 0";
+
 /// Starts an attempt: QUEUED (0) to PROCESSING (1), one more attempt, `started_ms` kept from
-/// the first pickup (`latencyMs` counts from there), the retry time cleared. `RETURNING` hands
-/// the worker what it needs in the same statement.
+/// the first pickup (`latencyMs` counts from there), the retry time cleared.
 const RUN: &str = "UPDATE tasks SET status = 1, attempts = attempts + 1,
                                 started_ms = COALESCE(started_ms, ?2), run_after_ms = NULL
-                         WHERE seq = ?1 AND status = 0
-                         RETURNING id, task_type, payload, attempts, credits_to_charge";
+                         WHERE seq = ?1";
 
 /// Fails a task whose cost does not fit the balance at pickup: QUEUED (0) to FAILED (3),
 /// nothing charged, the `INSUFFICIENT_CREDITS` error in the result log. FAILED is terminal, so
@@ -51,6 +55,7 @@ pub(super) fn claim(
     picks: &[Pick],
 ) -> rusqlite::Result<(Vec<RawClaim>, NewHooks)> {
     let now = g.now;
+    let mut peek = g.tx.prepare_cached(PEEK)?;
     let mut run = g.tx.prepare_cached(RUN)?;
     let mut reject = g.tx.prepare_cached(REJECT)?;
     let mut hooks = Vec::new();
@@ -62,24 +67,25 @@ pub(super) fn claim(
     let mut claims = Vec::with_capacity(picks.len());
     for p in picks {
         if p.run {
-            let row = run
-                .query_row(params![p.seq, now], |r| {
+            let row = peek
+                .query_row(params![p.seq], |r| {
                     Ok((
                         r.get::<_, Vec<u8>>(0)?,
                         r.get(1)?,
                         r.get(2)?,
-                        r.get(3)?,
+                        r.get::<_, i64>(3)?,
                         r.get(4)?,
                     ))
                 })
                 .optional()?;
             if let Some((id, task_type, payload, attempts, credits_to_charge)) = row {
+                run.execute(params![p.seq, now])?;
                 claims.push(RawClaim {
                     pick: *p,
                     id,
                     task_type,
                     payload,
-                    attempts,
+                    attempts: attempts + 1,
                     credits_to_charge,
                 });
             }

@@ -1,14 +1,12 @@
 //! Finish: ends attempts (COMPLETED, FAILED, back to QUEUED for a retry, or requeued at its
 //! own place without spending the attempt) and charges the completed ones, in the group's
-//! transaction.
+//! transaction (the charges are summed per organization over the whole group: [`Group::charge`]).
 //!
 //! Only the attempt that holds the claim may end it (`status = 1 AND attempts = ?`): a second
 //! finish of the same attempt changes nothing and charges nothing. A terminal outcome's
 //! response is staged in the result log first; the row points at it, and a task with a webhook
 //! becomes due for delivery in the same row update (the outbox is the row itself). Whatever the
 //! outcome, the attempt's upstream usage is added to the task's `usage` in that same update.
-
-use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -74,19 +72,25 @@ macro_rules! usage_plus {
     };
 }
 
-/// Ends an attempt with a terminal status (?3: COMPLETED 2 or FAILED 3), what it charged, when,
-/// and where its response is; a task with a webhook becomes pending for delivery
-/// (`wh_state = 0`), and `RETURNING` says whether it has one. By primary key.
-const DONE: &str = concat!(
-    "UPDATE tasks SET status = ?3, credits_charged = ?4, finished_ms = ?5,
-                                res_seg = ?6, res_off = ?7, res_len = ?8, ",
-    usage_plus!("?9"),
-    ", wh_state = CASE WHEN ",
+/// Whether the attempt `?2` of task `?1` still holds its claim (PROCESSING in that attempt),
+/// and whether the task has a webhook. A plain read then [`DONE`] by primary key: cheaper in
+/// SQLite than one `UPDATE … RETURNING`, which builds a temporary table for its returned rows
+/// on every execution.
+const HOLDS: &str = concat!(
+    "SELECT ",
     has_webhook!(),
-    " THEN 0 END
-                         WHERE seq = ?1 AND status = 1 AND attempts = ?2
-                         RETURNING ",
-    has_webhook!()
+    " FROM tasks WHERE seq = ?1 AND status = 1 AND attempts = ?2"
+);
+
+/// Ends an attempt with a terminal status (?2: COMPLETED 2 or FAILED 3), what it charged, when,
+/// and where its response is; a task with a webhook (?9) becomes pending for delivery
+/// (`wh_state = 0`). By primary key, once [`HOLDS`] said the claim is still the attempt's.
+const DONE: &str = concat!(
+    "UPDATE tasks SET status = ?2, credits_charged = ?3, finished_ms = ?4,
+                                res_seg = ?5, res_off = ?6, res_len = ?7, ",
+    usage_plus!("?8"),
+    ", wh_state = CASE WHEN ?9 THEN 0 END
+                         WHERE seq = ?1"
 );
 
 /// Puts a task back to QUEUED, runnable at `run_after_ms` (kept in the row so a restart
@@ -109,10 +113,6 @@ const REQUEUE: &str = concat!(
       RETURNING priority"
 );
 
-/// Charges an organization the credits its completions in this command cost (one statement
-/// per organization, not per task).
-const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
-
 /// Records the outcomes: their effects on the ready index, and the webhook deliveries that
 /// became pending (`(seq, hook)`).
 pub(super) fn finish(
@@ -120,11 +120,12 @@ pub(super) fn finish(
     outcomes: &[(Attempt, FinishRow)],
 ) -> rusqlite::Result<(Vec<FinishEffect>, NewHooks)> {
     let now = g.now;
+    let mut holds = g.tx.prepare_cached(HOLDS)?;
     let mut done = g.tx.prepare_cached(DONE)?;
     let mut hooks = Vec::new();
-    let mut retry = g.tx.prepare_cached(RETRY)?;
-    let mut requeue = g.tx.prepare_cached(REQUEUE)?;
-    let mut charges: HashMap<OrgKey, i64> = HashMap::new();
+    // Retries and requeues are rare: their statements are looked up only when needed (a
+    // cached statement's lookup hashes its whole SQL text).
+    let tx = g.tx;
     let mut effects = Vec::with_capacity(outcomes.len());
     for (t, row) in outcomes {
         let effect = |charged, back| FinishEffect {
@@ -138,7 +139,8 @@ pub(super) fn finish(
             FinishRow::Completed { response, credits } => (2, response, *credits),
             FinishRow::Failed { response } => (3, response, 0),
             FinishRow::Retry { run_after_ms } => {
-                let prio: Option<u8> = retry
+                let prio: Option<u8> = tx
+                    .prepare_cached(RETRY)?
                     .query_row(params![t.seq, t.attempt, run_after_ms, t.usage], |r| {
                         r.get(0)
                     })
@@ -157,7 +159,8 @@ pub(super) fn finish(
                 continue;
             }
             FinishRow::Requeue => {
-                let prio: Option<u8> = requeue
+                let prio: Option<u8> = tx
+                    .prepare_cached(REQUEUE)?
                     .query_row(params![t.seq, t.attempt, t.usage], |r| r.get(0))
                     .optional()?;
                 if let Some(prio) = prio {
@@ -166,36 +169,29 @@ pub(super) fn finish(
                 continue;
             }
         };
+        let held: Option<bool> = holds
+            .query_row(params![t.seq, t.attempt], |r| r.get(0))
+            .optional()?;
+        let Some(hooked) = held else {
+            continue;
+        };
         let at = g.log.stage(now, response.as_bytes()).map_err(io_err)?;
-        let params = params![
+        done.execute(params![
             t.seq,
-            t.attempt,
             status,
             charged,
             now,
             at.segment,
             at.offset as i64,
             at.len,
-            t.usage
-        ];
-        let updated: Option<bool> = done.query_row(params, |r| r.get(0)).optional()?;
-        if let Some(hooked) = updated {
-            if hooked {
-                hooks.push((t.seq, PendingHook::fresh(t.org, now)));
-            }
-            if charged != 0 {
-                *charges.entry(t.org).or_default() += charged;
-            }
-            effects.push(effect(charged, None));
-        } else {
-            g.log.unstage(at);
+            t.usage,
+            hooked
+        ])?;
+        if hooked {
+            hooks.push((t.seq, PendingHook::fresh(t.org, now)));
         }
-    }
-    let mut charge = g.tx.prepare_cached(CHARGE)?;
-    for (org, amount) in charges {
-        if amount != 0 {
-            charge.execute(params![org, amount])?;
-        }
+        g.charge(t.org, charged);
+        effects.push(effect(charged, None));
     }
     Ok((effects, hooks))
 }

@@ -132,6 +132,41 @@ pub(crate) struct Group<'a, 'c> {
     pub(crate) urls: &'a mut UrlCache,
     /// The next task sequence number ([`Shared::next_seq`]).
     pub(crate) next_seq: &'a AtomicI64,
+    /// Credits charged by the group's commands so far and not yet written: one `UPDATE orgs`
+    /// per organization per group instead of one per finished task ([`Group::charge`]).
+    pub(crate) charges: Vec<(OrgKey, i64)>,
+}
+
+/// Takes charged credits off an organization's balance.
+const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
+
+impl Group<'_, '_> {
+    /// Charges `amount` to `org` in this group's transaction (written by
+    /// [`Group::write_charges`] before anything reads or resets the balance, and before the
+    /// commit).
+    pub(crate) fn charge(&mut self, org: OrgKey, amount: i64) {
+        if amount == 0 {
+            return;
+        }
+        match self.charges.iter_mut().find(|(o, _)| *o == org) {
+            Some((_, n)) => *n += amount,
+            None => self.charges.push((org, amount)),
+        }
+    }
+
+    /// Writes the pending charges (one statement per organization).
+    pub(crate) fn write_charges(&mut self) -> rusqlite::Result<()> {
+        if self.charges.is_empty() {
+            return Ok(());
+        }
+        let mut charge = self.tx.prepare_cached(CHARGE)?;
+        for (org, amount) in self.charges.drain(..) {
+            if amount != 0 {
+                charge.execute(rusqlite::params![org, amount])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Writer {
@@ -182,6 +217,7 @@ impl Writer {
                 log: &mut self.log,
                 urls: &mut self.urls,
                 next_seq: &self.shared.next_seq,
+                charges: Vec::new(),
             };
             let mut cmds = group.drain(..);
             for cmd in cmds.by_ref() {
@@ -199,6 +235,7 @@ impl Writer {
                 }
             }
             drop(cmds);
+            g.write_charges()?;
             // Responses are durable before the rows that point at them.
             g.log.flush().map_err(io_err)?;
             tx.commit()
@@ -283,14 +320,19 @@ impl Writer {
                 }),
                 Err(e) => Err((e, FailedReply::Count(reply, Some((org, taken))))),
             },
-            Cmd::Renew { now, reply } => match renew::renew(g.tx, now) {
-                Ok(rows) => Ok(After::Renew { rows, reply }),
-                Err(e) => Err((e, FailedReply::Renew(reply))),
-            },
-            Cmd::ReloadOrgs { reply } => match orgs::reload(g.tx) {
-                Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
-                Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
-            },
+            // A renewal resets balances and a reload reads them: the charges before them first.
+            Cmd::Renew { now, reply } => {
+                match g.write_charges().and_then(|()| renew::renew(g.tx, now)) {
+                    Ok(rows) => Ok(After::Renew { rows, reply }),
+                    Err(e) => Err((e, FailedReply::Renew(reply))),
+                }
+            }
+            Cmd::ReloadOrgs { reply } => {
+                match g.write_charges().and_then(|()| orgs::reload(g.tx)) {
+                    Ok(rows) => Ok(After::ReloadOrgs { rows, reply }),
+                    Err(e) => Err((e, FailedReply::ReloadOrgs(reply))),
+                }
+            }
             Cmd::ClaimHooks { claims, reply } => match webhook::claim(g, &claims) {
                 Ok(applied) => Ok(After::ClaimHooks { applied, reply }),
                 Err(e) => Err((e, FailedReply::ClaimHooks(reply))),

@@ -8,26 +8,16 @@
 //! reservations; a lower concurrency only stops new starts.
 
 use crate::store::Org;
+use crate::store::sqlite::admin::org_row;
 
-/// Every organization's settings and committed balance (a scan of `orgs`, which is small).
+/// Every organization's settings and committed balance (a scan of `orgs`, which is small), in
+/// the columns [`org_row`] maps.
 const RELOAD: &str = "SELECT id, public_id, name, plan, concurrency, credits, per_cycle, cycle_resets_ms, queue_limit
          FROM orgs";
 
 /// Reads every organization's settings.
 pub(super) fn reload(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<Vec<Org>> {
     let mut stmt = tx.prepare_cached(RELOAD)?;
-    let rows = stmt.query_map([], |r| {
-        Ok(Org {
-            key: r.get(0)?,
-            public_id: r.get(1)?,
-            name: r.get(2)?,
-            plan: r.get(3)?,
-            concurrency: r.get(4)?,
-            credits: r.get(5)?,
-            per_cycle: r.get(6)?,
-            cycle_resets_ms: r.get(7)?,
-            queue_limit: r.get(8)?,
-        })
-    })?;
+    let rows = stmt.query_map([], org_row)?;
     rows.collect()
 }

@@ -31,9 +31,6 @@ pub(crate) struct SyncRow {
     pub(crate) started_ms: i64,
 }
 
-/// Takes a sync call's charge off its organization's balance.
-const CHARGE: &str = "UPDATE orgs SET credits = credits - ?2 WHERE id = ?1";
-
 /// A kept sync result: a COMPLETED (2) task of priority 1, no webhook, no idempotency key,
 /// created and started when the slot was taken, finished now, its response in the result log.
 const INSERT_COMPLETED: &str =
@@ -49,10 +46,7 @@ pub(super) fn record(
     charged: i64,
     keep: Option<&SyncRow>,
 ) -> rusqlite::Result<()> {
-    if charged != 0 {
-        g.tx.prepare_cached(CHARGE)?
-            .execute(params![org, charged])?;
-    }
+    g.charge(org, charged);
     if let Some(row) = keep {
         let at = g
             .log
