@@ -2300,3 +2300,125 @@ fn org_set_on_a_running_servers_database_applies_without_a_restart() {
         dbs,
     ]);
 }
+
+/// Issue 13, cluster mode: each node's `/metrics` counts the work it did itself (the finished
+/// tasks of the two nodes add up to what was submitted, not twice that), and the queue depth,
+/// read from the shared database, is the same on both.
+#[test]
+fn two_cluster_nodes_each_count_their_own_work_and_show_the_same_queue() {
+    let Some((_db, url, _rt)) = cluster_db() else {
+        return;
+    };
+    let org = |name: &str, concurrency: &str| {
+        let o = run_json(&[
+            "org",
+            "create",
+            "--name",
+            name,
+            "--plan",
+            "business",
+            "--concurrency",
+            concurrency,
+            "--credits",
+            "1000000",
+            "--database",
+            &url,
+        ]);
+        (
+            o["orgId"].as_str().expect("org id").to_owned(),
+            o["apiKey"].as_str().expect("key").to_owned(),
+        )
+    };
+    let (_, wide) = org("wide", "8");
+    let (narrow_id, narrow) = org("narrow", "1");
+    let metrics: Vec<String> = (0..2)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut nodes: Vec<(Child, String, String)> = metrics
+        .iter()
+        .map(|m| {
+            start_node(
+                &url,
+                &["--sim-latency-ms", "1500", "--metrics-listen", m.as_str()],
+            )
+        })
+        .collect();
+    let scrape = |i: usize| get_text(&metrics[i], "/metrics", None).1;
+    let finished = |m: &str| {
+        cloro::metrics::sample(
+            m,
+            "cloro_tasks_finished_total",
+            &[("outcome", "completed"), ("task_type", "CHATGPT")],
+        )
+        .unwrap_or(0.0)
+    };
+
+    // Eight tasks through both nodes, all run at once (concurrency 8), wherever they are claimed.
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let body =
+            json!({"taskType": "CHATGPT", "payload": {"prompt": format!("m{i}"), "country": "US"}});
+        let resp = http(
+            &nodes[i % 2].1,
+            "POST",
+            "/v1/async/task",
+            &wide,
+            Some(&body),
+        );
+        ids.push(resp["task"]["id"].as_str().expect("id").to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let t = http(
+                &nodes[0].1,
+                "GET",
+                &format!("/v1/async/task/{id}"),
+                &wide,
+                None,
+            );
+            if t["task"]["status"] == "COMPLETED" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not completed: {t}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (a, b) = (finished(&scrape(0)), finished(&scrape(1)));
+    assert_eq!(a + b, 8.0, "each node counts only its own: {a} + {b}");
+
+    // The narrow organization runs one task at a time (1.5 s each): the rest wait, and both
+    // nodes show the same count. It only goes down, so when node 0 shows the same value before
+    // and after node 1's scrape, node 1 must show it too.
+    for i in 0..5 {
+        let body = json!({"taskType": "CHATGPT", "priority": 5,
+                          "payload": {"prompt": format!("n{i}"), "country": "US"}});
+        let resp = http(&nodes[0].1, "POST", "/v1/async/task", &narrow, Some(&body));
+        assert!(resp["task"]["id"].is_string(), "{resp}");
+    }
+    let queued = |m: &str| {
+        cloro::metrics::sample(
+            m,
+            "cloro_queued_tasks",
+            &[("org", narrow_id.as_str()), ("priority", "5")],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut compared = false;
+    for _ in 0..20 {
+        let before = queued(&scrape(0));
+        let other = queued(&scrape(1));
+        let after = queued(&scrape(0));
+        if before == after {
+            assert_eq!(other, before, "the same queue on both nodes");
+            assert!(before >= 1.0, "tasks wait behind the one running: {before}");
+            compared = true;
+            break;
+        }
+    }
+    assert!(compared, "the queue never held still between two scrapes");
+    for (child, _, _) in &mut nodes {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
