@@ -1715,14 +1715,16 @@ fn the_dashboard_shows_the_queue_change_live_in_a_browser_and_needs_the_token() 
     // The first page load asked once; the changes were shown by the requests that followed.
     let (_, m) = get_text(&listen, "/metrics", Some("dash-t0ken"));
     assert!(answered(&m).is_some_and(|n| n >= 2.0), "{m}");
-    // A P8 runs first: the slot holds a P8, one P8 and both P3 wait.
+    // A P8 runs first: the slot holds a P8, one P8 and both P3 wait. The node runs with the
+    // default `--workers`.
+    let workers = format!("1 / {}", cloro::queue::DEFAULT_WORKERS);
     for (id, want) in [
         (format!("{org_id}-queued"), "3"),
         (format!("{org_id}-processing"), "1"),
         (format!("{org_id}-limit"), "1"),
         (format!("{org_id}-p8"), "1"),
         (format!("{org_id}-p3"), "2"),
-        ("node-workers".to_owned(), "1 / 256"),
+        ("node-workers".to_owned(), workers.as_str()),
         ("node-backlog".to_owned(), "0"),
     ] {
         assert_eq!(
