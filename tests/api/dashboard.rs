@@ -91,12 +91,7 @@ async fn the_data_shows_exactly_the_queue_and_the_work_done() {
         .paused()
         .spawn()
         .await;
-    for (task_type, priority, n) in [("CHATGPT", 5, 3), ("GOOGLE", 9, 2)] {
-        for _ in 0..n {
-            let (s, b) = app.create_task(&task(task_type, priority)).await;
-            assert_eq!(s, StatusCode::OK, "{b}");
-        }
-    }
+    app.submit_mix(&[("CHATGPT", 5, 3), ("GOOGLE", 9, 2)]).await;
     let (_, d) = data(&app, Some(TOKEN)).await;
     let o = org(&d, &app.org_id);
     assert_eq!(o["queued"], 5, "{o}");

@@ -218,6 +218,17 @@ impl TestApp {
         (resp.status(), resp.text().await.expect("body read"))
     }
 
+    /// Submits `n` tasks of each `(task_type, priority, n)` with [`priority_task`], one request
+    /// each, and checks that every one was accepted.
+    pub async fn submit_mix(&self, mix: &[(&str, u8, usize)]) {
+        for &(task_type, priority, n) in mix {
+            for _ in 0..n {
+                let (s, b) = self.create_task(&priority_task(task_type, priority)).await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+            }
+        }
+    }
+
     pub async fn create_task(&self, body: &Value) -> (StatusCode, Value) {
         self.post_json("/v1/async/task", &self.key, body).await
     }

@@ -47,12 +47,7 @@ async fn a_scrape_shows_exactly_the_work_submitted_and_done() {
         .paused()
         .spawn()
         .await;
-    for (task_type, priority, n) in [("CHATGPT", 5, 3), ("GOOGLE", 9, 2)] {
-        for _ in 0..n {
-            let (s, b) = app.create_task(&task(task_type, priority)).await;
-            assert_eq!(s, StatusCode::OK, "{b}");
-        }
-    }
+    app.submit_mix(&[("CHATGPT", 5, 3), ("GOOGLE", 9, 2)]).await;
     let (_, m) = scrape(&app, Some(TOKEN)).await;
     let org = app.org_id.as_str();
     let queued =
