@@ -322,12 +322,12 @@ pub(crate) const CLAIM_BATCH: usize = 4096;
 /// Most attempts whose engine call has ended but whose outcome is not recorded yet, before
 /// the dispatcher stops claiming. When the store records outcomes more slowly than the engines
 /// produce them (a slow store, a busy machine, thousands of calls ending together), more
-/// claims would only lengthen that queue: each waiting outcome holds its result in memory
-/// (a simulated CHATGPT answer as a `Value` and as its text: about 10 KB) and its worker, and
-/// a claim is one more write in front of them. So the node claims again once
-/// the store has caught up (every recorded outcome wakes the claim loop): its memory stays
-/// bounded by what the store absorbs, whatever `--workers` is. Twice a claim batch, so a
-/// batch that ends together never stops the claims by itself.
+/// claims would only lengthen that queue: each waiting outcome holds its result's JSON text
+/// ([`Outcome::Completed`]) and its worker. So the node claims again once the store has caught
+/// up (every recorded outcome wakes the claim loop): its memory stays bounded by what the store
+/// absorbs, whatever `--workers` is. Twice a claim batch, so a batch that ends together never
+/// stops the claims by itself. (The embedded store writes a claim ahead of the outcomes already
+/// waiting, so the slots those free are taken again while the rest are written.)
 pub(crate) const MAX_UNRECORDED: usize = 2 * CLAIM_BATCH;
 
 /// The dispatcher claims nothing while its gate is paused or while [`MAX_UNRECORDED`]
@@ -502,10 +502,7 @@ fn decide(
         }
     }
     match result {
-        Ok(out) => Outcome::Completed {
-            result: out.result,
-            credits: charge(task, out.extra_credits),
-        },
+        Ok(out) => Outcome::completed(&out.result, charge(task, out.extra_credits)),
         // Taken apart by `execute_on`; a nested one is treated as what it wraps.
         Err(EngineError::Billed { error, .. }) => decide(member, task, cfg, Err(*error)),
         Err(

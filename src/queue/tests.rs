@@ -193,7 +193,7 @@ async fn store_with_a_finished_task() -> (
         .id;
     let t = store.claim(1).await.expect("claim").remove(0);
     let done = Outcome::Completed {
-        result: json!({"text": "ok"}),
+        result: json!({"text": "ok"}).to_string().into(),
         credits: 5,
     };
     store.finish(&[(&t, &done)]).await.expect("finish");
@@ -454,7 +454,7 @@ async fn a_finish_that_panics_records_a_failed_attempt_instead_and_frees_the_slo
         panics: AtomicU32::new(1),
     };
     let done = Outcome::Completed {
-        result: json!({"text": "makes the store panic"}),
+        result: json!({"text": "makes the store panic"}).to_string().into(),
         credits: 5,
     };
     let cfg = QueueConfig::default();

@@ -471,7 +471,11 @@ impl ClaimedTask {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Completed {
-        result: Value,
+        /// The result's JSON text: serialized once, when the engine call ends, so that an
+        /// outcome waiting to be recorded holds its text only (not the `Value` tree too), and
+        /// shared with the store's write instead of copied (docs/PERFORMANCE.md, "Many in
+        /// flight").
+        result: std::sync::Arc<str>,
         credits: i64,
     },
     /// Back to QUEUED, runnable again at `run_after_ms`; holds no slot meanwhile.
@@ -487,6 +491,16 @@ pub enum Outcome {
     /// no attempt is left counted (then it is NULL again, so `latencyMs` counts from the first
     /// attempt that did count).
     Requeue,
+}
+
+impl Outcome {
+    /// A completed attempt whose result is `result` ([`Outcome::Completed`] holds its text).
+    pub fn completed(result: &Value, credits: i64) -> Outcome {
+        Outcome::Completed {
+            result: json_text(result).into(),
+            credits,
+        }
+    }
 }
 
 /// Most attempts of one webhook delivery (reference §3).

@@ -161,7 +161,7 @@ async fn submit(store: &dyn Store, org: OrgKey, tasks: Vec<NewTask>) -> Vec<uuid
 
 fn completed() -> Outcome {
     Outcome::Completed {
-        result: json!({ "text": "ok" }),
+        result: json!({ "text": "ok" }).to_string().into(),
         credits: 5,
     }
 }
@@ -832,7 +832,7 @@ async fn add_ons_are_reserved_at_pickup_and_the_rest_released_at_finish(b: Backe
     );
     // It completes with 3 products: charged 7, and the 3 reserved beyond that are free again.
     let done = Outcome::Completed {
-        result: json!({ "text": "ok" }),
+        result: json!({ "text": "ok" }).to_string().into(),
         credits: 7,
     };
     finish(s, &claimed[0], done).await;

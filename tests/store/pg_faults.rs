@@ -164,7 +164,7 @@ async fn a_held_org_row_bounds_that_orgs_submissions_and_spares_the_rest_and_the
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].org, b);
     let done = Outcome::Completed {
-        result: serde_json::json!({ "text": "ok" }),
+        result: serde_json::json!({ "text": "ok" }).to_string().into(),
         credits: 5,
     };
     answers("b's finish", live.finish(&[(&claimed[0], &done)]))
@@ -213,7 +213,7 @@ async fn a_finish_that_needs_a_held_org_row_fails_in_bounded_time_alone_and_comm
     // `b`'s outcome, sent meanwhile (so grouped with one of `a`'s retries), still commits.
     let retry = Outcome::Retry { run_after_ms: 0 };
     let done = Outcome::Completed {
-        result: serde_json::json!({ "text": "ok" }),
+        result: serde_json::json!({ "text": "ok" }).to_string().into(),
         credits: 5,
     };
     let (f1, fb, f2) = ([(&a1, &retry)], [(b1, &done)], [(&a2, &retry)]);
@@ -293,7 +293,7 @@ async fn a_silently_dead_connection_costs_bounded_calls_and_the_lease_is_renewed
     };
     assert_eq!(claimed[0].org, a);
     let done = Outcome::Completed {
-        result: serde_json::json!({ "text": "ok" }),
+        result: serde_json::json!({ "text": "ok" }).to_string().into(),
         credits: 5,
     };
     let deadline = Instant::now() + PATIENCE * 2;

@@ -139,7 +139,7 @@ pub(crate) struct FinishRow {
 pub(crate) enum FinishKind {
     Done {
         status: i16,
-        response: String,
+        response: Arc<str>,
         charged: i64,
     },
     Retry {
@@ -167,12 +167,12 @@ pub(crate) async fn finish(
             kind: match o {
                 Outcome::Completed { result, credits } => FinishKind::Done {
                     status: 2,
-                    response: crate::store::json_text(result),
+                    response: result.clone(),
                     charged: *credits,
                 },
                 Outcome::Failed { error } => FinishKind::Done {
                     status: 3,
-                    response: crate::store::json_text(error),
+                    response: crate::store::json_text(error).into(),
                     charged: 0,
                 },
                 Outcome::Retry { run_after_ms } => FinishKind::Retry {
@@ -301,7 +301,7 @@ impl<'a> Columns<'a> {
                     c.d_seq.push(r.seq);
                     c.d_att.push(r.attempt);
                     c.d_status.push(*status);
-                    c.d_resp.push(response.as_str());
+                    c.d_resp.push(response);
                     c.d_charged.push(*charged);
                     c.d_usage.push(r.usage.as_deref());
                 }

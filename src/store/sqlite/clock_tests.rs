@@ -68,7 +68,7 @@ async fn finish(s: &SqliteStore, t: &ClaimedTask, o: Outcome) {
 
 fn completed() -> Outcome {
     Outcome::Completed {
-        result: json!({"text": "ok"}),
+        result: json!({"text": "ok"}).to_string().into(),
         credits: 5,
     }
 }

@@ -48,6 +48,7 @@ macro_rules! webhook_url_of_task {
 }
 
 pub(crate) mod admin;
+pub(crate) mod checkpoint;
 mod error;
 pub(crate) mod hook_index;
 pub(crate) mod orgs_watch;
@@ -167,8 +168,10 @@ impl SqliteStore {
                 e,
             ))
         })?;
+        let checkpoint = checkpoint::Checkpointer::start(path, &conn)?;
         let writer = Writer {
             conn,
+            checkpoint,
             shared: shared.clone(),
             log,
             urls: UrlCache::default(),

@@ -247,14 +247,14 @@ impl TaskQueue for SqliteStore {
             .map(|(t, o)| {
                 let row = match o {
                     Outcome::Completed { result, credits } => FinishRow::Completed {
-                        response: crate::store::json_text(result),
+                        response: result.clone(),
                         credits: *credits,
                     },
                     Outcome::Retry { run_after_ms } => FinishRow::Retry {
                         run_after_ms: *run_after_ms,
                     },
                     Outcome::Failed { error } => FinishRow::Failed {
-                        response: crate::store::json_text(error),
+                        response: crate::store::json_text(error).into(),
                     },
                     Outcome::Requeue => FinishRow::Requeue,
                 };

@@ -8,6 +8,8 @@
 //! becomes due for delivery in the same row update (the outbox is the row itself). Whatever the
 //! outcome, the attempt's upstream usage is added to the task's `usage` in that same update.
 
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::Group;
@@ -29,9 +31,9 @@ pub(crate) struct Attempt {
 
 /// How an attempt ended, with the response already serialized (outside the writer thread).
 pub(crate) enum FinishRow {
-    Completed { response: String, credits: i64 },
+    Completed { response: Arc<str>, credits: i64 },
     Retry { run_after_ms: i64 },
-    Failed { response: String },
+    Failed { response: Arc<str> },
     Requeue,
 }
 

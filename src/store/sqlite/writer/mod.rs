@@ -24,6 +24,7 @@ pub(crate) mod submit;
 pub(crate) mod sync;
 pub(crate) mod webhook;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
 use std::sync::mpsc;
@@ -116,6 +117,8 @@ pub(crate) enum Cmd {
 /// The writer thread's state.
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
+    /// Copies the WAL into the database file beside the writer ([`super::checkpoint`]).
+    pub(crate) checkpoint: super::checkpoint::Checkpointer,
     pub(crate) shared: Arc<Shared>,
     pub(crate) log: ResultLog,
     pub(crate) urls: UrlCache,
@@ -169,18 +172,62 @@ impl Group<'_, '_> {
     }
 }
 
+/// The commands the writer has taken from its channel and not applied yet, claims apart.
+///
+/// A claim goes into the next group ahead of every other waiting command: its tasks were
+/// picked from the ready index already, within every limit the committed state allows (a
+/// waiting finish only frees more room, a waiting submission is not in the index yet, and
+/// what a clear takes out of the index no pick holds), so nothing it does depends on the
+/// commands sent before it. Without that, a claim sent while a wave of thousands of finishes
+/// waits (a slow engine's calls ending together) waited behind all of them, and every slot they
+/// freed stayed empty until the whole wave was written (docs/PERFORMANCE.md, "Many in flight").
+#[derive(Default)]
+struct Waiting {
+    claims: VecDeque<Cmd>,
+    others: VecDeque<Cmd>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.others.is_empty()
+    }
+
+    fn push(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Claim { .. } => self.claims.push_back(cmd),
+            _ => self.others.push_back(cmd),
+        }
+    }
+
+    /// Up to [`MAX_GROUP`] commands: the waiting claims first, then the others in the order
+    /// they were sent.
+    fn next_group(&mut self) -> Vec<Cmd> {
+        let n = (self.claims.len() + self.others.len()).min(MAX_GROUP);
+        let mut group = Vec::with_capacity(n);
+        let claims = self.claims.len().min(n);
+        group.extend(self.claims.drain(..claims));
+        group.extend(self.others.drain(..n - claims));
+        group
+    }
+}
+
 impl Writer {
-    /// Applies groups of commands until every sender is gone.
+    /// Applies groups of commands until every sender is gone and every command taken is
+    /// applied.
     pub(crate) fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         let (mut groups, mut cmds, mut busy) = (0u64, 0u64, Duration::ZERO);
-        while let Ok(first) = rx.recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(c) => group.push(c),
+        let mut waiting = Waiting::default();
+        loop {
+            if waiting.is_empty() {
+                match rx.recv() {
+                    Ok(c) => waiting.push(c),
                     Err(_) => break,
                 }
             }
+            while let Ok(c) = rx.try_recv() {
+                waiting.push(c);
+            }
+            let group = waiting.next_group();
             groups += 1;
             cmds += group.len() as u64;
             let started = std::time::Instant::now();
@@ -243,6 +290,7 @@ impl Writer {
         let mut ready = lock(&self.shared.ready);
         match outcome {
             Ok(()) => {
+                self.checkpoint.committed();
                 let mut hooks_changed = false;
                 {
                     let mut hooks = lock(&self.shared.hooks);
@@ -378,5 +426,55 @@ impl Writer {
                 Err(e) => Err((e, FailedReply::Count(reply, None))),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cmd, MAX_GROUP, Waiting};
+
+    fn purge(n: i64) -> Cmd {
+        Cmd::Purge {
+            cutoff: n,
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    fn claim() -> Cmd {
+        Cmd::Claim {
+            picks: Vec::new(),
+            reply: tokio::sync::oneshot::channel().0,
+        }
+    }
+
+    /// The group as `C` (a claim) and the purges' numbers.
+    fn names(group: &[Cmd]) -> Vec<String> {
+        group
+            .iter()
+            .map(|c| match c {
+                Cmd::Claim { .. } => "C".to_string(),
+                Cmd::Purge { cutoff, .. } => cutoff.to_string(),
+                _ => "?".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_claim_joins_the_next_group_ahead_of_every_command_waiting() {
+        let mut w = Waiting::default();
+        let n = MAX_GROUP as i64 + 10;
+        for i in 0..n {
+            w.push(purge(i));
+        }
+        w.push(claim());
+        w.push(purge(n));
+        // The claim first, then the others in the order they were sent; nothing is lost.
+        let mut expected = vec!["C".to_string()];
+        expected.extend((0..=n).map(|i| i.to_string()));
+        let first = w.next_group();
+        assert_eq!(first.len(), MAX_GROUP);
+        let second = w.next_group();
+        assert!(w.is_empty());
+        assert_eq!([names(&first), names(&second)].concat(), expected);
     }
 }
