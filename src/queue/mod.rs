@@ -325,10 +325,12 @@ pub(crate) const CLAIM_BATCH: usize = 4096;
 /// claims would only lengthen that queue: each waiting outcome holds its result's JSON text
 /// ([`Outcome::Completed`]) and its worker. So the node claims again once the store has caught
 /// up (every recorded outcome wakes the claim loop): its memory stays bounded by what the store
-/// absorbs, whatever `--workers` is. Twice a claim batch, so a batch that ends together never
-/// stops the claims by itself. (The embedded store writes a claim ahead of the outcomes already
-/// waiting, so the slots those free are taken again while the rest are written.)
-pub(crate) const MAX_UNRECORDED: usize = 2 * CLAIM_BATCH;
+/// absorbs, whatever `--workers` is. Four claim batches: a batch that ends together never stops
+/// the claims by itself, and with a 2 s engine at 20,000 in flight the node claims on while a
+/// wave of outcomes is written (87% of the ideal instead of 85% with two, for 3 MiB more;
+/// docs/PERFORMANCE.md, "Many in flight"). The embedded store writes a claim ahead of the
+/// outcomes already waiting, so the slots those free are taken again while the rest are written.
+pub(crate) const MAX_UNRECORDED: usize = 4 * CLAIM_BATCH;
 
 /// The dispatcher claims nothing while its gate is paused or while [`MAX_UNRECORDED`]
 /// outcomes wait to be recorded, and at most [`CLAIM_BATCH`] tasks per claim.
