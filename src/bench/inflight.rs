@@ -33,19 +33,6 @@ use cloro::queue;
 /// `--tasks`' global default: here it means "W × 10".
 const TASKS_NOT_GIVEN: usize = 200_000;
 
-/// CPU time this process used so far (user + system, all threads), from `/proc/self/stat`
-/// (its ticks are `USER_HZ`, 100 a second on Linux); `None` where that file is unreadable.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')')?.1;
-    let mut fields = rest.split_whitespace();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    let utime: f64 = fields.nth(11)?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// Resets this process's `VmHWM` to its current `VmRSS` (Linux: `5` into `clear_refs`).
 fn reset_peak_memory() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()

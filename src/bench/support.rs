@@ -683,3 +683,16 @@ pub(super) fn read_memory() -> anyhow::Result<Memory> {
         hwm_kib: field("VmHWM:")?,
     })
 }
+
+/// CPU time this process used so far (user + system, all threads), from `/proc/self/stat`
+/// (its ticks are `USER_HZ`, 100 a second on Linux); `None` where that file is unreadable.
+pub(super) fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

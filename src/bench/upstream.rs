@@ -209,6 +209,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     sub.check()?;
     let store = bench.store()?;
     let before = read_memory()?;
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     for s in &bench.servers {
         s.gate.resume();
@@ -229,6 +230,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
         queue::wait_idle(&*store).await;
     }
     let wall = started.elapsed();
+    let cpu = cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a);
     let after = read_memory()?;
     let stats: serde_json::Value = http_client()?
         .get(format!("http://{}/stats", fake.addr))
@@ -245,7 +247,8 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     let human = format!(
         "upstream: {n} tasks, {workers} in flight, {} ms upstream: {:.2} s, {:.0} tasks/s = {:.1}% of the ideal {:.0}; \
          most calls in flight at the fake {most}; calls answered {completed}; server RSS before {} MB, peak {} MB \
-         (the fake upstream, a separate process: peak {fake_peak_mb} MB)",
+         (the fake upstream, a separate process: peak {fake_peak_mb} MB); CPU {} (server and client, from \
+         the resume; the fake's not included)",
         latency.as_millis(),
         wall.as_secs_f64(),
         rate,
@@ -253,6 +256,14 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
         ideal,
         before.rss_kib / 1024,
         after.hwm_kib / 1024,
+        match cpu {
+            Some(c) => format!(
+                "{c:.1} s = {:.0} µs per task, {:.2} cores on average",
+                c * 1e6 / n as f64,
+                c / wall.as_secs_f64()
+            ),
+            None => "unknown".into(),
+        },
     );
     out.emit(
         &human,
@@ -270,6 +281,8 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
             "rssBeforeMb": before.rss_kib / 1024,
             "peakRssMb": after.hwm_kib / 1024,
             "fakeUpstreamPeakRssMb": fake_peak_mb,
+            "cpuSeconds": cpu.map(|c| round(c, 2)),
+            "cpuUsPerTask": cpu.map(|c| (c * 1e6 / n as f64).round()),
         }),
     );
     ensure!(

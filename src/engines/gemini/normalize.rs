@@ -40,7 +40,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::super::lenient::{self, Obj, U64};
 use super::super::upstream;
@@ -309,7 +309,7 @@ pub(crate) fn normalize(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    json!({"position": i + 1, "url": s.url, "label": s.label, "description": ""})
+                    obj! {"position": i + 1, "url": s.url, "label": s.label, "description": ""}
                 })
                 .collect(),
         ),
@@ -477,8 +477,8 @@ fn pills(spans: &[Span], sources: &[Source]) -> Value {
             .filter_map(|(i, &p)| {
                 let s = sources.get(p - 1)?;
                 Some(
-                    json!({"label": s.label, "citationPillId": i + 1, "url": s.url,
-                            "domain": s.domain, "position": p}),
+                    obj! {"label": s.label, "citationPillId": i + 1, "url": s.url,
+                    "domain": s.domain, "position": p},
                 )
             })
             .collect(),

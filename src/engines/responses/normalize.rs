@@ -592,7 +592,7 @@ fn pills(sources: &[Source], first_id: usize, chatgpt: bool) -> Value {
             .filter(|(_, s)| s.cited)
             .enumerate()
             .map(|(k, (i, s))| {
-                let mut p = Map::new();
+                let mut p = Map::with_capacity(6);
                 p.insert("url".into(), json!(s.url));
                 p.insert("label".into(), json!(label(s)));
                 p.insert("domain".into(), json!(domain(&s.url)));
@@ -648,7 +648,7 @@ pub(crate) fn shape(
     let srcs = sources(n);
     let model = n.model.clone().map_or(Value::Null, Value::String);
     let queries = Value::Array(n.queries.iter().map(|q| json!(q)).collect());
-    let mut m = Map::new();
+    let mut m = Map::with_capacity(16);
     m.insert("text".into(), json!(n.text));
     match shape {
         Shape::Chatgpt => {
@@ -656,9 +656,9 @@ pub(crate) fn shape(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    json!({"position": i + 1, "url": s.url, "label": label(s),
-                           "description": s.snippet.clone().unwrap_or_default(),
-                           "footnote": s.cited})
+                    obj! {"position": i + 1, "url": s.url, "label": label(s),
+                    "description": s.snippet.clone().unwrap_or_default(),
+                    "footnote": s.cited}
                 })
                 .collect();
             m.insert("sources".into(), Value::Array(list));
@@ -673,10 +673,10 @@ pub(crate) fn shape(
                 .enumerate()
                 .map(|(i, s)| {
                     let snippet = s.snippet.clone().unwrap_or_default();
-                    json!({"position": i + 1, "url": s.url, "label": label(s),
-                           "description": snippet, "preview": "", "searchEngineText": "",
-                           "siteName": "", "metadataTitle": s.title.clone().unwrap_or_default(),
-                           "creator": "", "image": "", "favicon": ""})
+                    obj! {"position": i + 1, "url": s.url, "label": label(s),
+                    "description": snippet, "preview": "", "searchEngineText": "",
+                    "siteName": "", "metadataTitle": s.title.clone().unwrap_or_default(),
+                    "creator": "", "image": "", "favicon": ""}
                 })
                 .collect();
             m.insert("sources".into(), Value::Array(list));
@@ -688,8 +688,8 @@ pub(crate) fn shape(
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    json!({"position": i + 1, "url": s.url, "label": label(s),
-                           "description": s.snippet.clone().unwrap_or_default()})
+                    obj! {"position": i + 1, "url": s.url, "label": label(s),
+                    "description": s.snippet.clone().unwrap_or_default()}
                 })
                 .collect();
             m.insert("sources".into(), Value::Array(list));

@@ -20,18 +20,6 @@
 //! URL, through `domain::google_url::last_query_value` (its historical rule, kept so results
 //! stay byte-identical).
 
-/// A JSON object with room for exactly its fields, in order: `obj!{"k": v, ...}` is
-/// `json!({"k": v, ...})` without the growth (`json!` inserts into an empty map, so the
-/// `IndexMap` under it reallocates and rehashes every few fields, which was about a third of
-/// the simulator's CPU). Each value goes through `json!` as before, so the bytes are the same.
-macro_rules! obj {
-    ($($k:literal : $v:expr),* $(,)?) => {{
-        let mut m = serde_json::Map::with_capacity(0 $(+ { let _ = $k; 1 })*);
-        $( m.insert(($k).to_owned(), serde_json::json!($v)); )*
-        serde_json::Value::Object(m)
-    }};
-}
-
 mod aimode;
 mod chatgpt;
 mod context;
