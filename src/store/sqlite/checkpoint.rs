@@ -13,9 +13,10 @@
 //!
 //! A passive checkpoint cannot finish while commits keep arriving, and SQLite only starts the
 //! WAL over once one has. So when the WAL has grown past [`RESTART_FRAMES`] the thread runs a
-//! `RESTART` checkpoint instead, which waits for the writer's current transaction (the writer's
-//! busy timeout covers the short wait it gets in return) and lets the next commit write the WAL
-//! from its start again: the WAL stays bounded under any load.
+//! `RESTART` checkpoint instead, which waits for the writer's current transaction and for readers
+//! (at most [`RESTART_WAIT`]; the writer's busy timeout covers the short wait it gets in return)
+//! and lets the next commit write the WAL from its start again: the WAL stays bounded under any
+//! load.
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -33,6 +34,9 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// WAL starts over: 16,384 pages of 4 KiB, 64 MiB.
 pub(crate) const RESTART_FRAMES: i64 = 16_384;
 
+/// Longest a checkpoint waits for the writer's transaction or for readers.
+pub(crate) const RESTART_WAIT: Duration = Duration::from_millis(200);
+
 /// The handle the writer keeps: nudges the thread; dropping it stops the thread (after one
 /// last checkpoint).
 pub(crate) struct Checkpointer {
@@ -45,6 +49,9 @@ impl Checkpointer {
     /// starts the checkpoint thread on a connection of its own to `path`.
     pub(crate) fn start(path: &Path, writer: &Connection) -> Result<Checkpointer> {
         let conn = super::schema::open(path, false)?;
+        // A restarting checkpoint holds the writer off while it waits for readers: it gives up
+        // after this long rather than stall the writer (and tries again past the next commit).
+        conn.busy_timeout(RESTART_WAIT)?;
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (nudge, nudged) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
