@@ -18,7 +18,7 @@
 //! using less than the machine's cores was starved of CPU, not slow). With `--database postgres://…` the node runs on PostgreSQL.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use futures_util::StreamExt;
@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use super::BenchArgs;
 use super::support::*;
 use cloro::engines::{Engine, LatencyRange, SimulatedEngine};
-use cloro::queue;
 
 /// `--tasks`' global default: here it means "W × 10".
 const TASKS_NOT_GIVEN: usize = 200_000;
@@ -135,28 +134,7 @@ async fn run(
     eprintln!(
         "[bench] inflight: resuming the dispatcher, {workers} workers, engine {latency_ms} ms"
     );
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    for s in &bench.servers {
-        s.gate.resume();
-    }
-    {
-        let _p = progress("inflight", {
-            let store = store.clone();
-            move || {
-                let store = store.clone();
-                async move {
-                    match store.totals().await {
-                        Ok((q, p)) => format!("{q} queued, {p} processing"),
-                        Err(e) => e.to_string(),
-                    }
-                }
-            }
-        });
-        queue::wait_idle(&*store).await;
-    }
-    let wall = started.elapsed();
-    let cpu = cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let (wall, cpu) = resume_until_idle(bench, &store, "inflight", "processing").await;
     stop.cancel();
     let (most_processing, most_rss) = sampler.await.context("the sampler panicked")?;
     let mem = read_memory()?;
@@ -182,14 +160,7 @@ async fn run(
         mem.hwm_kib / 1024,
         most_rss / 1024,
         before.rss_kib / 1024,
-        match cpu {
-            Some(c) => format!(
-                "{c:.1} s = {:.0} µs per task, {:.2} cores on average",
-                c * 1e6 / n as f64,
-                c / wall.as_secs_f64()
-            ),
-            None => "unknown".into(),
-        },
+        cpu_summary(cpu, n, wall),
     );
     let object = json!({
         "scenario": "inflight",

@@ -696,3 +696,48 @@ pub(super) fn cpu_seconds() -> Option<f64> {
     let stime: f64 = fields.next()?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+/// Resumes every node's dispatcher, then waits until the store is idle, showing "`q` queued,
+/// `p` `busy`" under `label` meanwhile: the wall time from the resume, and the CPU seconds this
+/// process used in it (`None` where `/proc` cannot tell).
+pub(super) async fn resume_until_idle(
+    bench: &BenchServer,
+    store: &Arc<dyn cloro::store::Store>,
+    label: &str,
+    busy: &'static str,
+) -> (Duration, Option<f64>) {
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    for s in &bench.servers {
+        s.gate.resume();
+    }
+    {
+        let _p = progress(label, {
+            let store = store.clone();
+            move || {
+                let store = store.clone();
+                async move {
+                    match store.totals().await {
+                        Ok((q, p)) => format!("{q} queued, {p} {busy}"),
+                        Err(e) => e.to_string(),
+                    }
+                }
+            }
+        });
+        cloro::queue::wait_idle(&**store).await;
+    }
+    let wall = started.elapsed();
+    (wall, cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a))
+}
+
+/// "`c` s = `µs` µs per task, `k` cores on average" for `cpu` seconds over `n` tasks in `wall`.
+pub(super) fn cpu_summary(cpu: Option<f64>, n: usize, wall: Duration) -> String {
+    match cpu {
+        Some(c) => format!(
+            "{c:.1} s = {:.0} µs per task, {:.2} cores on average",
+            c * 1e6 / n as f64,
+            c / wall.as_secs_f64()
+        ),
+        None => "unknown".into(),
+    }
+}

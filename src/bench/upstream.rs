@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use axum::Router;
@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::BenchArgs;
 use super::support::*;
-use cloro::queue::{self, EngineRoutes};
+use cloro::queue::EngineRoutes;
 
 /// The answer every call gets: the layout OpenAI documents for a web-search answer.
 fn answer() -> String {
@@ -209,28 +209,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     sub.check()?;
     let store = bench.store()?;
     let before = read_memory()?;
-    let cpu_before = cpu_seconds();
-    let started = Instant::now();
-    for s in &bench.servers {
-        s.gate.resume();
-    }
-    {
-        let _p = progress("upstream", {
-            let store = store.clone();
-            move || {
-                let store = store.clone();
-                async move {
-                    match store.totals().await {
-                        Ok((q, p)) => format!("{q} queued, {p} running"),
-                        Err(e) => e.to_string(),
-                    }
-                }
-            }
-        });
-        queue::wait_idle(&*store).await;
-    }
-    let wall = started.elapsed();
-    let cpu = cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a);
+    let (wall, cpu) = resume_until_idle(&bench, &store, "upstream", "running").await;
     let after = read_memory()?;
     let stats: serde_json::Value = http_client()?
         .get(format!("http://{}/stats", fake.addr))
@@ -256,14 +235,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
         ideal,
         before.rss_kib / 1024,
         after.hwm_kib / 1024,
-        match cpu {
-            Some(c) => format!(
-                "{c:.1} s = {:.0} µs per task, {:.2} cores on average",
-                c * 1e6 / n as f64,
-                c / wall.as_secs_f64()
-            ),
-            None => "unknown".into(),
-        },
+        cpu_summary(cpu, n, wall),
     );
     out.emit(
         &human,
