@@ -134,7 +134,8 @@ async fn run(
     eprintln!(
         "[bench] inflight: resuming the dispatcher, {workers} workers, engine {latency_ms} ms"
     );
-    let (wall, cpu) = resume_until_idle(bench, &store, "inflight", "processing").await;
+    let Drained { wall, cpu, steady } =
+        resume_until_idle(bench, &store, "inflight", "processing", n).await;
     stop.cancel();
     let (most_processing, most_rss) = sampler.await.context("the sampler panicked")?;
     let mem = read_memory()?;
@@ -149,14 +150,15 @@ async fn run(
     };
     let human = format!(
         "inflight: {n} tasks over {norgs} organizations (concurrency {per_org} each), {workers} workers, \
-         engine {latency_ms} ms: {:.2} s from the resume, {:.0} tasks/s = {:.1}% of the ideal {:.0}; \
-         most PROCESSING sampled {most_processing}; resident memory of the WHOLE bench process: \
+         engine {latency_ms} ms: {:.2} s from the resume, {:.0} tasks/s = {:.1}% of the ideal {:.0} \
+         (steady, from 20% to 80% done: {}); most PROCESSING sampled {most_processing}; resident memory of the WHOLE bench process: \
          VmHWM {} MiB ({peak_scope}), highest VmRSS sampled {} MiB, VmRSS {} MiB at the resume; \
          CPU {} (the whole process, from the resume)",
         wall.as_secs_f64(),
         rate,
         100.0 * share,
         ideal,
+        steady_summary(steady, ideal),
         mem.hwm_kib / 1024,
         most_rss / 1024,
         before.rss_kib / 1024,
@@ -173,6 +175,8 @@ async fn run(
         "tasksPerSecond": rate.round(),
         "idealTasksPerSecond": ideal.round(),
         "shareOfIdeal": round(share, 3),
+        "steadyTasksPerSecond": steady.map(f64::round),
+        "steadyShareOfIdeal": steady.map(|r| round(r / ideal, 3)),
         "mostProcessingSampled": most_processing,
         "cpuSeconds": cpu.map(|c| round(c, 2)),
         "cpuUsPerTask": cpu.map(|c| (c * 1e6 / n as f64).round()),

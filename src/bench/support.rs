@@ -697,20 +697,34 @@ pub(super) fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// What [`resume_until_idle`] saw: the wall time from the resume, the CPU seconds this process
+/// used in it (`None` where `/proc` cannot tell), and the steady rate.
+pub(super) struct Drained {
+    pub(super) wall: Duration,
+    pub(super) cpu: Option<f64>,
+    /// Tasks a second while the middle of the run was done: from the first sample (every
+    /// 100 ms) with at least 20% of the tasks finished to the first with at least 80%. The
+    /// first wave's start and the last wave's end are outside it. `None` when the run was too
+    /// short to have two such samples apart.
+    pub(super) steady: Option<f64>,
+}
+
 /// Resumes every node's dispatcher, then waits until the store is idle, showing "`q` queued,
-/// `p` `busy`" under `label` meanwhile: the wall time from the resume, and the CPU seconds this
-/// process used in it (`None` where `/proc` cannot tell).
+/// `p` `busy`" under `label` meanwhile, and sampling how many of the `n` tasks are finished
+/// every 100 ms (for [`Drained::steady`]).
 pub(super) async fn resume_until_idle(
     bench: &BenchServer,
     store: &Arc<dyn cloro::store::Store>,
     label: &str,
     busy: &'static str,
-) -> (Duration, Option<f64>) {
+    n: usize,
+) -> Drained {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     for s in &bench.servers {
         s.gate.resume();
     }
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(Duration, u64)>::new()));
     {
         let _p = progress(label, {
             let store = store.clone();
@@ -724,10 +738,52 @@ pub(super) async fn resume_until_idle(
                 }
             }
         });
+        let stop = CancellationToken::new();
+        let _sampler = stop.clone().drop_guard();
+        tokio::spawn({
+            let (store, samples) = (store.clone(), samples.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Ok((q, p)) = store.totals().await {
+                        let done = (n as u64).saturating_sub(q + p);
+                        if let Ok(mut s) = samples.lock() {
+                            s.push((started.elapsed(), done));
+                        }
+                    }
+                }
+            }
+        });
         cloro::queue::wait_idle(&**store).await;
     }
     let wall = started.elapsed();
-    (wall, cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a))
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    Drained {
+        wall,
+        cpu: cpu_before.zip(cpu_seconds()).map(|(a, b)| b - a),
+        steady: steady_rate(&samples, n as u64),
+    }
+}
+
+/// Tasks a second between the first sample with at least 20% of `n` done and the first with
+/// at least 80% (see [`Drained::steady`]).
+pub(super) fn steady_rate(samples: &[(Duration, u64)], n: u64) -> Option<f64> {
+    let first = |share: u64| samples.iter().find(|(_, done)| *done * 100 >= n * share);
+    let ((t0, d0), (t1, d1)) = (first(20)?, first(80)?);
+    let secs = t1.checked_sub(*t0)?.as_secs_f64();
+    (secs > 0.0 && d1 > d0).then(|| (d1 - d0) as f64 / secs)
+}
+
+/// "`r` tasks/s = `p`% of the ideal" for a steady rate, or why there is none.
+pub(super) fn steady_summary(steady: Option<f64>, ideal: f64) -> String {
+    match steady {
+        Some(r) => format!("{r:.0} tasks/s = {:.1}%", 100.0 * r / ideal),
+        None => "too short to tell".into(),
+    }
 }
 
 /// "`c` s = `µs` µs per task, `k` cores on average" for `cpu` seconds over `n` tasks in `wall`.
@@ -739,5 +795,37 @@ pub(super) fn cpu_summary(cpu: Option<f64>, n: usize, wall: Duration) -> String 
             c / wall.as_secs_f64()
         ),
         None => "unknown".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64, done: u64) -> (Duration, u64) {
+        (Duration::from_millis(ms), done)
+    }
+
+    #[test]
+    fn the_steady_rate_counts_from_20_to_80_percent_done() {
+        // 1,000 tasks: 200 done at 1 s, 300 at 2 s, 800 at 4 s: 600 tasks in 3 s.
+        let s = [
+            at(0, 0),
+            at(1000, 200),
+            at(2000, 300),
+            at(4000, 800),
+            at(5000, 1000),
+        ];
+        assert_eq!(steady_rate(&s, 1000), Some(200.0));
+        // The first sample at or past each mark counts, not the last one before it.
+        let s = [at(500, 150), at(1500, 250), at(3500, 790), at(4500, 850)];
+        assert_eq!(steady_rate(&s, 1000), Some(200.0));
+    }
+
+    #[test]
+    fn no_steady_rate_without_two_samples_apart() {
+        assert_eq!(steady_rate(&[], 10), None);
+        assert_eq!(steady_rate(&[at(100, 0), at(200, 10)], 10), None);
+        assert_eq!(steady_rate(&[at(100, 5)], 10), None);
     }
 }

@@ -209,7 +209,8 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     sub.check()?;
     let store = bench.store()?;
     let before = read_memory()?;
-    let (wall, cpu) = resume_until_idle(&bench, &store, "upstream", "running").await;
+    let Drained { wall, cpu, steady } =
+        resume_until_idle(&bench, &store, "upstream", "running", n).await;
     let after = read_memory()?;
     let stats: serde_json::Value = http_client()?
         .get(format!("http://{}/stats", fake.addr))
@@ -224,8 +225,8 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
     let rate = n as f64 / wall.as_secs_f64();
     let ideal = workers as f64 / latency.as_secs_f64();
     let human = format!(
-        "upstream: {n} tasks, {workers} in flight, {} ms upstream: {:.2} s, {:.0} tasks/s = {:.1}% of the ideal {:.0}; \
-         most calls in flight at the fake {most}; calls answered {completed}; server RSS before {} MB, peak {} MB \
+        "upstream: {n} tasks, {workers} in flight, {} ms upstream: {:.2} s, {:.0} tasks/s = {:.1}% of the ideal {:.0} \
+         (steady, from 20% to 80% done: {}); most calls in flight at the fake {most}; calls answered {completed}; server RSS before {} MB, peak {} MB \
          (the fake upstream, a separate process: peak {fake_peak_mb} MB); CPU {} (server and client, from \
          the resume; the fake's not included)",
         latency.as_millis(),
@@ -233,6 +234,7 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
         rate,
         100.0 * rate / ideal,
         ideal,
+        steady_summary(steady, ideal),
         before.rss_kib / 1024,
         after.hwm_kib / 1024,
         cpu_summary(cpu, n, wall),
@@ -248,6 +250,8 @@ pub(super) async fn bench_upstream(args: &BenchArgs, out: &Output) -> anyhow::Re
             "tasksPerSecond": rate.round(),
             "idealTasksPerSecond": ideal.round(),
             "shareOfIdeal": round(rate / ideal, 3),
+            "steadyTasksPerSecond": steady.map(f64::round),
+            "steadyShareOfIdeal": steady.map(|r| round(r / ideal, 3)),
             "mostInFlightAtUpstream": most,
             "callsAnswered": completed,
             "rssBeforeMb": before.rss_kib / 1024,
