@@ -22,7 +22,10 @@ use cloro::store::postgres::PgConfig;
 
 /// mimalloc instead of the system allocator: the request path allocates a lot (JSON values,
 /// bodies of up to 500 tasks), and glibc's malloc spent a fifth of the runtime's CPU on it,
-/// much of that consolidating fragmented free lists (`docs/PERFORMANCE.md`).
+/// much of that consolidating fragmented free lists (`docs/PERFORMANCE.md`). Built with
+/// `no_thp` (Cargo.toml): mimalloc does not ask for transparent huge pages, whose 2 MiB pages,
+/// partly used, held 50–80 MB more resident memory at 5,000 upstream calls in flight
+/// (docs/PERFORMANCE.md, "Resident memory without huge pages", for what it costs and saves).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
