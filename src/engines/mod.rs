@@ -28,6 +28,7 @@ macro_rules! obj {
     }};
 }
 
+pub(crate) mod cpu;
 pub(crate) mod gemini;
 pub(crate) mod lenient;
 pub(crate) mod responses;

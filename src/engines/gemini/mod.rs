@@ -169,7 +169,11 @@ impl Engine for GeminiEngine {
                 &self.api_key,
             ));
         }
-        let (result, usage) = normalize::normalize(&reply.body, opts, task.pages, &self.api_key)?;
+        // Parsed off the runtime (`cpu`): the closure owns what it reads.
+        let (pages, key) = (task.pages.clone(), self.api_key.clone());
+        let (result, usage) =
+            super::cpu::off_runtime(move || normalize::normalize(&reply.body, opts, &pages, &key))
+                .await?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

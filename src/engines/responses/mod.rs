@@ -378,8 +378,20 @@ impl Engine for ResponsesEngine {
         };
         let body = request::body(&opts, &payload);
         let reply = self.call(&body).await?;
-        let secret = self.cfg.api_key.trim();
-        let (result, usage) = normalize::answer(&reply.body, shape, &payload, task.pages, secret)?;
+        // Parsed off the runtime (`cpu`): the closure owns what it reads.
+        let (owned, pages) = (task.payload.clone(), task.pages.clone());
+        let secret = self.cfg.api_key.trim().to_owned();
+        let (result, usage) = super::cpu::off_runtime(move || {
+            let Some((_, payload)) = Chat::of(&owned) else {
+                // The same payload was a chat payload above.
+                return Err(EngineError::Fatal {
+                    code: "ENGINE_NOT_SUPPORTED".into(),
+                    message: "the Responses-format engine serves chat payloads only".into(),
+                });
+            };
+            normalize::answer(&reply.body, shape, &payload, &pages, &secret)
+        })
+        .await?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

@@ -118,7 +118,9 @@ impl SerpApiEngine {
             .append_pair("api_key", &self.cfg.api_key);
         let reply =
             upstream::send(self.client.get(url), self.cfg.max_body, &self.cfg.api_key).await?;
-        let answer = normalize::read_reply(reply, &self.cfg.api_key)?;
+        // Parsed off the runtime (`cpu`): SerpApi's pages are tens to hundreds of kilobytes.
+        let key = self.cfg.api_key.clone();
+        let answer = super::cpu::off_runtime(move || normalize::read_reply(reply, &key)).await?;
         *searches += 1;
         Ok(answer)
     }
