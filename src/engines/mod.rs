@@ -10,7 +10,8 @@
 //! - the real adapters, one folder each: [`responses`] (`openai-responses`: CHATGPT, GROK,
 //!   PERPLEXITY, COPILOT), [`gemini`] (GEMINI), [`serpapi`] (GOOGLE, GOOGLE_NEWS, AIMODE), and
 //!   what they share ([`upstream`]: the HTTP client, the body cap, error classification;
-//!   [`lenient`]: reading their JSON answers typed, borrowing from the body);
+//!   [`lenient`]: reading their JSON answers typed, borrowing from the body; [`cpu`]: parsing
+//!   them off the async runtime);
 //! - [`file`]: the engines file (SPEC §5) that builds them, and `cloro engines list|check`.
 //!
 //! Which engine runs a task, and within which limits and health, is the dispatcher's
