@@ -109,6 +109,10 @@
 //!    dispatcher paused, then resumed. Reported: tasks/s against the ideal W / L, the most tasks
 //!    PROCESSING sampled, and the resident memory of the whole bench process.
 //!
+//! `inflight` and `upstream` also report the **steady rate**: tasks/s from the first 100 ms
+//! sample with 20% of the tasks finished to the first with 80% (`support::steady_rate`), the
+//! pipeline's own rate without the first wave's start and the last wave's end.
+//!
 //! Each scenario prints one human line on stdout; with `--json` it prints one JSON object per
 //! scenario on stdout instead (the human lines then go to stderr). Progress goes to stderr.
 //! Percentiles are nearest-rank over the sorted samples. Numbers from a debug build are
