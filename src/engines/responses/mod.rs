@@ -51,6 +51,21 @@ pub(crate) struct Chat<'a> {
 }
 
 impl<'a> Chat<'a> {
+    /// The include flags alone, without the payload's text (all that shaping an answer reads),
+    /// free of the payload's lifetime.
+    pub(crate) fn flags(&self) -> Chat<'static> {
+        Chat {
+            disable_web_search: self.disable_web_search,
+            markdown: self.markdown,
+            html: self.html,
+            raw_response: self.raw_response,
+            search_queries: self.search_queries,
+            shopping: self.shopping,
+            ads: self.ads,
+            ..Chat::default()
+        }
+    }
+
     /// The chat engine and fields of a chat payload (`None` for the Google family).
     pub(crate) fn of(payload: &'a Payload) -> Option<(ChatEngine, Chat<'a>)> {
         let Payload::Chat(engine, p) = payload else {
@@ -379,17 +394,10 @@ impl Engine for ResponsesEngine {
         let body = request::body(&opts, &payload);
         let reply = self.call(&body).await?;
         // Parsed off the runtime (`cpu`): the closure owns what it reads.
-        let (owned, pages) = (task.payload.clone(), task.pages.clone());
+        let (flags, pages) = (payload.flags(), task.pages.clone());
         let secret = self.cfg.api_key.trim().to_owned();
         let (result, usage) = super::cpu::off_runtime(move || {
-            let Some((_, payload)) = Chat::of(&owned) else {
-                // The same payload was a chat payload above.
-                return Err(EngineError::Fatal {
-                    code: "ENGINE_NOT_SUPPORTED".into(),
-                    message: "the Responses-format engine serves chat payloads only".into(),
-                });
-            };
-            normalize::answer(&reply.body, shape, &payload, &pages, &secret)
+            normalize::answer(&reply.body, shape, &flags, &pages, &secret)
         })
         .await?;
         Ok(EngineOutput {
