@@ -106,6 +106,29 @@ async fn sslmode_require_encrypts_every_connection() {
 }
 
 #[tokio::test]
+async fn the_default_encrypts_except_on_loopback() {
+    let Some((_db, url)) = tls_database().await else {
+        return;
+    };
+    let (all, encrypted) = open_and_count(&url).await;
+    assert!(all >= 2, "the pool and the listener are connected ({all})");
+    let host = url
+        .split_once('@')
+        .map_or("", |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    if ["localhost", "127.", "[::1]"]
+        .iter()
+        .any(|l| host.starts_with(l))
+    {
+        assert_eq!(encrypted, 0, "prefer on loopback ({host}) stays plain");
+    } else {
+        assert_eq!(encrypted, all, "prefer to {host} encrypts every connection");
+    }
+}
+
+#[tokio::test]
 async fn sslmode_disable_does_not_encrypt() {
     let Some((_db, url)) = tls_database().await else {
         return;

@@ -6,6 +6,10 @@
 //!
 //! * `disable`: no TLS;
 //! * `prefer` (the default): TLS if the server offers it, without verifying its certificate;
+//!   except when every host of the URL is a loopback address (`localhost`, `127.0.0.0/8`,
+//!   `::1`) or a Unix socket: the connection never leaves the machine, so encrypting it only
+//!   costs CPU on both ends (about 7% of a queue drain's, `docs/PERFORMANCE.md`), and `prefer`
+//!   connects in plain text there. `require` and the `verify-*` modes still encrypt;
 //! * `require`: TLS or fail, the certificate *not* verified (encryption only, like libpq:
 //!   the handshake's signatures are still checked, so the peer holds the key of the
 //!   certificate it shows, but anyone's certificate is accepted);
@@ -84,7 +88,32 @@ pub fn parse(url: &str) -> Result<(tokio_postgres::Config, Tls), String> {
             verify
         }
     };
+    if cfg.get_ssl_mode() == SslMode::Prefer && stays_on_this_machine(&cfg) {
+        cfg.ssl_mode(SslMode::Disable);
+    }
     Ok((cfg, connector(verify, rootcert.as_deref())?))
+}
+
+/// Whether every host `cfg` may connect to is this machine: a loopback name or address, or a
+/// Unix socket (also the `hostaddr`s, which replace the hosts' addresses when given).
+fn stays_on_this_machine(cfg: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts = cfg.get_hosts();
+    let loopback = |h: &Host| match h {
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        Host::Unix(_) => true,
+    };
+    !hosts.is_empty()
+        && cfg.get_hostaddrs().iter().all(|ip| ip.is_loopback())
+        && (!cfg.get_hostaddrs().is_empty() || hosts.iter().all(loopback))
 }
 
 /// Connects to `url` (see [`parse`]); the returned driver must be spawned.
@@ -303,6 +332,36 @@ mod tests {
             (rest.as_str(), mode.as_deref()),
             ("postgres://u@h/db", Some("require"))
         );
+    }
+
+    #[test]
+    fn prefer_stays_plain_on_loopback_only() {
+        let mode = |url: &str| parse(url).expect("parses").0.get_ssl_mode();
+        for url in [
+            "postgres://u@127.0.0.1:5432/db",
+            "postgres://u@localhost/db",
+            "postgres://u@127.0.0.2/db?sslmode=prefer",
+            "postgres://u@[::1]:5432/db",
+            "postgres://u@localhost,127.0.0.1/db?sslmode=allow",
+            "postgres://u@db.internal/db?hostaddr=127.0.0.1",
+            "host=/var/run/postgresql user=u",
+        ] {
+            assert_eq!(mode(url), SslMode::Disable, "{url}");
+        }
+        for url in [
+            "postgres://u@db.internal/db",
+            "postgres://u@10.0.0.5/db",
+            "postgres://u@localhost,db.internal/db",
+            "postgres://u@localhost/db?hostaddr=10.0.0.5",
+        ] {
+            assert_eq!(mode(url), SslMode::Prefer, "{url}");
+        }
+        for url in [
+            "postgres://u@127.0.0.1/db?sslmode=require",
+            "postgres://u@localhost/db?sslmode=verify-full",
+        ] {
+            assert_eq!(mode(url), SslMode::Require, "{url}");
+        }
     }
 
     #[test]
