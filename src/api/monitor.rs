@@ -132,10 +132,10 @@ async fn monitor(
     let credits = cost + answer.extra_credits.clamp(0, most_added);
     // A result linking to its pages is kept as a COMPLETED task, so the pages can be served
     // (and expire with the retention like any task's).
-    let keep = answer.result.get("html").is_some().then(|| SyncRecord {
+    let keep = answer.result.has_html().then(|| SyncRecord {
         id,
         payload: payload.clone().into_stored(),
-        result: answer.result.clone(),
+        result: answer.result.to_value(),
         attempts: answer.attempts,
         credits_to_charge: cost,
     });
@@ -143,10 +143,14 @@ async fn monitor(
         tracing::warn!(%error, "Cannot record a sync call's charge; answering 503");
         return Ok(with_concurrency(ApiError::unavailable(), limit, current));
     }
-    let body = axum::Json(MonitorResponse {
-        success: true,
-        result: answer.result,
-    });
+    // `MonitorResponse`, written around the result's text (no tree to build and serialize).
+    let body = (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        format!(r#"{{"success":true,"result":{}}}"#, answer.result.text()),
+    );
     let mut resp = with_concurrency(body, limit, current);
     let h = resp.headers_mut();
     h.insert("x-credits-charged", HeaderValue::from(credits));

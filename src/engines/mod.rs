@@ -71,9 +71,51 @@ pub struct EngineTask<'a> {
 /// the simulator).
 #[derive(Debug, Clone)]
 pub struct EngineOutput {
-    pub(crate) result: Value,
+    pub(crate) result: ResultText,
     pub(crate) extra_credits: i64,
     pub(crate) usage: Option<Usage>,
+}
+
+/// An engine's `result` object as its JSON text, written once where the result is made (the
+/// simulator writes it directly; an adapter serializes its tree off the runtime), then shared
+/// by the store's write, the sync answer and the pages check without a tree to walk or drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultText {
+    text: std::sync::Arc<str>,
+    /// Whether the object has an `html` field (links to result pages cloro serves).
+    has_html: bool,
+}
+
+impl ResultText {
+    /// The text of `result` (a JSON object).
+    pub(crate) fn of(result: &Value) -> ResultText {
+        ResultText {
+            text: crate::store::json_text(result).into(),
+            has_html: result.get("html").is_some(),
+        }
+    }
+
+    /// `text` must be a serialized JSON object; `has_html` whether it has an `html` field.
+    pub(crate) fn from_text(text: String, has_html: bool) -> ResultText {
+        ResultText {
+            text: text.into(),
+            has_html,
+        }
+    }
+
+    pub(crate) fn text(&self) -> &std::sync::Arc<str> {
+        &self.text
+    }
+
+    /// Whether the result links to result pages (`html`).
+    pub(crate) fn has_html(&self) -> bool {
+        self.has_html
+    }
+
+    /// The result as a tree (tests, and the rare sync answer kept as a task).
+    pub(crate) fn to_value(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
 }
 
 /// A failed attempt. Retryable failures are retried with backoff; fatal ones fail the task.
@@ -261,6 +303,11 @@ mod tests {
         )
         .await
         .expect("simulated");
-        assert_eq!(out.result["newsResults"].as_array().map(Vec::len), Some(20));
+        assert_eq!(
+            out.result.to_value()["newsResults"]
+                .as_array()
+                .map(Vec::len),
+            Some(20)
+        );
     }
 }

@@ -78,7 +78,7 @@ impl Engine for Scripted {
         match next {
             Some(e) => Err(e),
             None => Ok(EngineOutput {
-                result: json!({"text": "answer"}),
+                result: crate::engines::ResultText::of(&json!({"text": "answer"})),
                 extra_credits: 0,
                 usage: None,
             }),

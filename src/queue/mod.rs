@@ -504,7 +504,10 @@ fn decide(
         }
     }
     match result {
-        Ok(out) => Outcome::completed(&out.result, charge(task, out.extra_credits)),
+        Ok(out) => Outcome::Completed {
+            result: out.result.text().clone(),
+            credits: charge(task, out.extra_credits),
+        },
         // Taken apart by `execute_on`; a nested one is treated as what it wraps.
         Err(EngineError::Billed { error, .. }) => decide(member, task, cfg, Err(*error)),
         Err(

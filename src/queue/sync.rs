@@ -30,7 +30,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -71,7 +70,7 @@ pub(crate) enum SyncFailure {
 /// A sync call's answer.
 #[derive(Debug, Clone)]
 pub(crate) struct SyncAnswer {
-    pub(crate) result: Value,
+    pub(crate) result: crate::engines::ResultText,
     /// Credits the engine adds to the price (AI Mode products).
     pub(crate) extra_credits: i64,
     /// Attempts made, this one included.

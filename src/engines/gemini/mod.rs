@@ -171,9 +171,11 @@ impl Engine for GeminiEngine {
         }
         // Parsed off the runtime (`cpu`): the closure owns what it reads.
         let (pages, key) = (task.pages.clone(), self.api_key.clone());
-        let (result, usage) =
-            super::cpu::off_runtime(move || normalize::normalize(&reply.body, opts, &pages, &key))
-                .await?;
+        let (result, usage) = super::cpu::off_runtime(move || {
+            normalize::normalize(&reply.body, opts, &pages, &key)
+                .map(|(result, usage)| (super::ResultText::of(&result), usage))
+        })
+        .await?;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

@@ -344,7 +344,7 @@ fn results_have_the_simulated_shape() {
         json!({"markdown": true, "html": true}),
     ] {
         let p = payload(include.clone());
-        let sim = simulated::simulate(&p, &PageLinks::fixed()).result;
+        let sim = simulated::simulate_value(&p, &PageLinks::fixed()).result;
         let on = |k: &str| include.get(k) == Some(&json!(true));
         let opts = Options {
             markdown: on("markdown"),
@@ -662,7 +662,7 @@ async fn run(engine: &GeminiEngine, include: Value) -> Result<Value, EngineError
         .await
         .map(|o| {
             assert_eq!(o.extra_credits, 0);
-            o.result
+            o.result.to_value()
         })
 }
 

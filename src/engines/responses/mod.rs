@@ -398,6 +398,7 @@ impl Engine for ResponsesEngine {
         let secret = self.cfg.api_key.trim().to_owned();
         let (result, usage) = super::cpu::off_runtime(move || {
             normalize::answer(&reply.body, shape, &flags, &pages, &secret)
+                .map(|(result, usage)| (super::ResultText::of(&result), usage))
         })
         .await?;
         Ok(EngineOutput {

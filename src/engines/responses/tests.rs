@@ -20,7 +20,7 @@ use super::{Chat, Provider, ResponsesConfig, ResponsesEngine, request};
 use crate::domain::request::Payload;
 use crate::domain::types::TaskType;
 use crate::engines::Usage;
-use crate::engines::simulated::simulate;
+use crate::engines::simulated::simulate_value;
 use crate::engines::{Engine, EngineError, EngineTask};
 use crate::pages::PageLinks;
 
@@ -127,7 +127,7 @@ fn assert_shape_like_simulator(result: &Value, task_type: TaskType, extra: &[&st
 
 /// The simulator's result for the same payload has the same keys and types.
 fn assert_shape_like_simulator_for(result: &Value, payload: &Payload, extra: &[&str]) {
-    let sim = simulate(payload, &PageLinks::fixed()).result;
+    let sim = simulate_value(payload, &PageLinks::fixed()).result;
     assert_same_shape(result, &sim, "result", extra);
     assert!(
         result.get("simulated").is_none(),
@@ -795,7 +795,7 @@ async fn run_with(
     let usage = out.as_ref().ok().and_then(|o| o.usage);
     let out = out.map(|o| {
         assert_eq!(o.extra_credits, 0);
-        o.result
+        o.result.to_value()
     });
     let seen = seen.lock().expect("lock").clone();
     Run { out, usage, seen }

@@ -284,6 +284,8 @@ impl Engine for SerpApiEngine {
 
     async fn execute(&self, task: EngineTask<'_>) -> Result<EngineOutput, EngineError> {
         let (result, usage) = self.run(task.payload, task.pages).await?;
+        // Serialized (and the tree dropped) off the runtime, like the pages were parsed.
+        let result = super::cpu::off_runtime(move || super::ResultText::of(&result)).await;
         Ok(EngineOutput {
             result,
             extra_credits: 0,

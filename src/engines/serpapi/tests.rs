@@ -465,6 +465,7 @@ async fn simulated(p: &Payload) -> Value {
         .await
         .expect("simulated")
         .result
+        .to_value()
 }
 
 #[tokio::test]
@@ -742,7 +743,7 @@ async fn google_pages_and_the_ai_overview_follow_up_over_http() {
             ..Usage::default()
         })
     );
-    let r = &out.result;
+    let r = &out.result.to_value();
     assert_eq!(r["organicResults"].as_array().map(Vec::len), Some(3));
     assert_eq!(r["organicResults"][2]["position"], 3);
     assert_eq!(r["aioverview"]["sources"].as_array().map(Vec::len), Some(3));
@@ -825,17 +826,29 @@ async fn aimode_and_news_over_http_with_and_without_citations() {
             json!({"prompt": prompt, "country": "FR", "include": {"markdown": true}}),
         )
     };
-    let r = run(&engine, &ai("cited")).await.expect("cited").result;
+    let r = run(&engine, &ai("cited"))
+        .await
+        .expect("cited")
+        .result
+        .to_value();
     assert_eq!(r["citationPills"].as_array().map(Vec::len), Some(3));
     assert!(
         r["markdown"]
             .as_str()
             .is_some_and(|m| m.contains("[1](https://cafe.example.fr/france)"))
     );
-    let r = run(&engine, &ai("uncited")).await.expect("uncited").result;
+    let r = run(&engine, &ai("uncited"))
+        .await
+        .expect("uncited")
+        .result
+        .to_value();
     assert_eq!(r["sources"], json!([]));
     assert_eq!(r["text"], "Hello! How can I help you today?");
-    let r = run(&engine, &ai("empty")).await.expect("empty").result;
+    let r = run(&engine, &ai("empty"))
+        .await
+        .expect("empty")
+        .result
+        .to_value();
     assert_eq!(r["text"], "");
     assert_eq!(r["markdown"], "");
 
@@ -843,7 +856,7 @@ async fn aimode_and_news_over_http_with_and_without_citations() {
         TaskType::GoogleNews,
         json!({"query": "espresso", "gl": "us", "device": "ios"}),
     );
-    let r = run(&engine, &p).await.expect("news").result;
+    let r = run(&engine, &p).await.expect("news").result.to_value();
     assert_eq!(r["newsResults"].as_array().map(Vec::len), Some(2));
     let calls = seen(&fake);
     let (_, news) = calls.last().expect("news call");
@@ -875,20 +888,25 @@ async fn include_html_links_cloro_s_own_pages() {
         )
     };
     // Page 3 answers with no results, so the 4th is never fetched: three pages, three links.
-    let r = run(&engine, &google(4, true)).await.expect("google").result;
+    let r = run(&engine, &google(4, true))
+        .await
+        .expect("google")
+        .result
+        .to_value();
     assert_eq!(r["html"], links.urls(3));
     published(TaskType::Google, &r);
     let r = run(&engine, &google(2, false))
         .await
         .expect("google")
-        .result;
+        .result
+        .to_value();
     assert!(r.get("html").is_none());
 
     let news = payload(
         TaskType::GoogleNews,
         json!({"query": "q", "gl": "us", "include": {"html": true}}),
     );
-    let r = run(&engine, &news).await.expect("news").result;
+    let r = run(&engine, &news).await.expect("news").result.to_value();
     assert_eq!(r["html"], links.urls(1));
     published(TaskType::GoogleNews, &r);
 
@@ -896,7 +914,7 @@ async fn include_html_links_cloro_s_own_pages() {
         TaskType::Aimode,
         json!({"prompt": "p", "country": "FR", "include": {"html": true}}),
     );
-    let r = run(&engine, &ai).await.expect("aimode").result;
+    let r = run(&engine, &ai).await.expect("aimode").result.to_value();
     assert_eq!(r["html"], json!(links.url(1)));
     published(TaskType::Aimode, &r);
 }

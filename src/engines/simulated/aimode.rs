@@ -1,21 +1,22 @@
 //! The simulated Google AI Mode (reference §5.6): text, sources, ads, and with `expandProducts` the product clusters it bills one credit each for.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::context::*;
 use crate::domain::request::MAX_PRODUCT_CLUSTERS;
+use crate::engines::ResultText;
 
-pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Value> {
+pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> ResultText {
     let a = ctx.answer();
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::with_capacity(16);
-    m.insert("text".into(), Value::String(text));
-    m.insert("sources".into(), basic_sources(&sources));
-    m.insert("citationPills".into(), pills(&sources, 1));
+    let mut m = Obj::new();
+    m.put("text", &text);
+    m.put("sources", &basic_sources(&sources));
+    m.put("citationPills", &pills(&sources, 1));
     text_md_html(ctx, &mut m, &a, &sources);
     for key in ["places", "shoppingCards"] {
-        m.insert(key.into(), Value::Array(Vec::new()));
+        m.put(key, EMPTY);
     }
     let n_ads = ctx.rng.below(3);
     let (currency, _) = ctx.currency();
@@ -35,19 +36,19 @@ pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> Map<String, Valu
             })
         })
         .collect();
-    m.insert("ads".into(), json!({"title": "Sponsored", "ads": ads}));
+    m.put("ads", &json!({"title": "Sponsored", "ads": ads}));
     for key in ["inlineProducts", "videos", "map"] {
-        m.insert(key.into(), Value::Array(Vec::new()));
+        m.put(key, EMPTY);
     }
     if ctx.inc.expand_products {
         let n = ctx.rng.range(1, MAX_PRODUCT_CLUSTERS as usize);
         let products: Vec<Value> = (0..n)
             .map(|i| product_result(ctx, a.brands[i % 3], i, currency))
             .collect();
-        m.insert("productResults".into(), Value::Array(products));
+        m.put("productResults", &products);
         *extra_credits = n as u32;
     }
-    finish(m)
+    m.finish()
 }
 
 fn product_result(ctx: &mut Ctx, brand: &str, i: usize, currency: &str) -> Value {

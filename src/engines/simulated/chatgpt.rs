@@ -1,10 +1,44 @@
 //! The simulated ChatGPT (reference §5.1): text, sources with footnotes and dates, entities, citation pills, and the `include` extras (raw response, search queries, shopping cards, ads).
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::context::*;
+use crate::engines::ResultText;
 
-pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
+/// A ChatGPT source (reference §5.1): a footnote flag, and a date on every other one.
+#[derive(Serialize)]
+struct Source<'a> {
+    position: usize,
+    url: &'a str,
+    label: &'a str,
+    description: &'a str,
+    footnote: bool,
+    #[serde(rename = "datePublished", skip_serializing_if = "Option::is_none")]
+    date_published: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Entity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+}
+
+/// ChatGPT's citation pill, ids from 0.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pill<'a> {
+    url: &'a str,
+    label: &'a str,
+    domain: &'a str,
+    citation_pill_id: usize,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    position: usize,
+}
+
+pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
     let a = ctx.answer();
     let no_web = ctx.no_web;
     let sources = if no_web {
@@ -13,56 +47,54 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
         ctx.sources(&a.brands)
     };
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::with_capacity(16);
-    m.insert("text".into(), Value::String(text));
-    let mut src_json = Vec::with_capacity(sources.len());
-    for (i, s) in sources.iter().enumerate() {
-        let mut o = Map::with_capacity(6);
-        o.insert("position".into(), json!(i + 1));
-        o.insert("url".into(), json!(s.url));
-        o.insert("label".into(), json!(s.label));
-        o.insert("description".into(), json!(s.description));
-        o.insert("footnote".into(), Value::Bool(i == 0));
-        if i % 2 == 0 {
-            o.insert("datePublished".into(), Value::String(ctx.date_iso()));
-        }
-        src_json.push(Value::Object(o));
-    }
-    m.insert("sources".into(), Value::Array(src_json));
-    m.insert("model".into(), Value::String("simulated".into()));
-    m.insert(
-        "entities".into(),
-        Value::Array(
-            a.brands
-                .iter()
-                .map(|b| obj! {"type": "brand", "name": b})
-                .collect(),
-        ),
-    );
-    m.insert("map".into(), Value::Array(Vec::new()));
-    m.insert(
-        "citationPills".into(),
-        Value::Array(
-            sources
-                .iter()
-                .take(3)
-                .enumerate()
-                .map(|(i, s)| {
-                    obj! {"url": s.url, "label": s.label, "domain": s.host,
-                    "citationPillId": i, "type": "searchResult", "position": i + 1}
-                })
-                .collect(),
-        ),
-    );
+    let mut m = Obj::new();
+    m.put("text", &text);
+    let src: Vec<Source> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Source {
+            position: i + 1,
+            url: &s.url,
+            label: &s.label,
+            description: &s.description,
+            footnote: i == 0,
+            date_published: (i % 2 == 0).then(|| ctx.date_iso()),
+        })
+        .collect();
+    m.put("sources", &src);
+    m.put("model", "simulated");
+    let entities: Vec<Entity> = a
+        .brands
+        .iter()
+        .map(|b| Entity {
+            kind: "brand",
+            name: b,
+        })
+        .collect();
+    m.put("entities", &entities);
+    m.put("map", EMPTY);
+    let pills: Vec<Pill> = sources
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, s)| Pill {
+            url: &s.url,
+            label: &s.label,
+            domain: s.host,
+            citation_pill_id: i,
+            kind: "searchResult",
+            position: i + 1,
+        })
+        .collect();
+    m.put("citationPills", &pills);
     text_md_html(ctx, &mut m, &a, &sources);
     if ctx.inc.raw_response {
-        let raw = ctx.raw_response(m.get("text").and_then(Value::as_str).unwrap_or(""));
-        m.insert("rawResponse".into(), raw);
+        m.put("rawResponse", &ctx.raw_response(&text));
     }
     if ctx.inc.search_queries {
         let q = if no_web { Vec::new() } else { ctx.queries(2) };
-        m.insert("searchQueries".into(), Value::Array(q));
-        m.insert("mapSearchQueries".into(), Value::Array(Vec::new()));
+        m.put("searchQueries", &q);
+        m.put("mapSearchQueries", EMPTY);
     }
     if ctx.inc.shopping {
         let products: Vec<Value> = (0..2).map(|i| chatgpt_product(ctx, &a, i)).collect();
@@ -70,17 +102,17 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
             .first()
             .map(|p| json!([{"product": p, "render_as": "inline"}]))
             .unwrap_or_else(|| json!([]));
-        m.insert(
-            "shoppingCards".into(),
-            json!([{"tags": ["Simulated"], "products": products}]),
+        m.put(
+            "shoppingCards",
+            &json!([{"tags": ["Simulated"], "products": products}]),
         );
-        m.insert("inlineProducts".into(), inline);
+        m.put("inlineProducts", &inline);
     }
     if ctx.inc.ads {
         let brand = a.brands[0];
-        m.insert(
-            "ads".into(),
-            json!([{
+        m.put(
+            "ads",
+            &json!([{
                 "brand": {"name": brand, "url": "https://shop.example.com/"},
                 "cards": [{"title": format!("{brand}: {}", ctx.topic),
                            "body": format!("Simulated ad about {}.", ctx.topic),
@@ -91,7 +123,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> Map<String, Value> {
             }]),
         );
     }
-    finish(m)
+    m.finish()
 }
 
 fn chatgpt_product(ctx: &mut Ctx, a: &Answer, i: usize) -> Value {

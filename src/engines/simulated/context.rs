@@ -8,7 +8,8 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::domain::google_url::last_query_value;
 use crate::domain::request::{Aioverview, Payload};
@@ -579,18 +580,18 @@ impl Ctx {
     }
 
     /// Search-style queries: the topic, then the topic with suffixes (`n` in all).
-    pub(super) fn queries(&mut self, n: usize) -> Vec<Value> {
+    pub(super) fn queries(&mut self, n: usize) -> Vec<String> {
         let start = self.rng.below(SUFFIXES.len());
         let topic = self.topic.trim_end_matches('…');
         let mut out = Vec::with_capacity(n);
         if n > 0 {
-            out.push(Value::String(topic.to_owned()));
+            out.push(topic.to_owned());
         }
         for i in 1..n {
-            out.push(Value::String(format!(
+            out.push(format!(
                 "{topic} {}",
                 SUFFIXES[(start + i) % SUFFIXES.len()]
-            )));
+            ));
         }
         out
     }
@@ -644,53 +645,125 @@ pub(super) fn titled(form: usize, topic: &str, site: &str) -> String {
     }
 }
 
-pub(super) fn basic_sources(sources: &[Src]) -> Value {
-    Value::Array(
-        sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                obj! {"position": i + 1, "url": s.url, "label": s.label,
-                "description": s.description}
-            })
-            .collect(),
-    )
+/// A chat source: `position`, `url`, `label`, `description` (reference §5).
+#[derive(Serialize)]
+pub(super) struct BasicSource<'a> {
+    pub(super) position: usize,
+    pub(super) url: &'a str,
+    pub(super) label: &'a str,
+    pub(super) description: &'a str,
+}
+
+pub(super) fn basic_sources(sources: &[Src]) -> Vec<BasicSource<'_>> {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| BasicSource {
+            position: i + 1,
+            url: &s.url,
+            label: &s.label,
+            description: &s.description,
+        })
+        .collect()
+}
+
+/// A citation pill of the shared shape (ChatGPT has its own).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Pill<'a> {
+    label: &'a str,
+    citation_pill_id: usize,
+    url: &'a str,
+    domain: &'a str,
+    position: usize,
 }
 
 /// Citation pills for the first (at most 3) sources; `first_id` is 1 (ChatGPT has its own).
-pub(super) fn pills(sources: &[Src], first_id: usize) -> Value {
-    Value::Array(
-        sources
-            .iter()
-            .take(3)
-            .enumerate()
-            .map(|(i, s)| {
-                obj! {"label": s.label, "citationPillId": i + first_id, "url": s.url,
-                "domain": s.host, "position": i + 1}
-            })
-            .collect(),
-    )
+pub(super) fn pills(sources: &[Src], first_id: usize) -> Vec<Pill<'_>> {
+    sources
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, s)| Pill {
+            label: &s.label,
+            citation_pill_id: i + first_id,
+            url: &s.url,
+            domain: s.host,
+            position: i + 1,
+        })
+        .collect()
 }
 
-pub(super) fn finish(mut m: Map<String, Value>) -> Map<String, Value> {
-    m.insert("simulated".into(), Value::Bool(true));
-    m
+/// An empty JSON array.
+pub(super) const EMPTY: &[(); 0] = &[];
+
+/// A result object written straight to its JSON text, fields in the order they are put (as
+/// the `preserve_order` map it replaced kept them), so no tree of `Value`s is built, walked
+/// to serialize and dropped for every result. Keys are the engines' own literals (plain
+/// ASCII, never escaped); a key is put at most once.
+pub(super) struct Obj {
+    buf: Vec<u8>,
+    has_html: bool,
+}
+
+impl Obj {
+    pub(super) fn new() -> Obj {
+        let mut buf = Vec::with_capacity(4096);
+        buf.push(b'{');
+        Obj {
+            buf,
+            has_html: false,
+        }
+    }
+
+    /// Appends `"key":value`.
+    pub(super) fn put<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        debug_assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+            "{key}"
+        );
+        let mark = self.buf.len();
+        if mark > 1 {
+            self.buf.push(b',');
+        }
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        // Writing into a Vec fails only for a map with non-string keys, which no simulated
+        // value has; the field is then left out rather than written half.
+        if serde_json::to_writer(&mut self.buf, value).is_err() {
+            self.buf.truncate(mark);
+            return;
+        }
+        self.has_html |= key == "html";
+    }
+
+    /// Appends `"simulated":true` (every simulated result says so) and closes the object.
+    pub(super) fn finish(mut self) -> crate::engines::ResultText {
+        self.put("simulated", &true);
+        self.buf.push(b'}');
+        // serde_json writes UTF-8 only.
+        let text = String::from_utf8(self.buf)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        crate::engines::ResultText::from_text(text, self.has_html)
+    }
 }
 
 /// The fields common to every chat-style engine: text, markdown?, html?, in that order after
 /// the engine-specific leading fields.
-pub(super) fn text_md_html(ctx: &Ctx, m: &mut Map<String, Value>, a: &Answer, sources: &[Src]) {
+pub(super) fn text_md_html(ctx: &Ctx, m: &mut Obj, a: &Answer, sources: &[Src]) {
     if ctx.inc.markdown {
-        m.insert("markdown".into(), Value::String(ctx.markdown(a, sources)));
+        m.put("markdown", &ctx.markdown(a, sources));
     }
     if ctx.inc.html {
-        m.insert("html".into(), Value::String(ctx.html_url(1)));
+        m.put("html", &ctx.html_url(1));
     }
 }
 
-pub(super) fn raw_if_asked(ctx: &Ctx, m: &mut Map<String, Value>) {
+/// `rawResponse` when asked: the stream events of `text`.
+pub(super) fn raw_if_asked(ctx: &Ctx, m: &mut Obj, text: &str) {
     if ctx.inc.raw_response {
-        let raw = ctx.raw_response(m.get("text").and_then(Value::as_str).unwrap_or(""));
-        m.insert("rawResponse".into(), raw);
+        m.put("rawResponse", &ctx.raw_response(text));
     }
 }

@@ -3,10 +3,11 @@
 use serde_json::{Map, Value, json};
 
 use super::context::*;
+use crate::engines::ResultText;
 
-pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
+pub(super) fn google(ctx: &mut Ctx) -> ResultText {
     let a = ctx.answer();
-    let mut m = Map::with_capacity(16);
+    let mut m = Obj::new();
     let mut organic = Vec::with_capacity(10 * ctx.pages);
     let host0 = ctx.rng.below(HOSTS.len());
     for page in 1..=ctx.pages {
@@ -47,7 +48,7 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
             organic.push(Value::Object(o));
         }
     }
-    m.insert("organicResults".into(), Value::Array(organic));
+    m.put("organicResults", &organic);
 
     let paa_aio = ctx.inc.paa_aioverview;
     let questions = [
@@ -74,19 +75,18 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
         };
         paa.push(v);
     }
-    m.insert("peopleAlsoAsk".into(), Value::Array(paa));
+    m.put("peopleAlsoAsk", &paa);
 
     let related: Vec<Value> = ctx
         .queries(4)
         .into_iter()
         .skip(1)
         .map(|q| {
-            let q = q.as_str().unwrap_or("").to_owned();
             let link = ctx.google_link(&q);
             json!({"query": q, "link": link})
         })
         .collect();
-    m.insert("relatedSearches".into(), Value::Array(related));
+    m.put("relatedSearches", &related);
 
     let n_ads = ctx.rng.below(3);
     let ads: Vec<Value> = (0..n_ads)
@@ -105,7 +105,7 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
             })
         })
         .collect();
-    m.insert("ads".into(), Value::Array(ads));
+    m.put("ads", &ads);
 
     if ctx.inc.aioverview {
         let sources = ctx.sources_n(3, &a.brands);
@@ -115,13 +115,13 @@ pub(super) fn google(ctx: &mut Ctx) -> Map<String, Value> {
         if ctx.inc.aioverview_markdown {
             o.insert("markdown".into(), Value::String(ctx.markdown(&a, &sources)));
         }
-        o.insert("sources".into(), basic_sources(&sources));
+        o.insert("sources".into(), json!(basic_sources(&sources)));
         o.insert("videos".into(), Value::Array(Vec::new()));
         o.insert("ads".into(), Value::Array(Vec::new()));
-        m.insert("aioverview".into(), Value::Object(o));
+        m.put("aioverview", &o);
     }
     if ctx.inc.html {
-        m.insert("html".into(), ctx.html_pages());
+        m.put("html", &ctx.html_pages());
     }
-    finish(m)
+    m.finish()
 }

@@ -1,15 +1,16 @@
 //! The simulated Grok (reference §5.3): text, rich sources, search queries, model.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::context::*;
+use crate::engines::ResultText;
 
-pub(super) fn grok(ctx: &mut Ctx) -> Map<String, Value> {
+pub(super) fn grok(ctx: &mut Ctx) -> ResultText {
     let a = ctx.answer();
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::with_capacity(16);
-    m.insert("text".into(), Value::String(text));
+    let mut m = Obj::new();
+    m.put("text", &text);
     let src: Vec<Value> = sources
         .iter()
         .enumerate()
@@ -29,11 +30,10 @@ pub(super) fn grok(ctx: &mut Ctx) -> Map<String, Value> {
             })
         })
         .collect();
-    m.insert("sources".into(), Value::Array(src));
-    let q = ctx.queries(2);
-    m.insert("searchQueries".into(), Value::Array(q));
-    m.insert("model".into(), Value::String("simulated".into()));
+    m.put("sources", &src);
+    m.put("searchQueries", &ctx.queries(2));
+    m.put("model", "simulated");
     text_md_html(ctx, &mut m, &a, &sources);
-    raw_if_asked(ctx, &mut m);
-    finish(m)
+    raw_if_asked(ctx, &mut m, &text);
+    m.finish()
 }

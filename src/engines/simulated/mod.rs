@@ -33,6 +33,7 @@ mod perplexity;
 use std::time::Duration;
 
 use async_trait::async_trait;
+#[cfg(test)]
 use serde_json::Value;
 
 use super::{Engine, EngineError, EngineOutput, EngineTask};
@@ -108,11 +109,11 @@ impl Engine for SimulatedEngine {
     }
 }
 
-/// A simulated result: the object served as the task's `result`, and extra credits to bill
-/// (AI Mode `expandProducts`: one per product cluster returned).
+/// A simulated result: the object served as the task's `result` (as its JSON text), and extra
+/// credits to bill (AI Mode `expandProducts`: one per product cluster returned).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SimOutput {
-    pub(crate) result: Value,
+    pub(crate) result: crate::engines::ResultText,
     pub(crate) extra_credits: u32,
 }
 
@@ -133,8 +134,28 @@ pub(crate) fn simulate(payload: &Payload, pages: &PageLinks) -> SimOutput {
         Payload::News(_) => news::google_news(&mut ctx),
     };
     SimOutput {
-        result: Value::Object(result),
+        result,
         extra_credits,
+    }
+}
+
+/// [`simulate`] with its result read back as a tree (tests).
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SimValue {
+    pub(crate) result: Value,
+    pub(crate) text: crate::engines::ResultText,
+    pub(crate) extra_credits: u32,
+}
+
+#[cfg(test)]
+pub(crate) fn simulate_value(payload: &Payload, pages: &PageLinks) -> SimValue {
+    let out = simulate(payload, pages);
+    let result = serde_json::from_str(out.result.text()).expect("a simulated result is JSON");
+    SimValue {
+        result,
+        text: out.result,
+        extra_credits: out.extra_credits,
     }
 }
 

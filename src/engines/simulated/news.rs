@@ -1,12 +1,13 @@
 //! The simulated Google News (reference §5.8): ten news results per page and the optional HTML pages.
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::context::*;
+use crate::engines::ResultText;
 
-pub(super) fn google_news(ctx: &mut Ctx) -> Map<String, Value> {
+pub(super) fn google_news(ctx: &mut Ctx) -> ResultText {
     let a = ctx.answer();
-    let mut m = Map::with_capacity(16);
+    let mut m = Obj::new();
     let mut news = Vec::with_capacity(10 * ctx.pages);
     let host0 = ctx.rng.below(HOSTS.len());
     for page in 1..=ctx.pages {
@@ -26,9 +27,9 @@ pub(super) fn google_news(ctx: &mut Ctx) -> Map<String, Value> {
             }));
         }
     }
-    m.insert("newsResults".into(), Value::Array(news));
+    m.put("newsResults", &news);
     if ctx.inc.html {
-        m.insert("html".into(), ctx.html_pages());
+        m.put("html", &ctx.html_pages());
     }
-    finish(m)
+    m.finish()
 }

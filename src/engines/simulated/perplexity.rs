@@ -1,28 +1,23 @@
 //! The simulated Perplexity (reference §5.5): text, sources, related and search-model queries, empty media lists.
 
-use serde_json::{Map, Value};
-
 use super::context::*;
+use crate::engines::ResultText;
 
-pub(super) fn perplexity(ctx: &mut Ctx) -> Map<String, Value> {
+pub(super) fn perplexity(ctx: &mut Ctx) -> ResultText {
     let a = ctx.answer();
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
-    let mut m = Map::with_capacity(16);
-    m.insert("text".into(), Value::String(text));
-    m.insert("sources".into(), basic_sources(&sources));
-    m.insert("citationPills".into(), pills(&sources, 1));
+    let mut m = Obj::new();
+    m.put("text", &text);
+    m.put("sources", &basic_sources(&sources));
+    m.put("citationPills", &pills(&sources, 1));
     let related = ctx.queries(4);
-    m.insert(
-        "related_queries".into(),
-        Value::Array(related.into_iter().skip(1).collect()),
-    );
+    m.put("related_queries", &related[1..]);
     for key in ["videos", "images", "hotels", "places", "shopping_cards"] {
-        m.insert(key.into(), Value::Array(Vec::new()));
+        m.put(key, EMPTY);
     }
-    let smq = ctx.queries(2);
-    m.insert("search_model_queries".into(), Value::Array(smq));
+    m.put("search_model_queries", &ctx.queries(2));
     text_md_html(ctx, &mut m, &a, &sources);
-    raw_if_asked(ctx, &mut m);
-    finish(m)
+    raw_if_asked(ctx, &mut m, &text);
+    m.finish()
 }

@@ -9,12 +9,12 @@ use crate::domain::types::TaskType;
 use crate::pages::PageLinks;
 
 /// A request payload as the engine receives it: validated, stored, and read back typed.
-pub(super) fn simulate_request(t: TaskType, raw: &Value) -> SimOutput {
+pub(super) fn simulate_request(t: TaskType, raw: &Value) -> SimValue {
     let (typed, _) =
         validate_payload(t, raw, "payload").unwrap_or_else(|e| panic!("{raw} rejected: {e:?}"));
     let stored = typed.into_stored();
     let typed = Payload::from_stored(t, &stored).expect("a stored payload reads back");
-    simulate(&typed, &PageLinks::fixed())
+    simulate_value(&typed, &PageLinks::fixed())
 }
 
 fn chat_payload(prompt: &str) -> Value {
@@ -398,7 +398,7 @@ fn odd_payloads_never_panic() {
         json!({"prompt": "\u{0}\n\t  \u{202e}émoji 🎉 ".repeat(50), "country": "US"}),
     ];
     let check = |t: TaskType, typed: &Payload| {
-        let out = simulate(typed, &PageLinks::fixed());
+        let out = simulate_value(typed, &PageLinks::fixed());
         assert_eq!(out.result["simulated"], true);
         assert_no_null(&out.result, t.as_str());
     };
@@ -513,7 +513,7 @@ fn no_simulated_result_links_to_a_host_cloro_does_not_serve() {
     let mut pages_seen = 0;
     for (t, raw) in payloads {
         let (typed, _) = validate_payload(t, &raw, "payload").expect("valid");
-        let r = simulate(&typed, &links).result;
+        let r = simulate_value(&typed, &links).result;
         let mut urls = Vec::new();
         urls_in(&r, &mut urls);
         for u in urls {
