@@ -45,6 +45,7 @@ fn claimed(attempt: u32) -> ClaimedTask {
         credits_to_charge: 5,
         reserved: 5,
         usage: None,
+        row_at: None,
     }
 }
 

@@ -458,12 +458,28 @@ pub struct ClaimedTask {
     /// [`TaskQueue::finish`] adds it to the task's `usage`, in the transaction that records
     /// the outcome (whatever the outcome: completed, retried, failed or requeued).
     pub usage: Option<Usage>,
+    /// Where the store found the task's row when it started it, to find it again without an
+    /// index lookup (PostgreSQL: the row version's `ctid`; `None` elsewhere).
+    pub(crate) row_at: Option<Box<str>>,
 }
 
 impl ClaimedTask {
     /// The task's type (which engine, hence which lane, runs it).
     pub fn task_type(&self) -> TaskType {
         self.task_type
+    }
+
+    /// Replaces what the claim remembered of the task's row ([`ClaimedTask::row_at`]), so a
+    /// test can show that a finish still finds its own task (and only it) when that is stale.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn set_row_at(&mut self, at: Option<&str>) {
+        self.row_at = at.map(Into::into);
+    }
+
+    /// See [`ClaimedTask::set_row_at`].
+    #[cfg(any(test, feature = "testing"))]
+    pub fn row_at(&self) -> Option<&str> {
+        self.row_at.as_deref()
     }
 }
 

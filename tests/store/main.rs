@@ -213,6 +213,7 @@ store_tests!(
     retries_hold_no_slot_and_come_back_when_due,
     a_due_retry_goes_before_newer_tasks_of_its_priority,
     a_second_finish_of_the_same_attempt_changes_nothing,
+    a_finish_applies_to_its_own_task_whatever_the_claim_remembered_of_its_row,
     the_queue_limit_refuses_whole_submissions,
     idempotency_keys_are_unique_per_organization,
     clearing_takes_queued_and_retrying_tasks_only,
@@ -477,6 +478,52 @@ async fn a_second_finish_of_the_same_attempt_changes_nothing(b: Backend) {
     assert_eq!(rec.credits_charged, Some(5));
     assert_eq!(s.org(f.orgs[0]).await.expect("org").credits, 95);
     assert_eq!(s.status(f.orgs[0]).await.expect("status").processing, 0);
+}
+
+/// PostgreSQL finds a finishing task by the address its claim left (`ClaimedTask::row_at`);
+/// an address that is missing, invalid or another task's must still finish the right task,
+/// by its `seq`, and never the task at that address.
+async fn a_finish_applies_to_its_own_task_whatever_the_claim_remembered_of_its_row(b: Backend) {
+    let f = Fixture::new(&b, &[(4, 1_000, 1000)]).await;
+    let s = &*f.store;
+    let ids = submit(s, f.orgs[0], (0..4).map(|_| task(1, None)).collect()).await;
+    let mut t = s.claim(4).await.expect("claim");
+    assert_eq!(t.len(), 4);
+    if f.pg.is_some() {
+        assert!(
+            t.iter().all(|c| c.row_at().is_some()),
+            "the claim keeps the rows' addresses"
+        );
+    }
+    // t[0] carries t[1]'s address, t[1] carries an invalid one, t[2] none, t[3] its own.
+    let other = t[1].row_at().map(str::to_owned);
+    t[0].set_row_at(other.as_deref());
+    t[1].set_row_at(Some("(0,0)"));
+    t[2].set_row_at(None);
+    let text = |i: usize| Outcome::Completed {
+        result: json!({ "text": format!("answer {i}") }).to_string().into(),
+        credits: 5,
+    };
+    // One finish call for all of them, so they are written by the same statements.
+    let outcomes: Vec<Outcome> = (0..4).map(text).collect();
+    let pairs: Vec<(&ClaimedTask, &Outcome)> = t.iter().zip(outcomes.iter()).collect();
+    s.finish(&pairs).await.expect("finish");
+    for (c, o) in t.iter().zip(0..) {
+        let rec = s
+            .get_task(f.orgs[0], c.id)
+            .await
+            .expect("get")
+            .expect("exists");
+        assert_eq!(
+            rec.response,
+            Some(json!({ "text": format!("answer {o}") })),
+            "task {o} has its own answer"
+        );
+        assert_eq!(rec.credits_charged, Some(5));
+    }
+    assert!(ids.iter().all(|id| t.iter().any(|c| c.id == *id)));
+    assert_eq!(s.status(f.orgs[0]).await.expect("status").processing, 0);
+    assert_eq!(s.org(f.orgs[0]).await.expect("org").credits, 980);
 }
 
 async fn the_queue_limit_refuses_whole_submissions(b: Backend) {

@@ -89,14 +89,14 @@ const USAGE: &str = "SELECT org, sum(processing)::bigint, (sum(reserved) + sum(c
 /// row locked (claims from step 1, `clear_queue`), and the others (finishes, the reaper) touch
 /// only PROCESSING rows, so nothing changes these rows before [`START`] (which checks anyway).
 const PICK: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
-                         CASE WHEN task_type = 0 THEN payload END FROM tasks
+                         CASE WHEN task_type = 0 THEN payload END, ctid::text FROM tasks
                   WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
                     AND seq >= $3
                   ORDER BY seq LIMIT $4";
 
 /// Step 4 while only the task types `$5` have room: [`PICK`] restricted to them.
 const PICK_OPEN: &str = "SELECT seq, credits_to_charge, run_after_ms, task_type,
-                         CASE WHEN task_type = 0 THEN payload END FROM tasks
+                         CASE WHEN task_type = 0 THEN payload END, ctid::text FROM tasks
                   WHERE org = $1 AND priority = $2 AND finished_ms IS NULL AND status = 0
                     AND seq >= $3 AND task_type = ANY($5)
                   ORDER BY seq LIMIT $4";
@@ -115,14 +115,19 @@ pub(super) const RUNNING_BY_TYPE: &str = "SELECT task_type, sum(n)::bigint FROM 
                      WHERE task_type = ANY($1) GROUP BY task_type) AS r
                   GROUP BY task_type";
 
-/// Step 5: tasks `$1` start on node `$3` at `$2` (the first start is kept): the attempt is
-/// counted here, so a finish from an earlier attempt matches nothing. No index covers a column
-/// this changes (`0009_hot_claims.sql`), so the update is heap-only (HOT): no index entry.
+/// Step 5: the tasks at row addresses `$1` (their `ctid`s as [`PICK`] read them) start on node
+/// `$3` at `$2` (the first start is kept): the attempt is counted here, so a finish from an
+/// earlier attempt matches nothing. No index covers a column this changes
+/// (`0009_hot_claims.sql`), so the update is heap-only (HOT): no index entry. The rows are
+/// found by address (a TID scan), not looked up again in the primary key: nothing changed
+/// them since the pick (every writer of QUEUED rows holds the organization's row, see
+/// [`PICK`]), and a row that did change would not match `status = 0` and the claim would
+/// roll back ([`start_tasks`]).
 const START: &str =
     "UPDATE tasks SET status = 1, attempts = attempts + 1, started_ms = COALESCE(started_ms, $2),
                         node = $3, run_after_ms = NULL
-                  WHERE seq = ANY($1) AND status = 0
-                 RETURNING seq, id, org, task_type, payload, attempts, credits_to_charge";
+                  WHERE ctid = ANY($1::text[]::tid[]) AND status = 0
+                 RETURNING seq, id, org, task_type, payload, attempts, credits_to_charge, ctid::text";
 
 /// Step 6: tasks `$1` are FAILED at `$2` with response `$3`, charged nothing. FAILED is
 /// terminal: their webhooks go out like any other (outbox rows in the same statement).
@@ -226,6 +231,8 @@ struct OrgClaim {
 struct Picked {
     /// Tasks to start, in hand-out order (fairness, then priority and FIFO).
     run: Vec<i64>,
+    /// Their row addresses (`ctid` as text), for [`START`].
+    run_at: Vec<String>,
     /// Tasks to fail for lack of credits.
     reject: Vec<i64>,
     per_org: Vec<OrgClaim>,
@@ -268,7 +275,7 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     // From here the claim may commit without this node hearing of it: until it hands the
     // tasks out, they are suspects for reconciliation.
     ticket.trying(&picked.run);
-    let started = start_tasks(&tx, &picked.run, now, node).await?;
+    let started = start_tasks(&tx, &picked.run_at, now, node).await?;
     fail_unaffordable(&tx, &picked.reject, now).await?;
     record_turns(&tx, picked.per_org, node).await?;
     take_lanes(&tx, &started, node).await?;
@@ -482,6 +489,7 @@ async fn walk_org(
                     started += 1;
                     reserved += cost;
                     picked.run.push(seq);
+                    picked.run_at.push(r.get(5));
                     if let Some(r) = room.as_mut() {
                         r.take(kind);
                     }
@@ -514,15 +522,16 @@ async fn walk_org(
 /// Step 5 ([`START`]).
 async fn start_tasks(
     tx: &Tx<'_>,
-    run: &[i64],
+    run: &[String],
     now: i64,
     node: Uuid,
 ) -> Result<Vec<tokio_postgres::Row>> {
     if run.is_empty() {
         return Ok(Vec::new());
     }
+    let stmt = tx.prepare_cached(START).await.map_err(pg_err)?;
     let started = tx
-        .query(START, &[&run, &now, &node])
+        .query(&stmt, &[&run, &now, &node])
         .await
         .map_err(pg_err)?;
     if started.len() != run.len() {
@@ -644,6 +653,7 @@ fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
                 credits_to_charge: price,
                 reserved,
                 usage: None,
+                row_at: Some(r.get::<_, String>(7).into_boxed_str()),
             }
         })
         .collect();

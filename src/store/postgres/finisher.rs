@@ -71,6 +71,24 @@ const FINISH_TERMINAL: &str = concat!(
                  RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id, t.task_type"
 );
 
+/// [`FINISH_TERMINAL`] for rows found by address: `$8` is each task's row version as its
+/// claim left it (`ctid` as text, [`ClaimedTask::row_at`]), so no primary-key lookup is
+/// needed. Only the finish and a reaper's requeue change a PROCESSING row; after a requeue the
+/// address holds a dead version and the row does not match, as by `seq` the attempt check would
+/// not: [`finish_terminal`] tries the rows this did not update by `seq`.
+const FINISH_TERMINAL_AT: &str = concat!(
+    "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
+                        finished_ms = $6, node = NULL, ",
+    usage_plus!(),
+    "
+                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[],
+                               $7::text[], $8::text[])
+                        AS u(seq, attempt, status, response, charged, usage, at)
+                  WHERE t.ctid = u.at::tid AND t.seq = u.seq AND t.status = 1
+                    AND t.attempts = u.attempt
+                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id, t.task_type"
+);
+
 /// The outbox: a pending delivery per task that just became terminal with a webhook URL, due
 /// now (`$5`), committed with the terminal statuses.
 const INSERT_DELIVERIES: &str = "INSERT INTO webhook_deliveries(seq, org, id, url, next_at, created_ms)
@@ -133,6 +151,8 @@ pub(crate) struct FinishRow {
     pub(crate) cost: i64,
     /// What the attempt used upstream, as its stored JSON.
     pub(crate) usage: Option<String>,
+    /// The row version the claim left ([`ClaimedTask::row_at`]).
+    pub(crate) at: Option<Box<str>>,
     pub(crate) kind: FinishKind,
 }
 
@@ -160,6 +180,7 @@ pub(crate) async fn finish(
             seq: t.seq,
             attempt: t.attempt as i32,
             cost: t.reserved,
+            at: t.row_at.clone(),
             usage: t
                 .usage
                 .and_then(crate::store::Usage::nonempty)
@@ -274,6 +295,7 @@ struct Columns<'a> {
     d_resp: Vec<&'a str>,
     d_charged: Vec<i64>,
     d_usage: Vec<Option<&'a str>>,
+    d_at: Vec<Option<&'a str>>,
     /// Retries: seq, attempt, run after, usage.
     r_seq: Vec<i64>,
     r_att: Vec<i32>,
@@ -304,6 +326,7 @@ impl<'a> Columns<'a> {
                     c.d_resp.push(response);
                     c.d_charged.push(*charged);
                     c.d_usage.push(r.usage.as_deref());
+                    c.d_at.push(r.at.as_deref());
                 }
                 FinishKind::Retry { run_after_ms } => {
                     c.r_seq.push(r.seq);
@@ -378,7 +401,8 @@ pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<
     Ok(())
 }
 
-/// Step 1: the terminal outcomes ([`FINISH_TERMINAL`]); returns the deliveries they make.
+/// Step 1: the terminal outcomes, by row address ([`FINISH_TERMINAL_AT`]), then the rest by
+/// `seq` ([`FINISH_TERMINAL`]); returns the deliveries they make.
 async fn finish_terminal(
     tx: &deadpool_postgres::Transaction<'_>,
     cols: &Columns<'_>,
@@ -390,22 +414,48 @@ async fn finish_terminal(
     if cols.d_seq.is_empty() {
         return Ok(hooks);
     }
-    let stmt = tx.prepare_cached(FINISH_TERMINAL).await.map_err(pg_err)?;
-    let done = tx
-        .query(
-            &stmt,
-            &[
-                &cols.d_seq,
-                &cols.d_att,
-                &cols.d_status,
-                &cols.d_resp,
-                &cols.d_charged,
-                &now,
-                &cols.d_usage,
-            ],
-        )
-        .await
-        .map_err(pg_err)?;
+    let mut done = Vec::new();
+    if cols.d_at.iter().any(Option::is_some) {
+        let stmt = tx
+            .prepare_cached(FINISH_TERMINAL_AT)
+            .await
+            .map_err(pg_err)?;
+        done = tx
+            .query(
+                &stmt,
+                &[
+                    &cols.d_seq,
+                    &cols.d_att,
+                    &cols.d_status,
+                    &cols.d_resp,
+                    &cols.d_charged,
+                    &now,
+                    &cols.d_usage,
+                    &cols.d_at,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+    }
+    if done.len() < cols.d_seq.len() {
+        // Rows without an address, or whose address no longer holds them: by `seq`.
+        let found: std::collections::HashSet<i64> = done.iter().map(|r| r.get(0)).collect();
+        let rest: Vec<usize> = (0..cols.d_seq.len())
+            .filter(|&i| !found.contains(&cols.d_seq[i]))
+            .collect();
+        let seq: Vec<i64> = rest.iter().map(|&i| cols.d_seq[i]).collect();
+        let att: Vec<i32> = rest.iter().map(|&i| cols.d_att[i]).collect();
+        let status: Vec<i16> = rest.iter().map(|&i| cols.d_status[i]).collect();
+        let resp: Vec<&str> = rest.iter().map(|&i| cols.d_resp[i]).collect();
+        let charged: Vec<i64> = rest.iter().map(|&i| cols.d_charged[i]).collect();
+        let usage: Vec<Option<&str>> = rest.iter().map(|&i| cols.d_usage[i]).collect();
+        let stmt = tx.prepare_cached(FINISH_TERMINAL).await.map_err(pg_err)?;
+        done.extend(
+            tx.query(&stmt, &[&seq, &att, &status, &resp, &charged, &now, &usage])
+                .await
+                .map_err(pg_err)?,
+        );
+    }
     for r in &done {
         let (seq, org, charged): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
         if let Some(url) = r.get::<_, Option<String>>(3) {

@@ -195,6 +195,7 @@ pub(crate) async fn reconcile(shared: &Shared) -> Result<u64> {
                 attempt,
                 cost,
                 usage: None,
+                at: None,
                 kind: FinishKind::Requeue,
             })
             .collect()

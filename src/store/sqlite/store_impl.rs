@@ -135,6 +135,7 @@ impl TaskQueue for SqliteStore {
                 credits_to_charge: c.credits_to_charge,
                 reserved: c.pick.cost,
                 usage: None,
+                row_at: None,
             })
             .collect())
     }
