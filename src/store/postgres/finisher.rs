@@ -2,7 +2,8 @@
 //!
 //! [`Store::finish`](crate::store::Store::finish) hands its outcomes to this node's finisher
 //! task over a channel and waits for the commit. The finisher takes everything queued up to
-//! [`MAX_FINISH_GROUP`] outcomes and commits it as one transaction: the task rows, the
+//! [`MAX_FINISH_GROUP`] outcomes and commits it as one transaction ([`FINISHERS`] groups at a
+//! time): the task rows, the
 //! webhook deliveries of the tasks that became terminal (the outbox), the queued counts and
 //! cursors of retried tasks, and this node's finish-side counter row per organization (running
 //! count, reservations, charges). A finish only applies while the task is still PROCESSING with
@@ -38,8 +39,12 @@ use crate::store::{ClaimedTask, Error, Outcome, Result};
 
 /// Most outcomes folded into one finish transaction.
 const MAX_FINISH_GROUP: usize = 1024;
-/// Finish transactions in flight at once per node (more only queue on this node's own counter rows).
-const FINISHERS: usize = 1;
+/// Finish transactions in flight at once per node. Two let one group's statements run while the
+/// other waits for its durable commit; they meet only at the end, on this node's finish-side
+/// counter rows (each takes them in the same order: organizations ascending, then task types),
+/// so the second waits there for the first's commit, not through it. Measured
+/// (docs/PERFORMANCE.md): 1 → 2 drained +24% on one node; 4 was no better than 2.
+const FINISHERS: usize = 2;
 
 /// SQL: the task's `usage` (`t.usage`) plus its attempt's (`u.usage`, a JSON object or NULL), field
 /// by field (a field either side has is kept; absent counts as 0); unchanged when `u.usage` is
