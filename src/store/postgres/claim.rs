@@ -28,7 +28,9 @@
 //!    have no room the walk asks only for the others ([`PICK_OPEN`]) and leaves the cursor
 //!    where it was (it cannot see the skipped rows).
 //! 5. [`start_tasks`]: mark the picked tasks PROCESSING with this node's id ([`START`]): a
-//!    heap-only (HOT) update, no index entry (`0009_hot_claims.sql`).
+//!    heap-only (HOT) update, no index entry (`0009_hot_claims.sql`), of the rows at the
+//!    addresses the pick read (their `ctid`: no primary-key lookup); each started task keeps its
+//!    new row version's address for its finish ([`ClaimedTask::row_at`]).
 //! 6. [`fail_unaffordable`]: the rejected ones become FAILED `INSUFFICIENT_CREDITS`, with their
 //!    webhook deliveries ([`FAIL_UNAFFORDABLE`]).
 //! 7. [`record_turns`]: per organization, the queued counts, the cursors and `served_at`
