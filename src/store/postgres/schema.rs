@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0007_engine_health.sql"),
     include_str!("../../../migrations/postgres/0008_sync.sql"),
     include_str!("../../../migrations/postgres/0009_hot_claims.sql"),
+    include_str!("../../../migrations/postgres/0010_purge_by_seq.sql"),
 ];
 
 /// Arbitrary constant naming the migration lock.

@@ -145,8 +145,3 @@ fn outbox_statements_are_unchanged() {
         format!("UPDATE webhook_deliveries SET state = 2, owner = NULL {guard}")
     );
 }
-
-#[test]
-fn the_purge_batch_is_the_statements_limit() {
-    assert!(super::upkeep::PURGE_TASKS.contains(&format!("LIMIT {})", super::upkeep::PURGE_BATCH)));
-}
