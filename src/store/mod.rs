@@ -509,16 +509,6 @@ pub enum Outcome {
     Requeue,
 }
 
-impl Outcome {
-    /// A completed attempt whose result is `result` ([`Outcome::Completed`] holds its text).
-    pub fn completed(result: &Value, credits: i64) -> Outcome {
-        Outcome::Completed {
-            result: json_text(result).into(),
-            credits,
-        }
-    }
-}
-
 /// Most attempts of one webhook delivery (reference §3).
 pub(crate) const WEBHOOK_MAX_ATTEMPTS: u32 = 5;
 

@@ -61,38 +61,40 @@ macro_rules! usage_plus {
     };
 }
 
-/// Terminal outcomes (`$1` seq, `$2` attempt, `$3` status, `$4` response, `$5` charge, `$7`
-/// usage, as arrays; `$6` the finish time): applied only to tasks still PROCESSING in that
-/// attempt. Returns what the counters and the outbox need.
-const FINISH_TERMINAL: &str = concat!(
-    "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
-                        finished_ms = $6, node = NULL, ",
-    usage_plus!(),
-    "
+/// The terminal-outcome update: the arrays `$1` seq, `$2` attempt, `$3` status, `$4` response,
+/// `$5` charge, `$7` usage (plus `$arrays`, named `$names`), `$6` the finish time; each row
+/// found by `$found` and applied only while still PROCESSING in that attempt. Returns what the
+/// counters and the outbox need.
+macro_rules! finish_terminal {
+    ($arrays:literal, $names:literal, $found:literal) => {
+        concat!(
+            "UPDATE tasks AS t SET status = u.status, response = u.response,
+                        credits_charged = u.charged, finished_ms = $6, node = NULL, ",
+            usage_plus!(),
+            "
                    FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[],
-                               $7::text[])
-                        AS u(seq, attempt, status, response, charged, usage)
-                  WHERE t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
+                               $7::text[]",
+            $arrays,
+            ") AS u(seq, attempt, status, response, charged, usage",
+            $names,
+            ")
+                  WHERE ",
+            $found,
+            " AND t.seq = u.seq AND t.status = 1 AND t.attempts = u.attempt
                  RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id, t.task_type"
-);
+        )
+    };
+}
 
-/// [`FINISH_TERMINAL`] for rows found by address: `$8` is each task's row version as its
-/// claim left it (`ctid` as text, [`ClaimedTask::row_at`]), so no primary-key lookup is
-/// needed. Only the finish and a reaper's requeue change a PROCESSING row; after a requeue the
-/// address holds a dead version and the row does not match, as by `seq` the attempt check would
-/// not: [`finish_terminal`] tries the rows this did not update by `seq`.
-const FINISH_TERMINAL_AT: &str = concat!(
-    "UPDATE tasks AS t SET status = u.status, response = u.response, credits_charged = u.charged,
-                        finished_ms = $6, node = NULL, ",
-    usage_plus!(),
-    "
-                   FROM unnest($1::bigint[], $2::int[], $3::smallint[], $4::text[], $5::bigint[],
-                               $7::text[], $8::text[])
-                        AS u(seq, attempt, status, response, charged, usage, at)
-                  WHERE t.ctid = u.at::tid AND t.seq = u.seq AND t.status = 1
-                    AND t.attempts = u.attempt
-                 RETURNING t.seq, t.org, u.charged, t.webhook_url, t.id, t.task_type"
-);
+/// Terminal outcomes found by `seq` (the primary key).
+const FINISH_TERMINAL: &str = finish_terminal!("", "", "TRUE");
+
+/// Terminal outcomes found by address: `$8` is each task's row version as its claim left it
+/// (`ctid` as text, [`ClaimedTask::row_at`]), so no primary-key lookup is needed. Only the
+/// finish and a reaper's requeue change a PROCESSING row; after a requeue the address holds a
+/// dead version and the row does not match, as by `seq` the attempt check would not:
+/// [`finish_terminal`] tries the rows this did not update by `seq` ([`FINISH_TERMINAL`]).
+const FINISH_TERMINAL_AT: &str = finish_terminal!(", $8::text[]", ", at", "t.ctid = u.at::tid");
 
 /// The outbox: a pending delivery per task that just became terminal with a webhook URL, due
 /// now (`$5`), committed with the terminal statuses.
@@ -290,17 +292,41 @@ pub(crate) async fn run_finisher(
     groups.wait().await;
 }
 
+/// Terminal outcomes as the array parameters of [`FINISH_TERMINAL`] / [`FINISH_TERMINAL_AT`].
+#[derive(Default)]
+struct Terminal<'a> {
+    seq: Vec<i64>,
+    att: Vec<i32>,
+    status: Vec<i16>,
+    resp: Vec<&'a str>,
+    charged: Vec<i64>,
+    usage: Vec<Option<&'a str>>,
+    /// The row addresses the claims left ([`ClaimedTask::row_at`]).
+    at: Vec<Option<&'a str>>,
+}
+
+impl<'a> Terminal<'a> {
+    /// The outcomes whose task is not in `found`.
+    fn without(&self, found: &std::collections::HashSet<i64>) -> Terminal<'a> {
+        let mut t = Terminal::default();
+        for i in (0..self.seq.len()).filter(|&i| !found.contains(&self.seq[i])) {
+            t.seq.push(self.seq[i]);
+            t.att.push(self.att[i]);
+            t.status.push(self.status[i]);
+            t.resp.push(self.resp[i]);
+            t.charged.push(self.charged[i]);
+            t.usage.push(self.usage[i]);
+            t.at.push(self.at[i]);
+        }
+        t
+    }
+}
+
 /// A group's outcomes as the array parameters of [`FINISH_TERMINAL`] and [`FINISH_RETRY`].
 #[derive(Default)]
 struct Columns<'a> {
-    /// Terminal outcomes: seq, attempt, status, response, charge.
-    d_seq: Vec<i64>,
-    d_att: Vec<i32>,
-    d_status: Vec<i16>,
-    d_resp: Vec<&'a str>,
-    d_charged: Vec<i64>,
-    d_usage: Vec<Option<&'a str>>,
-    d_at: Vec<Option<&'a str>>,
+    /// Terminal outcomes.
+    done: Terminal<'a>,
     /// Retries: seq, attempt, run after, usage.
     r_seq: Vec<i64>,
     r_att: Vec<i32>,
@@ -325,13 +351,14 @@ impl<'a> Columns<'a> {
                     response,
                     charged,
                 } => {
-                    c.d_seq.push(r.seq);
-                    c.d_att.push(r.attempt);
-                    c.d_status.push(*status);
-                    c.d_resp.push(response);
-                    c.d_charged.push(*charged);
-                    c.d_usage.push(r.usage.as_deref());
-                    c.d_at.push(r.at.as_deref());
+                    let d = &mut c.done;
+                    d.seq.push(r.seq);
+                    d.att.push(r.attempt);
+                    d.status.push(*status);
+                    d.resp.push(response);
+                    d.charged.push(*charged);
+                    d.usage.push(r.usage.as_deref());
+                    d.at.push(r.at.as_deref());
                 }
                 FinishKind::Retry { run_after_ms } => {
                     c.r_seq.push(r.seq);
@@ -416,11 +443,12 @@ async fn finish_terminal(
     left: &mut Vec<i16>,
 ) -> Result<Hooks> {
     let mut hooks = Hooks::default();
-    if cols.d_seq.is_empty() {
+    let d = &cols.done;
+    if d.seq.is_empty() {
         return Ok(hooks);
     }
     let mut done = Vec::new();
-    if cols.d_at.iter().any(Option::is_some) {
+    if d.at.iter().any(Option::is_some) {
         let stmt = tx
             .prepare_cached(FINISH_TERMINAL_AT)
             .await
@@ -429,36 +457,31 @@ async fn finish_terminal(
             .query(
                 &stmt,
                 &[
-                    &cols.d_seq,
-                    &cols.d_att,
-                    &cols.d_status,
-                    &cols.d_resp,
-                    &cols.d_charged,
-                    &now,
-                    &cols.d_usage,
-                    &cols.d_at,
+                    &d.seq, &d.att, &d.status, &d.resp, &d.charged, &now, &d.usage, &d.at,
                 ],
             )
             .await
             .map_err(pg_err)?;
     }
-    if done.len() < cols.d_seq.len() {
+    if done.len() < d.seq.len() {
         // Rows without an address, or whose address no longer holds them: by `seq`.
-        let found: std::collections::HashSet<i64> = done.iter().map(|r| r.get(0)).collect();
-        let rest: Vec<usize> = (0..cols.d_seq.len())
-            .filter(|&i| !found.contains(&cols.d_seq[i]))
-            .collect();
-        let seq: Vec<i64> = rest.iter().map(|&i| cols.d_seq[i]).collect();
-        let att: Vec<i32> = rest.iter().map(|&i| cols.d_att[i]).collect();
-        let status: Vec<i16> = rest.iter().map(|&i| cols.d_status[i]).collect();
-        let resp: Vec<&str> = rest.iter().map(|&i| cols.d_resp[i]).collect();
-        let charged: Vec<i64> = rest.iter().map(|&i| cols.d_charged[i]).collect();
-        let usage: Vec<Option<&str>> = rest.iter().map(|&i| cols.d_usage[i]).collect();
+        let rest = d.without(&done.iter().map(|r| r.get(0)).collect());
         let stmt = tx.prepare_cached(FINISH_TERMINAL).await.map_err(pg_err)?;
         done.extend(
-            tx.query(&stmt, &[&seq, &att, &status, &resp, &charged, &now, &usage])
-                .await
-                .map_err(pg_err)?,
+            tx.query(
+                &stmt,
+                &[
+                    &rest.seq,
+                    &rest.att,
+                    &rest.status,
+                    &rest.resp,
+                    &rest.charged,
+                    &now,
+                    &rest.usage,
+                ],
+            )
+            .await
+            .map_err(pg_err)?,
         );
     }
     for r in &done {
