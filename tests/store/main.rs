@@ -210,6 +210,7 @@ store_tests!(
     caps_hold_and_finishing_frees_the_slot,
     no_task_is_claimed_twice_by_concurrent_claimers,
     a_new_organization_waits_for_at_most_one_slot,
+    a_small_claim_reaches_a_free_slot_behind_organizations_at_their_cap,
     retries_hold_no_slot_and_come_back_when_due,
     a_due_retry_goes_before_newer_tasks_of_its_priority,
     a_second_finish_of_the_same_attempt_changes_nothing,
@@ -392,6 +393,31 @@ async fn a_new_organization_waits_for_at_most_one_slot(b: Backend) {
     let next = s.claim(1).await.expect("claim");
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].id, late);
+}
+
+async fn a_small_claim_reaches_a_free_slot_behind_organizations_at_their_cap(b: Backend) {
+    // Twenty organizations at their cap, all served longer ago than the twenty-first, which has
+    // a free slot: a claim of one still finds it (on PostgreSQL a claim of one locks at most 18
+    // organizations, least recently served first; those at their cap must not fill them).
+    let f = Fixture::new(&b, &[(1, 1_000_000, 1000); 21]).await;
+    let s = &*f.store;
+    for &org in &f.orgs[..20] {
+        submit(s, org, vec![task(1, None), task(1, None)]).await;
+    }
+    let busy = s.claim(20).await.expect("claim");
+    assert_eq!(busy.len(), 20, "one task of each of the twenty");
+    let last = f.orgs[20];
+    let ids = submit(s, last, vec![task(1, None), task(1, None)]).await;
+    let first = s.claim(1).await.expect("claim");
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[0]]);
+    finish(s, &first[0], completed()).await;
+    let next = s.claim(1).await.expect("claim");
+    assert_eq!(
+        next.iter().map(|t| t.id).collect::<Vec<_>>(),
+        [ids[1]],
+        "the free slot is found behind the organizations at their cap"
+    );
+    assert_eq!(s.totals().await.expect("totals"), (20, 21));
 }
 
 async fn retries_hold_no_slot_and_come_back_when_due(b: Backend) {

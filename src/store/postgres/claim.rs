@@ -11,10 +11,11 @@
 //!    it is exact, cluster-wide, and only finishes and the reaper (which only lower it) can
 //!    change it meanwhile. A dead node's tasks leave PROCESSING with its lease, so the count
 //!    heals itself. A claim without limited lanes runs no extra statement.
-//! 1. [`lock_orgs`]: lock up to `2n+16` organizations with queued work, least recently served
-//!    first, `FOR UPDATE SKIP LOCKED` ([`LOCK_ORGS`]). Another node claiming at the same time
-//!    skips them, so the cap check and the increment of the running count can never
-//!    interleave: an organization never has more PROCESSING tasks than its limit, cluster-wide.
+//! 1. [`lock_orgs`]: lock up to `2n+16` organizations with queued work and (as last committed)
+//!    a free slot, least recently served first, `FOR UPDATE SKIP LOCKED` ([`LOCK_ORGS`]).
+//!    Another node claiming at the same time skips them, so the cap check and the increment of
+//!    the running count can never interleave: an organization never has more PROCESSING tasks
+//!    than its limit, cluster-wide.
 //! 2. [`usage`]: their running tasks and spent credits over every node ([`USAGE`]).
 //! 3. [`share_slots`] (no I/O): organizations at their cap are skipped; the `n` free worker
 //!    slots are shared among the others round-robin, one per turn.
@@ -68,14 +69,24 @@ type Tx<'a> = deadpool_postgres::Transaction<'a>;
 /// finish, a submission) flushes the WAL past it anyway.
 const ASYNC_COMMIT: &str = "SET LOCAL synchronous_commit = off";
 
-/// Step 1: up to `$1` organizations with queued work, least recently served first, locked;
-/// with their cap, committed credits, queued counts and claim cursors per priority.
+/// Step 1: up to `$1` organizations with queued work and, as last committed, a free slot
+/// under their cap, least recently served first, locked; with their cap, committed credits,
+/// queued counts and claim cursors per priority.
+///
+/// The free-slot test reads the running counts without their locks: it only keeps
+/// organizations at their cap out of the window (step 2 counts again, under the lock). Without
+/// it, organizations at their cap (whose turn does not come, so they stay least recently
+/// served) filled the window of a small claim, and a slot free further on was not found until
+/// enough slots were free for the window to reach it (store test
+/// `a_small_claim_reaches_a_free_slot_behind_organizations_at_their_cap`).
 pub(super) const LOCK_ORGS: &str = concat!(
     "SELECT id, concurrency, credits, q1, q2, q3, q4, q5, q6, q7, q8, q9, q10, ",
     "c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 FROM orgs
                       WHERE ",
     q_sum!(),
     " > 0
+                        AND concurrency > (SELECT coalesce(sum(n.processing), 0) FROM org_nodes n
+                                            WHERE n.org = orgs.id)
                       ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED"
 );
 
@@ -186,7 +197,7 @@ const PAGE_SLACK: i64 = 8;
 const PAGE_MAX: i64 = 512;
 
 /// How many organizations [`LOCK_ORGS`] locks for a claim of `max` tasks: more than `max`, so
-/// organizations at their cap do not starve the others.
+/// organizations that turn out to be at their cap or out of credits do not starve the others.
 fn lock_limit(max: usize) -> i64 {
     max as i64 * 2 + 16
 }

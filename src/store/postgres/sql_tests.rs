@@ -55,11 +55,15 @@ fn counter_statements_are_unchanged() {
 
 #[test]
 fn claim_statements_are_unchanged() {
+    // Since then step 1 also leaves out organizations at their cap (issue 14: store test
+    // `a_small_claim_reaches_a_free_slot_behind_organizations_at_their_cap`).
     assert_eq!(
         super::claim::LOCK_ORGS,
         format!(
             "SELECT id, concurrency, credits, {}, {} FROM orgs
                       WHERE {} > 0
+                        AND concurrency > (SELECT coalesce(sum(n.processing), 0) FROM org_nodes n
+                                            WHERE n.org = orgs.id)
                       ORDER BY served_at LIMIT $1 FOR UPDATE SKIP LOCKED",
             (1..=10)
                 .map(|p| format!("q{p}"))
