@@ -11,9 +11,9 @@ pub(super) fn aimode(ctx: &mut Ctx, extra_credits: &mut u32) -> ResultText {
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
     let mut m = Obj::new();
-    m.put("text", &text);
-    m.put("sources", &basic_sources(&sources));
-    m.put("citationPills", &pills(&sources, 1));
+    m.put_str("text", &text);
+    m.put_objects("sources", &basic_sources(&sources));
+    m.put_objects("citationPills", &pills(&sources, 1));
     text_md_html(ctx, &mut m, &a, &sources);
     for key in ["places", "shoppingCards"] {
         m.put(key, EMPTY);

@@ -1,41 +1,63 @@
 //! The simulated ChatGPT (reference §5.1): text, sources with footnotes and dates, entities, citation pills, and the `include` extras (raw response, search queries, shopping cards, ads).
 
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::context::*;
 use crate::engines::ResultText;
 
 /// A ChatGPT source (reference §5.1): a footnote flag, and a date on every other one.
-#[derive(Serialize)]
 struct Source<'a> {
     position: usize,
     url: &'a str,
     label: &'a str,
     description: &'a str,
     footnote: bool,
-    #[serde(rename = "datePublished", skip_serializing_if = "Option::is_none")]
     date_published: Option<String>,
 }
 
-#[derive(Serialize)]
+impl JsonObject for Source<'_> {
+    fn members(&self, m: &mut Members<'_>) {
+        m.num("position", self.position)
+            .str("url", self.url)
+            .str("label", self.label)
+            .str("description", self.description)
+            .bool("footnote", self.footnote);
+        if let Some(date) = &self.date_published {
+            m.str("datePublished", date);
+        }
+    }
+}
+
 struct Entity<'a> {
-    #[serde(rename = "type")]
     kind: &'static str,
     name: &'a str,
 }
 
+impl JsonObject for Entity<'_> {
+    fn members(&self, m: &mut Members<'_>) {
+        m.str("type", self.kind).str("name", self.name);
+    }
+}
+
 /// ChatGPT's citation pill, ids from 0.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Pill<'a> {
     url: &'a str,
     label: &'a str,
     domain: &'a str,
     citation_pill_id: usize,
-    #[serde(rename = "type")]
     kind: &'static str,
     position: usize,
+}
+
+impl JsonObject for Pill<'_> {
+    fn members(&self, m: &mut Members<'_>) {
+        m.str("url", self.url)
+            .str("label", self.label)
+            .str("domain", self.domain)
+            .num("citationPillId", self.citation_pill_id)
+            .str("type", self.kind)
+            .num("position", self.position);
+    }
 }
 
 pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
@@ -48,7 +70,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
     };
     let text = ctx.text(&a, sources.len());
     let mut m = Obj::new();
-    m.put("text", &text);
+    m.put_str("text", &text);
     let src: Vec<Source> = sources
         .iter()
         .enumerate()
@@ -61,7 +83,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
             date_published: (i % 2 == 0).then(|| ctx.date_iso()),
         })
         .collect();
-    m.put("sources", &src);
+    m.put_objects("sources", &src);
     m.put("model", "simulated");
     let entities: Vec<Entity> = a
         .brands
@@ -71,7 +93,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
             name: b,
         })
         .collect();
-    m.put("entities", &entities);
+    m.put_objects("entities", &entities);
     m.put("map", EMPTY);
     let pills: Vec<Pill> = sources
         .iter()
@@ -86,7 +108,7 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
             position: i + 1,
         })
         .collect();
-    m.put("citationPills", &pills);
+    m.put_objects("citationPills", &pills);
     text_md_html(ctx, &mut m, &a, &sources);
     if ctx.inc.raw_response {
         m.put("rawResponse", &ctx.raw_response(&text));

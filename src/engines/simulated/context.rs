@@ -654,6 +654,15 @@ pub(super) struct BasicSource<'a> {
     pub(super) description: &'a str,
 }
 
+impl JsonObject for BasicSource<'_> {
+    fn members(&self, m: &mut Members<'_>) {
+        m.num("position", self.position)
+            .str("url", self.url)
+            .str("label", self.label)
+            .str("description", self.description);
+    }
+}
+
 pub(super) fn basic_sources(sources: &[Src]) -> Vec<BasicSource<'_>> {
     sources
         .iter()
@@ -668,14 +677,22 @@ pub(super) fn basic_sources(sources: &[Src]) -> Vec<BasicSource<'_>> {
 }
 
 /// A citation pill of the shared shape (ChatGPT has its own).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 pub(super) struct Pill<'a> {
     label: &'a str,
     citation_pill_id: usize,
     url: &'a str,
     domain: &'a str,
     position: usize,
+}
+
+impl JsonObject for Pill<'_> {
+    fn members(&self, m: &mut Members<'_>) {
+        m.str("label", self.label)
+            .num("citationPillId", self.citation_pill_id)
+            .str("url", self.url)
+            .str("domain", self.domain)
+            .num("position", self.position);
+    }
 }
 
 /// Citation pills for the first (at most 3) sources; `first_id` is 1 (ChatGPT has its own).
@@ -697,6 +714,80 @@ pub(super) fn pills(sources: &[Src], first_id: usize) -> Vec<Pill<'_>> {
 /// An empty JSON array.
 pub(super) const EMPTY: &[(); 0] = &[];
 
+/// `"key":` for one of the engines' own key literals (plain ASCII, never escaped).
+fn push_key(buf: &mut Vec<u8>, key: &'static str) {
+    debug_assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
+        "{key}"
+    );
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+/// `s` as a JSON string, byte for byte what serde_json writes (which escapes `"`, `\` and the
+/// control characters below U+0020, nothing else), but in one branch-free scan and one copy when
+/// nothing needs escaping, as almost every simulated string: serde_json looks each byte up in its
+/// escape table, which was the simulator's largest cost (docs/PERFORMANCE.md).
+pub(super) fn push_str(buf: &mut Vec<u8>, s: &str) {
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
+}
+
+/// An object the simulator writes as JSON text itself ([`Obj::put_objects`]): the shapes every
+/// chat result has several of (sources, citation pills, entities).
+pub(super) trait JsonObject {
+    /// Its members, in order.
+    fn members(&self, m: &mut Members<'_>);
+}
+
+/// The members of an object being written ([`JsonObject`]).
+pub(super) struct Members<'b> {
+    buf: &'b mut Vec<u8>,
+    first: bool,
+}
+
+impl Members<'_> {
+    fn key(&mut self, key: &'static str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        push_key(self.buf, key);
+    }
+
+    pub(super) fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        push_str(self.buf, value);
+        self
+    }
+
+    pub(super) fn num(&mut self, key: &'static str, value: usize) -> &mut Self {
+        self.key(key);
+        // Writing a number into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *self.buf, &value);
+        self
+    }
+
+    pub(super) fn bool(&mut self, key: &'static str, value: bool) -> &mut Self {
+        self.key(key);
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+}
+
 /// A result object written straight to its JSON text, fields in the order they are put (as
 /// the `preserve_order` map it replaced kept them), so no tree of `Value`s is built, walked
 /// to serialize and dropped for every result. Keys are the engines' own literals (plain
@@ -716,27 +807,50 @@ impl Obj {
         }
     }
 
-    /// Appends `"key":value`.
-    pub(super) fn put<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
-        debug_assert!(
-            key.bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'),
-            "{key}"
-        );
-        let mark = self.buf.len();
-        if mark > 1 {
+    /// Appends `"key":` (after a comma unless it is the first field).
+    fn key(&mut self, key: &'static str) {
+        if self.buf.len() > 1 {
             self.buf.push(b',');
         }
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(key.as_bytes());
-        self.buf.extend_from_slice(b"\":");
+        push_key(&mut self.buf, key);
+        self.has_html |= key == "html";
+    }
+
+    /// Appends `"key":value`.
+    pub(super) fn put<T: Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        let mark = self.buf.len();
+        let html = self.has_html;
+        self.key(key);
         // Writing into a Vec fails only for a map with non-string keys, which no simulated
         // value has; the field is then left out rather than written half.
         if serde_json::to_writer(&mut self.buf, value).is_err() {
             self.buf.truncate(mark);
-            return;
+            self.has_html = html;
         }
-        self.has_html |= key == "html";
+    }
+
+    /// Appends `"key":"value"` ([`push_str`]).
+    pub(super) fn put_str(&mut self, key: &'static str, value: &str) {
+        self.key(key);
+        push_str(&mut self.buf, value);
+    }
+
+    /// Appends `"key":[{…},…]`, each object written by its [`JsonObject`] impl.
+    pub(super) fn put_objects<T: JsonObject>(&mut self, key: &'static str, items: &[T]) {
+        self.key(key);
+        self.buf.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            self.buf.push(b'{');
+            item.members(&mut Members {
+                buf: &mut self.buf,
+                first: true,
+            });
+            self.buf.push(b'}');
+        }
+        self.buf.push(b']');
     }
 
     /// Appends `"simulated":true` (every simulated result says so) and closes the object.

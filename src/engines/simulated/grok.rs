@@ -10,7 +10,7 @@ pub(super) fn grok(ctx: &mut Ctx) -> ResultText {
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
     let mut m = Obj::new();
-    m.put("text", &text);
+    m.put_str("text", &text);
     let src: Vec<Value> = sources
         .iter()
         .enumerate()

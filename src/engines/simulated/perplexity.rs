@@ -8,9 +8,9 @@ pub(super) fn perplexity(ctx: &mut Ctx) -> ResultText {
     let sources = ctx.sources(&a.brands);
     let text = ctx.text(&a, sources.len());
     let mut m = Obj::new();
-    m.put("text", &text);
-    m.put("sources", &basic_sources(&sources));
-    m.put("citationPills", &pills(&sources, 1));
+    m.put_str("text", &text);
+    m.put_objects("sources", &basic_sources(&sources));
+    m.put_objects("citationPills", &pills(&sources, 1));
     let related = ctx.queries(4);
     m.put("related_queries", &related[1..]);
     for key in ["videos", "images", "hotels", "places", "shopping_cards"] {

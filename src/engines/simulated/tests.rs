@@ -569,3 +569,34 @@ fn the_code_names_no_cdn_host_cloro_does_not_serve() {
     }
     assert_eq!(hits, Vec::<String>::new());
 }
+
+proptest::proptest! {
+    /// The simulator's own string writer gives exactly serde_json's text, escapes included.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them(s in "(?s).{0,40}|[\\x00-\\x7f]{0,40}|[a-z \"\\\\\\n]{0,20}") {
+        let mut buf = Vec::new();
+        super::context::push_str(&mut buf, &s);
+        proptest::prop_assert_eq!(buf, serde_json::to_vec(&s).expect("a string serializes"));
+    }
+}
+
+#[test]
+fn plain_and_escaped_strings_are_written_as_serde_json_writes_them() {
+    for s in [
+        "",
+        "plain",
+        "quote \"",
+        "back\\slash",
+        "tab\t",
+        "\u{1f}",
+        "\u{7f}",
+        "é🎉",
+        "\u{0}",
+    ] {
+        let mut buf = b"x".to_vec();
+        super::context::push_str(&mut buf, s);
+        let mut want = b"x".to_vec();
+        want.extend(serde_json::to_vec(s).expect("a string serializes"));
+        assert_eq!(buf, want, "{s:?}");
+    }
+}
