@@ -53,6 +53,7 @@ run_one() {
     bullmq) line=$(cd "$here" && node bullmq.mjs | tail -n 1) ;;
     cloro-sqlite-drain) line=$("$cloro" bench --scenario drain-only --json --tasks "$jobs" 2>/dev/null | tail -n 1) ;;
     cloro-pg-drain) line=$("$cloro" bench --scenario drain-only --json --tasks "$jobs" --database "$PEERS_PG" 2>/dev/null | tail -n 1) ;;
+    cloro-pg-drain-2) line=$("$cloro" bench --scenario drain-only --json --tasks "$jobs" --database "$PEERS_PG" --nodes 2 2>/dev/null | tail -n 1) ;;
     cloro-sqlite-enqueue) line=$("$cloro" bench --scenario enqueue --json --tasks "$jobs" 2>/dev/null | tail -n 1) ;;
     cloro-pg-enqueue) line=$("$cloro" bench --scenario enqueue --json --tasks "$jobs" --database "$PEERS_PG" 2>/dev/null | tail -n 1) ;;
   esac
@@ -66,7 +67,7 @@ run_one() {
 }
 
 order=(graphile bullmq)
-(( cloro_drain )) && order+=(cloro-sqlite-drain cloro-pg-drain)
+(( cloro_drain )) && order+=(cloro-sqlite-drain cloro-pg-drain cloro-pg-drain-2)
 (( cloro_any )) && order+=(cloro-sqlite-enqueue cloro-pg-enqueue)
 for round in $(seq 1 "$rounds"); do
   if (( round % 2 )); then seq_=("${order[@]}"); else

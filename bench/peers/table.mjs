@@ -9,6 +9,7 @@ const rows = {
   bullmq: { enqueue: [], drain: [], version: "" },
   "cloro (SQLite)": { enqueue: [], drain: [] },
   "cloro (PostgreSQL)": { enqueue: [], drain: [] },
+  "cloro (PostgreSQL, 2 nodes)": { enqueue: [], drain: [] },
 };
 for (const l of lines) {
   let o;
@@ -33,6 +34,9 @@ for (const l of lines) {
     case "cloro-pg-drain":
       rows["cloro (PostgreSQL)"].drain.push(r.tasksPerSecond);
       break;
+    case "cloro-pg-drain-2":
+      rows["cloro (PostgreSQL, 2 nodes)"].drain.push(r.tasksPerSecond);
+      break;
     case "cloro-sqlite-enqueue":
       rows["cloro (SQLite)"].enqueue.push(r.tasksPerSecond);
       break;
@@ -54,19 +58,19 @@ const pad = (s, n) => String(s).padEnd(n);
 const lpad = (s, n) => String(s).padStart(n);
 
 const med = {};
-console.log(`${pad("peer", 26)} ${lpad("enqueue/s", 10)} ${lpad("drain/s", 10)}  runs`);
+console.log(`${pad("peer", 28)} ${lpad("enqueue/s", 10)} ${lpad("drain/s", 10)}  runs`);
 for (const [name, row] of Object.entries(rows)) {
   med[name] = { enqueue: median(row.enqueue), drain: median(row.drain) };
   const label = row.version ? `${name} ${row.version}` : name;
   const n = Math.max(row.enqueue.length, row.drain.length);
-  console.log(`${pad(label, 26)} ${lpad(fmt(med[name].enqueue), 10)} ${lpad(fmt(med[name].drain), 10)}  ${n}`);
+  console.log(`${pad(label, 28)} ${lpad(fmt(med[name].enqueue), 10)} ${lpad(fmt(med[name].drain), 10)}  ${n}`);
 }
 console.log("");
-console.log(`${pad("cloro / peer (medians)", 45)} ${lpad("enqueue", 8)} ${lpad("drain", 8)}`);
-for (const c of ["cloro (SQLite)", "cloro (PostgreSQL)"]) {
+console.log(`${pad("cloro / peer (medians)", 50)} ${lpad("enqueue", 8)} ${lpad("drain", 8)}`);
+for (const c of ["cloro (SQLite)", "cloro (PostgreSQL)", "cloro (PostgreSQL, 2 nodes)"]) {
   for (const p of ["graphile-worker", "bullmq"]) {
     console.log(
-      `${pad(`${c} / ${p}`, 45)} ${lpad(ratio(med[c].enqueue, med[p].enqueue), 8)} ${lpad(ratio(med[c].drain, med[p].drain), 8)}`,
+      `${pad(`${c} / ${p}`, 50)} ${lpad(ratio(med[c].enqueue, med[p].enqueue), 8)} ${lpad(ratio(med[c].drain, med[p].drain), 8)}`,
     );
   }
 }
