@@ -5,23 +5,18 @@ use serde_json::{Value, json};
 use super::context::*;
 use crate::engines::ResultText;
 
-/// A ChatGPT source (reference §5.1): a footnote flag, and a date on every other one.
+/// A ChatGPT source (reference §5.1): the basic source, a footnote flag, and a date on every
+/// other one.
 struct Source<'a> {
-    position: usize,
-    url: &'a str,
-    label: &'a str,
-    description: &'a str,
+    basic: BasicSource<'a>,
     footnote: bool,
     date_published: Option<String>,
 }
 
 impl JsonObject for Source<'_> {
     fn members(&self, m: &mut Members<'_>) {
-        m.num("position", self.position)
-            .str("url", self.url)
-            .str("label", self.label)
-            .str("description", self.description)
-            .bool("footnote", self.footnote);
+        self.basic.members(m);
+        m.bool("footnote", self.footnote);
         if let Some(date) = &self.date_published {
             m.str("datePublished", date);
         }
@@ -71,14 +66,11 @@ pub(super) fn chatgpt(ctx: &mut Ctx) -> ResultText {
     let text = ctx.text(&a, sources.len());
     let mut m = Obj::new();
     m.put_str("text", &text);
-    let src: Vec<Source> = sources
-        .iter()
+    let src: Vec<Source> = basic_sources(&sources)
+        .into_iter()
         .enumerate()
-        .map(|(i, s)| Source {
-            position: i + 1,
-            url: &s.url,
-            label: &s.label,
-            description: &s.description,
+        .map(|(i, basic)| Source {
+            basic,
             footnote: i == 0,
             date_published: (i % 2 == 0).then(|| ctx.date_iso()),
         })
