@@ -47,7 +47,7 @@
 //!    Σ `credits_charged` of its COMPLETED tasks;
 //! 4. the most PROCESSING tasks sampled per organization ≤ its concurrency;
 //! 5. no node lagged more than its lease outside a fault (see above);
-//! 6. the per-node counters agree with the rows: Σ `org_nodes.processing` (sides 0 and 1) =
+//! 6. the per-node counters agree with the rows: Σ `org_nodes.processing` (the task sides, below 2) =
 //!    the organization's PROCESSING rows, Σ `reserved` = their prices;
 //! 7. no idempotency key got two different task ids.
 //!
@@ -124,7 +124,7 @@ const SQL_BALANCES: &str = "SELECT o.id, o.public_id,
 /// Each organization's running counters over the task sides (0 claims, 1 finishes; side 2 is
 /// sync calls, which the soak does not make).
 const SQL_COUNTERS: &str = "SELECT org, COALESCE(sum(processing), 0)::bigint,
-        COALESCE(sum(reserved), 0)::bigint FROM org_nodes WHERE side IN (0, 1) GROUP BY org";
+        COALESCE(sum(reserved), 0)::bigint FROM org_nodes WHERE side < 2 GROUP BY org";
 
 // ----------------------------------------------------------------------------------------------
 // The proxy.

@@ -175,7 +175,8 @@ pub(super) const SERVED: &str = "UPDATE orgs o SET served_at = u.turn,
 
 /// Step 7: this node's claim-side (side 0) counter rows of organizations `$2` (ascending: the
 /// lock order): `$3` more tasks running, `$4` more credits reserved (arrays, one element per
-/// organization). Finishes write side 1, so they never wait on a claim.
+/// organization). Finishes write their own sides
+/// ([`FINISH_SIDES`](super::finisher::FINISH_SIDES)), so they never wait on a claim.
 const TAKE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, reserved)
                  SELECT u.org, $1, 0, u.p, u.r
                    FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS u(org, p, r)
@@ -185,7 +186,7 @@ const TAKE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, res
 
 /// Step 7: this node's claim-side (side 0) running counts per task type: `$2[i]` more tasks of
 /// type `$1[i]` (sorted, so concurrent claims of this node lock the rows in the same order).
-/// [`RUNNING_BY_TYPE`] sums them with the finish side's.
+/// [`RUNNING_BY_TYPE`] sums them with the finish sides'.
 pub(super) const TAKE_LANES: &str = "INSERT INTO run_lanes(node, task_type, side, n)
                  SELECT $3, u.t, 0, u.n FROM unnest($1::smallint[], $2::int[]) AS u(t, n)
                  ON CONFLICT (node, task_type, side) DO UPDATE SET n = run_lanes.n + EXCLUDED.n";

@@ -3,10 +3,10 @@
 //! [`Store::finish`](crate::store::Store::finish) hands its outcomes to this node's finisher
 //! task over a channel and waits for the commit. The finisher takes everything queued up to
 //! [`MAX_FINISH_GROUP`] outcomes and commits it as one transaction ([`FINISHERS`] groups at a
-//! time): the task rows, the
-//! webhook deliveries of the tasks that became terminal (the outbox), the queued counts and
-//! cursors of retried tasks, and this node's finish-side counter row per organization (running
-//! count, reservations, charges). A finish only applies while the task is still PROCESSING with
+//! time): the task rows, the webhook deliveries of the tasks that became terminal (the outbox),
+//! the queued counts and cursors of retried tasks, and this node's finish-side counter row per
+//! organization (running count, reservations, charges), on the counter side of that group
+//! ([`FINISH_SIDES`]), so groups in flight together never wait for each other. A finish only applies while the task is still PROCESSING with
 //! the same attempt number, so an attempt taken over by another node changes nothing.
 //!
 //! The transaction first holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)), so
@@ -44,12 +44,15 @@ use crate::store::{ClaimedTask, Error, Outcome, Result};
 /// 5), the drain level within the noise (−2%); 256 with two finishers drained 8% less.
 const MAX_FINISH_GROUP: usize = 256;
 /// Finish transactions in flight at once per node. Several let one group's statements run while
-/// another waits for its durable commit; they meet only at the end, on this node's finish-side
-/// counter rows (each takes them in the same order: organizations ascending, then task types),
-/// so one waits there for another's commit, not through it. Measured (docs/PERFORMANCE.md):
-/// with groups of 1024, 1 → 2 drained +24% on one node and 4 was no better than 2; with groups
-/// of 256, three keep the drain where two groups of 1024 had it.
-const FINISHERS: usize = 3;
+/// another waits for its durable commit. Measured (docs/PERFORMANCE.md): with groups of 1024,
+/// 1 → 2 drained +24% on one node and 4 was no better than 2; with groups of 256, three keep the
+/// drain where two groups of 1024 had it.
+const FINISHERS: usize = FINISH_SIDES.len();
+/// The counter side (`org_nodes.side`, `run_lanes.side`) each finish group in flight writes: one
+/// per group, so groups never wait for each other's commit on a counter row. Sides up to 1 are
+/// tasks (0 is the claims'), side 2 is sync calls (see [`sync`](super::sync)): every reader sums
+/// `side < 2` for the running tasks, so a finish side is 1 or below 0.
+pub(super) const FINISH_SIDES: [i16; 3] = [1, -1, -2];
 
 /// SQL: the task's `usage` (`t.usage`) plus its attempt's (`u.usage`, a JSON object or NULL), field
 /// by field (a field either side has is kept; absent counts as 0); unchanged when `u.usage` is
@@ -133,20 +136,23 @@ const FINISH_REQUEUE: &str = concat!(
                  RETURNING t.seq, t.org, t.priority, t.task_type"
 );
 
-/// This node's finish-side (side 1) counter row of organization `$1`: `$3` tasks left
-/// PROCESSING, releasing `$4` reserved credits and charging `$5`. No claim and no other node's
-/// finish waits on this row.
-const RELEASE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, reserved, charged) VALUES ($1, $2, 1, -($3::int), -($4::bigint), $5)
+/// This node's finish-side counter rows (side `$3`, one of [`FINISH_SIDES`]) of organizations
+/// `$1` (ascending: the lock order): `$4` tasks left PROCESSING, releasing `$5` reserved credits
+/// and charging `$6` (arrays, one element per organization). No claim and no other node's
+/// finish, nor another finish group of this node, waits on these rows.
+const RELEASE_SLOTS: &str = "INSERT INTO org_nodes(org, node, side, processing, reserved, charged)
+             SELECT u.org, $2, $3, -u.p, -u.r, u.c
+               FROM unnest($1::bigint[], $4::int[], $5::bigint[], $6::bigint[]) AS u(org, p, r, c)
              ON CONFLICT (org, node, side) DO UPDATE SET
                 processing = org_nodes.processing + EXCLUDED.processing,
                 reserved = org_nodes.reserved + EXCLUDED.reserved,
                 charged = org_nodes.charged + EXCLUDED.charged";
 
-/// This node's finish-side (side 1) running counts per task type: `$2[i]` tasks of type `$1[i]`
-/// left PROCESSING (sorted by type: the lock order). See
+/// This node's finish-side (side `$4`) running counts per task type: `$2[i]` tasks of type
+/// `$1[i]` left PROCESSING (sorted by type: the lock order). See
 /// [`TAKE_LANES`](super::claim::TAKE_LANES).
 const RELEASE_LANES: &str = "INSERT INTO run_lanes(node, task_type, side, n)
-             SELECT $3, u.t, 1, -u.n FROM unnest($1::smallint[], $2::int[]) AS u(t, n)
+             SELECT $3, u.t, $4, -u.n FROM unnest($1::smallint[], $2::int[]) AS u(t, n)
              ON CONFLICT (node, task_type, side) DO UPDATE SET n = run_lanes.n + EXCLUDED.n";
 
 /// One `finish` call waiting for the finisher.
@@ -232,8 +238,12 @@ pub(crate) async fn run_finisher(
     mut rx: mpsc::Receiver<FinishReq>,
     cancel: CancellationToken,
 ) {
-    // A few groups in flight at once: commits overlap instead of queueing behind each other.
-    let inflight = Arc::new(tokio::sync::Semaphore::new(FINISHERS));
+    // A few groups in flight at once, each writing its own counter side: commits overlap
+    // instead of queueing behind each other.
+    let (side_back, mut sides) = mpsc::channel::<i16>(FINISHERS);
+    for side in FINISH_SIDES {
+        let _ = side_back.try_send(side);
+    }
     let groups = TaskTracker::new();
     let mut closing = false;
     loop {
@@ -247,7 +257,7 @@ pub(crate) async fn run_finisher(
             }
         };
         let Some(first) = next else { break };
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
+        let Some(side) = sides.recv().await else {
             break;
         };
         let mut group = vec![first];
@@ -262,39 +272,47 @@ pub(crate) async fn run_finisher(
             }
         }
         let shared = shared.clone();
+        let side_back = side_back.clone();
         groups.spawn(async move {
-            let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
-            // Bounded: a held lock or a dead connection fails the group (its finishes are
-            // retried by their callers) instead of stalling every finish of this node.
-            let result = shared.bounded(finish_rows(&shared, &rows)).await;
-            drop(permit);
-            if result.is_ok() {
-                shared.notify.notify_one();
-                shared.bump();
-            } else if group.len() > 1 {
-                // One call's outcomes may be what failed (its organization's row is held
-                // locked): the other calls must not fail with it, so each is tried alone.
-                for g in group {
-                    let rows: Vec<&FinishRow> = g.rows.iter().collect();
-                    let alone = shared.bounded(finish_rows(&shared, &rows)).await;
-                    if alone.is_ok() {
-                        shared.notify.notify_one();
-                        shared.bump();
-                    }
-                    let _ = g.reply.send(alone);
-                }
-                return;
-            }
-            for g in group {
-                let _ = g.reply.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(Error::Unavailable(e.to_string().into())),
-                });
-            }
+            finish_group(&shared, group, side).await;
+            // The side is free again (the channel holds every side, so this never fails).
+            let _ = side_back.try_send(side);
         });
     }
     groups.close();
     groups.wait().await;
+}
+
+/// Commits one group of finish calls on counter side `side` and answers each call.
+async fn finish_group(shared: &Arc<Shared>, group: Vec<FinishReq>, side: i16) {
+    let rows: Vec<&FinishRow> = group.iter().flat_map(|g| g.rows.iter()).collect();
+    // Bounded: a held lock or a dead connection fails the group (its finishes are retried by
+    // their callers) instead of stalling every finish of this node.
+    let result = shared.bounded(finish_rows(shared, &rows, side)).await;
+    drop(rows);
+    if result.is_ok() {
+        shared.notify.notify_one();
+        shared.bump();
+    } else if group.len() > 1 {
+        // One call's outcomes may be what failed (its organization's row is held locked): the
+        // other calls must not fail with it, so each is tried alone.
+        for g in group {
+            let rows: Vec<&FinishRow> = g.rows.iter().collect();
+            let alone = shared.bounded(finish_rows(shared, &rows, side)).await;
+            if alone.is_ok() {
+                shared.notify.notify_one();
+                shared.bump();
+            }
+            let _ = g.reply.send(alone);
+        }
+        return;
+    }
+    for g in group {
+        let _ = g.reply.send(match &result {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Unavailable(e.to_string().into())),
+        });
+    }
 }
 
 /// Terminal outcomes as the array parameters of [`FINISH_TERMINAL`] / [`FINISH_TERMINAL_AT`].
@@ -392,8 +410,9 @@ struct Hooks {
     url: Vec<String>,
 }
 
-/// Commits one group of outcomes (see the module docs).
-pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<()> {
+/// Commits one group of outcomes, this node's counters on side `side` (one of
+/// [`FINISH_SIDES`]; see the module docs).
+pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow], side: i16) -> Result<()> {
     let now = shared.clock.now_ms();
     let mut client = shared.conn().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
@@ -425,7 +444,7 @@ pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow]) -> Result<
     }
     finish_retries(shared, &tx, &cols, &mut per_org, &mut left).await?;
     let requeued = finish_requeues(&tx, &cols, &mut per_org, &mut left).await?;
-    update_counters(shared, &tx, &per_org, &left).await?;
+    update_counters(shared, &tx, &per_org, &left, side).await?;
     if requeued {
         // Runnable at once: every node's dispatcher may take them.
         tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
@@ -574,7 +593,7 @@ async fn finish_requeues(
 }
 
 /// Step 4: the counters. Retried tasks' queued counts and cursors ([`REQUEUE`]), then this
-/// node's finish-side rows ([`RELEASE_SLOTS`]), then its finish-side lane counts
+/// node's finish-side rows on side `side` ([`RELEASE_SLOTS`]), then its finish-side lane counts
 /// ([`RELEASE_LANES`]). Lock order: `orgs` rows before `org_nodes` rows, each by organization
 /// id (BTreeMap order), then `run_lanes` rows by task type.
 async fn update_counters(
@@ -582,22 +601,21 @@ async fn update_counters(
     tx: &deadpool_postgres::Transaction<'_>,
     per_org: &BTreeMap<i64, OrgDelta>,
     left: &[i16],
+    side: i16,
 ) -> Result<()> {
-    let mine = tx.prepare_cached(RELEASE_SLOTS).await.map_err(pg_err)?;
     let stmt = tx.prepare_cached(REQUEUE).await.map_err(pg_err)?;
     for (org, delta) in per_org.iter().filter(|(_, d)| !d.queued.is_empty()) {
         requeue(tx, &stmt, org, &delta.queued, &delta.requeued).await?;
     }
-    for (org, delta) in per_org {
+    if !per_org.is_empty() {
+        let orgs: Vec<i64> = per_org.keys().copied().collect();
+        let released: Vec<i32> = per_org.values().map(|d| d.released).collect();
+        let cost: Vec<i64> = per_org.values().map(|d| d.cost).collect();
+        let charged: Vec<i64> = per_org.values().map(|d| d.charged).collect();
+        let stmt = tx.prepare_cached(RELEASE_SLOTS).await.map_err(pg_err)?;
         tx.execute(
-            &mine,
-            &[
-                org,
-                &shared.node,
-                &delta.released,
-                &delta.cost,
-                &delta.charged,
-            ],
+            &stmt,
+            &[&orgs, &shared.node, &side, &released, &cost, &charged],
         )
         .await
         .map_err(pg_err)?;
@@ -605,7 +623,7 @@ async fn update_counters(
     let (types, counts) = super::claim::per_type(left.iter().copied());
     if !types.is_empty() {
         let stmt = tx.prepare_cached(RELEASE_LANES).await.map_err(pg_err)?;
-        tx.execute(&stmt, &[&types, &counts, &shared.node])
+        tx.execute(&stmt, &[&types, &counts, &shared.node, &side])
             .await
             .map_err(pg_err)?;
     }

@@ -18,8 +18,9 @@
 //! * **Counters.** `orgs.q1..q10` (QUEUED per priority, waiting retries included) are updated
 //!   in the same transaction as every task state change; running tasks, reservations and
 //!   not-yet-folded charges are in `org_nodes` rows per (organization, node, side): a node's
-//!   claims write side 0 and its finishes side 1, so they never wait for each other, and nodes
-//!   never write each other's rows. The status endpoint reads a few rows; the queue limit is one
+//!   claims write side 0 and each of its finish groups in flight its own side (1, -1, -2;
+//!   sync calls are side 2), so they never wait for each other, and nodes never write each
+//!   other's rows. The status endpoint reads a few rows; the queue limit is one
 //!   conditional `UPDATE`; nothing counts task rows ([`counters`]).
 //! * **Claim.** One transaction (`synchronous_commit = off`: a claim lost in a crash only means
 //!   the task runs again): lock organizations with queued work, least recently served first,

@@ -35,7 +35,7 @@ const GET_TASK: &str =
                  FROM tasks WHERE seq = $1";
 
 /// Organization `$1`'s queued counts per priority, its running tasks over every node (the
-/// claim and finish sides 0 and 1), its slots in use (every side: sync calls in flight are
+/// claim and finish sides, below 2), its slots in use (every side: sync calls in flight are
 /// side 2, see [`sync`](super::sync)), and its cap.
 const STATUS: &str = "SELECT q1, q2, q3, q4, q5, q6, q7, q8, q9, q10,
                         (SELECT COALESCE(sum(processing) FILTER (WHERE side < 2), 0)::int FROM org_nodes WHERE org = o.id),

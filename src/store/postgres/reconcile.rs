@@ -202,7 +202,7 @@ pub(crate) async fn reconcile(shared: &Shared) -> Result<u64> {
     };
     if !orphans.is_empty() {
         let refs: Vec<&FinishRow> = orphans.iter().collect();
-        finisher::finish_rows(shared, &refs).await?;
+        finisher::finish_rows(shared, &refs, finisher::FINISH_SIDES[0]).await?;
         shared.notify.notify_one();
         shared.bump();
         tracing::warn!(

@@ -149,3 +149,17 @@ fn outbox_statements_are_unchanged() {
         format!("UPDATE webhook_deliveries SET state = 2, owner = NULL {guard}")
     );
 }
+
+/// Every reader counts the running tasks as the sum over the sides below 2 (side 0: claims;
+/// side 2: sync calls): each finish group's side must be one of them, and no two groups in
+/// flight may share one (they would wait for each other's commit on the counter rows).
+#[test]
+fn finish_sides_are_task_sides_of_their_own() {
+    let sides = super::finisher::FINISH_SIDES;
+    let mut seen = std::collections::HashSet::new();
+    for side in sides {
+        assert!(side < 2, "side {side} is not counted as running tasks");
+        assert_ne!(side, 0, "side 0 is the claims'");
+        assert!(seen.insert(side), "side {side} is used twice");
+    }
+}
