@@ -260,9 +260,41 @@ pub static ALL_COUNTRIES: &[(&str, &str)] = &[
     ("ZW", "Zimbabwe"),
 ];
 
+/// The codes of `list` as a bit set: bit `b - 'A'` of word `a - 'A'` is set for code `ab`.
+/// Every code must be two uppercase ASCII letters (checked when the constant is built: a code
+/// that is not fails the build).
+const fn code_set(list: &[(&str, &str)]) -> [u32; 26] {
+    let mut set = [0u32; 26];
+    let mut i = 0;
+    while i < list.len() {
+        let code = list[i].0.as_bytes();
+        assert!(
+            code.len() == 2 && code[0].is_ascii_uppercase() && code[1].is_ascii_uppercase(),
+            "a code is two uppercase letters"
+        );
+        set[(code[0] - b'A') as usize] |= 1 << (code[1] - b'A');
+        i += 1;
+    }
+    set
+}
+
+/// Whether `code` is in `set` (built by [`code_set`]): two uppercase letters whose bit is set.
+fn in_code_set(set: &[u32; 26], code: &str) -> bool {
+    match code.as_bytes() {
+        &[a, b] if a.is_ascii_uppercase() && b.is_ascii_uppercase() => {
+            set[usize::from(a - b'A')] >> (b - b'A') & 1 == 1
+        }
+        _ => false,
+    }
+}
+
+/// [`ALL_COUNTRIES`]' codes as a bit set: the lookup of every submitted `country` (the list
+/// itself is sorted by name, so finding a code in it was a walk of up to 250 comparisons).
+static COUNTRY_CODES: [u32; 26] = code_set(ALL_COUNTRIES);
+
 /// Whether `code` is one of the 250 supported codes. Case-sensitive: codes are uppercase.
 pub(crate) fn is_known_country(code: &str) -> bool {
-    ALL_COUNTRIES.iter().any(|(c, _)| *c == code)
+    in_code_set(&COUNTRY_CODES, code)
 }
 
 /// The English name of a supported country code.
@@ -405,14 +437,50 @@ pub(crate) static US_STATES: &[(&str, &str)] = &[
     ("WY", "Wyoming"),
 ];
 
+/// [`US_STATES`]' codes as a bit set (see [`code_set`]).
+static US_STATE_CODES: [u32; 26] = code_set(US_STATES);
+
 /// Whether `code` is a USPS code of `US_STATES` (case-sensitive, uppercase).
 pub(crate) fn is_us_state(code: &str) -> bool {
-    US_STATES.iter().any(|(c, _)| *c == code)
+    in_code_set(&US_STATE_CODES, code)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bit sets answer exactly as a walk of the lists: every two-character string of
+    /// printable ASCII (and a few others) is tried.
+    #[test]
+    fn the_code_sets_agree_with_the_lists() {
+        let mut tried = 0;
+        for a in ' '..='~' {
+            for b in ' '..='~' {
+                let code = format!("{a}{b}");
+                let listed = ALL_COUNTRIES.iter().any(|(c, _)| *c == code);
+                assert_eq!(is_known_country(&code), listed, "{code}");
+                let state = US_STATES.iter().any(|(c, _)| *c == code);
+                assert_eq!(is_us_state(&code), state, "{code}");
+                tried += 1;
+            }
+        }
+        assert_eq!(tried, 95 * 95);
+        for code in ["", "U", "USA", "us", "Us", "\u{e9}S", "U\u{0}", "ÉÉ"] {
+            assert!(!is_known_country(code), "{code:?}");
+            assert!(!is_us_state(code), "{code:?}");
+        }
+        assert_eq!(
+            ALL_COUNTRIES
+                .iter()
+                .filter(|(c, _)| is_known_country(c))
+                .count(),
+            250
+        );
+        assert_eq!(
+            US_STATES.iter().filter(|(c, _)| is_us_state(c)).count(),
+            US_STATES.len()
+        );
+    }
     use std::collections::HashSet;
 
     /// Lower-cases and strips the diacritics that occur in the names.
