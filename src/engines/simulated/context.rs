@@ -518,18 +518,20 @@ impl Ctx {
                 let brand = brands[i % 3];
                 let form = self.rng.below(3);
                 let quality = self.rng.pick(&QUALITIES);
+                let mut url = joined(&["https://", host, "/", &self.gl, "/", &self.slug, "-"]);
+                push_hex(&mut url, self.rng.next() & 0xfffff);
                 Src {
                     host,
                     site,
                     brand,
-                    url: format!(
-                        "https://{host}/{}/{}-{:x}",
-                        self.gl,
-                        self.slug,
-                        self.rng.next() & 0xfffff
-                    ),
+                    url,
                     label: titled(form, &self.topic, site),
-                    description: format!("{brand} compared on {quality}, with notes and examples."),
+                    description: joined(&[
+                        brand,
+                        " compared on ",
+                        quality,
+                        ", with notes and examples.",
+                    ]),
                 }
             })
             .collect()
@@ -636,12 +638,42 @@ pub(super) struct Src {
     pub(super) description: String,
 }
 
+/// `parts` one after the other, in one allocation of the right size (what `format!` of plain
+/// strings gives, without its formatting machinery: this runs several times per simulated
+/// answer).
+pub(super) fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
+    }
+    out
+}
+
+/// Appends `n` in lowercase hexadecimal without leading zeros (`format!("{n:x}")`).
+pub(super) fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
+}
+
 /// A page title for `topic` on `site`, in one of three forms.
 pub(super) fn titled(form: usize, topic: &str, site: &str) -> String {
     match form {
-        0 => format!("{topic} | {site}"),
-        1 => format!("{site}: {topic}"),
-        _ => format!("{topic}, explained - {site}"),
+        0 => joined(&[topic, " | ", site]),
+        1 => joined(&[site, ": ", topic]),
+        _ => joined(&[topic, ", explained - ", site]),
     }
 }
 

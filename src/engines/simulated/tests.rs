@@ -578,6 +578,21 @@ proptest::proptest! {
         super::context::push_str(&mut buf, &s);
         proptest::prop_assert_eq!(buf, serde_json::to_vec(&s).expect("a string serializes"));
     }
+
+    /// The simulator's hexadecimal writer gives exactly `format!("{n:x}")`.
+    #[test]
+    fn hex_is_written_as_format_writes_it(n in proptest::num::u64::ANY, prefix in "[a-z/-]{0,8}") {
+        let mut out = prefix.clone();
+        super::context::push_hex(&mut out, n);
+        proptest::prop_assert_eq!(out, format!("{prefix}{n:x}"));
+    }
+
+    /// Joining strings gives exactly their concatenation.
+    #[test]
+    fn joined_is_the_concatenation(parts in proptest::collection::vec("(?s).{0,12}", 0..6)) {
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        proptest::prop_assert_eq!(super::context::joined(&refs), parts.concat());
+    }
 }
 
 #[test]
