@@ -6,8 +6,9 @@
 //! time): the task rows, the webhook deliveries of the tasks that became terminal (the outbox),
 //! the queued counts and cursors of retried tasks, and this node's finish-side counter row per
 //! organization (running count, reservations, charges), on the counter side of that group
-//! ([`FINISH_SIDES`]), so groups in flight together never wait for each other. A finish only applies while the task is still PROCESSING with
-//! the same attempt number, so an attempt taken over by another node changes nothing.
+//! ([`FINISH_SIDES`]), so groups in flight together never wait for each other. A finish only
+//! applies while the task is still PROCESSING with the same attempt number, so an attempt taken
+//! over by another node changes nothing.
 //!
 //! The transaction first holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)), so
 //! no reaper deletes the node's counter rows while it writes them. A lease that ran out but was
@@ -260,6 +261,10 @@ pub(crate) async fn run_finisher(
         let Some(side) = sides.recv().await else {
             break;
         };
+        let side = SideHeld {
+            side,
+            back: side_back.clone(),
+        };
         let mut group = vec![first];
         let mut n = group[0].rows.len();
         while n < MAX_FINISH_GROUP {
@@ -272,15 +277,27 @@ pub(crate) async fn run_finisher(
             }
         }
         let shared = shared.clone();
-        let side_back = side_back.clone();
         groups.spawn(async move {
-            finish_group(&shared, group, side).await;
-            // The side is free again (the channel holds every side, so this never fails).
-            let _ = side_back.try_send(side);
+            finish_group(&shared, group, side.side).await;
+            drop(side);
         });
     }
     groups.close();
     groups.wait().await;
+}
+
+/// A finish group's counter side, given back to the finisher when the group ends, however it
+/// ends (a panic included: no side is ever lost).
+struct SideHeld {
+    side: i16,
+    back: mpsc::Sender<i16>,
+}
+
+impl Drop for SideHeld {
+    fn drop(&mut self) {
+        // The channel has room for every side, so this never fails while the finisher runs.
+        let _ = self.back.try_send(self.side);
+    }
 }
 
 /// Commits one group of finish calls on counter side `side` and answers each call.
@@ -628,4 +645,31 @@ async fn update_counters(
             .map_err(pg_err)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A finish group's side goes back to the finisher when the group ends, and when it panics.
+    #[test]
+    fn a_side_comes_back_however_its_group_ends() {
+        let (back, mut sides) = mpsc::channel::<i16>(FINISHERS);
+        drop(SideHeld {
+            side: FINISH_SIDES[1],
+            back: back.clone(),
+        });
+        assert_eq!(sides.try_recv().ok(), Some(FINISH_SIDES[1]));
+        let held = SideHeld {
+            side: FINISH_SIDES[2],
+            back: back.clone(),
+        };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = held;
+            panic!("a group panics");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(sides.try_recv().ok(), Some(FINISH_SIDES[2]));
+        assert!(sides.try_recv().is_err(), "no side came back twice");
+    }
 }
