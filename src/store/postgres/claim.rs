@@ -39,6 +39,8 @@
 //!    ([`SERVED`]), then this node's claim-side counter row ([`TAKE_SLOTS`]); then its
 //!    claim-side running counts per task type ([`TAKE_LANES`]).
 //!
+//! Steps 5 to 7 depend only on what step 4 picked: their statements go out pipelined.
+//!
 //! Before step 0 the claim holds this node's lease ([`HOLD_LEASE`](super::lease::HOLD_LEASE)):
 //! a node whose lease ran out claims nothing, and no reaper takes the node over while the claim
 //! runs. Its tasks are registered as running here before the claim returns
