@@ -640,7 +640,8 @@ pub(super) struct Src {
 
 /// `parts` one after the other, in one allocation of the right size (what `format!` of plain
 /// strings gives, without its formatting machinery: this runs several times per simulated
-/// answer).
+/// answer). Measured against the standard library's `concat`, which should do the same: the
+/// embedded drain was 3-4% slower with `concat` (7 of 8 alternating pairs, docs/PERFORMANCE.md).
 pub(super) fn joined(parts: &[&str]) -> String {
     let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {

@@ -439,7 +439,7 @@ fn share_slots(locked: &[Locked], used: &HashMap<i64, (i64, i64)>, max: usize) -
 ///
 /// The first page of every organization's walk is asked for before any walk, all at once
 /// (the statements go out pipelined on the one connection: one round trip for them all instead
-/// of one per organization, which made a claim over 200 organizations take 30-70 ms). Those
+/// of one per organization, which made a claim over 200 organizations take 40-90 ms). Those
 /// first statements are known in advance: the highest priority with queued tasks, from its
 /// cursor, a page of the organization's whole share plus the slack. Nothing changes the rows
 /// they read before the walks use them (the organizations are locked, see [`PICK`], and this
@@ -681,8 +681,8 @@ async fn fail_unaffordable(tx: &Tx<'_>, reject: &[i64], now: i64) -> Result<()> 
 }
 
 /// Step 7 ([`SERVED`] for every organization that had a turn, then [`TAKE_SLOTS`] for those
-/// that started something), one statement each, pipelined. Lock order: `orgs` rows (already held) before
-/// `org_nodes` rows, by organization id.
+/// that started something), one statement each, pipelined. Lock order: `orgs` rows (already
+/// held) before `org_nodes` rows, by organization id.
 async fn record_turns(tx: &Tx<'_>, mut per_org: Vec<OrgClaim>, node: Uuid) -> Result<()> {
     if per_org.is_empty() {
         return Ok(());
