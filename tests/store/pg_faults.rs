@@ -302,3 +302,114 @@ async fn a_silently_dead_connection_costs_bounded_calls_and_the_lease_is_renewed
     }
     drop(proxy);
 }
+
+/// A submission draws its seqs before it locks its organization's row (only its last
+/// statement does): it may commit after a claim walked the organization's queue past the
+/// seqs it drew. Its commit brings the claim cursors back down to its own tasks, so they are
+/// claimed. Here the cursors are set beyond every seq, as such a claim would leave them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_committed_behind_the_claim_cursors_is_still_claimed() {
+    let Some((_db, url, orgs)) = database(1).await else {
+        return;
+    };
+    let a = orgs[0];
+    let live = PgStore::open(&url, live_node()).await.expect("live node");
+    let sql = connect(&url).await;
+    let beyond = (1..=10)
+        .map(|p| format!("c{p} = 9000000000000000"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sql.execute(&format!("UPDATE orgs SET {beyond} WHERE id = $1"), &[&a])
+        .await
+        .expect("cursors moved on");
+    let ids = super::submit(&live, a, vec![task(1, None), task(7, None)]).await;
+    let cursors = sql
+        .query_one("SELECT c1, c7, c2 FROM orgs WHERE id = $1", &[&a])
+        .await
+        .expect("cursors");
+    let (c1, c7, c2): (i64, i64, i64) = (cursors.get(0), cursors.get(1), cursors.get(2));
+    assert!(c1 < 9_000_000_000_000_000 && c7 < 9_000_000_000_000_000);
+    assert_eq!(c2, 9_000_000_000_000_000, "no task of priority 2 came");
+    let mut claimed: Vec<_> = live
+        .claim(10)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|t| t.id)
+        .collect();
+    claimed.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(claimed, want);
+}
+
+/// The queue limit holds for the whole cluster although a submission inserts its rows before
+/// it takes room: when the queue fills up while the submission inserts, its room is refused
+/// under the organization's row lock and none of its rows stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_the_queue_filled_up_under_is_refused_and_leaves_nothing() {
+    let Some((_db, url, orgs)) = database(1).await else {
+        return;
+    };
+    let a = orgs[0];
+    let patient = PgConfig {
+        lock_timeout_ms: 10_000,
+        db_timeout_ms: 20_000,
+        ..live_node()
+    };
+    let live = PgStore::open(&url, patient).await.expect("live node");
+    // Another node filled the queue (limit 100) and has not committed yet: the submission's
+    // check reads the queue empty.
+    let other = lock_org(&url, a).await;
+    other
+        .execute("UPDATE orgs SET q3 = q3 + 99 WHERE id = $1", &[&a])
+        .await
+        .expect("filled");
+    let submitting = tokio::spawn(async move {
+        let out = live.submit(a, vec![task(5, None), task(5, None)]).await;
+        (live, out)
+    });
+    // Wait (bounded) until the submission waits for the row: its rows are inserted by then.
+    let watcher = connect(&url).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                  AND query LIKE 'UPDATE orgs SET q1%'",
+                &[],
+            )
+            .await
+            .expect("activity")
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the submission never waited for the row"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    other.batch_execute("COMMIT").await.expect("commit");
+    let (_live, out) = answers("the submission", async {
+        submitting.await.expect("joined")
+    })
+    .await;
+    assert!(
+        matches!(out, Ok(Err(cloro::store::SubmitError::QueueLimit(100)))),
+        "{out:?}"
+    );
+    let left: i64 = watcher
+        .query_one("SELECT count(*) FROM tasks WHERE org = $1", &[&a])
+        .await
+        .expect("tasks")
+        .get(0);
+    assert_eq!(left, 0, "no row of the refused batch stays");
+    let queued: i64 = watcher
+        .query_one("SELECT q3 + q5 FROM orgs WHERE id = $1", &[&a])
+        .await
+        .expect("counts")
+        .get(0);
+    assert_eq!(queued, 99, "only the other node's count");
+}

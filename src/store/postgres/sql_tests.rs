@@ -39,17 +39,26 @@ fn counter_statements_are_unchanged() {
         super::counters::ADD_QUEUED,
         format!("UPDATE orgs SET {} WHERE id = $1", q_deltas(2))
     );
+    // Since issue 14 the room is taken after the insert, so it also lowers the cursors (like
+    // `REQUEUE`), and the balance is read with the queue's size and limit.
+    let lows = (1..=10)
+        .map(|p| format!("c{p} = LEAST(c{p}, ${})", 12 + p))
+        .collect::<Vec<_>>()
+        .join(", ");
     assert_eq!(
         super::submit::TAKE_ROOM,
         format!(
-            "UPDATE orgs SET {} WHERE id = $1 AND {} + $2 <= queue_limit RETURNING id",
+            "UPDATE orgs SET {}, {lows} WHERE id = $1 AND {} + $2 <= queue_limit RETURNING id",
             q_deltas(3),
             q_sum()
         )
     );
     assert_eq!(
-        super::submit::BALANCE_OF,
-        format!("SELECT {BALANCE} FROM orgs o WHERE id = $1")
+        super::submit::SUBMIT_CHECK,
+        format!(
+            "SELECT {BALANCE}, {}, queue_limit FROM orgs o WHERE id = $1",
+            q_sum()
+        )
     );
 }
 

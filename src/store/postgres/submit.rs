@@ -1,10 +1,18 @@
 //! The queue's writes from the API: a submission and clearing an organization's queue.
 //!
-//! A submission is one transaction: screen the items against the live balance, take room under
-//! the queue limit with one conditional `UPDATE` of the organization's counters (atomic for
-//! the whole cluster), draw sequence numbers, insert the rows (an idempotency key already in
-//! use drops its row), give the room of dropped rows back, and `NOTIFY` the cluster.
-//! `created_ms` is the store's [`Clock`](crate::clock::Clock) reading.
+//! A submission is one transaction: screen the items against the live balance and refuse a
+//! batch that cannot fit under the queue limit as last committed ([`SUBMIT_CHECK`], no lock),
+//! draw sequence numbers, insert the rows (an idempotency key already in use drops its row),
+//! then take room for the rows inserted under the queue limit with one conditional `UPDATE` of
+//! the organization's counters (atomic for the whole cluster: the batch rolls back when it no
+//! longer fits), and `NOTIFY` the cluster. The organization's row is locked only from that
+//! `UPDATE` to the commit, so concurrent submissions of one organization insert side by side and
+//! claims are not held up by an insert in progress. `created_ms` is the store's
+//! [`Clock`](crate::clock::Clock) reading.
+//!
+//! The seqs are drawn before the lock, so a submission may commit after another one with higher
+//! seqs was claimed from; its `UPDATE` lowers the claim cursors to its own lowest seqs
+//! ([`TAKE_ROOM`]), which keeps every QUEUED task at or above its priority's cursor.
 
 use std::collections::HashSet;
 
@@ -12,20 +20,31 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::cluster::NOTIFY_WORK;
-use super::counters::{Params, add_queued, deltas, push_deltas};
+use super::counters::{Params, add_queued, deltas, lows, push_deltas};
 use super::errors::pg_err;
 use crate::domain::task::TaskStatus;
 use crate::store::{ItemError, ItemResults, NewTask, OrgKey, Result, SubmitError, TaskRecord};
 
-/// Organization `$1`'s live balance ([`balance!`]).
-pub(super) const BALANCE_OF: &str = concat!("SELECT ", balance!(), " FROM orgs o WHERE id = $1");
+/// Organization `$1`'s live balance ([`balance!`]), its queued tasks and its queue limit, as
+/// last committed (no lock).
+pub(super) const SUBMIT_CHECK: &str = concat!(
+    "SELECT ",
+    balance!(),
+    ", ",
+    q_sum!(),
+    ", queue_limit FROM orgs o WHERE id = $1"
+);
 
 /// Takes room for `$2` tasks under organization `$1`'s queue limit, adding `$3..$12` to the
-/// queued counts per priority; no row comes back when the limit would be exceeded.
+/// queued counts per priority and bringing each claim cursor down to `$13..$22` where that is
+/// lower (the lowest seq inserted per priority, `i64::MAX` where none); no row comes back when
+/// the limit would be exceeded.
 pub(super) const TAKE_ROOM: &str = concat!(
     "UPDATE orgs SET q1 = q1 + $3, q2 = q2 + $4, q3 = q3 + $5, q4 = q4 + $6, q5 = q5 + $7, ",
-    "q6 = q6 + $8, q7 = q7 + $9, q8 = q8 + $10, q9 = q9 + $11, q10 = q10 + $12 ",
-    "WHERE id = $1 AND ",
+    "q6 = q6 + $8, q7 = q7 + $9, q8 = q8 + $10, q9 = q9 + $11, q10 = q10 + $12, ",
+    "c1 = LEAST(c1, $13), c2 = LEAST(c2, $14), c3 = LEAST(c3, $15), c4 = LEAST(c4, $16), ",
+    "c5 = LEAST(c5, $17), c6 = LEAST(c6, $18), c7 = LEAST(c7, $19), c8 = LEAST(c8, $20), ",
+    "c9 = LEAST(c9, $21), c10 = LEAST(c10, $22) WHERE id = $1 AND ",
     q_sum!(),
     " + $2 <= queue_limit RETURNING id"
 );
@@ -78,36 +97,17 @@ pub(crate) async fn submit(
     let mut out: ItemResults = vec![None; n];
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
-    let balance: i64 = tx
-        .query_opt(BALANCE_OF, &[&org])
+    let check = tx
+        .query_opt(SUBMIT_CHECK, &[&org])
         .await
         .map_err(pg_err)?
-        .ok_or(crate::store::Error::NotFound)?
-        .get(0);
+        .ok_or(crate::store::Error::NotFound)?;
+    let (balance, queued, limit): (i64, i64, i64) = (check.get(0), check.get(1), check.get(2));
     let accepted = crate::store::screen_submission(tasks, balance, &mut out);
     if !accepted.is_empty() {
-        // Room under the queue limit, atomically for the whole cluster.
-        let d = deltas(
-            accepted
-                .iter()
-                .map(|(_, t)| (t.priority, 1i64))
-                .collect::<Vec<_>>()
-                .iter(),
-        );
         let count = accepted.len() as i64;
-        let mut params: Params = vec![&org, &count];
-        push_deltas(&mut params, &d);
-        if tx
-            .query_opt(TAKE_ROOM, &params)
-            .await
-            .map_err(pg_err)?
-            .is_none()
-        {
-            let limit: i64 = tx
-                .query_one(QUEUE_LIMIT, &[&org])
-                .await
-                .map_err(pg_err)?
-                .get(0);
+        // Full as last committed: refused before any row is written.
+        if queued + count > limit {
             return Ok(Err(SubmitError::QueueLimit(limit)));
         }
         let seqs: Vec<i64> = tx
@@ -155,9 +155,11 @@ pub(crate) async fn submit(
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let mut lost = Vec::new();
+        // `(priority, seq)` of the rows inserted.
+        let mut added = Vec::with_capacity(inserted.len());
         for (i, ((index, t), seq)) in accepted.into_iter().zip(&seqs).enumerate() {
             if inserted.contains(seq) {
+                added.push((t.priority, *seq));
                 out[index] = Some(Ok(TaskRecord {
                     id: cols.id[i],
                     task_type: t.task_type,
@@ -176,17 +178,40 @@ pub(crate) async fn submit(
                     usage: None,
                 }));
             } else {
-                lost.push((t.priority, -1i64));
                 out[index] = Some(Err(ItemError::DuplicateKey(
                     t.idempotency_key.unwrap_or_default(),
                 )));
             }
         }
-        // The rows an idempotency key dropped give their room back.
-        if !lost.is_empty() {
-            add_queued(&tx, &org, &lost).await?;
-        }
-        if !inserted.is_empty() {
+        if !added.is_empty() {
+            // Room under the queue limit for what was inserted, atomically for the whole
+            // cluster; the organization's row stays locked until the commit.
+            let d = deltas(
+                added
+                    .iter()
+                    .map(|&(p, _)| (p, 1i64))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            );
+            let low = lows(added.iter());
+            let n = added.len() as i64;
+            let mut params: Params = vec![&org, &n];
+            push_deltas(&mut params, &d);
+            push_deltas(&mut params, &low);
+            if tx
+                .query_opt(TAKE_ROOM, &params)
+                .await
+                .map_err(pg_err)?
+                .is_none()
+            {
+                // Filled up meanwhile: nothing of the batch stays (the rollback).
+                let limit: i64 = tx
+                    .query_one(QUEUE_LIMIT, &[&org])
+                    .await
+                    .map_err(pg_err)?
+                    .get(0);
+                return Ok(Err(SubmitError::QueueLimit(limit)));
+            }
             tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
         }
     }
