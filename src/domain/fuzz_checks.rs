@@ -66,6 +66,11 @@ pub(crate) fn stored_round_trip(task_type: TaskType, stored: &Value) {
         Err(e) => panic!("{stored} does not read back: {e}"),
     };
     assert_eq!(typed.task_type(), task_type);
+    // What a claim hands the runner: the stored text, read typed with no tree in between.
+    match Payload::from_stored_text(task_type, &crate::store::json_text(stored)) {
+        Ok(p) => assert_eq!(p, typed, "{stored}: the text reads back otherwise"),
+        Err(e) => panic!("{stored} does not read back from its text: {e}"),
+    }
     let serialised = serde_json::to_string(&typed).expect("a payload serialises");
     assert_eq!(serialised, stored.to_string());
     assert_eq!(typed.into_stored(), *stored);

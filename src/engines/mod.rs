@@ -201,11 +201,11 @@ pub(crate) async fn execute_stored(
     engine: &dyn Engine,
     id: Uuid,
     task_type: TaskType,
-    stored: &Value,
+    stored: &str,
     attempt: u32,
     pages: &crate::pages::PageLinks,
 ) -> Result<EngineOutput, EngineError> {
-    let payload = Payload::from_stored(task_type, stored).map_err(|e| {
+    let payload = Payload::from_stored_text(task_type, stored).map_err(|e| {
         tracing::error!(task_id = %id, error = %e, "Cannot read a stored payload");
         EngineError::Fatal {
             code: "INTERNAL_SERVER_ERROR".into(),
@@ -260,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreadable_stored_payload_fails_the_task_with_a_clear_message() {
-        let stored = serde_json::json!({"query": "a", "gl": "us"});
+        let stored = serde_json::json!({"query": "a", "gl": "us"}).to_string();
         let err = execute_stored(
             &Unreachable,
             Uuid::nil(),
@@ -282,6 +282,35 @@ mod tests {
         );
     }
 
+    /// Text that is not one JSON object (a corrupted row) fails the task the same way.
+    #[tokio::test]
+    async fn a_stored_payload_that_is_not_json_fails_the_task() {
+        for stored in [
+            "",
+            "{\"prompt\": \"a\"",
+            "{\"prompt\": \"a\", \"country\": \"US\"} x",
+        ] {
+            let err = execute_stored(
+                &Unreachable,
+                Uuid::nil(),
+                TaskType::Chatgpt,
+                stored,
+                1,
+                &PageLinks::fixed(),
+            )
+            .await
+            .err();
+            let Some(EngineError::Fatal { code, message }) = err else {
+                panic!("{stored:?}: expected a fatal error, got {err:?}");
+            };
+            assert_eq!(code, "INTERNAL_SERVER_ERROR");
+            assert!(
+                message.starts_with("the stored CHATGPT payload cannot be read: "),
+                "{message}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_stored_payload_reaches_the_engine_typed() {
         let engine = SimulatedEngine {
@@ -292,7 +321,8 @@ mod tests {
             failure_rate: 0.0,
         };
         let stored = serde_json::json!({"query": "a", "gl": "us", "country": "US",
-                                        "device": "desktop", "pages": 2});
+                                        "device": "desktop", "pages": 2})
+        .to_string();
         let out = execute_stored(
             &engine,
             Uuid::nil(),

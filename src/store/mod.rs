@@ -445,7 +445,9 @@ pub struct ClaimedTask {
     pub id: Uuid,
     pub org: OrgKey,
     pub(crate) task_type: TaskType,
-    pub(crate) payload: Value,
+    /// The stored payload (its normalised JSON text), read typed by the runner
+    /// ([`Payload::from_stored_text`](crate::domain::request::payload::Payload::from_stored_text)).
+    pub(crate) payload: Box<str>,
     /// 1-based number of this attempt.
     pub attempt: u32,
     pub(crate) credits_to_charge: i64,

@@ -59,20 +59,38 @@ impl Payload {
         task_type: TaskType,
         stored: &Value,
     ) -> Result<Payload, StoredPayloadError> {
-        let wrap = |source| StoredPayloadError {
+        Payload::read(task_type, stored).map_err(|source| StoredPayloadError {
             task_type: task_type.as_str(),
             source,
-        };
+        })
+    }
+
+    /// [`Payload::from_stored`] from the stored text itself, with no JSON tree in between (what
+    /// a claim hands the runner: one parse per attempt instead of two).
+    pub(crate) fn from_stored_text(
+        task_type: TaskType,
+        stored: &str,
+    ) -> Result<Payload, StoredPayloadError> {
+        let mut de = serde_json::Deserializer::from_str(stored);
+        Payload::read(task_type, &mut de)
+            .and_then(|p| de.end().map(|()| p))
+            .map_err(|source| StoredPayloadError {
+                task_type: task_type.as_str(),
+                source,
+            })
+    }
+
+    /// Deserializes the typed payload of `task_type` from `d`.
+    fn read<'de, D: serde::Deserializer<'de>>(
+        task_type: TaskType,
+        d: D,
+    ) -> Result<Payload, D::Error> {
         Ok(match ChatEngine::of(task_type) {
-            Some(engine) => Payload::Chat(engine, ChatPayload::deserialize(stored).map_err(wrap)?),
+            Some(engine) => Payload::Chat(engine, ChatPayload::deserialize(d)?),
             None => match task_type {
-                TaskType::Aimode => {
-                    Payload::AiMode(AiModePayload::deserialize(stored).map_err(wrap)?)
-                }
-                TaskType::Google => {
-                    Payload::Google(GooglePayload::deserialize(stored).map_err(wrap)?)
-                }
-                _ => Payload::News(NewsPayload::deserialize(stored).map_err(wrap)?),
+                TaskType::Aimode => Payload::AiMode(AiModePayload::deserialize(d)?),
+                TaskType::Google => Payload::Google(GooglePayload::deserialize(d)?),
+                _ => Payload::News(NewsPayload::deserialize(d)?),
             },
         })
     }

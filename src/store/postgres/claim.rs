@@ -52,7 +52,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
 use tokio_postgres::Statement;
 use uuid::Uuid;
 
@@ -749,7 +748,7 @@ fn hand_out(started: &[tokio_postgres::Row], run: &[i64]) -> Vec<ClaimedTask> {
                 org: r.get(2),
                 task_type: TaskType::from_code(i64::from(r.get::<_, i16>(3)))
                     .unwrap_or(TaskType::Chatgpt),
-                payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                payload: payload.into_boxed_str(),
                 attempt: r.get::<_, i32>(5).max(1) as u32,
                 credits_to_charge: price,
                 reserved,

@@ -8,7 +8,6 @@
 use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -130,7 +129,7 @@ impl TaskQueue for SqliteStore {
                 id: Uuid::from_slice(&c.id).unwrap_or_default(),
                 org: c.pick.org,
                 task_type: TaskType::from_code(c.task_type).unwrap_or(TaskType::Chatgpt),
-                payload: serde_json::from_str(&c.payload).unwrap_or(Value::Null),
+                payload: c.payload.into_boxed_str(),
                 attempt: c.attempts.max(1) as u32,
                 credits_to_charge: c.credits_to_charge,
                 reserved: c.pick.cost,
