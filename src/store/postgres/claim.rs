@@ -10,7 +10,9 @@
 //!    (READ COMMITTED) after the lock was granted, so it sees every earlier claim's commit:
 //!    it is exact, cluster-wide, and only finishes and the reaper (which only lower it) can
 //!    change it meanwhile. A dead node's tasks leave PROCESSING with its lease, so the count
-//!    heals itself. A claim without limited lanes runs no extra statement.
+//!    heals itself. A claim without limited lanes runs no extra statement, and sends step 1
+//!    together with the lease check ([`HOLD_LEASE`](super::lease::HOLD_LEASE)) and the commit
+//!    mode, pipelined (a lease found run out rolls the locks back).
 //! 1. [`lock_orgs`]: lock up to `2n+16` organizations with queued work and (as last committed)
 //!    a free slot, least recently served first, `FOR UPDATE SKIP LOCKED` ([`LOCK_ORGS`]).
 //!    Another node claiming at the same time skips them, so the cap check and the increment of
@@ -273,16 +275,38 @@ pub(crate) async fn claim(store: &PgStore, max: usize, lanes: &Lanes) -> Result<
     let node = store.shared.node;
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
-    tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
-    if lease::hold(&tx, &store.shared.lease, node).await? != Held::Current {
-        return Err(Error::Unavailable("this node's lease ran out".into()));
-    }
-    let mut room = lane_room(&tx, lanes).await?;
-    if room.as_ref().is_some_and(|r| r.open == 0) {
-        tx.commit().await.map_err(pg_err)?;
-        return Ok(Vec::new());
-    }
-    let locked = lock_orgs(&tx, max).await?;
+    let lease_held = || async {
+        // The commit mode and the lease go out together (one round trip).
+        let ((), held) = futures_util::future::try_join(
+            async { tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err) },
+            lease::hold(&tx, &store.shared.lease, node),
+        )
+        .await?;
+        match held {
+            Held::Current => Ok(()),
+            _ => Err(Error::Unavailable("this node's lease ran out".into())),
+        }
+    };
+    let (mut room, locked) = if locks_lanes(lanes) {
+        // The lanes' locks come first, before any organization's row (the lock order).
+        lease_held().await?;
+        let room = lane_room(&tx, lanes).await?;
+        if room.as_ref().is_some_and(|r| r.open == 0) {
+            tx.commit().await.map_err(pg_err)?;
+            return Ok(Vec::new());
+        }
+        (room, lock_orgs(&tx, max).await?)
+    } else {
+        // No statement for the lanes: step 1 goes out with the lease (one round trip instead
+        // of two). A lease found run out rolls its locks back with the rest.
+        let room = lane_room(&tx, lanes).await?;
+        if room.as_ref().is_some_and(|r| r.open == 0) {
+            return Ok(Vec::new());
+        }
+        let ((), locked) =
+            futures_util::future::try_join(lease_held(), lock_orgs(&tx, max)).await?;
+        (room, locked)
+    };
     if locked.is_empty() {
         tx.commit().await.map_err(pg_err)?;
         return Ok(Vec::new());
@@ -325,6 +349,12 @@ pub(super) fn lane_key(name: &str) -> i64 {
     h as i64
 }
 
+/// Whether step 0 ([`lane_room`]) runs statements: some lane has `max_in_flight`.
+fn locks_lanes(lanes: &Lanes) -> bool {
+    (0..KINDS)
+        .any(|k| lane_of_kind(lanes, k).is_some_and(|l| lanes.lanes[l].max_in_flight.is_some()))
+}
+
 /// Step 0: the room the lanes leave this claim (`None`: no lanes given, nothing is limited).
 /// Lanes with `max_in_flight` are locked ([`LOCK_LANE`]) and their running tasks counted
 /// ([`RUNNING_BY_TYPE`]).
@@ -346,14 +376,23 @@ async fn lane_room(tx: &Tx<'_>, lanes: &Lanes) -> Result<Option<Room>> {
     let mut processing = [0u32; KINDS];
     if !keys.is_empty() {
         for key in &keys {
-            tx.execute(LOCK_LANE, &[key]).await.map_err(pg_err)?;
+            tx.execute(&tx.prepare_cached(LOCK_LANE).await.map_err(pg_err)?, &[key])
+                .await
+                .map_err(pg_err)?;
         }
         let types: Vec<i16> = kinds
             .iter()
             .filter(|&&(_, l)| capped(l))
             .map(|&(k, _)| k as i16)
             .collect();
-        for r in tx.query(RUNNING_BY_TYPE, &[&types]).await.map_err(pg_err)? {
+        for r in tx
+            .query(
+                &tx.prepare_cached(RUNNING_BY_TYPE).await.map_err(pg_err)?,
+                &[&types],
+            )
+            .await
+            .map_err(pg_err)?
+        {
             let (k, n): (i16, i64) = (r.get(0), r.get(1));
             if let Some(slot) = processing.get_mut(k as usize) {
                 *slot = u32::try_from(n).unwrap_or(u32::MAX);
@@ -563,8 +602,11 @@ async fn walk_org(
             } else {
                 filtered = true;
                 let types: Vec<i16> = (0..KINDS as i16).filter(|k| open & (1 << k) != 0).collect();
-                tx.query(PICK_OPEN, &[&org, &prio, &from, &page, &types])
-                    .await
+                tx.query(
+                    &tx.prepare_cached(PICK_OPEN).await.map_err(pg_err)?,
+                    &[&org, &prio, &from, &page, &types],
+                )
+                .await
             }
             .map_err(pg_err)?;
             for r in &rows {
@@ -673,9 +715,12 @@ async fn fail_unaffordable(tx: &Tx<'_>, reject: &[i64], now: i64) -> Result<()> 
         "message": "Insufficient credits"
     }})
     .to_string();
-    tx.execute(FAIL_UNAFFORDABLE, &[&reject, &now, &insufficient])
-        .await
-        .map_err(pg_err)?;
+    tx.execute(
+        &tx.prepare_cached(FAIL_UNAFFORDABLE).await.map_err(pg_err)?,
+        &[&reject, &now, &insufficient],
+    )
+    .await
+    .map_err(pg_err)?;
     Ok(())
 }
 

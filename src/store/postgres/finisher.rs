@@ -464,7 +464,9 @@ pub(crate) async fn finish_rows(shared: &Shared, rows: &[&FinishRow], side: i16)
     update_counters(shared, &tx, &per_org, &left, side).await?;
     if requeued {
         // Runnable at once: every node's dispatcher may take them.
-        tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
+        tx.execute(&tx.prepare_cached(NOTIFY_WORK).await.map_err(pg_err)?, &[])
+            .await
+            .map_err(pg_err)?;
     }
     tx.commit().await.map_err(pg_err)?;
     shared.running.finished(done());

@@ -51,7 +51,13 @@ pub(crate) async fn take_starts(
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&lane, &now_ms, &w, &t, &b];
     let mut row = client.query_opt(&stmt, &params).await.map_err(pg_err)?;
     if row.is_none() {
-        client.execute(NEW_LANE, &[&lane]).await.map_err(pg_err)?;
+        client
+            .execute(
+                &client.prepare_cached(NEW_LANE).await.map_err(pg_err)?,
+                &[&lane],
+            )
+            .await
+            .map_err(pg_err)?;
         row = client.query_opt(&stmt, &params).await.map_err(pg_err)?;
     }
     let row = row.ok_or_else(|| Error::Other(format!("lane {lane:?} has no rate row").into()))?;
@@ -85,7 +91,10 @@ pub(crate) async fn return_starts(
     let back = i64::from(n) * interval_ms(per_minute);
     let client = store.client().await?;
     client
-        .execute(RETURN_STARTS, &[&lane, &back])
+        .execute(
+            &client.prepare_cached(RETURN_STARTS).await.map_err(pg_err)?,
+            &[&lane, &back],
+        )
         .await
         .map_err(pg_err)?;
     Ok(())

@@ -80,7 +80,10 @@ pub(crate) async fn claim_webhooks(
     let client = store.client().await?;
     let rows = client
         .query(
-            CLAIM_DELIVERIES,
+            &client
+                .prepare_cached(CLAIM_DELIVERIES)
+                .await
+                .map_err(pg_err)?,
             &[&store.shared.node, &(max as i64), &lease_ms],
         )
         .await
@@ -109,12 +112,21 @@ pub(crate) async fn record_webhook(
     match result {
         WebhookResult::Delivered => {
             client
-                .execute(RECORD_DELIVERED, &[&job.seq, &attempt, &node])
+                .execute(
+                    &client
+                        .prepare_cached(RECORD_DELIVERED)
+                        .await
+                        .map_err(pg_err)?,
+                    &[&job.seq, &attempt, &node],
+                )
                 .await
         }
         WebhookResult::Retry { delay_ms } => {
             let n = client
-                .execute(RECORD_RETRY, &[&job.seq, &attempt, &node, &delay_ms])
+                .execute(
+                    &client.prepare_cached(RECORD_RETRY).await.map_err(pg_err)?,
+                    &[&job.seq, &attempt, &node, &delay_ms],
+                )
                 .await;
             let mut heap = store
                 .shared
@@ -126,12 +138,24 @@ pub(crate) async fn record_webhook(
         }
         WebhookResult::Deferred { delay_ms } => {
             client
-                .execute(RECORD_DEFERRED, &[&job.seq, &attempt, &node, &delay_ms])
+                .execute(
+                    &client
+                        .prepare_cached(RECORD_DEFERRED)
+                        .await
+                        .map_err(pg_err)?,
+                    &[&job.seq, &attempt, &node, &delay_ms],
+                )
                 .await
         }
         WebhookResult::GaveUp => {
             client
-                .execute(RECORD_GAVE_UP, &[&job.seq, &attempt, &node])
+                .execute(
+                    &client
+                        .prepare_cached(RECORD_GAVE_UP)
+                        .await
+                        .map_err(pg_err)?,
+                    &[&job.seq, &attempt, &node],
+                )
                 .await
         }
     }

@@ -61,7 +61,10 @@ const PING: &str = "SELECT 1";
 pub(crate) async fn find_key(pool: &Pool, digest: [u8; 32]) -> Result<Option<KeyRecord>> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
-        .query_opt(FIND_KEY, &[&&digest[..]])
+        .query_opt(
+            &client.prepare_cached(FIND_KEY).await.map_err(pg_err)?,
+            &[&&digest[..]],
+        )
         .await
         .map_err(pg_err)?;
     Ok(row.map(|r| KeyRecord {
@@ -78,7 +81,7 @@ pub(crate) async fn find_key(pool: &Pool, digest: [u8; 32]) -> Result<Option<Key
 pub(crate) async fn org(pool: &Pool, key: OrgKey) -> Result<Org> {
     let client = pool.get().await.map_err(pool_err)?;
     let r = client
-        .query_opt(ORG, &[&key])
+        .query_opt(&client.prepare_cached(ORG).await.map_err(pg_err)?, &[&key])
         .await
         .map_err(pg_err)?
         .ok_or(Error::NotFound)?;
@@ -102,7 +105,7 @@ pub(crate) async fn get_task(store: &PgStore, org: OrgKey, id: Uuid) -> Result<O
 
 /// [`get_task`] on `client`, decoding ids with `ids` (also `cloro task get`'s read).
 pub(crate) async fn get_task_on(
-    client: &tokio_postgres::Client,
+    client: &deadpool_postgres::Client,
     ids: &crate::domain::task::IdKey,
     org: OrgKey,
     id: Uuid,
@@ -110,7 +113,13 @@ pub(crate) async fn get_task_on(
     // The keyed decoding, then (a database created before keyed ids) the legacy one: the
     // candidate whose row has exactly this id and owner is the task.
     for seq in ids.seqs_of(org, &id) {
-        let row = client.query_opt(GET_TASK, &[&seq]).await.map_err(pg_err)?;
+        let row = client
+            .query_opt(
+                &client.prepare_cached(GET_TASK).await.map_err(pg_err)?,
+                &[&seq],
+            )
+            .await
+            .map_err(pg_err)?;
         let found = row
             .map(|r| decode_task(&r))
             .and_then(|(stored, owner, rec)| {
@@ -154,7 +163,10 @@ fn decode_task(r: &tokio_postgres::Row) -> (Uuid, OrgKey, TaskRecord) {
 pub(crate) async fn status(store: &PgStore, org: OrgKey) -> Result<QueueStatus> {
     let client = store.client().await?;
     let r = client
-        .query_opt(STATUS, &[&org])
+        .query_opt(
+            &client.prepare_cached(STATUS).await.map_err(pg_err)?,
+            &[&org],
+        )
         .await
         .map_err(pg_err)?
         .ok_or(Error::NotFound)?;
@@ -175,7 +187,10 @@ pub(crate) async fn status(store: &PgStore, org: OrgKey) -> Result<QueueStatus> 
 
 pub(crate) async fn totals(store: &PgStore) -> Result<(u64, u64)> {
     let client = store.client().await?;
-    let r = client.query_one(TOTALS, &[]).await.map_err(pg_err)?;
+    let r = client
+        .query_one(&client.prepare_cached(TOTALS).await.map_err(pg_err)?, &[])
+        .await
+        .map_err(pg_err)?;
     Ok((
         r.get::<_, i64>(0).max(0) as u64,
         r.get::<_, i64>(1).max(0) as u64,
@@ -185,7 +200,13 @@ pub(crate) async fn totals(store: &PgStore) -> Result<(u64, u64)> {
 pub(crate) async fn webhook_secret(pool: &Pool, org: OrgKey) -> Result<Option<String>> {
     let client = pool.get().await.map_err(pool_err)?;
     let row = client
-        .query_opt(WEBHOOK_SECRET, &[&org])
+        .query_opt(
+            &client
+                .prepare_cached(WEBHOOK_SECRET)
+                .await
+                .map_err(pg_err)?,
+            &[&org],
+        )
         .await
         .map_err(pg_err)?;
     Ok(row.and_then(|r| r.get(0)))
@@ -193,6 +214,9 @@ pub(crate) async fn webhook_secret(pool: &Pool, org: OrgKey) -> Result<Option<St
 
 pub(crate) async fn ping(store: &PgStore) -> Result<()> {
     let client = store.client().await?;
-    client.execute(PING, &[]).await.map_err(pg_err)?;
+    client
+        .execute(&client.prepare_cached(PING).await.map_err(pg_err)?, &[])
+        .await
+        .map_err(pg_err)?;
     Ok(())
 }

@@ -98,7 +98,10 @@ pub(crate) async fn submit(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     let check = tx
-        .query_opt(SUBMIT_CHECK, &[&org])
+        .query_opt(
+            &tx.prepare_cached(SUBMIT_CHECK).await.map_err(pg_err)?,
+            &[&org],
+        )
         .await
         .map_err(pg_err)?
         .ok_or(crate::store::Error::NotFound)?;
@@ -111,7 +114,10 @@ pub(crate) async fn submit(
             return Ok(Err(SubmitError::QueueLimit(limit)));
         }
         let seqs: Vec<i64> = tx
-            .query(NEXT_SEQS, &[&count])
+            .query(
+                &tx.prepare_cached(NEXT_SEQS).await.map_err(pg_err)?,
+                &[&count],
+            )
             .await
             .map_err(pg_err)?
             .iter()
@@ -136,7 +142,7 @@ pub(crate) async fn submit(
         }
         let inserted: HashSet<i64> = tx
             .query(
-                INSERT_TASKS,
+                &tx.prepare_cached(INSERT_TASKS).await.map_err(pg_err)?,
                 &[
                     &cols.seq,
                     &cols.id,
@@ -199,20 +205,28 @@ pub(crate) async fn submit(
             push_deltas(&mut params, &d);
             push_deltas(&mut params, &low);
             if tx
-                .query_opt(TAKE_ROOM, &params)
+                .query_opt(
+                    &tx.prepare_cached(TAKE_ROOM).await.map_err(pg_err)?,
+                    &params,
+                )
                 .await
                 .map_err(pg_err)?
                 .is_none()
             {
                 // Filled up meanwhile: nothing of the batch stays (the rollback).
                 let limit: i64 = tx
-                    .query_one(QUEUE_LIMIT, &[&org])
+                    .query_one(
+                        &tx.prepare_cached(QUEUE_LIMIT).await.map_err(pg_err)?,
+                        &[&org],
+                    )
                     .await
                     .map_err(pg_err)?
                     .get(0);
                 return Ok(Err(SubmitError::QueueLimit(limit)));
             }
-            tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
+            tx.execute(&tx.prepare_cached(NOTIFY_WORK).await.map_err(pg_err)?, &[])
+                .await
+                .map_err(pg_err)?;
         }
     }
     tx.commit().await.map_err(pg_err)?;
@@ -227,8 +241,16 @@ pub(crate) async fn submit(
 pub(crate) async fn clear_queue(store: &PgStore, org: OrgKey) -> Result<u64> {
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
-    tx.execute(LOCK_ORG, &[&org]).await.map_err(pg_err)?;
-    let rows = tx.query(DELETE_QUEUED, &[&org]).await.map_err(pg_err)?;
+    tx.execute(&tx.prepare_cached(LOCK_ORG).await.map_err(pg_err)?, &[&org])
+        .await
+        .map_err(pg_err)?;
+    let rows = tx
+        .query(
+            &tx.prepare_cached(DELETE_QUEUED).await.map_err(pg_err)?,
+            &[&org],
+        )
+        .await
+        .map_err(pg_err)?;
     let removed: Vec<(u8, i64)> = rows
         .iter()
         .map(|r| (r.get::<_, i16>(0) as u8, -1))

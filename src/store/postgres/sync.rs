@@ -109,12 +109,21 @@ pub(crate) async fn enter(
         return Err(Error::Unavailable("this node's lease ran out".into()));
     }
     // A lock not granted in time is `Unavailable` (503), see `errors`.
-    let locked = tx.query_opt(LOCK_ORG, &[&org]).await.map_err(pg_err)?;
+    let locked = tx
+        .query_opt(&tx.prepare_cached(LOCK_ORG).await.map_err(pg_err)?, &[&org])
+        .await
+        .map_err(pg_err)?;
     let Some(row) = locked else {
         return Err(Error::NotFound);
     };
     let (concurrency, credits): (i32, i64) = (row.get(0), row.get(1));
-    let usage = tx.query_one(ORG_USAGE, &[&org]).await.map_err(pg_err)?;
+    let usage = tx
+        .query_one(
+            &tx.prepare_cached(ORG_USAGE).await.map_err(pg_err)?,
+            &[&org],
+        )
+        .await
+        .map_err(pg_err)?;
     let (used, spent): (i64, i64) = (usage.get(0), usage.get(1));
     let limit = u32::try_from(concurrency).unwrap_or(0);
     let used = u32::try_from(used.max(0)).unwrap_or(u32::MAX);
@@ -130,7 +139,10 @@ pub(crate) async fn enter(
         });
     }
     let seq: i64 = tx
-        .query_one(TAKE_SLOT, &[&org, &node, &cost])
+        .query_one(
+            &tx.prepare_cached(TAKE_SLOT).await.map_err(pg_err)?,
+            &[&org, &node, &cost],
+        )
         .await
         .map_err(pg_err)?
         .get(0);
@@ -166,15 +178,21 @@ pub(crate) async fn lane_enter(
         && let Some(max) = lanes.lanes[l].max_in_flight
     {
         // The lane's lock, as claims take it: the count below is exact until the commit.
-        tx.execute(LOCK_LANE, &[&lane_key(&lanes.lanes[l].name)])
-            .await
-            .map_err(pg_err)?;
+        tx.execute(
+            &tx.prepare_cached(LOCK_LANE).await.map_err(pg_err)?,
+            &[&lane_key(&lanes.lanes[l].name)],
+        )
+        .await
+        .map_err(pg_err)?;
         let types: Vec<i16> = (0..KINDS)
             .filter(|&k| lane_of_kind(lanes, k) == Some(l))
             .map(|k| k as i16)
             .collect();
         let in_flight: i64 = tx
-            .query(RUNNING_BY_TYPE, &[&types])
+            .query(
+                &tx.prepare_cached(RUNNING_BY_TYPE).await.map_err(pg_err)?,
+                &[&types],
+            )
             .await
             .map_err(pg_err)?
             .iter()
@@ -185,9 +203,12 @@ pub(crate) async fn lane_enter(
             return Ok(false);
         }
     }
-    tx.execute(TAKE_PLACE, &[&store.shared.node, &code])
-        .await
-        .map_err(pg_err)?;
+    tx.execute(
+        &tx.prepare_cached(TAKE_PLACE).await.map_err(pg_err)?,
+        &[&store.shared.node, &code],
+    )
+    .await
+    .map_err(pg_err)?;
     tx.commit().await.map_err(pg_err)?;
     Ok(true)
 }
@@ -198,10 +219,15 @@ pub(crate) async fn lane_leave(store: &PgStore, task_type: TaskType) -> Result<(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg_err)?;
     tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
-    tx.execute(FREE_PLACE, &[&store.shared.node, &code])
+    tx.execute(
+        &tx.prepare_cached(FREE_PLACE).await.map_err(pg_err)?,
+        &[&store.shared.node, &code],
+    )
+    .await
+    .map_err(pg_err)?;
+    tx.execute(&tx.prepare_cached(NOTIFY_WORK).await.map_err(pg_err)?, &[])
         .await
         .map_err(pg_err)?;
-    tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
     tx.commit().await.map_err(pg_err)?;
     Ok(())
 }
@@ -251,14 +277,20 @@ async fn try_leave(store: &PgStore, slot: &SyncSlot, done: Option<&SyncDone>) ->
         tx.batch_execute(ASYNC_COMMIT).await.map_err(pg_err)?;
     }
     let freed = tx
-        .query_opt(FREE_SLOT, &[&slot.org, &node, &slot.cost, &charged])
+        .query_opt(
+            &tx.prepare_cached(FREE_SLOT).await.map_err(pg_err)?,
+            &[&slot.org, &node, &slot.cost, &charged],
+        )
         .await
         .map_err(pg_err)?;
     if freed.is_none() && charged != 0 {
         // The reaper freed the slot already (and folded this node's rows): charge directly.
-        tx.execute(CHARGE_ORG, &[&slot.org, &charged])
-            .await
-            .map_err(pg_err)?;
+        tx.execute(
+            &tx.prepare_cached(CHARGE_ORG).await.map_err(pg_err)?,
+            &[&slot.org, &charged],
+        )
+        .await
+        .map_err(pg_err)?;
     }
     if let Some(SyncDone {
         keep: Some(rec), ..
@@ -266,7 +298,9 @@ async fn try_leave(store: &PgStore, slot: &SyncSlot, done: Option<&SyncDone>) ->
     {
         insert_kept(&tx, store, slot, rec, charged).await?;
     }
-    tx.execute(NOTIFY_WORK, &[]).await.map_err(pg_err)?;
+    tx.execute(&tx.prepare_cached(NOTIFY_WORK).await.map_err(pg_err)?, &[])
+        .await
+        .map_err(pg_err)?;
     tx.commit().await.map_err(pg_err)
 }
 
@@ -284,7 +318,7 @@ async fn insert_kept(
     let response = crate::store::json_text(&rec.result);
     let finished = store.shared.clock.now_ms();
     tx.execute(
-        INSERT_COMPLETED,
+        &tx.prepare_cached(INSERT_COMPLETED).await.map_err(pg_err)?,
         &[
             &seq,
             &slot.id,
@@ -318,7 +352,10 @@ fn release_later(store: &PgStore, slot: &SyncSlot) {
                     let client = shared.conn().await?;
                     let zero = 0i64;
                     client
-                        .execute(FREE_SLOT, &[&org, &shared.node, &cost, &zero])
+                        .execute(
+                            &client.prepare_cached(FREE_SLOT).await.map_err(pg_err)?,
+                            &[&org, &shared.node, &cost, &zero],
+                        )
                         .await
                         .map_err(pg_err)
                 })
