@@ -179,7 +179,7 @@ async fn store_with_a_finished_task() -> (
         Arc::new(crate::store::sqlite::SqliteStore::open(path).expect("store"));
     let task = NewTask {
         task_type: TaskType::Chatgpt,
-        payload: r#"{"prompt":"p","country":"US"}"#.into(),
+        payload: json!({"prompt": "p", "country": "US"}),
         priority: 1,
         idempotency_key: None,
         webhook_url: None,
@@ -435,7 +435,7 @@ async fn a_finish_that_panics_records_a_failed_attempt_instead_and_frees_the_slo
     let (store, org, _, _db) = store_with_a_finished_task().await;
     let task = crate::store::NewTask {
         task_type: TaskType::Chatgpt,
-        payload: r#"{"prompt":"p","country":"US"}"#.into(),
+        payload: json!({"prompt": "p", "country": "US"}),
         priority: 1,
         idempotency_key: None,
         webhook_url: None,
