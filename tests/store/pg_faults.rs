@@ -343,6 +343,51 @@ async fn a_submission_committed_behind_the_claim_cursors_is_still_claimed() {
     assert_eq!(claimed, want);
 }
 
+/// A batch's rows are laid out grouped by priority (the groups in the order the batch first
+/// names them, seq order within each), whatever the request's order; each task keeps its own
+/// id, priority and FIFO seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_stored_grouped_by_priority() {
+    let Some((_db, url, orgs)) = database(1).await else {
+        return;
+    };
+    let a = orgs[0];
+    let live = PgStore::open(&url, live_node()).await.expect("live node");
+    let sql = connect(&url).await;
+    let priorities = [1u8, 7, 3, 7, 10, 1, 5, 3];
+    let ids = super::submit(
+        &live,
+        a,
+        priorities.iter().map(|&p| task(p, None)).collect(),
+    )
+    .await;
+    assert_eq!(ids.len(), priorities.len());
+    // Each id is the request's task at that position: its priority, seqs in request order.
+    let mut seqs = Vec::new();
+    for (id, p) in ids.iter().zip(priorities) {
+        let row = sql
+            .query_one("SELECT priority, seq FROM tasks WHERE id = $1", &[id])
+            .await
+            .expect("the task's row");
+        assert_eq!(row.get::<_, i16>(0), i16::from(p));
+        seqs.push(row.get::<_, i64>(1));
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs in request order: {seqs:?}"
+    );
+    let layout: Vec<i64> = sql
+        .query("SELECT seq FROM tasks ORDER BY ctid", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // Priority 1 (positions 0, 5), then 7 (1, 3), 3 (2, 7), 10 (4), 5 (6).
+    let want: Vec<i64> = [0, 5, 1, 3, 2, 7, 4, 6].iter().map(|&i| seqs[i]).collect();
+    assert_eq!(layout, want, "rows grouped by priority on the heap");
+}
+
 /// The queue limit holds for the whole cluster although a submission inserts its rows before
 /// it takes room: when the queue fills up while the submission inserts, its room is refused
 /// under the organization's row lock and none of its rows stays.
