@@ -737,7 +737,7 @@ async fn record_turns(tx: &Tx<'_>, mut per_org: Vec<OrgClaim>, node: Uuid) -> Re
     let mut d: Vec<Vec<i64>> = vec![Vec::new(); 10];
     let mut c: Vec<Vec<i64>> = vec![Vec::new(); 10];
     for o in &per_org {
-        let delta = deltas(o.by_prio.iter());
+        let delta = deltas(o.by_prio.iter().copied());
         for p in 0..10 {
             d[p].push(delta[p]);
             c[p].push(o.cursor[p]);

@@ -57,9 +57,9 @@ pub(crate) fn lows<'a>(items: impl IntoIterator<Item = &'a (u8, i64)>) -> [i64; 
 }
 
 /// Per-priority deltas from `(priority, change)` pairs.
-pub(crate) fn deltas<'a>(items: impl IntoIterator<Item = &'a (u8, i64)>) -> [i64; 10] {
+pub(crate) fn deltas(items: impl IntoIterator<Item = (u8, i64)>) -> [i64; 10] {
     let mut d = [0i64; 10];
-    for &(p, n) in items {
+    for (p, n) in items {
         d[usize::from(p.clamp(1, 10) - 1)] += n;
     }
     d
@@ -81,7 +81,7 @@ pub(crate) async fn requeue(
     queued: &[(u8, i64)],
     requeued: &[(u8, i64)],
 ) -> crate::store::Result<()> {
-    let d = deltas(queued.iter());
+    let d = deltas(queued.iter().copied());
     let low = lows(requeued.iter());
     let mut params: Params = vec![org];
     push_deltas(&mut params, &d);
@@ -98,7 +98,7 @@ pub(crate) async fn add_queued(
     org: &i64,
     changes: &[(u8, i64)],
 ) -> crate::store::Result<()> {
-    let d = deltas(changes.iter());
+    let d = deltas(changes.iter().copied());
     let mut params: Params = vec![org];
     push_deltas(&mut params, &d);
     tx.execute(ADD_QUEUED, &params)

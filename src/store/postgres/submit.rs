@@ -197,13 +197,7 @@ pub(crate) async fn submit(
         if !added.is_empty() {
             // Room under the queue limit for what was inserted, atomically for the whole
             // cluster; the organization's row stays locked until the commit.
-            let d = deltas(
-                added
-                    .iter()
-                    .map(|&(p, _)| (p, 1i64))
-                    .collect::<Vec<_>>()
-                    .iter(),
-            );
+            let d = deltas(added.iter().map(|&(p, _)| (p, 1)));
             let low = lows(added.iter());
             let n = added.len() as i64;
             let mut params: Params = vec![&org, &n];
